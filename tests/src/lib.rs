@@ -1,1 +1,589 @@
-//! placeholder
+//! Test harness for Weir's end-to-end tests.
+//!
+//! Everything here talks to real services: the machine's PostgreSQL (made
+//! ready for logical replication by `scripts/setup-postgres`), a tansu
+//! Kafka broker started per test on a free loopback port, and the real
+//! `weir` binary run as a child process. Each test gets its own database,
+//! slot and publication, so tests run in parallel without colliding, and
+//! every process or database a test creates is removed when its guard drops.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+pub use serde_json::Value as Json;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The `weir` binary built alongside the tests (`cargo test --workspace`
+/// builds it), or `$WEIR_BIN`.
+pub fn weir_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("weir");
+    assert!(
+        bin.exists(),
+        "the weir binary is missing at {}: build it with `cargo build -p weir` (or run `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A plugin component built by `scripts/build-plugins`.
+pub fn plugin(name: &str) -> PathBuf {
+    let file = name.replace('-', "_");
+    let path = repo_root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{file}.wasm"));
+    assert!(
+        path.exists(),
+        "plugin {name} is not built ({} missing): run scripts/build-plugins",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A short random lower-case suffix for names.
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}_{n:x}")
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connection settings of the machine's Postgres (override with PGHOST, PGPORT, PGUSER).
+pub fn pg_host() -> String {
+    std::env::var("PGHOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// Postgres port.
+pub fn pg_port() -> u16 {
+    std::env::var("PGPORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
+}
+
+/// Postgres superuser name.
+pub fn pg_user() -> String {
+    std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into())
+}
+
+/// Runs SQL through `psql` (used where a synchronous call is needed, as in `Drop`).
+pub fn psql(db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-X", "-qAt", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", &pg_host(), "-p", &pg_port().to_string(), "-U", &pg_user()])
+        .args(["-d", db, "-c", sql])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A fresh database with its own slot and publication names, dropped
+/// (after its slot) when the guard drops.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// Slot name for Weir to use.
+    pub slot: String,
+    /// Publication name for Weir to use.
+    pub publication: String,
+    /// A connection to the database.
+    pub client: tokio_postgres::Client,
+}
+
+impl TestDb {
+    /// Creates the database and runs `setup` SQL in it.
+    pub async fn new(prefix: &str, setup: &str) -> TestDb {
+        let name = unique(&format!("weir_{prefix}"));
+        psql("postgres", &format!("CREATE DATABASE {name}")).expect("create test database");
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host={} port={} user={} dbname={name}",
+                pg_host(),
+                pg_port(),
+                pg_user()
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the test database");
+        tokio::spawn(conn);
+        if !setup.is_empty() {
+            client.batch_execute(setup).await.expect("test setup SQL");
+        }
+        TestDb {
+            slot: format!("{name}_slot"),
+            publication: format!("{name}_pub"),
+            name,
+            client,
+        }
+    }
+
+    /// The `[source]` section for this database.
+    pub fn source_toml(&self, tables: &[&str]) -> String {
+        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+        format!(
+            "[source]\nhost = {:?}\nport = {}\nuser = {:?}\ndatabase = {:?}\nslot = {:?}\npublication = {:?}\ntables = [{}]\nstatus_interval = \"1s\"\n",
+            pg_host(),
+            pg_port(),
+            pg_user(),
+            self.name,
+            self.slot,
+            self.publication,
+            tables.join(", ")
+        )
+    }
+
+    /// The slot's confirmed flush LSN, if the slot exists.
+    pub fn confirmed_flush(&self) -> Option<weir_core::Lsn> {
+        let out = psql(
+            "postgres",
+            &format!(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
+                self.slot
+            ),
+        )
+        .ok()?;
+        out.parse().ok()
+    }
+
+    /// `pg_current_wal_lsn()` now.
+    pub fn current_wal_lsn(&self) -> weir_core::Lsn {
+        psql(&self.name, "SELECT pg_current_wal_lsn()")
+            .expect("read current WAL LSN")
+            .parse()
+            .expect("an LSN")
+    }
+
+    /// Runs SQL (several statements allowed).
+    pub async fn exec(&self, sql: &str) {
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{s}' AND active_pid IS NOT NULL",
+                s = self.slot
+            ),
+        );
+        // The walsender needs a moment to release the slot after termination.
+        let _ = wait_for(Duration::from_secs(10), || {
+            psql(
+                "postgres",
+                &format!(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{}'",
+                    self.slot
+                ),
+            )
+            .ok()
+        });
+        let _ = psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// A tansu Kafka broker on a free loopback port, in memory, killed on drop.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+/// The tansu binary: `$WEIR_TANSU`, the setup script's cache, or PATH.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_TANSU") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var_os("WEIR_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir/tools")));
+    if let Some(t) = tools {
+        let bin = t.join("bin/tansu");
+        if bin.exists() {
+            return bin;
+        }
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output() {
+        if out.status.success() {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!("tansu (the Kafka-protocol broker the tests use) is not installed: run scripts/setup-tansu");
+}
+
+impl Broker {
+    /// Starts a broker and waits until it accepts connections.
+    pub fn start() -> Broker {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker { child, addr };
+        wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&broker.addr).ok()
+        })
+        .unwrap_or_else(|| panic!("tansu did not listen on {} within 30s", broker.addr));
+        broker
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `weir` process, its stderr captured to a file; killed on drop.
+pub struct WeirProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl WeirProcess {
+    /// Runs `weir run --config CONFIG` plus `args`.
+    pub fn start(config: &Path, args: &[&str]) -> WeirProcess {
+        let log = config.with_extension(format!("{}.log", unique("run")));
+        let stderr = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(weir_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("WEIR_LOG", std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start weir");
+        WeirProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (up to 30 s, then SIGKILL) for the exit status.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let status = wait_for(Duration::from_secs(30), || c.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = c.kill();
+            return c.wait().ok();
+        }
+        status
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let status = wait_for(timeout, || c.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `weir` with arguments to completion (for `check` and startup errors),
+/// returning exit status and stderr. Gives up after `timeout`.
+pub fn run_weir(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(weir_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let status = wait_for(timeout, || child.try_wait().ok().flatten());
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("weir {args:?} did not exit within {timeout:?}");
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, format!("{out}{err}"))
+}
+
+/// Reads a JSON Lines file written by the file sink. A torn last line (a
+/// process killed mid-write) is ignored: it was never acknowledged.
+pub fn read_jsonl(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Waits until the file sink has written at least `n` lines.
+pub fn wait_lines(path: &Path, n: usize, timeout: Duration) -> Vec<Json> {
+    let mut last = Vec::new();
+    let got = wait_for(timeout, || {
+        last = read_jsonl(path);
+        (last.len() >= n).then(|| last.clone())
+    });
+    got.unwrap_or_else(|| {
+        panic!(
+            "expected at least {n} lines in {} within {timeout:?}, found {}",
+            path.display(),
+            last.len()
+        )
+    })
+}
+
+/// One consumed Kafka message.
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    /// Topic.
+    pub topic: String,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value parsed as JSON.
+    pub value: Json,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Consumes `topics` from the beginning until `n` messages arrived or
+/// `timeout` passed; returns what arrived, in partition order.
+pub async fn consume(brokers: &str, topics: &[&str], n: usize, timeout: Duration) -> Vec<KafkaMessage> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("weir_test"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create consumer");
+    consumer.subscribe(topics).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => panic!("consume failed: {e}"),
+            Err(_) => break,
+        };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(KafkaMessage {
+            topic: msg.topic().to_owned(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: serde_json::from_slice(msg.payload().unwrap_or_default())
+                .expect("message value is JSON"),
+            headers,
+        });
+    }
+    out
+}
+
+/// A throwaway Postgres cluster of our own (for settings the machine's
+/// server must not change, such as `wal_level = replica`), run as the
+/// `postgres` OS user on a free port and stopped on drop.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+fn pg_bindir() -> PathBuf {
+    let out = Command::new("pg_config").arg("--bindir").output();
+    if let Ok(o) = out {
+        if o.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            if dir.join("initdb").exists() {
+                return dir;
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .find(|b| b.join("initdb").exists())
+        .expect("initdb not found (is the PostgreSQL server package installed?)")
+}
+
+fn as_postgres(bin: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args).output().expect("run a Postgres server binary")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PrivateCluster {
+    /// initdb + start with extra `-c` settings.
+    pub fn start(settings: &[(&str, &str)]) -> PrivateCluster {
+        let bin = pg_bindir();
+        let dir = tempfile::Builder::new().prefix("weir-pg").tempdir().unwrap();
+        if running_as_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown the private cluster directory");
+        }
+        let data = dir.path().join("data");
+        let data_s = data.to_str().unwrap();
+        let out = as_postgres(&bin.join("initdb"), &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let mut opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            dir.path().display()
+        );
+        for (k, v) in settings {
+            opts.push_str(&format!(" -c {k}={v}"));
+        }
+        let log = dir.path().join("server.log");
+        let out = as_postgres(
+            &bin.join("pg_ctl"),
+            &["-D", data_s, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+        assert!(
+            out.status.success(),
+            "private cluster did not start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        PrivateCluster { dir, bin, port }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}

@@ -1,1 +1,147 @@
-fn main() {}
+//! The `weir` command line: `weir run` streams changes, `weir check`
+//! validates a configuration without connecting to anything.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weir::config::Config;
+use weir::pipeline::Pipeline;
+use weir::status::Status;
+
+/// Change data capture from PostgreSQL through WebAssembly plugins to sinks.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream committed changes from Postgres through the plugins to the sinks.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "weir.toml")]
+        config: PathBuf,
+        /// Exit (with status 2) when the pipeline halts, instead of staying
+        /// up to report the failure on the admin endpoint.
+        #[arg(long)]
+        exit_on_halt: bool,
+    },
+    /// Validate a configuration and its plugins; connects to nothing.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, default_value = "weir.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Check { config } => match weir::pipeline::check(&config).await {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} transform(s), {} sink(s): {})",
+                        config.display(),
+                        c.transforms.len(),
+                        c.sinks.len(),
+                        c.sink_names()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprint!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Run {
+                config,
+                exit_on_halt,
+            } => run(config, exit_on_halt).await,
+        }
+    })
+}
+
+async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let status = Arc::new(Status::new(config.sinks.keys().cloned()));
+    let admin_stop = CancellationToken::new();
+    if let Some(admin) = &config.admin {
+        match weir::admin::serve(admin.listen, status.clone(), admin_stop.clone()).await {
+            Ok(addr) => tracing::info!(%addr, "admin endpoint listening"),
+            Err(e) => {
+                eprintln!("error: admin.listen: cannot listen on {}: {e}", admin.listen);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let pipeline = match Pipeline::start(config, status.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match pipeline.wait(shutdown.clone()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: pipeline halted: {e}");
+            if !exit_on_halt {
+                // Stay up so the failure can be read from the admin
+                // endpoint; nothing past the failing change is acknowledged.
+                tracing::error!("halted; waiting for a signal to exit");
+                shutdown.cancelled().await;
+            }
+            ExitCode::from(2)
+        }
+    };
+    admin_stop.cancel();
+    code
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

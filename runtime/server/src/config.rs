@@ -1,0 +1,580 @@
+//! `weir.toml`: parsing, `${ENV}` interpolation and validation.
+//!
+//! Loading is pure (no network): it turns text into a [`Config`] or a list
+//! of every problem found, each with the path of the offending field
+//! (`sinks.orders_kafka.brokers: ...`). `weir check` is exactly this step.
+//! Field doc comments here are the user documentation of the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_sinks::{FileSinkConfig, KafkaSinkConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Postgres database to capture.
+    pub source: SourceConfig,
+    /// Transform plugins, applied in order to every change.
+    #[serde(default)]
+    pub transforms: Vec<PluginConfig>,
+    /// A router plugin deciding each change's sinks. Exclusive with `routes`.
+    pub router: Option<PluginConfig>,
+    /// Routing rules, used when there is no router plugin. Every rule that
+    /// matches a change sends it to the rule's sinks. Without rules (and
+    /// without a router) every change goes to every sink.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named sinks.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Tuning of the pipeline between source and sinks.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The HTTP admin endpoint (health, status, metrics).
+    pub admin: Option<AdminConfig>,
+}
+
+/// Where and what to capture.
+///
+/// Deliberately not `Serialize`: it holds a password and must not be logged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Postgres host name or IP address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Postgres port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Role to connect as; it needs the REPLICATION attribute.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password, if the server asks for one (use `${ENV_VAR}`).
+    pub password: Option<String>,
+    /// Database to capture.
+    pub database: String,
+    /// Replication slot name.
+    #[serde(default = "default_weir")]
+    pub slot: String,
+    /// Publication name.
+    #[serde(default = "default_weir")]
+    pub publication: String,
+    /// Tables to capture, as `schema.table` (or `table` for `public`).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Capture every table (`FOR ALL TABLES` publication) instead of `tables`.
+    #[serde(default)]
+    pub all_tables: bool,
+    /// Create the slot when it does not exist.
+    #[serde(default = "yes")]
+    pub create_slot: bool,
+    /// Create the publication (or add missing tables to it) when needed.
+    #[serde(default = "yes")]
+    pub create_publication: bool,
+    /// Ask pgoutput for binary values: faster, but only the common types
+    /// decode losslessly; others arrive as their binary form in hex.
+    #[serde(default)]
+    pub binary: bool,
+    /// How often to report progress to Postgres even when nothing changes.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+    /// How long to wait for a slot still held by a previous process.
+    #[serde(default = "default_slot_wait", with = "humantime_serde")]
+    pub slot_wait: Duration,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("tables", &self.tables)
+            .field("all_tables", &self.all_tables)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One WASM plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name used in logs, errors and metrics. Defaults to the file stem.
+    pub name: Option<String>,
+    /// Path to the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+    /// Settings passed to the plugin's `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Memory cap per instance, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_limit_mib: usize,
+    /// Wall-clock deadline for one call into the plugin.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// A routing rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Table patterns, `schema.table`, where `*` matches any run of
+    /// characters (`public.*`, `*.orders`). Empty matches every table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Sinks that receive matching changes.
+    pub sinks: Vec<String>,
+    /// Topic within those sinks, with `{schema}`, `{table}`, `{op}`
+    /// placeholders. The sink's own default when absent.
+    pub topic: Option<String>,
+}
+
+/// A sink, tagged by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// JSON Lines into a file or stdout.
+    File(FileSinkConfig),
+    /// Kafka topics.
+    Kafka(KafkaSinkConfig),
+}
+
+/// Pipeline tuning.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Batches buffered between stages; bounds memory together with the
+    /// source's batch size.
+    #[serde(default = "default_channel_batches")]
+    pub channel_batches: usize,
+    /// Most changes the source puts in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest wait between retries of a sink that is down.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            channel_batches: default_channel_batches(),
+            max_batch: default_max_batch(),
+            max_retry_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// The admin HTTP endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on, such as `127.0.0.1:9187`.
+    pub listen: SocketAddr,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_weir() -> String {
+    "weir".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_slot_wait() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_memory_mib() -> usize {
+    64
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_channel_batches() -> usize {
+    8
+}
+fn default_max_batch() -> usize {
+    4096
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Everything wrong with a configuration file, one problem per line.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    file: String,
+    problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration {}:", self.file)?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a configuration file.
+    /// Relative plugin paths are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base, &|name| std::env::var(name).ok()).map_err(|problems| {
+            ConfigErrors { file, problems }
+        })
+    }
+
+    /// Parses configuration text. `env` looks up `${NAME}` references;
+    /// `base` is the directory relative plugin paths start from.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let text = interpolate(text, env)?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| vec![toml_error(&text, &e)])?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = toml_error(&text, &inner);
+            vec![if path.is_empty() || path == "." {
+                msg
+            } else {
+                format!("{path}: {msg}")
+            }]
+        })?;
+        for plugin in config.transforms.iter_mut().chain(config.router.as_mut()) {
+            if plugin.path.is_relative() {
+                plugin.path = base.join(&plugin.path);
+            }
+        }
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let s = &self.source;
+        if s.all_tables && !s.tables.is_empty() {
+            problems.push("source.tables: set either `tables` or `all_tables = true`, not both".into());
+        }
+        if !s.all_tables && s.tables.is_empty() {
+            problems.push("source.tables: list the tables to capture (schema.table), or set `all_tables = true`".into());
+        }
+        for (i, t) in s.tables.iter().enumerate() {
+            if let Err(e) = parse_table(t) {
+                problems.push(format!("source.tables[{i}]: {e}"));
+            }
+        }
+        for (field, name) in [("source.slot", &s.slot), ("source.publication", &s.publication)] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                problems.push(format!(
+                    "{field}: {name:?} must be lower-case letters, digits and underscores"
+                ));
+            }
+        }
+        if s.database.is_empty() {
+            problems.push("source.database: must not be empty".into());
+        }
+        if self.sinks.is_empty() {
+            problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());
+        }
+        for (i, p) in self.transforms.iter().enumerate() {
+            check_plugin(&format!("transforms[{i}]"), p, &mut problems);
+        }
+        if let Some(r) = &self.router {
+            check_plugin("router", r, &mut problems);
+            if !self.routes.is_empty() {
+                problems.push("routes: a router plugin is configured; remove `routes` or `router`".into());
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.sinks.is_empty() {
+                problems.push(format!("routes[{i}].sinks: name at least one sink"));
+            }
+            for sink in &r.sinks {
+                if !self.sinks.contains_key(sink) {
+                    problems.push(format!(
+                        "routes[{i}].sinks: no sink named {sink:?} (configured: {})",
+                        self.sink_names()
+                    ));
+                }
+            }
+        }
+        if self.pipeline.channel_batches == 0 {
+            problems.push("pipeline.channel_batches: must be at least 1".into());
+        }
+        if self.pipeline.max_batch == 0 {
+            problems.push("pipeline.max_batch: must be at least 1".into());
+        }
+        problems
+    }
+
+    /// Sink names, comma-separated, for messages.
+    pub fn sink_names(&self) -> String {
+        self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl PluginConfig {
+    /// The plugin's display name.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.path.display().to_string())
+        })
+    }
+
+    /// The `config` table flattened to strings, as plugins receive it.
+    pub fn config_pairs(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| match i {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+fn check_plugin(field: &str, p: &PluginConfig, problems: &mut Vec<String>) {
+    if !p.path.is_file() {
+        problems.push(format!(
+            "{field}.path: {} does not exist or is not a file",
+            p.path.display()
+        ));
+    }
+    if p.memory_limit_mib == 0 {
+        problems.push(format!("{field}.memory_limit_mib: must be at least 1"));
+    }
+    if p.timeout.is_zero() {
+        problems.push(format!("{field}.timeout: must be more than zero"));
+    }
+    for (k, v) in &p.config {
+        if matches!(v, toml::Value::Table(_)) {
+            problems.push(format!(
+                "{field}.config.{k}: nested tables are not supported; use flat `key = value` pairs"
+            ));
+        }
+    }
+}
+
+/// Splits `schema.table` (or `table`, meaning `public.table`).
+pub fn parse_table(s: &str) -> Result<(String, String), String> {
+    let (schema, table) = s.split_once('.').unwrap_or(("public", s));
+    if schema.is_empty() || table.is_empty() || table.contains('.') {
+        return Err(format!("{s:?} is not a table name; write schema.table"));
+    }
+    Ok((schema.to_owned(), table.to_owned()))
+}
+
+/// Replaces `${NAME}` (and `${NAME:-default}`) with environment values;
+/// `$${` stands for a literal `${`. Unset variables without a default are
+/// errors naming the variable and the line.
+fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(pos) = rest.find("${") {
+            if rest[..pos].ends_with('$') {
+                out.push_str(&rest[..pos - 1]);
+                out.push_str("${");
+                rest = &rest[pos + 2..];
+                continue;
+            }
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 2..];
+            let Some(end) = after.find('}') else {
+                problems.push(format!("line {}: `${{` without a closing `}}`", lineno + 1));
+                rest = after;
+                continue;
+            };
+            let expr = &after[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => problems.push(format!(
+                    "line {}: environment variable {name} is not set (referenced as ${{{expr}}})",
+                    lineno + 1
+                )),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A TOML error as `message (line L, column C)`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+            format!("{msg} (line {line}, column {col})")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[source]
+database = "app"
+tables = ["public.orders", "customers"]
+
+[sinks.out]
+type = "file"
+path = "-"
+"#;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(text, Path::new("."), &|name| match name {
+            "PGPASS" => Some("s3cret".into()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.source.slot, "weir");
+        assert_eq!(c.source.port, 5432);
+        assert!(c.source.create_slot);
+        assert_eq!(c.source.status_interval, Duration::from_secs(10));
+        assert!(matches!(c.sinks["out"], SinkConfig::File(_)));
+    }
+
+    #[test]
+    fn interpolates_environment_and_defaults() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\nlisten = \"${{ADMIN:-127.0.0.1:9999}}\"\n"
+        )
+        .replace("database = \"app\"", "database = \"app\"\npassword = \"${PGPASS}\"");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.source.password.as_deref(), Some("s3cret"));
+        assert_eq!(c.admin.unwrap().listen.port(), 9999);
+        assert!(!format!("{:?}", c.source).contains("s3cret"), "password must not be logged");
+    }
+
+    #[test]
+    fn unset_variable_names_variable_and_line() {
+        let text = MINIMAL.replace("\"app\"", "\"${DB_NAME}\"");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("DB_NAME") && errs[0].contains("line 3"), "{errs:?}");
+    }
+
+    #[test]
+    fn escaped_dollar_brace_is_literal() {
+        assert_eq!(interpolate("a $${b} c", &|_| None).unwrap(), "a ${b} c");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_path() {
+        let text = MINIMAL.replace("path = \"-\"", "path = \"-\"\nfsync = true");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].starts_with("sinks.out"), "{errs:?}");
+        assert!(errs[0].contains("fsync"), "{errs:?}");
+        let text = MINIMAL.replace("[source]", "[source]\nslots = 1");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].contains("slots") && errs[0].contains("line 3"), "{errs:?}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_its_path() {
+        let text = MINIMAL.replace("database = \"app\"", "database = \"app\"\nport = \"x\"");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].starts_with("source.port:"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_sink_type_is_reported() {
+        let text = MINIMAL.replace("type = \"file\"", "type = \"fiel\"");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs[0].contains("sinks.out") && errs[0].contains("fiel"), "{errs:?}");
+    }
+
+    #[test]
+    fn collects_every_semantic_problem_at_once() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nsinks = [\"nope\"]\n[[transforms]]\npath = \"missing.wasm\"\n"
+        )
+        .replace("\"customers\"", "\"a.b.c\"");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs.iter().any(|e| e.starts_with("source.tables[1]")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("routes[0].sinks") && e.contains("nope")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("transforms[0].path")), "{errs:?}");
+    }
+
+    #[test]
+    fn table_names() {
+        assert_eq!(parse_table("orders").unwrap(), ("public".into(), "orders".into()));
+        assert_eq!(parse_table("s.t").unwrap(), ("s".into(), "t".into()));
+        assert!(parse_table(".t").is_err());
+    }
+}

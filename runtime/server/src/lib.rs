@@ -1,0 +1,16 @@
+//! Weir's service: the `weir` binary's configuration, pipeline wiring,
+//! checkpointing and admin API.
+//!
+//! This crate is where the data path is assembled. `weir-postgres` reads
+//! the WAL, `weir-wasm` runs plugins, `weir-sinks` writes to destinations;
+//! [`pipeline`] connects them with bounded channels, and [`checkpoint`]
+//! decides which source position may be acknowledged so that no committed
+//! change is ever lost: the flush LSN only covers transactions that every
+//! sink they were routed to has made durable.
+
+pub mod admin;
+pub mod checkpoint;
+pub mod config;
+pub mod pipeline;
+pub mod routing;
+pub mod status;

@@ -1,0 +1,811 @@
+//! Wiring one pipeline: source task → processor thread (transforms and
+//! routing) → one task per sink, with the [`Checkpointer`] closing the loop
+//! back to the source.
+//!
+//! ```text
+//!  source task ──batches──▶ processor thread ──records──▶ sink task (one per sink)
+//!      ▲                     transforms, router                │ write() durable
+//!      └──── watermark ◀──── Checkpointer ◀──── delivered ─────┘
+//! ```
+//!
+//! Every channel is bounded, so a slow sink slows the source instead of
+//! growing memory. The processor runs plugins on its own OS thread because
+//! wasmtime calls are synchronous and may take up to their deadline.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weir_core::{
+    ChangeEvent, Destination, Lsn, RawMessage, Sink, SinkError, SinkPayload, SinkRecord,
+    SourceItem, TxnId, Value,
+};
+use weir_postgres::{PgError, PostgresConfig, PostgresSource};
+use weir_sinks::{FileSink, KafkaSink};
+use weir_wasm::{
+    EmitPayload, Outcome, PluginEngine, PluginError, PluginSpec, RouterInstance, RouterPlugin,
+    TransformInstance, TransformPlugin, find_failing_event,
+};
+
+use crate::checkpoint::{AckError, Checkpointer};
+use crate::config::{Config, PluginConfig, SinkConfig, SourceConfig, parse_table};
+use crate::routing::RouteRules;
+use crate::status::{State, Status};
+
+/// Why the pipeline could not start. Nothing was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A sink could not be opened or reached.
+    #[error("sink {sink}: {error}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        error: SinkError,
+    },
+    /// A plugin could not be loaded or initialised.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Postgres is not ready for capture, or unreachable.
+    #[error(transparent)]
+    Source(#[from] PgError),
+}
+
+/// Why a running pipeline stopped without being asked to. Nothing past the
+/// failing change was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum HaltError {
+    /// A plugin trapped, timed out or ran out of memory on a change.
+    #[error("plugin {plugin} failed on {event}: {error}")]
+    PluginFailed {
+        /// The plugin's name.
+        plugin: String,
+        /// The change it failed on.
+        event: String,
+        /// The failure.
+        error: PluginError,
+    },
+    /// A plugin failed without it being tied to one change.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A transform returned `fail` for a change.
+    #[error("plugin {plugin} rejected {event}: {message}")]
+    PluginRejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The change it rejected.
+        event: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// A plugin or rule sent a change to a sink that does not exist.
+    #[error("{by} routed {event} to sink {sink:?}, which is not configured (configured: {known})")]
+    UnknownSink {
+        /// Who chose the destination.
+        by: String,
+        /// The change.
+        event: String,
+        /// The missing sink.
+        sink: String,
+        /// The configured sinks.
+        known: String,
+    },
+    /// A sink failed in a way retrying cannot fix.
+    #[error("sink {sink}: {error}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        error: SinkError,
+    },
+    /// The source failed in a way reconnecting cannot fix.
+    #[error(transparent)]
+    Source(#[from] PgError),
+    /// Acknowledgement bookkeeping failed: a bug.
+    #[error(transparent)]
+    Ack(#[from] AckError),
+    /// A pipeline thread panicked: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Translates the `[source]` section for the Postgres crate.
+pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
+    PostgresConfig {
+        host: s.host.clone(),
+        port: s.port,
+        user: s.user.clone(),
+        password: s.password.clone(),
+        dbname: s.database.clone(),
+        application_name: "weir".into(),
+        slot: s.slot.clone(),
+        publication: s.publication.clone(),
+        tables: s
+            .tables
+            .iter()
+            .filter_map(|t| parse_table(t).ok())
+            .collect(),
+        all_tables: s.all_tables,
+        create_slot: s.create_slot,
+        create_publication: s.create_publication,
+        binary: s.binary,
+        status_interval: s.status_interval,
+        slot_wait: s.slot_wait,
+        max_batch,
+    }
+}
+
+fn plugin_spec(p: &PluginConfig) -> PluginSpec {
+    PluginSpec {
+        name: p.display_name(),
+        path: p.path.clone(),
+        config: p.config_pairs(),
+        memory_limit_bytes: p.memory_limit_mib * 1024 * 1024,
+        call_timeout: p.timeout,
+    }
+}
+
+/// Compiles and initialises every plugin of the configuration once, so a
+/// bad plugin is reported before anything connects. Compilation is CPU
+/// work; it runs off the async runtime.
+pub async fn load_plugins(
+    config: &Config,
+) -> Result<(Vec<TransformPlugin>, Option<RouterPlugin>), PluginError> {
+    let transforms: Vec<PluginSpec> = config.transforms.iter().map(plugin_spec).collect();
+    let router = config.router.as_ref().map(plugin_spec);
+    tokio::task::spawn_blocking(move || {
+        let engine = PluginEngine::new()?;
+        let mut loaded = Vec::new();
+        for spec in transforms {
+            let plugin = TransformPlugin::load(&engine, spec)?;
+            plugin.instantiate()?;
+            loaded.push(plugin);
+        }
+        let router = match router {
+            Some(spec) => {
+                let plugin = RouterPlugin::load(&engine, spec)?;
+                plugin.instantiate()?;
+                Some(plugin)
+            }
+            None => None,
+        };
+        Ok((loaded, router))
+    })
+    .await
+    .expect("plugin loading panicked")
+}
+
+async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for (name, sink) in &config.sinks {
+        let opened: Result<Box<dyn Sink>, SinkError> = match sink {
+            SinkConfig::File(c) => FileSink::open(name, c.clone()).map(|s| Box::new(s) as _),
+            SinkConfig::Kafka(c) => KafkaSink::connect(name, c.clone())
+                .await
+                .map(|s| Box::new(s) as _),
+        };
+        sinks.push(opened.map_err(|error| StartError::Sink {
+            sink: name.clone(),
+            error,
+        })?);
+    }
+    Ok(sinks)
+}
+
+/// A started pipeline.
+pub struct Pipeline {
+    status: Arc<Status>,
+    tasks: JoinSet<Result<(), HaltError>>,
+    processor: Option<std::thread::JoinHandle<Result<(), HaltError>>>,
+    source_stop: CancellationToken,
+}
+
+impl Pipeline {
+    /// Opens sinks, loads plugins, prepares the slot and starts streaming.
+    /// Any failure here is reported before a single change is read.
+    pub async fn start(config: Config, status: Arc<Status>) -> Result<Pipeline, StartError> {
+        let sinks = open_sinks(&config).await?;
+        let (transforms, router) = load_plugins(&config).await?;
+        let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
+        let source = PostgresSource::prepare(pg_config.clone()).await?;
+        let start = source.start_lsn();
+        tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
+
+        let checkpointer = Arc::new(Checkpointer::new(start));
+        status.acked_lsn.store(start.0, Ordering::Relaxed);
+        let capacity = config.pipeline.channel_batches;
+        let mut tasks = JoinSet::new();
+
+        let mut sink_txs = Vec::new();
+        let mut sink_index = HashMap::new();
+        for sink in sinks {
+            let (tx, rx) = mpsc::channel(capacity);
+            sink_index.insert(sink.name().to_owned(), sink_txs.len());
+            sink_txs.push(tx);
+            tasks.spawn(sink_task(
+                sink,
+                rx,
+                checkpointer.clone(),
+                status.clone(),
+                config.pipeline.max_retry_backoff,
+            ));
+        }
+
+        let (items_tx, items_rx) = mpsc::channel(capacity);
+        let processor = Processor {
+            transforms: transforms.into_iter().map(TransformStage::new).collect(),
+            router: router.map(RouterStage::new),
+            rules: RouteRules::new(&config.routes, config.sinks.keys().cloned()),
+            sink_names: config.sink_names(),
+            sink_index,
+            sink_txs,
+            checkpointer: checkpointer.clone(),
+            status: status.clone(),
+        };
+        let processor = std::thread::Builder::new()
+            .name("weir-processor".into())
+            .spawn(move || processor.run(items_rx))
+            .map_err(|e| {
+                StartError::Source(PgError::Io(std::io::Error::other(format!(
+                    "cannot start the processor thread: {e}"
+                ))))
+            })?;
+
+        let source_stop = CancellationToken::new();
+        tasks.spawn(source_task(
+            source,
+            pg_config,
+            items_tx,
+            checkpointer,
+            status.clone(),
+            source_stop.clone(),
+        ));
+        status.set_state(State::Running);
+        Ok(Pipeline {
+            status,
+            tasks,
+            processor: Some(processor),
+            source_stop,
+        })
+    }
+
+    /// Runs until `shutdown` or a halt. On a halt, in-flight changes before
+    /// the failure are still delivered and acknowledged; nothing after it.
+    pub async fn wait(mut self, shutdown: CancellationToken) -> Result<(), HaltError> {
+        let mut first_error = None;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            Some(done) = self.tasks.join_next() => {
+                if let Err(e) = flatten(done) {
+                    first_error = Some(e);
+                }
+            }
+        }
+        if let Some(e) = &first_error {
+            self.status.set_state(State::Halted(e.to_string()));
+            tracing::error!(error = %e, "pipeline halted");
+        }
+        // Stop reading: the source closes its channel, the processor drains
+        // and exits, the sink tasks drain and exit.
+        self.source_stop.cancel();
+        let processor = self.processor.take();
+        let processor_result = tokio::task::spawn_blocking(move || match processor {
+            Some(p) => p
+                .join()
+                .unwrap_or_else(|_| Err(HaltError::Internal("processor thread panicked".into()))),
+            None => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|e| Err(HaltError::Internal(e.to_string())));
+        if let Err(e) = processor_result {
+            record(&self.status, &mut first_error, e);
+        }
+        while let Some(done) = self.tasks.join_next().await {
+            if let Err(e) = flatten(done) {
+                record(&self.status, &mut first_error, e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                self.status.set_state(State::Stopped);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn record(status: &Status, first: &mut Option<HaltError>, e: HaltError) {
+    if first.is_none() {
+        status.set_state(State::Halted(e.to_string()));
+        tracing::error!(error = %e, "pipeline halted");
+        *first = Some(e);
+    } else {
+        tracing::debug!(error = %e, "further error while halting");
+    }
+}
+
+fn flatten(
+    done: Result<Result<(), HaltError>, tokio::task::JoinError>,
+) -> Result<(), HaltError> {
+    done.unwrap_or_else(|e| Err(HaltError::Internal(format!("pipeline task failed: {e}"))))
+}
+
+/// Streams from Postgres, reconnecting after connection loss. The slot
+/// resumes from the acknowledged position, so a reconnect redelivers
+/// whatever was not yet durable.
+async fn source_task(
+    mut source: PostgresSource,
+    config: PostgresConfig,
+    out: mpsc::Sender<Vec<SourceItem>>,
+    checkpointer: Arc<Checkpointer>,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) -> Result<(), HaltError> {
+    let mut backoff = Duration::from_millis(200);
+    let mut watermark = checkpointer.subscribe();
+    let status_updater = {
+        let status = status.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = watermark.changed() => {
+                        if changed.is_err() { break; }
+                        let lsn: Lsn = *watermark.borrow_and_update();
+                        status.acked_lsn.store(lsn.0, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let result = loop {
+        match source
+            .run(out.clone(), checkpointer.subscribe(), stop.clone())
+            .await
+        {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_retryable() && !stop.is_cancelled() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "lost the replication connection; reconnecting");
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    match PostgresSource::prepare(config.clone()).await {
+                        Ok(s) => {
+                            tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
+                            source = s;
+                            backoff = Duration::from_millis(200);
+                            break;
+                        }
+                        Err(e) if e.is_retryable() => {
+                            tracing::warn!(error = %e, retry_in = ?backoff, "Postgres still unavailable");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if stop.is_cancelled() {
+                    break Ok(());
+                }
+            }
+            Err(e) if stop.is_cancelled() => {
+                tracing::debug!(error = %e, "source stopped with an error during shutdown");
+                break Ok(());
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    status_updater.abort();
+    result
+}
+
+/// Writes batches to one sink, retrying while it is unavailable, and
+/// reports each durable batch to the checkpointer.
+async fn sink_task(
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<Vec<SinkRecord>>,
+    checkpointer: Arc<Checkpointer>,
+    status: Arc<Status>,
+    max_backoff: Duration,
+) -> Result<(), HaltError> {
+    let name = sink.name().to_owned();
+    let counters = &status.sinks[&name];
+    // Coalescing small batches that queued up while the sink was busy
+    // amortises the per-write fsync or delivery round trip.
+    const COALESCE_RECORDS: usize = 16_384;
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < COALESCE_RECORDS {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match sink.write(&batch).await {
+                Ok(()) => break,
+                Err(error) if error.is_retryable() => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(sink = %name, error = %error, retry_in = ?backoff, "sink write failed; retrying the batch");
+                    status.set_sink_error(Some(format!("{name}: {error}")));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+                Err(error) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(HaltError::Sink { sink: name, error });
+                }
+            }
+        }
+        status.set_sink_error(None);
+        counters.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        checkpointer.delivered(&batch)?;
+    }
+    sink.close()
+        .await
+        .map_err(|error| HaltError::Sink { sink: name, error })
+}
+
+/// One transform of the chain, with its current instance. A trapped
+/// instance is discarded and the next batch gets a fresh one.
+struct TransformStage {
+    plugin: TransformPlugin,
+    instance: Option<TransformInstance>,
+}
+
+impl TransformStage {
+    fn new(plugin: TransformPlugin) -> Self {
+        TransformStage {
+            plugin,
+            instance: None,
+        }
+    }
+
+    fn process(&mut self, batch: &[ChangeEvent]) -> Result<Vec<Outcome>, HaltError> {
+        let instance = match &mut self.instance {
+            Some(i) => i,
+            None => self.instance.insert(self.plugin.instantiate()?),
+        };
+        match instance.process(batch) {
+            Ok(outcomes) => Ok(outcomes),
+            Err(error) => {
+                self.instance = None;
+                Err(isolate(self.plugin.name(), error, batch, |b| {
+                    find_failing_event(&self.plugin, b)
+                }))
+            }
+        }
+    }
+}
+
+/// The router plugin and its current instance.
+struct RouterStage {
+    plugin: RouterPlugin,
+    instance: Option<RouterInstance>,
+}
+
+impl RouterStage {
+    fn new(plugin: RouterPlugin) -> Self {
+        RouterStage {
+            plugin,
+            instance: None,
+        }
+    }
+
+    fn route(&mut self, batch: &[ChangeEvent]) -> Result<Vec<Vec<Destination>>, HaltError> {
+        let instance = match &mut self.instance {
+            Some(i) => i,
+            None => self.instance.insert(self.plugin.instantiate()?),
+        };
+        match instance.route(batch) {
+            Ok(d) => Ok(d),
+            Err(error) => {
+                self.instance = None;
+                let plugin = &self.plugin;
+                Err(isolate(plugin.name(), error, batch, |b| {
+                    weir_wasm::find_failing_route(plugin, b)
+                }))
+            }
+        }
+    }
+}
+
+/// Names the exact change a plugin failed on, re-running halves of the
+/// batch on fresh instances.
+fn isolate(
+    plugin: &str,
+    error: PluginError,
+    batch: &[ChangeEvent],
+    find: impl FnOnce(&[ChangeEvent]) -> Result<Option<usize>, PluginError>,
+) -> HaltError {
+    let event = match find(batch) {
+        Ok(Some(i)) => describe(&batch[i]),
+        Ok(None) => format!(
+            "a batch of {} changes (the failure did not recur on any single change)",
+            batch.len()
+        ),
+        Err(e) => format!("a batch of {} changes (isolating failed: {e})", batch.len()),
+    };
+    HaltError::PluginFailed {
+        plugin: plugin.to_owned(),
+        event,
+        error,
+    }
+}
+
+/// A change, described for an operator.
+pub fn describe(e: &ChangeEvent) -> String {
+    let what = match &e.table {
+        Some(t) => format!("{} on {}.{}", e.op.as_str(), t.schema, t.name),
+        None => e.op.as_str().to_owned(),
+    };
+    let key: Vec<String> = e
+        .key_values()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", short_value(v)))
+        .collect();
+    let key = if key.is_empty() {
+        String::new()
+    } else {
+        format!(" key {}", key.join(","))
+    };
+    format!(
+        "{what}{key} (xid {}, commit LSN {}, change #{} of the transaction)",
+        e.source.xid, e.source.commit_lsn, e.source.seq
+    )
+}
+
+fn short_value(v: &Value) -> String {
+    let s = match v {
+        Value::Int(i) => i.to_string(),
+        Value::Text(s) | Value::Numeric(s) | Value::Other(s) | Value::Json(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    if s.chars().count() > 64 {
+        format!("{}…", s.chars().take(64).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// One item travelling through the transform chain.
+enum Work {
+    Change(ChangeEvent, Option<Destination>),
+    Raw(RawMessage, TxnId, Option<Destination>),
+}
+
+/// Runs transforms and routing on the processor thread.
+struct Processor {
+    transforms: Vec<TransformStage>,
+    router: Option<RouterStage>,
+    rules: RouteRules,
+    sink_names: String,
+    sink_index: HashMap<String, usize>,
+    sink_txs: Vec<mpsc::Sender<Vec<SinkRecord>>>,
+    checkpointer: Arc<Checkpointer>,
+    status: Arc<Status>,
+}
+
+impl Processor {
+    fn run(mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), HaltError> {
+        while let Some(items) = rx.blocking_recv() {
+            self.handle(items)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, items: Vec<SourceItem>) -> Result<(), HaltError> {
+        let mut begins = Vec::new();
+        let mut commits = Vec::new();
+        let mut work = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                SourceItem::Begin(b) => begins.push(b.txn),
+                SourceItem::Change(e) => work.push(Work::Change(e, None)),
+                SourceItem::Commit(c) => commits.push((c.txn, c.end_lsn)),
+            }
+        }
+        self.status
+            .changes_in
+            .fetch_add(work.len() as u64, Ordering::Relaxed);
+        self.status
+            .transactions_in
+            .fetch_add(begins.len() as u64, Ordering::Relaxed);
+
+        for i in 0..self.transforms.len() {
+            work = self.transform(i, work)?;
+        }
+        let per_sink = self.route(work)?;
+
+        // Count before sending: a sink may report delivery before this
+        // thread runs again, and must never find the count missing.
+        self.checkpointer.update(|t| {
+            for txn in &begins {
+                t.begin(*txn);
+            }
+            for records in &per_sink {
+                let mut iter = records.iter().map(|r| r.txn).peekable();
+                while let Some(txn) = iter.next() {
+                    let mut n = 1;
+                    while iter.next_if_eq(&txn).is_some() {
+                        n += 1;
+                    }
+                    t.dispatched(txn, n)?;
+                }
+            }
+            for (txn, end) in &commits {
+                t.commit(*txn, *end)?;
+            }
+            Ok(())
+        })?;
+
+        for (records, tx) in per_sink.into_iter().zip(&self.sink_txs) {
+            if !records.is_empty() && tx.blocking_send(records).is_err() {
+                return Err(HaltError::Internal(
+                    "a sink task stopped while the pipeline was running".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies transform `i` to the changes that have no destination yet;
+    /// items with a destination skip the rest of the chain.
+    fn transform(&mut self, i: usize, work: Vec<Work>) -> Result<Vec<Work>, HaltError> {
+        enum Slot {
+            Batch,
+            Fixed(Work),
+        }
+        let mut batch = Vec::with_capacity(work.len());
+        let mut slots = Vec::with_capacity(work.len());
+        for w in work {
+            match w {
+                Work::Change(e, None) => {
+                    batch.push(e);
+                    slots.push(Slot::Batch);
+                }
+                other => slots.push(Slot::Fixed(other)),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(slots
+                .into_iter()
+                .filter_map(|s| match s {
+                    Slot::Fixed(w) => Some(w),
+                    Slot::Batch => None,
+                })
+                .collect());
+        }
+        let stage = &mut self.transforms[i];
+        let outcomes = stage.process(&batch)?;
+        let plugin = stage.plugin.name().to_owned();
+        let mut results = batch.into_iter().zip(outcomes);
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let (event, outcome) = match slot {
+                Slot::Fixed(w) => {
+                    out.push(w);
+                    continue;
+                }
+                Slot::Batch => results.next().expect("one outcome per change"),
+            };
+            match outcome {
+                Outcome::Keep => out.push(Work::Change(event, None)),
+                Outcome::Drop => {
+                    self.status.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Replace(emits) => {
+                    for emit in emits {
+                        out.push(match emit.payload {
+                            EmitPayload::Change(e) => Work::Change(e, emit.destination),
+                            EmitPayload::Raw(m) => Work::Raw(m, event.txn, emit.destination),
+                        });
+                    }
+                }
+                Outcome::Fail { message, .. } => {
+                    return Err(HaltError::PluginRejected {
+                        plugin,
+                        event: describe(&event),
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits work into one record list per sink, in order.
+    fn route(&mut self, work: Vec<Work>) -> Result<Vec<Vec<SinkRecord>>, HaltError> {
+        let mut per_sink: Vec<Vec<SinkRecord>> = vec![Vec::new(); self.sink_txs.len()];
+        let mut routed: Vec<Option<Vec<Destination>>> = vec![None; work.len()];
+        if let Some(router) = &mut self.router {
+            let idx: Vec<usize> = work
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| matches!(w, Work::Change(_, None)))
+                .map(|(i, _)| i)
+                .collect();
+            if !idx.is_empty() {
+                let batch: Vec<ChangeEvent> = idx
+                    .iter()
+                    .map(|&i| match &work[i] {
+                        Work::Change(e, _) => e.clone(),
+                        Work::Raw(..) => unreachable!("filtered to changes"),
+                    })
+                    .collect();
+                let dests = router.route(&batch)?;
+                for (i, d) in idx.into_iter().zip(dests) {
+                    routed[i] = Some(d);
+                }
+            }
+        }
+        let router_name = self
+            .router
+            .as_ref()
+            .map(|r| format!("router {}", r.plugin.name()));
+        for (w, chosen) in work.into_iter().zip(routed) {
+            let (payload, txn, dest, by) = match w {
+                Work::Change(e, dest) => {
+                    let txn = e.txn;
+                    let (dests, by) = match (dest, chosen) {
+                        (Some(d), _) => (vec![d], "a transform".to_owned()),
+                        (None, Some(d)) => (d, router_name.clone().unwrap_or_default()),
+                        (None, None) => (self.rules.route(&e), "the routes".to_owned()),
+                    };
+                    (SinkPayload::Change(Arc::new(e)), txn, dests, by)
+                }
+                Work::Raw(m, txn, dest) => {
+                    let (dests, by) = match dest {
+                        Some(d) => (vec![d], "a transform".to_owned()),
+                        None => (self.rules.route_untabled(), "the routes".to_owned()),
+                    };
+                    (SinkPayload::Raw(Arc::new(m)), txn, dests, by)
+                }
+            };
+            if dest.is_empty() {
+                self.status.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
+            for d in dest {
+                let Some(&i) = self.sink_index.get(&d.sink) else {
+                    return Err(HaltError::UnknownSink {
+                        by,
+                        event: match &payload {
+                            SinkPayload::Change(e) => describe(e),
+                            SinkPayload::Raw(m) => format!(
+                                "a raw message from commit LSN {}",
+                                m.source.commit_lsn
+                            ),
+                        },
+                        sink: d.sink,
+                        known: self.sink_names.clone(),
+                    });
+                };
+                per_sink[i].push(SinkRecord {
+                    topic: d.topic,
+                    payload: payload.clone(),
+                    txn,
+                });
+            }
+        }
+        Ok(per_sink)
+    }
+}
+
+/// Checks a configuration the way `weir check` does: parse and validate,
+/// then compile and initialise every plugin. Connects to nothing.
+pub async fn check(path: &Path) -> Result<Config, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    load_plugins(&config)
+        .await
+        .map_err(|e| format!("invalid configuration {}:\n  {e}", path.display()))?;
+    Ok(config)
+}

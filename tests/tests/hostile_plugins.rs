@@ -1,0 +1,93 @@
+//! A plugin that traps, one that loops forever and one that allocates past
+//! its cap: Weir stays up, reports which plugin failed on which change,
+//! delivers and acknowledges what came before it, and acknowledges nothing
+//! from the failing transaction on.
+
+use std::time::Duration;
+
+use weir_core::Lsn;
+use weir_tests::*;
+
+async fn halts_on_the_poisoned_change(plugin_name: &str, extra: &str) {
+    let db = TestDb::new(
+        &plugin_name.replace('-', "_"),
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = dir.path().join("weir.toml");
+    let admin = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[transforms]]\nname = \"hostile\"\npath = {:?}\ntimeout = \"500ms\"\nmemory_limit_mib = 16\n{extra}config = {{ on_id = \"5\" }}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            db.source_toml(&["t"]),
+            plugin(plugin_name),
+            out
+        ),
+    )
+    .unwrap();
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+
+    db.exec("INSERT INTO t SELECT g, 'fine' FROM generate_series(1, 4) g").await;
+    let lines = wait_lines(&out, 4, Duration::from_secs(60));
+    let good_commit: Lsn = lines[3]["source"]["commit_lsn"].as_str().unwrap().parse().unwrap();
+    wait_for(Duration::from_secs(30), || {
+        db.confirmed_flush().filter(|l| *l > good_commit)
+    })
+    .unwrap_or_else(|| panic!("the good transaction was not acknowledged:\n{}", weir.log()));
+
+    let before_poison = db.current_wal_lsn();
+    db.exec("INSERT INTO t VALUES (5, 'poison'), (6, 'same transaction')").await;
+    db.exec("INSERT INTO t VALUES (7, 'later')").await;
+
+    let log = wait_for(Duration::from_secs(60), || {
+        let log = weir.log();
+        log.contains("pipeline halted").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("weir did not report the failure:\n{}", weir.log()));
+    assert!(log.contains("hostile"), "names the plugin:\n{log}");
+    assert!(log.contains("id=5"), "names the change:\n{log}");
+    assert!(log.contains("public.t"), "names the table:\n{log}");
+
+    // Still up, reporting the halt; nothing from the failing transaction on
+    // was delivered or acknowledged.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(weir.is_running(), "weir must stay up:\n{}", weir.log());
+    let health = http_get(admin, "/health");
+    assert!(health.starts_with("HTTP/1.1 503") && health.contains("hostile"), "{health}");
+    assert_eq!(read_jsonl(&out).len(), 4, "no change at or after the poisoned one");
+    let acked = db.confirmed_flush().unwrap();
+    assert!(acked <= before_poison, "acknowledged {acked}, past the failing transaction at {before_poison}");
+
+    let status = weir.terminate().expect("exit status");
+    assert_eq!(status.code(), Some(2), "a halted pipeline exits with 2");
+    assert!(db.confirmed_flush().unwrap() <= before_poison);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_plugin_halts_without_acknowledging() {
+    halts_on_the_poisoned_change("trap", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_plugin_is_interrupted_and_halts() {
+    halts_on_the_poisoned_change("spin", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_bomb_is_capped_and_halts() {
+    halts_on_the_poisoned_change("memory-bomb", "").await;
+}
