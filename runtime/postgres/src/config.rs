@@ -1,0 +1,238 @@
+//! Connection and capture settings for the Postgres source.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::PgError;
+
+/// Everything the source needs to know: where Postgres is, who to log in
+/// as, and what to capture through which slot and publication.
+///
+/// One config feeds both connections the source opens: the ordinary SQL
+/// connection used by [`PostgresSource::prepare`](crate::PostgresSource::prepare)
+/// and the replication connection used by
+/// [`PostgresSource::run`](crate::PostgresSource::run).
+///
+/// `Debug` never prints the password.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// Host name or IP address. A value starting with `/` is a directory
+    /// holding the server's Unix socket (`<dir>/.s.PGSQL.<port>`).
+    pub host: String,
+    /// TCP port (also names the Unix socket file).
+    pub port: u16,
+    /// Role to log in as. It needs the REPLICATION attribute (or superuser).
+    pub user: String,
+    /// Password for MD5, SCRAM-SHA-256 or cleartext authentication; `None` for trust.
+    pub password: Option<String>,
+    /// Database to capture from. Logical slots belong to one database.
+    pub dbname: String,
+    /// Shown in `pg_stat_activity` and `pg_stat_replication`.
+    pub application_name: String,
+    /// Logical replication slot name (lower-case letters, digits and `_`).
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Tables to capture, as `(schema, table)`.
+    pub tables: Vec<(String, String)>,
+    /// Capture every table: the publication is (or is created) `FOR ALL TABLES`.
+    pub all_tables: bool,
+    /// Create the slot when it does not exist (otherwise that is an error).
+    pub create_slot: bool,
+    /// Create the publication when it does not exist, and add listed tables
+    /// it lacks (otherwise either is an error).
+    pub create_publication: bool,
+    /// Ask pgoutput for the binary form of column values. Faster to decode,
+    /// but lossless only for the types listed on [`Value`](weir_core::Value);
+    /// see the crate documentation. Text mode is the default.
+    pub binary: bool,
+    /// How often a standby status update is sent even when nothing changed.
+    /// Keep it well below the server's `wal_sender_timeout` (60 s by default).
+    pub status_interval: Duration,
+    /// How long to wait for a slot held by another process (for example
+    /// the walsender of a killed predecessor) to be released.
+    pub slot_wait: Duration,
+    /// Most items handed downstream in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 5432,
+            user: "postgres".to_owned(),
+            password: None,
+            dbname: "postgres".to_owned(),
+            application_name: "weir".to_owned(),
+            slot: "weir".to_owned(),
+            publication: "weir".to_owned(),
+            tables: Vec::new(),
+            all_tables: false,
+            create_slot: true,
+            create_publication: true,
+            binary: false,
+            status_interval: Duration::from_secs(10),
+            slot_wait: Duration::from_secs(10),
+            max_batch: 4096,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("application_name", &self.application_name)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("tables", &self.tables)
+            .field("all_tables", &self.all_tables)
+            .field("create_slot", &self.create_slot)
+            .field("create_publication", &self.create_publication)
+            .field("binary", &self.binary)
+            .field("status_interval", &self.status_interval)
+            .field("slot_wait", &self.slot_wait)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// `host:port` (or the socket path), for messages.
+    pub fn address(&self) -> String {
+        if self.is_unix_socket() {
+            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+        } else if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub(crate) fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// Rejects settings that cannot work before anything is opened.
+    pub fn validate(&self) -> Result<(), PgError> {
+        let bad = |msg: String| Err(PgError::Config(msg));
+        if self.host.is_empty() {
+            return bad("postgres: host is empty".into());
+        }
+        if self.user.is_empty() {
+            return bad("postgres: user is empty".into());
+        }
+        if self.dbname.is_empty() {
+            return bad("postgres: dbname is empty".into());
+        }
+        // Postgres itself only allows these characters in slot names; checking
+        // here lets the name go into replication commands without quoting.
+        if self.slot.is_empty()
+            || self.slot.len() > 63
+            || !self
+                .slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return bad(format!(
+                "postgres: slot name {:?} is invalid: use 1 to 63 lower-case letters, digits and '_'",
+                self.slot
+            ));
+        }
+        if self.publication.is_empty() || self.publication.contains('\0') {
+            return bad(format!(
+                "postgres: publication name {:?} is invalid",
+                self.publication
+            ));
+        }
+        if !self.all_tables && self.tables.is_empty() {
+            return bad(format!(
+                "postgres: no tables to capture for publication {:?}: list tables or set all_tables",
+                self.publication
+            ));
+        }
+        if self.max_batch == 0 {
+            return bad("postgres: max_batch must be at least 1".into());
+        }
+        if self.status_interval.is_zero() {
+            return bad("postgres: status_interval must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The ordinary (non-replication) connection settings.
+    pub(crate) fn sql_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(crate::conn::CONNECT_TIMEOUT);
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_password() {
+        let c = PostgresConfig {
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("<redacted>"), "{s}");
+    }
+
+    #[test]
+    fn validates_names() {
+        let ok = PostgresConfig {
+            tables: vec![("public".into(), "t".into())],
+            ..Default::default()
+        };
+        ok.validate().unwrap();
+        let bad_slot = PostgresConfig {
+            slot: "Bad-Slot".into(),
+            ..ok.clone()
+        };
+        assert!(
+            bad_slot
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("Bad-Slot")
+        );
+        let no_tables = PostgresConfig {
+            tables: vec![],
+            ..ok.clone()
+        };
+        assert!(no_tables.validate().is_err());
+        let all = PostgresConfig {
+            all_tables: true,
+            ..no_tables
+        };
+        all.validate().unwrap();
+    }
+
+    #[test]
+    fn address_forms() {
+        let mut c = PostgresConfig::default();
+        assert_eq!(c.address(), "127.0.0.1:5432");
+        c.host = "::1".into();
+        assert_eq!(c.address(), "[::1]:5432");
+        c.host = "/var/run/postgresql/".into();
+        assert_eq!(c.address(), "/var/run/postgresql/.s.PGSQL.5432");
+    }
+}

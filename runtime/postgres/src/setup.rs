@@ -1,0 +1,378 @@
+//! Checks and creates what logical replication needs, over ordinary SQL
+//! (tokio-postgres) plus one short replication connection.
+//!
+//! Order matters for the messages an operator sees: server settings and
+//! role first (nothing else can work without them), then tables, then the
+//! publication, then the slot. Nothing here reads changes from the slot
+//! or moves its position: preparing must never acknowledge anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+use weir_core::Lsn;
+
+use crate::config::PostgresConfig;
+use crate::conn::{ReplConn, quote_ident};
+use crate::error::PgError;
+
+/// What preparation learned.
+pub(crate) struct Prepared {
+    /// The slot's `confirmed_flush_lsn`.
+    pub(crate) start_lsn: Lsn,
+    /// Identifies the database across connections: system id and name.
+    pub(crate) db_key: Arc<str>,
+}
+
+/// How often the slot is polled while another process holds it.
+const SLOT_POLL: Duration = Duration::from_millis(200);
+
+pub(crate) async fn prepare(cfg: &PostgresConfig) -> Result<Prepared, PgError> {
+    cfg.validate()?;
+    let addr = cfg.address();
+    let client = connect_sql(cfg, &addr).await?;
+    let result = prepare_with(cfg, &addr, &client).await;
+    drop(client);
+    result
+}
+
+async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError> {
+    let (client, connection) = cfg
+        .sql_config()
+        .connect(NoTls)
+        .await
+        .map_err(|e| auth_or_sql(cfg, addr, "connecting", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres setup connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Login failures (SQLSTATE class 28) become [`PgError::Auth`].
+fn auth_or_sql(cfg: &PostgresConfig, addr: &str, ctx: &str, e: tokio_postgres::Error) -> PgError {
+    match PgError::sql(addr, ctx, e) {
+        PgError::Server { error, .. } if error.code.starts_with("28") => PgError::Auth {
+            addr: addr.to_owned(),
+            user: cfg.user.clone(),
+            message: error.to_string(),
+        },
+        other => other,
+    }
+}
+
+async fn prepare_with(
+    cfg: &PostgresConfig,
+    addr: &str,
+    client: &Client,
+) -> Result<Prepared, PgError> {
+    let sql = |ctx: &'static str| move |e| PgError::sql(addr, ctx, e);
+
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(sql("reading wal_level"))?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(PgError::WalLevel {
+            addr: addr.to_owned(),
+            actual: wal_level,
+        });
+    }
+
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolreplication, rolsuper, current_database()::text \
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the role's attributes"))?;
+    let role: String = row.get(0);
+    let (replication, superuser): (bool, bool) = (row.get(1), row.get(2));
+    let dbname: String = row.get(3);
+    if !replication && !superuser {
+        return Err(PgError::NotReplicationRole {
+            addr: addr.to_owned(),
+            role,
+        });
+    }
+
+    let (schemas, names): (Vec<&str>, Vec<&str>) = cfg
+        .tables
+        .iter()
+        .map(|(s, t)| (s.as_str(), t.as_str()))
+        .unzip();
+    let missing = client
+        .query(
+            "SELECT x.s, x.t FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_class c \
+               JOIN pg_namespace ns ON ns.oid = c.relnamespace \
+               WHERE ns.nspname = x.s AND c.relname = x.t AND c.relkind IN ('r', 'p')) \
+             ORDER BY x.n",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(sql("checking the tables to capture"))?;
+    if !missing.is_empty() {
+        return Err(PgError::MissingTables {
+            addr: addr.to_owned(),
+            dbname,
+            tables: missing
+                .iter()
+                .map(|r| qualified(r.get(0), r.get(1)))
+                .collect(),
+        });
+    }
+
+    ensure_publication(cfg, addr, &dbname, client, &schemas, &names).await?;
+
+    // The replication connection proves the role can open one (pg_hba,
+    // max_wal_senders) before run() needs it, and creates the slot.
+    let mut repl = ReplConn::connect(cfg).await?;
+    let outcome = async {
+        let system = repl.identify_system().await?;
+        let db_key: Arc<str> = format!(
+            "{}/{}",
+            system.system_id,
+            system.dbname.as_deref().unwrap_or(&dbname)
+        )
+        .into();
+        let slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
+        if !slot_exists {
+            if !cfg.create_slot {
+                return Err(PgError::SlotMissing {
+                    addr: addr.to_owned(),
+                    slot: cfg.slot.clone(),
+                });
+            }
+            match repl.create_logical_slot(&cfg.slot).await {
+                Ok(lsn) => {
+                    tracing::info!(slot = %cfg.slot, %lsn, "created replication slot");
+                }
+                // Someone created it between the check and now: use theirs.
+                Err(e) if e.sqlstate() == Some("42710") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(db_key)
+    }
+    .await;
+    repl.close().await;
+    let db_key = outcome?;
+
+    let start_lsn = wait_for_slot(cfg, addr, &dbname, client).await?;
+    Ok(Prepared { start_lsn, db_key })
+}
+
+fn qualified(s: &str, t: &str) -> String {
+    format!("{s}.{t}")
+}
+
+async fn ensure_publication(
+    cfg: &PostgresConfig,
+    addr: &str,
+    dbname: &str,
+    client: &Client,
+    schemas: &[&str],
+    names: &[&str],
+) -> Result<(), PgError> {
+    let sql = |ctx: &'static str| move |e| PgError::sql(addr, ctx, e);
+    let pub_ident = quote_ident(&cfg.publication);
+    let table_list = |tables: &mut dyn Iterator<Item = (&str, &str)>| {
+        tables
+            .map(|(s, t)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let row = client
+        .query_opt(
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate \
+             FROM pg_publication WHERE pubname = $1",
+            &[&cfg.publication],
+        )
+        .await
+        .map_err(sql("reading the publication"))?;
+    let Some(row) = row else {
+        if !cfg.create_publication {
+            return Err(PgError::PublicationMissing {
+                addr: addr.to_owned(),
+                dbname: dbname.to_owned(),
+                publication: cfg.publication.clone(),
+            });
+        }
+        let stmt = if cfg.all_tables {
+            format!("CREATE PUBLICATION {pub_ident} FOR ALL TABLES")
+        } else {
+            let list = table_list(&mut schemas.iter().copied().zip(names.iter().copied()));
+            format!("CREATE PUBLICATION {pub_ident} FOR TABLE {list}")
+        };
+        match client.batch_execute(&stmt).await {
+            Ok(()) => {
+                tracing::info!(publication = %cfg.publication, "created publication");
+                return Ok(());
+            }
+            // Created concurrently by someone else: check theirs below.
+            Err(e) if e.code().map(|c| c.code()) == Some("42710") => {}
+            Err(e) => return Err(PgError::sql(addr, "creating the publication", e)),
+        }
+        return Box::pin(ensure_publication(
+            cfg, addr, dbname, client, schemas, names,
+        ))
+        .await;
+    };
+    let all: bool = row.get(0);
+    let ops: [(&str, bool); 4] = [
+        ("insert", row.get(1)),
+        ("update", row.get(2)),
+        ("delete", row.get(3)),
+        ("truncate", row.get(4)),
+    ];
+    for (op, on) in ops {
+        if !on {
+            tracing::warn!(
+                publication = %cfg.publication,
+                "publication does not publish {op}; those changes will not be captured"
+            );
+        }
+    }
+    if all {
+        return Ok(());
+    }
+    if cfg.all_tables {
+        return Err(PgError::PublicationNotAllTables {
+            addr: addr.to_owned(),
+            dbname: dbname.to_owned(),
+            publication: cfg.publication.clone(),
+        });
+    }
+    // pg_publication_tables covers FOR TABLES IN SCHEMA and lists leaf
+    // partitions; pg_publication_rel covers a partitioned parent itself.
+    let lacking = client
+        .query(
+            "SELECT x.s, x.t FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(s, t, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_publication_tables pt \
+               WHERE pt.pubname = $1 AND pt.schemaname = x.s AND pt.tablename = x.t) \
+             AND NOT EXISTS (SELECT 1 FROM pg_publication p \
+               JOIN pg_publication_rel pr ON pr.prpubid = p.oid \
+               JOIN pg_class c ON c.oid = pr.prrelid \
+               JOIN pg_namespace ns ON ns.oid = c.relnamespace \
+               WHERE p.pubname = $1 AND ns.nspname = x.s AND c.relname = x.t) \
+             ORDER BY x.n",
+            &[&cfg.publication, &schemas, &names],
+        )
+        .await
+        .map_err(sql("reading the publication's tables"))?;
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let lacking: Vec<(String, String)> = lacking.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if !cfg.create_publication {
+        return Err(PgError::PublicationLacksTables {
+            addr: addr.to_owned(),
+            dbname: dbname.to_owned(),
+            publication: cfg.publication.clone(),
+            tables: lacking.iter().map(|(s, t)| qualified(s, t)).collect(),
+        });
+    }
+    let list = table_list(&mut lacking.iter().map(|(s, t)| (s.as_str(), t.as_str())));
+    client
+        .batch_execute(&format!("ALTER PUBLICATION {pub_ident} ADD TABLE {list}"))
+        .await
+        .map_err(|e| PgError::sql(addr, format!("adding {list} to the publication"), e))?;
+    tracing::info!(publication = %cfg.publication, tables = %list, "added tables to publication");
+    Ok(())
+}
+
+struct SlotRow {
+    slot_type: String,
+    plugin: Option<String>,
+    database: Option<String>,
+    active_pid: Option<i32>,
+    confirmed_flush: Option<String>,
+}
+
+async fn slot_row(client: &Client, addr: &str, slot: &str) -> Result<Option<SlotRow>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT slot_type::text, plugin::text, database::text, \
+               CASE WHEN active THEN coalesce(active_pid, 0) END, confirmed_flush_lsn::text \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| PgError::sql(addr, format!("reading replication slot {slot:?}"), e))?;
+    Ok(row.map(|r| SlotRow {
+        slot_type: r.get(0),
+        plugin: r.get(1),
+        database: r.get(2),
+        active_pid: r.get(3),
+        confirmed_flush: r.get(4),
+    }))
+}
+
+/// Checks the slot fits and waits (up to `slot_wait`) for it to be free;
+/// returns its confirmed flush position.
+async fn wait_for_slot(
+    cfg: &PostgresConfig,
+    addr: &str,
+    dbname: &str,
+    client: &Client,
+) -> Result<Lsn, PgError> {
+    let started = Instant::now();
+    let mismatch = |reason: String| PgError::SlotMismatch {
+        addr: addr.to_owned(),
+        slot: cfg.slot.clone(),
+        reason,
+    };
+    loop {
+        let Some(row) = slot_row(client, addr, &cfg.slot).await? else {
+            return Err(PgError::SlotMissing {
+                addr: addr.to_owned(),
+                slot: cfg.slot.clone(),
+            });
+        };
+        if row.slot_type != "logical" {
+            return Err(mismatch(format!(
+                "it is a {} slot, not a logical one",
+                row.slot_type
+            )));
+        }
+        if row.plugin.as_deref() != Some("pgoutput") {
+            return Err(mismatch(format!(
+                "it uses output plugin {:?}, not pgoutput; drop it or choose another slot name",
+                row.plugin.unwrap_or_default()
+            )));
+        }
+        if row.database.as_deref() != Some(dbname) {
+            return Err(mismatch(format!(
+                "it belongs to database {:?}, not {dbname:?}",
+                row.database.unwrap_or_default()
+            )));
+        }
+        match row.active_pid {
+            None => {
+                let text = row.confirmed_flush.ok_or_else(|| {
+                    mismatch("it has no confirmed_flush_lsn (it was never consistent)".into())
+                })?;
+                return text
+                    .parse()
+                    .map_err(|e| mismatch(format!("unreadable confirmed_flush_lsn: {e}")));
+            }
+            Some(pid) => {
+                let waited = started.elapsed();
+                if waited >= cfg.slot_wait {
+                    return Err(PgError::SlotInUse {
+                        addr: addr.to_owned(),
+                        slot: cfg.slot.clone(),
+                        pid: (pid != 0).then_some(pid),
+                        waited,
+                    });
+                }
+                tracing::info!(slot = %cfg.slot, pid, "replication slot is in use; waiting");
+                tokio::time::sleep(SLOT_POLL.min(cfg.slot_wait - waited)).await;
+            }
+        }
+    }
+}
