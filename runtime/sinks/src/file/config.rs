@@ -1,0 +1,44 @@
+//! Configuration of the `file` sink, as written under `[sinks.NAME]`.
+
+use crate::encode::Encoding;
+
+/// Settings of a `file` sink.
+///
+/// The file holds one line per record: the native JSON envelope of a
+/// change event, or the bytes of a raw record (followed by a newline unless
+/// they end with one; a raw record without a value writes nothing).
+/// Every batch is fsynced before it is acknowledged, so after a crash the
+/// file holds every acknowledged record; records after the last
+/// acknowledged transaction may appear twice, since they are written again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to append to. Its directory must exist; the file is created
+    /// if it does not. `"-"` writes to standard output instead, which is
+    /// flushed but cannot be fsynced, so it gives no durability.
+    pub path: String,
+    /// How change events are written. Only `"json"`, the native JSON
+    /// envelope, for now (the default).
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+impl FileSinkConfig {
+    /// A configuration writing to `path` with the default encoding.
+    pub fn new(path: impl Into<String>) -> Self {
+        FileSinkConfig {
+            path: path.into(),
+            encoding: Encoding::default(),
+        }
+    }
+
+    /// Problems that make this configuration unusable, each as
+    /// `field: message`; empty when it is valid. Does no I/O.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.path.is_empty() {
+            problems.push("path: must not be empty (use \"-\" for standard output)".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,219 @@
+//! What a record becomes in Kafka: topic, key, value and headers.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use weir_core::{Op, SinkPayload, SinkRecord};
+
+use crate::encode::{EncodeError, Encoding, JsonEncoder, write_lsn};
+
+/// A topic name with `{schema}`, `{table}`, `{op}` and `{prefix}`
+/// placeholders, parsed once and expanded per record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TopicTemplate {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Schema,
+    Table,
+    Op,
+    Prefix,
+}
+
+/// The values a record gives to the placeholders; empty when it has none
+/// (a message has no table, a row change no prefix, a raw record neither).
+#[derive(Default)]
+pub(crate) struct TopicFields<'a> {
+    schema: &'a str,
+    table: &'a str,
+    op: &'a str,
+    prefix: &'a str,
+}
+
+impl<'a> TopicFields<'a> {
+    pub(crate) fn of(record: &'a SinkRecord) -> Self {
+        let SinkPayload::Change(event) = &record.payload else {
+            return TopicFields::default();
+        };
+        let (schema, table) = match &event.table {
+            Some(t) => (t.schema.as_str(), t.name.as_str()),
+            None => ("", ""),
+        };
+        TopicFields {
+            schema,
+            table,
+            op: event.op.as_str(),
+            prefix: event.message.as_ref().map_or("", |m| m.prefix.as_str()),
+        }
+    }
+}
+
+impl TopicTemplate {
+    /// Parses a template; fails on an unknown or unclosed placeholder.
+    pub(crate) fn parse(template: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                return Err(format!("unclosed '{{' in topic template {template:?}"));
+            };
+            parts.push(match &rest[open + 1..open + close] {
+                "schema" => Part::Schema,
+                "table" => Part::Table,
+                "op" => Part::Op,
+                "prefix" => Part::Prefix,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}} in topic template {template:?} \
+                         (known: {{schema}}, {{table}}, {{op}}, {{prefix}})"
+                    ));
+                }
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(TopicTemplate { parts })
+    }
+
+    /// Writes the topic for `fields` into `out` (replacing its content).
+    pub(crate) fn expand(&self, fields: &TopicFields<'_>, out: &mut String) {
+        out.clear();
+        for part in &self.parts {
+            out.push_str(match part {
+                Part::Text(text) => text,
+                Part::Schema => fields.schema,
+                Part::Table => fields.table,
+                Part::Op => fields.op,
+                Part::Prefix => fields.prefix,
+            });
+        }
+    }
+}
+
+/// Checks a topic name against Kafka's rules, so that a bad template gives
+/// a clear message instead of a broker error per record.
+pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid topic name"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name {name:?} is longer than Kafka's limit of 249 characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; Kafka allows only ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A message's key and value, either of which may be absent.
+pub(crate) struct KeyValue<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+}
+
+/// Encodes a record's key and value: for a change event into the two
+/// buffers (replacing their content), for a raw record by borrowing its bytes.
+pub(crate) fn encode_key_value<'a>(
+    record: &'a SinkRecord,
+    encoding: Encoding,
+    encoder: &mut JsonEncoder,
+    key_buf: &'a mut Vec<u8>,
+    value_buf: &'a mut Vec<u8>,
+) -> Result<KeyValue<'a>, EncodeError> {
+    match &record.payload {
+        SinkPayload::Change(event) => {
+            key_buf.clear();
+            value_buf.clear();
+            let has_key = encoder.encode_key(event, key_buf)?;
+            match encoding {
+                Encoding::Json => encoder.encode(event, value_buf)?,
+            }
+            Ok(KeyValue {
+                key: has_key.then_some(&key_buf[..]),
+                value: Some(&value_buf[..]),
+            })
+        }
+        SinkPayload::Raw(message) => Ok(KeyValue {
+            key: message.key.as_deref(),
+            value: message.value.as_deref(),
+        }),
+    }
+}
+
+/// The headers of a record: `weir.commit_lsn`, `weir.lsn`, `weir.xid`,
+/// then for a change event `weir.op` and `weir.schema`/`weir.table` (or
+/// `weir.prefix` for a logical message), and for a raw record its own
+/// headers. `scratch` is reused for the number formatting.
+pub(crate) fn headers(record: &SinkRecord, scratch: &mut Vec<u8>) -> OwnedHeaders {
+    let source = record.source();
+    let extra = match &record.payload {
+        SinkPayload::Change(_) => 3,
+        SinkPayload::Raw(m) => m.headers.len(),
+    };
+    let mut headers = OwnedHeaders::new_with_capacity(3 + extra);
+    scratch.clear();
+    write_lsn(scratch, source.commit_lsn);
+    headers = headers.insert(Header {
+        key: "weir.commit_lsn",
+        value: Some(&scratch[..]),
+    });
+    scratch.clear();
+    write_lsn(scratch, source.lsn);
+    headers = headers.insert(Header {
+        key: "weir.lsn",
+        value: Some(&scratch[..]),
+    });
+    headers = headers.insert(Header {
+        key: "weir.xid",
+        value: Some(itoa::Buffer::new().format(source.xid)),
+    });
+    match &record.payload {
+        SinkPayload::Change(event) => {
+            headers = headers.insert(Header {
+                key: "weir.op",
+                value: Some(event.op.as_str()),
+            });
+            if let Some(table) = &event.table {
+                headers = headers
+                    .insert(Header {
+                        key: "weir.schema",
+                        value: Some(table.schema.as_str()),
+                    })
+                    .insert(Header {
+                        key: "weir.table",
+                        value: Some(table.name.as_str()),
+                    });
+            }
+            if event.op == Op::Message
+                && let Some(message) = &event.message
+            {
+                headers = headers.insert(Header {
+                    key: "weir.prefix",
+                    value: Some(message.prefix.as_str()),
+                });
+            }
+        }
+        SinkPayload::Raw(message) => {
+            for (key, value) in &message.headers {
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: Some(value.as_slice()),
+                });
+            }
+        }
+    }
+    headers
+}

@@ -1,0 +1,192 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::{
+    ChangeEvent, Column, LogicalMessage, Op, RawMessage, ReplicaIdentity, SinkPayload, SinkRecord,
+    SourceInfo, TableSchema, TxnId, Value,
+};
+
+use super::KafkaSinkConfig;
+use super::encode::{TopicFields, TopicTemplate, check_topic_name};
+
+fn expand(template: &str, record: &SinkRecord) -> String {
+    let mut out = String::from("stale");
+    TopicTemplate::parse(template)
+        .unwrap()
+        .expand(&TopicFields::of(record), &mut out);
+    out
+}
+
+fn change(op: Op) -> SinkRecord {
+    let table = Arc::new(TableSchema {
+        id: 1,
+        version: 1,
+        schema: "public".into(),
+        name: "orders".into(),
+        columns: vec![Column {
+            name: "id".into(),
+            type_oid: 20,
+            type_name: "int8".into(),
+            type_modifier: -1,
+            key: true,
+        }],
+        replica_identity: ReplicaIdentity::Default,
+    });
+    SinkRecord {
+        topic: None,
+        payload: SinkPayload::Change(Arc::new(ChangeEvent {
+            op,
+            table: Some(table),
+            before: None,
+            after: Some(vec![Value::Int(1)]),
+            message: None,
+            source: SourceInfo::default(),
+            txn: TxnId(1),
+        })),
+        txn: TxnId(1),
+    }
+}
+
+fn message(prefix: &str) -> SinkRecord {
+    SinkRecord {
+        topic: None,
+        payload: SinkPayload::Change(Arc::new(ChangeEvent {
+            op: Op::Message,
+            table: None,
+            before: None,
+            after: None,
+            message: Some(LogicalMessage {
+                prefix: prefix.into(),
+                content: vec![],
+            }),
+            source: SourceInfo::default(),
+            txn: TxnId(1),
+        })),
+        txn: TxnId(1),
+    }
+}
+
+#[test]
+fn topic_templates_expand_per_event() {
+    let insert = change(Op::Insert);
+    assert_eq!(expand("{schema}.{table}", &insert), "public.orders");
+    assert_eq!(expand("cdc-{table}-{op}s", &insert), "cdc-orders-inserts");
+    assert_eq!(expand("fixed", &insert), "fixed");
+    assert_eq!(expand("", &insert), "");
+    assert_eq!(expand("{op}", &change(Op::Truncate)), "truncate");
+    assert_eq!(expand("{prefix}", &insert), "");
+    assert_eq!(expand("msg.{prefix}", &message("audit")), "msg.audit");
+    assert_eq!(expand("{schema}.{table}", &message("audit")), ".");
+    let raw = SinkRecord {
+        topic: None,
+        payload: SinkPayload::Raw(Arc::new(RawMessage {
+            key: None,
+            value: None,
+            headers: vec![],
+            source: SourceInfo::default(),
+        })),
+        txn: TxnId(1),
+    };
+    assert_eq!(expand("raw-{table}", &raw), "raw-");
+}
+
+#[test]
+fn bad_templates_are_rejected() {
+    let err = TopicTemplate::parse("{schema}.{tabel}").unwrap_err();
+    assert!(err.contains("unknown placeholder {tabel}"), "{err}");
+    let err = TopicTemplate::parse("x.{schema").unwrap_err();
+    assert!(err.contains("unclosed"), "{err}");
+}
+
+#[test]
+fn topic_names_follow_kafka_rules() {
+    for good in ["public.orders", "a", "A_b-c.9", &"x".repeat(249)] {
+        assert!(check_topic_name(good).is_ok(), "{good}");
+    }
+    for bad in ["", ".", "..", "has space", "slash/y", "ü", &"x".repeat(250)] {
+        assert!(check_topic_name(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn config_defaults_and_parsing() {
+    let config: KafkaSinkConfig = toml::from_str(r#"brokers = "127.0.0.1:9092""#).unwrap();
+    assert_eq!(config, KafkaSinkConfig::new("127.0.0.1:9092"));
+    assert_eq!(config.topic, "{schema}.{table}");
+    assert_eq!(config.message_topic, "{prefix}");
+    assert!(!config.create_topics);
+    assert_eq!((config.partitions, config.replication_factor), (1, 1));
+    assert_eq!(config.delivery_timeout, Duration::from_secs(30));
+    assert_eq!(config.connect_timeout, Duration::from_secs(10));
+    assert!(config.validate().is_empty());
+
+    let config: KafkaSinkConfig = toml::from_str(
+        r#"
+        brokers = "k1:9092,k2:9092"
+        topic = "cdc.{table}"
+        create_topics = true
+        partitions = 6
+        replication_factor = 3
+        delivery_timeout = "2m"
+        connect_timeout = "500ms"
+        properties = { "compression.type" = "lz4", "sasl.password" = "hunter2" }
+        "#,
+    )
+    .unwrap();
+    assert!(config.validate().is_empty());
+    assert_eq!(config.delivery_timeout, Duration::from_secs(120));
+    assert_eq!(config.connect_timeout, Duration::from_millis(500));
+    assert_eq!(config.properties["compression.type"], "lz4");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("sasl.password"), "{debug}");
+
+    let err = toml::from_str::<KafkaSinkConfig>("brokers = \"x\"\ntopics = \"y\"").unwrap_err();
+    assert!(err.to_string().contains("unknown field `topics`"), "{err}");
+    let err = toml::from_str::<KafkaSinkConfig>("brokers = \"x\"\ndelivery_timeout = \"30\"")
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid duration"), "{err}");
+    assert!(toml::from_str::<KafkaSinkConfig>("topic = \"x\"").is_err());
+}
+
+#[test]
+fn validation_lists_every_problem() {
+    let mut config = KafkaSinkConfig::new(" ");
+    config.topic = "{nope}".into();
+    config.partitions = 0;
+    config.replication_factor = -1;
+    config.properties.insert("acks".into(), "1".into());
+    config
+        .properties
+        .insert("enable.idempotence".into(), "false".into());
+    config.delivery_timeout = Duration::ZERO;
+    let problems = config.validate();
+    for field in [
+        "brokers:",
+        "topic:",
+        "partitions:",
+        "replication_factor:",
+        "properties.\"acks\"",
+        "properties.\"enable.idempotence\"",
+        "delivery_timeout:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(field)),
+            "{field} missing from {problems:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_reports_every_config_problem_at_once() {
+    let mut config = KafkaSinkConfig::new("127.0.0.1:9");
+    config.partitions = 0;
+    config.message_topic = "{x}".into();
+    let Err(err) = super::KafkaSink::connect("events", config).await else {
+        panic!("connected with an invalid configuration");
+    };
+    let text = err.to_string();
+    assert!(matches!(err, weir_core::SinkError::Config(_)), "{err:?}");
+    assert!(text.contains("sinks.events.partitions"), "{text}");
+    assert!(text.contains("sinks.events.message_topic"), "{text}");
+}
