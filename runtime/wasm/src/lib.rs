@@ -1,1 +1,75 @@
-//! placeholder
+//! The WebAssembly host: runs Weir's transform and router plugins.
+//!
+//! ```text
+//! source ──▶ [transform chain] ──▶ [router] ──▶ sinks
+//!              this crate runs these two stages
+//! ```
+//!
+//! Plugins are WebAssembly components of the `weir:cdc` contract
+//! (`wit/weir-cdc.wit`, the same file the plugin SDK binds): a
+//! **transform** answers each change of a batch with an [`Outcome`] (keep,
+//! drop, replace with other changes or raw bytes, fail); a **router**
+//! answers with the [`Destination`](weir_core::Destination)s of each change.
+//!
+//! The server uses it like this:
+//!
+//! 1. one [`PluginEngine`] for the process;
+//! 2. [`TransformPlugin::load`] / [`RouterPlugin::load`] per configured
+//!    plugin (compiles and validates; off the data path);
+//! 3. `instantiate()` once, then `process()` / `route()` per batch, from a
+//!    blocking thread;
+//! 4. on an error that [poisons the instance](PluginError::poisons_instance),
+//!    [`find_failing_event`] names the culprit, and a fresh instance goes on.
+//!
+//! What a plugin can and cannot do:
+//!
+//! * it sees only what it is passed: no directories, no environment
+//!   variables, no network (a component importing `wasi:sockets` or
+//!   `wasi:http` is refused at load); what it logs, and its stdout and
+//!   stderr, go to the log under the `tracing` target `weir::plugin`, with
+//!   the plugin's name as the `plugin` field;
+//! * each instance has a memory limit and each call a deadline
+//!   ([`PluginSpec`]); a plugin that traps, loops or hoards memory fails
+//!   that call with a [`PluginError`] naming it, and the process goes on.
+//!
+//! Hot-path costs: a batch is passed in one call, rows positionally, each
+//! table's schema once per instance (`on-table`). Values are lowered
+//! straight from Weir's events into guest memory, and the store is reused
+//! across calls; a new instance is made only after a failure.
+
+mod bindings;
+mod convert;
+mod engine;
+mod error;
+mod isolate;
+mod router;
+mod session;
+mod spec;
+mod state;
+mod transform;
+
+pub use engine::PluginEngine;
+pub use error::PluginError;
+pub use isolate::{find_failing_event, find_failing_route};
+pub use router::{RouterInstance, RouterPlugin};
+pub use spec::PluginSpec;
+pub use transform::{Emit, EmitPayload, Outcome, TransformInstance, TransformPlugin};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server moves instances into blocking threads and shares plugins
+    /// and the engine between them.
+    #[test]
+    fn handles_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PluginEngine>();
+        send_sync::<TransformPlugin>();
+        send_sync::<RouterPlugin>();
+        send::<TransformInstance>();
+        send::<RouterInstance>();
+        send_sync::<PluginError>();
+    }
+}

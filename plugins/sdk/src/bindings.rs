@@ -1,0 +1,36 @@
+//! Bindings generated from `wit/weir-cdc.wit`, the contract the host binds too.
+//!
+//! Both worlds are generated here so plugins need no `wit-bindgen`
+//! dependency of their own; the router world reuses the transform world's
+//! `types` and `host` modules, so there is one Rust type per WIT type.
+
+#![allow(missing_docs, unsafe_code, clippy::all)]
+
+/// The `transform` world: `init`, `on-table`, `process`.
+pub mod transform {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "transform",
+        additional_derives: [PartialEq],
+        pub_export_macro: true,
+        export_macro_name: "__weir_export_transform_world",
+        default_bindings_module: "::weir_plugin_sdk::bindings::transform",
+        runtime_path: "::weir_plugin_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// The `router` world: `init`, `on-table`, `route`.
+pub mod router {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "router",
+        with: {
+            "weir:cdc/types@0.1.0": super::transform::weir::cdc::types,
+            "weir:cdc/host@0.1.0": super::transform::weir::cdc::host,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__weir_export_router_world",
+        default_bindings_module: "::weir_plugin_sdk::bindings::router",
+        runtime_path: "::weir_plugin_sdk::__private::wit_bindgen::rt",
+    });
+}

@@ -1,0 +1,150 @@
+//! Tables as announced by `on-table`, with column lookup by name.
+
+use std::collections::HashMap;
+
+use crate::wit::{self, Column, Value};
+
+/// Above this many columns a name index beats scanning the column list.
+const INDEX_THRESHOLD: usize = 16;
+
+/// A captured table: its name and columns, in the order values appear in
+/// rows.
+///
+/// Plugins receive tables from the host; tests build them with
+/// [`Table::new`] and the `with_*` methods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    raw: wit::Table,
+    /// Column name to position, for wide tables only.
+    index: Option<HashMap<String, usize>>,
+}
+
+impl Table {
+    /// A table with no columns yet, at version 1.
+    pub fn new(id: u32, schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Table::from_wit(wit::Table {
+            id,
+            version: 1,
+            schema: schema.into(),
+            name: name.into(),
+            columns: Vec::new(),
+        })
+    }
+
+    /// Adds a key (replica identity) column.
+    pub fn with_key(self, name: &str, type_name: &str) -> Self {
+        self.with(name, type_name, true)
+    }
+
+    /// Adds an ordinary column.
+    pub fn with_column(self, name: &str, type_name: &str) -> Self {
+        self.with(name, type_name, false)
+    }
+
+    /// Sets the schema version.
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.raw.version = version;
+        self
+    }
+
+    fn with(mut self, name: &str, type_name: &str, key: bool) -> Self {
+        self.raw.columns.push(Column {
+            name: name.to_owned(),
+            type_name: type_name.to_owned(),
+            key,
+        });
+        Table::from_wit(self.raw)
+    }
+
+    /// Wraps a table announced by the host.
+    pub fn from_wit(raw: wit::Table) -> Self {
+        let index = (raw.columns.len() > INDEX_THRESHOLD).then(|| {
+            raw.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect()
+        });
+        Table { raw, index }
+    }
+
+    /// The announcement as the host sent it.
+    pub fn as_wit(&self) -> &wit::Table {
+        &self.raw
+    }
+
+    /// The table's id (its Postgres OID).
+    pub fn id(&self) -> u32 {
+        self.raw.id
+    }
+
+    /// The schema version; it grows when the table's columns change.
+    pub fn version(&self) -> u32 {
+        self.raw.version
+    }
+
+    /// The schema (namespace) name, such as `public`.
+    pub fn schema(&self) -> &str {
+        &self.raw.schema
+    }
+
+    /// The table name.
+    pub fn name(&self) -> &str {
+        &self.raw.name
+    }
+
+    /// `schema.name`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.raw.schema, self.raw.name)
+    }
+
+    /// Whether `qualified` is this table's `schema.name` (no allocation).
+    pub fn is(&self, qualified: &str) -> bool {
+        qualified
+            .split_once('.')
+            .is_some_and(|(s, n)| s == self.raw.schema && n == self.raw.name)
+    }
+
+    /// The columns, in row order.
+    pub fn columns(&self) -> &[Column] {
+        &self.raw.columns
+    }
+
+    /// The position of the column named `name` in a row.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.raw.columns.iter().position(|c| c.name == name),
+        }
+    }
+
+    /// The value of column `name` in `row`, a row of this table.
+    pub fn value<'r>(&self, row: &'r [Value], name: &str) -> Option<&'r Value> {
+        row.get(self.column_index(name)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_columns_by_name_in_narrow_and_wide_tables() {
+        let narrow = Table::new(1, "public", "t")
+            .with_key("id", "int8")
+            .with_column("b", "text");
+        assert_eq!(narrow.column_index("b"), Some(1));
+        assert_eq!(narrow.column_index("z"), None);
+        assert!(narrow.is("public.t"));
+        assert!(!narrow.is("public.tt"));
+        assert!(!narrow.is("public"));
+
+        let wide = (0..40).fold(Table::new(2, "s", "w"), |t, i| {
+            t.with_column(&format!("c{i}"), "int4")
+        });
+        assert_eq!(wide.column_index("c39"), Some(39));
+        assert_eq!(wide.column_index("nope"), None);
+        let row: Vec<Value> = (0..40).map(Value::Int).collect();
+        assert_eq!(wide.value(&row, "c7"), Some(&Value::Int(7)));
+    }
+}

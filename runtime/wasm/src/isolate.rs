@@ -1,0 +1,88 @@
+//! Finding the one event of a batch that makes a plugin fail, so the error
+//! report (and the dead-letter queue) can name it rather than the batch.
+
+use weir_core::ChangeEvent;
+
+use crate::{PluginError, RouterPlugin, TransformPlugin};
+
+/// The index of the event of `batch` that makes `plugin` fail (trap, time
+/// out, exceed its memory, break the contract), or `None` when the batch
+/// does not fail on a fresh instance.
+///
+/// Bisects on fresh instances: each probe runs a prefix of the batch, and
+/// the prefix is halved toward the first failing one, so about
+/// log2(batch length) instances are created. Probing prefixes (rather than
+/// halves on their own) keeps the events before the culprit in front of it,
+/// so an event that only fails after certain earlier ones is still found.
+/// A probe that times out costs the full call timeout.
+///
+/// Errors creating an instance (a failing `init`) are returned as they are.
+pub fn find_failing_event(
+    plugin: &TransformPlugin,
+    batch: &[ChangeEvent],
+) -> Result<Option<usize>, PluginError> {
+    bisect(batch.len(), |len| {
+        let mut instance = plugin.instantiate()?;
+        Ok(instance.process(&batch[..len]).is_err())
+    })
+}
+
+/// [`find_failing_event`] for routers.
+pub fn find_failing_route(
+    plugin: &RouterPlugin,
+    batch: &[ChangeEvent],
+) -> Result<Option<usize>, PluginError> {
+    bisect(batch.len(), |len| {
+        let mut instance = plugin.instantiate()?;
+        Ok(instance.route(&batch[..len]).is_err())
+    })
+}
+
+/// The smallest `n` such that the first `n` events fail, minus one; `None`
+/// when all `len` events do not fail. `fails(n)` says whether the first `n`
+/// events fail.
+fn bisect(
+    len: usize,
+    mut fails: impl FnMut(usize) -> Result<bool, PluginError>,
+) -> Result<Option<usize>, PluginError> {
+    if len == 0 || !fails(len)? {
+        return Ok(None);
+    }
+    // Invariant: the first `passing` events pass, the first `failing` fail.
+    let (mut passing, mut failing) = (0, len);
+    while failing - passing > 1 {
+        let mid = passing + (failing - passing) / 2;
+        if fails(mid)? {
+            failing = mid;
+        } else {
+            passing = mid;
+        }
+    }
+    Ok(Some(failing - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisects_to_the_first_failing_event() {
+        for len in 1..40 {
+            for culprit in 0..len {
+                let mut probes = 0;
+                let found = bisect(len, |n| {
+                    probes += 1;
+                    Ok(n > culprit)
+                })
+                .unwrap();
+                assert_eq!(found, Some(culprit));
+                assert!(
+                    probes <= 2 + len.ilog2() as usize,
+                    "{probes} probes for {len}"
+                );
+            }
+        }
+        assert_eq!(bisect(10, |_| Ok(false)).unwrap(), None);
+        assert_eq!(bisect(0, |_| unreachable!()).unwrap(), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! Transform plugins: what each change becomes.
+
+use std::sync::Arc;
+
+use weir_core::{ChangeEvent, Destination, RawMessage};
+
+use crate::bindings::{transform, wit};
+use crate::convert::{Announced, lift_change, lift_destination, lift_raw};
+use crate::session::{Loaded, Session};
+use crate::{PluginEngine, PluginError, PluginSpec};
+
+/// What a transform decided for one event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Deliver the event unchanged.
+    Keep,
+    /// Deliver nothing for this event.
+    Drop,
+    /// Deliver these instead (zero or more).
+    Replace(Vec<Emit>),
+    /// The plugin could not process the event.
+    Fail {
+        /// The plugin's explanation.
+        message: String,
+        /// Whether the same event might succeed later.
+        retryable: bool,
+    },
+}
+
+/// One thing a transform asked to deliver in place of an event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emit {
+    /// Where to deliver it; `None` lets the pipeline's router decide.
+    pub destination: Option<Destination>,
+    /// What to deliver.
+    pub payload: EmitPayload,
+}
+
+/// The payload of an [`Emit`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum EmitPayload {
+    /// A change event, encoded by the sink. It belongs to the transaction of
+    /// the event it was made from, and refers to the host's own table
+    /// schema; its source position is what the plugin returned.
+    Change(ChangeEvent),
+    /// Bytes written as they are, with the source position of the event
+    /// they were made from.
+    Raw(RawMessage),
+}
+
+/// A compiled transform component, validated against the `transform`
+/// world. Cheap to clone; instantiate it once per pipeline (and again after
+/// an instance fails).
+#[derive(Clone)]
+pub struct TransformPlugin {
+    loaded: Arc<Loaded<transform::Transform>>,
+}
+
+impl TransformPlugin {
+    /// Compiles the component at `spec.path` and checks it is a transform.
+    ///
+    /// Compiling takes a while (tens of milliseconds to seconds): keep it
+    /// off the data path.
+    pub fn load(engine: &PluginEngine, spec: PluginSpec) -> Result<Self, PluginError> {
+        Ok(TransformPlugin {
+            loaded: Arc::new(Loaded::load(engine, spec)?),
+        })
+    }
+
+    /// Creates an instance and runs `init` with the spec's configuration.
+    pub fn instantiate(&self) -> Result<TransformInstance, PluginError> {
+        Ok(TransformInstance {
+            session: Session::start(&self.loaded)?,
+        })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.loaded.name
+    }
+
+    /// What the plugin was loaded from.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.loaded.spec
+    }
+}
+
+/// A live transform instance. It keeps its store (and the plugin's state)
+/// across calls; after a call fails it is poisoned and every call returns
+/// [`PluginError::Poisoned`].
+///
+/// Calls block until the plugin answers (at most the spec's call timeout):
+/// make them from a blocking thread, not an async task.
+pub struct TransformInstance {
+    session: Session<transform::Transform>,
+}
+
+impl TransformInstance {
+    /// Runs the transform over `batch` and returns one outcome per event,
+    /// in order.
+    ///
+    /// Tables the instance has not seen (at the event's version) are
+    /// announced first. An error is about the whole batch: a trap, timeout
+    /// or memory error poisons the instance; a contract error (an answer the
+    /// contract does not allow) does not.
+    pub fn process(&mut self, batch: &[ChangeEvent]) -> Result<Vec<Outcome>, PluginError> {
+        self.session.check_usable()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let end = self.session.prepare_segment(batch, start)?;
+            let segment = &batch[start..end];
+            let answers = self
+                .session
+                .call_batch(segment, |exports, store, changes| {
+                    exports.call_process(store, changes)
+                })?;
+            if answers.len() != segment.len() {
+                return Err(self
+                    .session
+                    .count_error("outcomes", answers.len(), segment.len()));
+            }
+            for (offset, (answer, event)) in answers.into_iter().zip(segment).enumerate() {
+                let outcome = lift_outcome(answer, event, &self.session.tables)
+                    .map_err(|m| self.session.contract_error(start + offset, event, &m))?;
+                outcomes.push(outcome);
+            }
+            start = end;
+        }
+        Ok(outcomes)
+    }
+
+    /// Whether an earlier call failed, so this instance refuses calls.
+    pub fn is_poisoned(&self) -> bool {
+        self.session.is_poisoned()
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.session.name
+    }
+}
+
+fn lift_outcome(
+    answer: wit::Outcome,
+    event: &ChangeEvent,
+    tables: &Announced,
+) -> Result<Outcome, String> {
+    Ok(match answer {
+        wit::Outcome::Keep => Outcome::Keep,
+        wit::Outcome::Drop => Outcome::Drop,
+        wit::Outcome::Fail(f) => Outcome::Fail {
+            message: f.message,
+            retryable: f.retryable,
+        },
+        wit::Outcome::Replace(emits) => Outcome::Replace(
+            emits
+                .into_iter()
+                .map(|emit| {
+                    Ok(Emit {
+                        destination: emit.destination.map(lift_destination),
+                        payload: match emit.payload {
+                            wit::Payload::Change(c) => {
+                                EmitPayload::Change(lift_change(c, tables, event.txn)?)
+                            }
+                            wit::Payload::Raw(r) => EmitPayload::Raw(lift_raw(r, event.source)),
+                        },
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
