@@ -109,7 +109,14 @@ pub fn pg_user() -> String {
 pub fn psql(db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
         .args(["-X", "-qAt", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", &pg_host(), "-p", &pg_port().to_string(), "-U", &pg_user()])
+        .args([
+            "-h",
+            &pg_host(),
+            "-p",
+            &pg_port().to_string(),
+            "-U",
+            &pg_user(),
+        ])
         .args(["-d", db, "-c", sql])
         .output()
         .map_err(|e| format!("cannot run psql: {e}"))?;
@@ -254,12 +261,14 @@ pub fn tansu_bin() -> PathBuf {
             return bin;
         }
     }
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output() {
-        if out.status.success() {
-            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     }
-    panic!("tansu (the Kafka-protocol broker the tests use) is not installed: run scripts/setup-tansu");
+    panic!(
+        "tansu (the Kafka-protocol broker the tests use) is not installed: run scripts/setup-tansu"
+    );
 }
 
 impl Broker {
@@ -269,7 +278,13 @@ impl Broker {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -308,7 +323,10 @@ impl WeirProcess {
             .arg("--config")
             .arg(config)
             .args(args)
-            .env("WEIR_LOG", std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -348,7 +366,9 @@ impl WeirProcess {
     /// SIGTERM and wait (up to 30 s, then SIGKILL) for the exit status.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let status = wait_for(Duration::from_secs(30), || c.try_wait().ok().flatten());
         if status.is_none() {
             let _ = c.kill();
@@ -375,32 +395,28 @@ impl Drop for WeirProcess {
 }
 
 /// Runs `weir` with arguments to completion (for `check` and startup errors),
-/// returning exit status and stderr. Gives up after `timeout`.
+/// returning exit status and everything it printed. Gives up after `timeout`.
 pub fn run_weir(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    // Output goes to a file, not a pipe: a chatty process must never block
+    // on a full pipe that is only read after it exits.
+    let out = tempfile::NamedTempFile::new().expect("temp file for output");
     let mut child = Command::new(weir_bin())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out.reopen().expect("reopen output file"))
+        .stderr(out.reopen().expect("reopen output file"))
         .spawn()
         .expect("start weir");
     let status = wait_for(timeout, || child.try_wait().ok().flatten());
-    let status = match status {
-        Some(s) => s,
+    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+    match status {
+        Some(s) => (s, text),
         None => {
             let _ = child.kill();
-            panic!("weir {args:?} did not exit within {timeout:?}");
+            let _ = child.wait();
+            panic!("weir {args:?} did not exit within {timeout:?}; it printed:\n{text}");
         }
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
     }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (status, format!("{out}{err}"))
 }
 
 /// Reads a JSON Lines file written by the file sink. A torn last line (a
@@ -448,7 +464,12 @@ pub struct KafkaMessage {
 
 /// Consumes `topics` from the beginning until `n` messages arrived or
 /// `timeout` passed; returns what arrived, in partition order.
-pub async fn consume(brokers: &str, topics: &[&str], n: usize, timeout: Duration) -> Vec<KafkaMessage> {
+pub async fn consume(
+    brokers: &str,
+    topics: &[&str],
+    n: usize,
+    timeout: Duration,
+) -> Vec<KafkaMessage> {
     use rdkafka::ClientConfig;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::{Headers, Message};
@@ -458,14 +479,40 @@ pub async fn consume(brokers: &str, topics: &[&str], n: usize, timeout: Duration
         .set("group.id", unique("weir_test"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create()
         .expect("create consumer");
+    // Subscribing to a topic that does not exist yet leaves the group
+    // without partitions until the next metadata refresh; wait for it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    for topic in topics {
+        loop {
+            let found = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map(|m| {
+                    m.topics().iter().any(|t| {
+                        t.name() == *topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+                .unwrap_or(false);
+            if found || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     consumer.subscribe(topics).expect("subscribe");
     let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
     while out.len() < n {
         let msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(m)) => m,
+            // The topic may not exist until Weir writes its first record.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             Ok(Err(e)) => panic!("consume failed: {e}"),
             Err(_) => break,
         };
@@ -500,16 +547,20 @@ pub struct PrivateCluster {
 
 fn pg_bindir() -> PathBuf {
     let out = Command::new("pg_config").arg("--bindir").output();
-    if let Ok(o) = out {
-        if o.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-            if dir.join("initdb").exists() {
-                return dir;
-            }
+    if let Ok(o) = out
+        && o.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions
@@ -527,7 +578,9 @@ fn as_postgres(bin: &Path, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(bin)
     };
-    cmd.args(args).output().expect("run a Postgres server binary")
+    cmd.args(args)
+        .output()
+        .expect("run a Postgres server binary")
 }
 
 fn running_as_root() -> bool {
@@ -542,7 +595,10 @@ impl PrivateCluster {
     /// initdb + start with extra `-c` settings.
     pub fn start(settings: &[(&str, &str)]) -> PrivateCluster {
         let bin = pg_bindir();
-        let dir = tempfile::Builder::new().prefix("weir-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("weir-pg")
+            .tempdir()
+            .unwrap();
         if running_as_root() {
             let st = Command::new("chown")
                 .args(["-R", "postgres"])
@@ -553,8 +609,15 @@ impl PrivateCluster {
         }
         let data = dir.path().join("data");
         let data_s = data.to_str().unwrap();
-        let out = as_postgres(&bin.join("initdb"), &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &["-D", data_s, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let mut opts = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
@@ -566,7 +629,18 @@ impl PrivateCluster {
         let log = dir.path().join("server.log");
         let out = as_postgres(
             &bin.join("pg_ctl"),
-            &["-D", data_s, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                data_s,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
         assert!(
             out.status.success(),
@@ -583,7 +657,14 @@ impl Drop for PrivateCluster {
         let data = self.dir.path().join("data");
         let _ = as_postgres(
             &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
     }
 }

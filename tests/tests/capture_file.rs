@@ -31,27 +31,33 @@ async fn changes_reach_the_file_sink_in_commit_order() {
     wait_for(Duration::from_secs(60), || db.confirmed_flush())
         .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
 
-    db.exec(
+    // One statement per call: several statements in one simple query
+    // would run as one implicit transaction.
+    for sql in [
         "BEGIN;
          INSERT INTO orders VALUES (1, 'new', 10.50);
          INSERT INTO orders VALUES (2, 'new', 20.00);
          INSERT INTO ignored VALUES (1);
-         COMMIT;
-         BEGIN;
+         COMMIT;",
+        "BEGIN;
          INSERT INTO orders VALUES (3, 'rolled back', 0);
-         ROLLBACK;
-         UPDATE orders SET status = 'shipped' WHERE id = 1;
-         DELETE FROM orders WHERE id = 2;
-         TRUNCATE orders;
-         INSERT INTO orders VALUES (4, 'after truncate', 1);",
-    )
-    .await;
+         ROLLBACK;",
+        "UPDATE orders SET status = 'shipped' WHERE id = 1",
+        "DELETE FROM orders WHERE id = 2",
+        "TRUNCATE orders",
+        "INSERT INTO orders VALUES (4, 'after truncate', 1)",
+    ] {
+        db.exec(sql).await;
+    }
     let end = db.current_wal_lsn();
 
     let lines = wait_lines(&out, 6, Duration::from_secs(60));
     assert_eq!(lines.len(), 6, "unexpected extra lines: {lines:#?}");
     let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["insert", "insert", "update", "delete", "truncate", "insert"]);
+    assert_eq!(
+        ops,
+        ["insert", "insert", "update", "delete", "truncate", "insert"]
+    );
     for l in &lines {
         assert_eq!(l["schema"], "public");
         assert_eq!(l["table"], "orders");
@@ -71,11 +77,17 @@ async fn changes_reach_the_file_sink_in_commit_order() {
     let src = |i: usize| &lines[i]["source"];
     assert_eq!(src(0)["commit_lsn"], src(1)["commit_lsn"]);
     assert_eq!(src(0)["xid"], src(1)["xid"]);
-    assert_eq!((src(0)["seq"].as_u64(), src(1)["seq"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (src(0)["seq"].as_u64(), src(1)["seq"].as_u64()),
+        (Some(0), Some(1))
+    );
     let lsns: Vec<weir_core::Lsn> = (0..6)
         .map(|i| src(i)["commit_lsn"].as_str().unwrap().parse().unwrap())
         .collect();
-    assert!(lsns.windows(2).all(|w| w[0] <= w[1]), "commit order: {lsns:?}");
+    assert!(
+        lsns.windows(2).all(|w| w[0] <= w[1]),
+        "commit order: {lsns:?}"
+    );
     assert!(lsns[1] < lsns[2] && lsns[2] < lsns[3] && lsns[3] < lsns[4] && lsns[4] < lsns[5]);
 
     // Once durable, the slot is acknowledged past the last commit.
@@ -93,7 +105,8 @@ async fn changes_reach_the_file_sink_in_commit_order() {
 
     // Idle, with nothing in flight: WAL written by tables outside the
     // publication must not stay pinned by the slot.
-    db.exec("INSERT INTO ignored SELECT g FROM generate_series(2, 100) g").await;
+    db.exec("INSERT INTO ignored SELECT g FROM generate_series(2, 100) g")
+        .await;
     let idle_end = db.current_wal_lsn();
     assert!(idle_end > end);
     wait_for(Duration::from_secs(90), || {
@@ -106,8 +119,16 @@ async fn changes_reach_the_file_sink_in_commit_order() {
             weir.log()
         )
     });
-    assert_eq!(read_jsonl(&out).len(), 6, "nothing from the unpublished table");
+    assert_eq!(
+        read_jsonl(&out).len(),
+        6,
+        "nothing from the unpublished table"
+    );
 
     let status = weir.terminate().expect("weir exited");
-    assert!(status.success(), "weir exited with {status}:\n{}", weir.log());
+    assert!(
+        status.success(),
+        "weir exited with {status}:\n{}",
+        weir.log()
+    );
 }

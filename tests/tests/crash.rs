@@ -44,7 +44,12 @@ async fn nothing_committed_is_lost_across_kill_9() {
         let dbname = db.name.clone();
         tokio::spawn(async move {
             let (client, conn) = tokio_postgres::connect(
-                &format!("host={} port={} user={} dbname={dbname}", pg_host(), pg_port(), pg_user()),
+                &format!(
+                    "host={} port={} user={} dbname={dbname}",
+                    pg_host(),
+                    pg_port(),
+                    pg_user()
+                ),
                 tokio_postgres::NoTls,
             )
             .await
@@ -81,7 +86,8 @@ async fn nothing_committed_is_lost_across_kill_9() {
                         .unwrap();
                 }
                 next += n;
-                tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..15))).await;
+                let pause = rand::rng().random_range(0..15);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         })
     };
@@ -90,7 +96,8 @@ async fn nothing_committed_is_lost_across_kill_9() {
     // durable just before each kill, and how much output existed after it.
     let mut marks: Vec<(Lsn, usize)> = Vec::new();
     for _ in 0..KILLS {
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..1200))).await;
+        let pause = rand::rng().random_range(300..1200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         let acked = db.confirmed_flush().expect("slot exists");
         weir.kill9();
         marks.push((acked, read_jsonl(&out).len()));
@@ -100,14 +107,18 @@ async fn nothing_committed_is_lost_across_kill_9() {
 
     let lines = wait_for(Duration::from_secs(180), || {
         let lines = read_jsonl(&out);
-        let ids: std::collections::HashSet<i64> =
-            lines.iter().map(|l| l["after"]["id"].as_i64().unwrap()).collect();
+        let ids: std::collections::HashSet<i64> = lines
+            .iter()
+            .map(|l| l["after"]["id"].as_i64().unwrap())
+            .collect();
         (ids.len() as i64 >= ROWS).then_some(lines)
     })
     .unwrap_or_else(|| {
         let lines = read_jsonl(&out);
-        let ids: std::collections::HashSet<i64> =
-            lines.iter().map(|l| l["after"]["id"].as_i64().unwrap()).collect();
+        let ids: std::collections::HashSet<i64> = lines
+            .iter()
+            .map(|l| l["after"]["id"].as_i64().unwrap())
+            .collect();
         let missing: Vec<i64> = (0..ROWS).filter(|i| !ids.contains(i)).take(20).collect();
         panic!(
             "{} of {ROWS} committed rows are missing (first: {missing:?})\n{}",
@@ -121,7 +132,10 @@ async fn nothing_committed_is_lost_across_kill_9() {
         assert_eq!(l["op"], "insert");
         let id = l["after"]["id"].as_i64().unwrap();
         let note = l["after"]["note"].as_str().unwrap();
-        assert!(note == format!("row {id}") || note == format!("copy {id}"), "{l}");
+        assert!(
+            note == format!("row {id}") || note == format!("copy {id}"),
+            "{l}"
+        );
         *seen.entry(id).or_default() += 1;
     }
     assert_eq!(seen.len() as i64, ROWS, "exactly the committed ids");
@@ -139,6 +153,9 @@ async fn nothing_committed_is_lost_across_kill_9() {
         }
     }
     let duplicates = seen.values().filter(|&&n| n > 1).count();
-    eprintln!("{KILLS} kills, {} lines for {ROWS} rows, {duplicates} rows redelivered", lines.len());
+    eprintln!(
+        "{KILLS} kills, {} lines for {ROWS} rows, {duplicates} rows redelivered",
+        lines.len()
+    );
     assert!(weir.is_running(), "weir died:\n{}", weir.log());
 }

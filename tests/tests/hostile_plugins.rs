@@ -21,7 +21,7 @@ async fn halts_on_the_poisoned_change(plugin_name: &str, extra: &str) {
     std::fs::write(
         &config,
         format!(
-            "{}\n[[transforms]]\nname = \"hostile\"\npath = {:?}\ntimeout = \"500ms\"\nmemory_limit_mib = 16\n{extra}config = {{ on_id = \"5\" }}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            "{}\n[[transforms]]\nname = \"hostile\"\npath = {:?}\ntimeout = \"500ms\"\nmemory_limit_mib = 16\n{extra}config = {{ trap_on_id = \"5\" }}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
             db.source_toml(&["t"]),
             plugin(plugin_name),
             out
@@ -32,16 +32,22 @@ async fn halts_on_the_poisoned_change(plugin_name: &str, extra: &str) {
     wait_for(Duration::from_secs(60), || db.confirmed_flush())
         .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
 
-    db.exec("INSERT INTO t SELECT g, 'fine' FROM generate_series(1, 4) g").await;
+    db.exec("INSERT INTO t SELECT g, 'fine' FROM generate_series(1, 4) g")
+        .await;
     let lines = wait_lines(&out, 4, Duration::from_secs(60));
-    let good_commit: Lsn = lines[3]["source"]["commit_lsn"].as_str().unwrap().parse().unwrap();
+    let good_commit: Lsn = lines[3]["source"]["commit_lsn"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     wait_for(Duration::from_secs(30), || {
         db.confirmed_flush().filter(|l| *l > good_commit)
     })
     .unwrap_or_else(|| panic!("the good transaction was not acknowledged:\n{}", weir.log()));
 
     let before_poison = db.current_wal_lsn();
-    db.exec("INSERT INTO t VALUES (5, 'poison'), (6, 'same transaction')").await;
+    db.exec("INSERT INTO t VALUES (5, 'poison'), (6, 'same transaction')")
+        .await;
     db.exec("INSERT INTO t VALUES (7, 'later')").await;
 
     let log = wait_for(Duration::from_secs(60), || {
@@ -54,24 +60,62 @@ async fn halts_on_the_poisoned_change(plugin_name: &str, extra: &str) {
     assert!(log.contains("public.t"), "names the table:\n{log}");
 
     // Still up, reporting the halt; nothing from the failing transaction on
-    // was delivered or acknowledged.
+    // was delivered, and the slot still holds the failing transaction.
     std::thread::sleep(Duration::from_secs(2));
     assert!(weir.is_running(), "weir must stay up:\n{}", weir.log());
     let health = http_get(admin, "/health");
-    assert!(health.starts_with("HTTP/1.1 503") && health.contains("hostile"), "{health}");
-    assert_eq!(read_jsonl(&out).len(), 4, "no change at or after the poisoned one");
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("hostile"),
+        "{health}"
+    );
+    assert_eq!(
+        read_jsonl(&out).len(),
+        4,
+        "no change at or after the poisoned one"
+    );
+    let poison_commit: Lsn = log
+        .split("commit LSN ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|lsn| lsn.parse().ok())
+        .unwrap_or_else(|| panic!("the report names the commit LSN:\n{log}"));
+    assert!(poison_commit > before_poison);
     let acked = db.confirmed_flush().unwrap();
-    assert!(acked <= before_poison, "acknowledged {acked}, past the failing transaction at {before_poison}");
+    assert!(
+        acked <= poison_commit,
+        "acknowledged {acked}, past the failing transaction committed at {poison_commit}"
+    );
 
     let status = weir.terminate().expect("exit status");
     assert_eq!(status.code(), Some(2), "a halted pipeline exits with 2");
-    assert!(db.confirmed_flush().unwrap() <= before_poison);
+    assert!(db.confirmed_flush().unwrap() <= poison_commit);
+
+    // Nothing was lost: with the plugin fixed (here: replaced by
+    // passthrough), the poisoned transaction and the later one arrive.
+    let fixed = std::fs::read_to_string(&config).unwrap().replace(
+        plugin(plugin_name).to_str().unwrap(),
+        plugin("passthrough").to_str().unwrap(),
+    );
+    std::fs::write(&config, fixed).unwrap();
+    let mut weir = WeirProcess::start(&config, &[]);
+    let lines = wait_lines(&out, 7, Duration::from_secs(60));
+    let ids: Vec<i64> = lines
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7], "{}", weir.log());
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
 }
 
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

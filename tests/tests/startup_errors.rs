@@ -15,7 +15,10 @@ fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
 }
 
 fn file_sink(dir: &std::path::Path) -> String {
-    format!("[sinks.out]\ntype = \"file\"\npath = {:?}\n", dir.join("out.jsonl"))
+    format!(
+        "[sinks.out]\ntype = \"file\"\npath = {:?}\n",
+        dir.join("out.jsonl")
+    )
 }
 
 #[test]
@@ -51,7 +54,10 @@ fn check_reports_every_problem_with_its_path() {
     );
     let (status, out) = run_weir(&["check", "--config", bad.to_str().unwrap()], TIMEOUT);
     assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("WEIR_TEST_UNSET_VARIABLE") && out.contains("line 2"), "{out}");
+    assert!(
+        out.contains("WEIR_TEST_UNSET_VARIABLE") && out.contains("line 2"),
+        "{out}"
+    );
 
     let bad = write_config(
         dir.path(),
@@ -63,7 +69,10 @@ fn check_reports_every_problem_with_its_path() {
     let (status, out) = run_weir(&["check", "--config", bad.to_str().unwrap()], TIMEOUT);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("source.tables[0]"), "{out}");
-    assert!(out.contains("routes[0].sinks") && out.contains("nowhere"), "{out}");
+    assert!(
+        out.contains("routes[0].sinks") && out.contains("nowhere"),
+        "{out}"
+    );
     assert!(out.contains("transforms[0].path"), "{out}");
 
     // A file that is not a component is refused by check, naming the file.
@@ -96,12 +105,19 @@ async fn a_missing_table_is_named_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &format!("{}\n{}", db.source_toml(&["public.present", "public.absent"]), file_sink(dir.path())),
+        &format!(
+            "{}\n{}",
+            db.source_toml(&["public.present", "public.absent"]),
+            file_sink(dir.path())
+        ),
     );
     let (status, out) = run_weir(&["run", "--config", config.to_str().unwrap()], TIMEOUT);
     assert!(!status.success(), "{out}");
     assert!(out.contains("public.absent"), "{out}");
-    assert!(!out.contains("public.present,"), "only the missing table is named: {out}");
+    assert!(
+        !out.contains("public.present,"),
+        "only the missing table is named: {out}"
+    );
     assert!(!slot_exists(&db.slot), "no slot may be created");
 }
 
@@ -128,16 +144,24 @@ async fn an_unreachable_broker_is_named() {
 async fn a_role_without_replication_is_named() {
     let db = TestDb::new("norepl", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let role = unique("weir_norepl");
-    psql("postgres", &format!("CREATE ROLE {role} LOGIN NOREPLICATION")).unwrap();
+    psql(
+        "postgres",
+        &format!("CREATE ROLE {role} LOGIN NOREPLICATION"),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let source = db
-        .source_toml(&["t"])
-        .replace(&format!("user = {:?}", pg_user()), &format!("user = {role:?}"));
+    let source = db.source_toml(&["t"]).replace(
+        &format!("user = {:?}", pg_user()),
+        &format!("user = {role:?}"),
+    );
     let config = write_config(dir.path(), &format!("{source}\n{}", file_sink(dir.path())));
     let (status, out) = run_weir(&["run", "--config", config.to_str().unwrap()], TIMEOUT);
     let _ = psql("postgres", &format!("DROP ROLE {role}"));
     assert!(!status.success(), "{out}");
-    assert!(out.contains(&role) && out.to_lowercase().contains("replication"), "{out}");
+    assert!(
+        out.contains(&role) && out.to_lowercase().contains("replication"),
+        "{out}"
+    );
     assert!(!slot_exists(&db.slot), "no slot may be created");
 }
 
@@ -155,5 +179,8 @@ fn wal_level_replica_is_explained() {
     );
     let (status, out) = run_weir(&["run", "--config", config.to_str().unwrap()], TIMEOUT);
     assert!(!status.success(), "{out}");
-    assert!(out.contains("wal_level") && out.contains("logical"), "{out}");
+    assert!(
+        out.contains("wal_level") && out.contains("logical"),
+        "{out}"
+    );
 }

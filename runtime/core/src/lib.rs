@@ -23,8 +23,8 @@ mod sink;
 mod value;
 
 pub use event::{
-    ChangeEvent, Destination, LogicalMessage, Op, RawMessage, SinkPayload, SinkRecord,
-    SourceInfo, SourceItem, TxnBegin, TxnCommit, TxnId,
+    ChangeEvent, Destination, LogicalMessage, Op, RawMessage, SinkPayload, SinkRecord, SourceInfo,
+    SourceItem, TxnBegin, TxnCommit, TxnId,
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use schema::{Column, ReplicaIdentity, TableSchema};

@@ -43,7 +43,10 @@ pub async fn serve(
 async fn health(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
     match status.state() {
         State::Running | State::Starting => (StatusCode::OK, "ok\n".to_string()),
-        State::Halted(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("halted: {reason}\n")),
+        State::Halted(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("halted: {reason}\n"),
+        ),
         State::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped\n".to_string()),
     }
 }

@@ -52,10 +52,11 @@ impl AckTracker {
 
     /// `n` records of `txn` were dispatched to sinks.
     pub fn dispatched(&mut self, txn: TxnId, n: u64) -> Result<(), AckError> {
-        let state = self
-            .txns
-            .get_mut(&txn)
-            .ok_or_else(|| AckError(format!("records dispatched for unknown transaction {txn:?}")))?;
+        let state = self.txns.get_mut(&txn).ok_or_else(|| {
+            AckError(format!(
+                "records dispatched for unknown transaction {txn:?}"
+            ))
+        })?;
         state.pending += n;
         Ok(())
     }

@@ -248,9 +248,8 @@ impl Config {
             problems: vec![format!("cannot read the file: {e}")],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base, &|name| std::env::var(name).ok()).map_err(|problems| {
-            ConfigErrors { file, problems }
-        })
+        Config::parse(&text, base, &|name| std::env::var(name).ok())
+            .map_err(|problems| ConfigErrors { file, problems })
     }
 
     /// Parses configuration text. `env` looks up `${NAME}` references;
@@ -289,7 +288,8 @@ impl Config {
         let mut problems = Vec::new();
         let s = &self.source;
         if s.all_tables && !s.tables.is_empty() {
-            problems.push("source.tables: set either `tables` or `all_tables = true`, not both".into());
+            problems
+                .push("source.tables: set either `tables` or `all_tables = true`, not both".into());
         }
         if !s.all_tables && s.tables.is_empty() {
             problems.push("source.tables: list the tables to capture (schema.table), or set `all_tables = true`".into());
@@ -299,7 +299,10 @@ impl Config {
                 problems.push(format!("source.tables[{i}]: {e}"));
             }
         }
-        for (field, name) in [("source.slot", &s.slot), ("source.publication", &s.publication)] {
+        for (field, name) in [
+            ("source.slot", &s.slot),
+            ("source.publication", &s.publication),
+        ] {
             if name.is_empty()
                 || !name
                     .chars()
@@ -316,13 +319,26 @@ impl Config {
         if self.sinks.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());
         }
+        for (name, sink) in &self.sinks {
+            let sink_problems = match sink {
+                SinkConfig::File(c) => c.validate(),
+                SinkConfig::Kafka(c) => c.validate(),
+            };
+            problems.extend(
+                sink_problems
+                    .into_iter()
+                    .map(|p| format!("sinks.{name}.{p}")),
+            );
+        }
         for (i, p) in self.transforms.iter().enumerate() {
             check_plugin(&format!("transforms[{i}]"), p, &mut problems);
         }
         if let Some(r) = &self.router {
             check_plugin("router", r, &mut problems);
             if !self.routes.is_empty() {
-                problems.push("routes: a router plugin is configured; remove `routes` or `router`".into());
+                problems.push(
+                    "routes: a router plugin is configured; remove `routes` or `router`".into(),
+                );
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
@@ -364,14 +380,22 @@ impl PluginConfig {
         })
     }
 
-    /// The `config` table flattened to strings, as plugins receive it.
+    /// The `config` table flattened to string pairs, as plugins receive
+    /// them. Nested tables become dotted keys, so an unquoted
+    /// `route.public.orders = "x"` means what it looks like; arrays become
+    /// comma-separated lists.
     pub fn config_pairs(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Array(items) => items
+        fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        flatten(&format!("{prefix}.{k}"), v, out);
+                    }
+                }
+                toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+                toml::Value::Array(items) => out.push((
+                    prefix.to_owned(),
+                    items
                         .iter()
                         .map(|i| match i {
                             toml::Value::String(s) => s.clone(),
@@ -379,11 +403,15 @@ impl PluginConfig {
                         })
                         .collect::<Vec<_>>()
                         .join(","),
-                    other => other.to_string(),
-                };
-                (k.clone(), v)
-            })
-            .collect()
+                )),
+                other => out.push((prefix.to_owned(), other.to_string())),
+            }
+        }
+        let mut out = Vec::new();
+        for (k, v) in &self.config {
+            flatten(k, v, &mut out);
+        }
+        out
     }
 }
 
@@ -399,13 +427,6 @@ fn check_plugin(field: &str, p: &PluginConfig, problems: &mut Vec<String>) {
     }
     if p.timeout.is_zero() {
         problems.push(format!("{field}.timeout: must be more than zero"));
-    }
-    for (k, v) in &p.config {
-        if matches!(v, toml::Value::Table(_)) {
-            problems.push(format!(
-                "{field}.config.{k}: nested tables are not supported; use flat `key = value` pairs"
-            ));
-        }
     }
 }
 
@@ -471,7 +492,10 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+            let col = before
+                .rfind('\n')
+                .map_or(before.len(), |p| before.len() - p - 1)
+                + 1;
             format!("{msg} (line {line}, column {col})")
         }
         None => msg,
@@ -511,14 +535,18 @@ path = "-"
 
     #[test]
     fn interpolates_environment_and_defaults() {
-        let text = format!(
-            "{MINIMAL}\n[admin]\nlisten = \"${{ADMIN:-127.0.0.1:9999}}\"\n"
-        )
-        .replace("database = \"app\"", "database = \"app\"\npassword = \"${PGPASS}\"");
+        let text = format!("{MINIMAL}\n[admin]\nlisten = \"${{ADMIN:-127.0.0.1:9999}}\"\n")
+            .replace(
+                "database = \"app\"",
+                "database = \"app\"\npassword = \"${PGPASS}\"",
+            );
         let c = parse(&text).unwrap();
         assert_eq!(c.source.password.as_deref(), Some("s3cret"));
         assert_eq!(c.admin.unwrap().listen.port(), 9999);
-        assert!(!format!("{:?}", c.source).contains("s3cret"), "password must not be logged");
+        assert!(
+            !format!("{:?}", c.source).contains("s3cret"),
+            "password must not be logged"
+        );
     }
 
     #[test]
@@ -526,7 +554,10 @@ path = "-"
         let text = MINIMAL.replace("\"app\"", "\"${DB_NAME}\"");
         let errs = parse(&text).unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].contains("DB_NAME") && errs[0].contains("line 3"), "{errs:?}");
+        assert!(
+            errs[0].contains("DB_NAME") && errs[0].contains("line 3"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -542,7 +573,10 @@ path = "-"
         assert!(errs[0].contains("fsync"), "{errs:?}");
         let text = MINIMAL.replace("[source]", "[source]\nslots = 1");
         let errs = parse(&text).unwrap_err();
-        assert!(errs[0].contains("slots") && errs[0].contains("line 3"), "{errs:?}");
+        assert!(
+            errs[0].contains("slots") && errs[0].contains("line 3"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -556,7 +590,10 @@ path = "-"
     fn unknown_sink_type_is_reported() {
         let text = MINIMAL.replace("type = \"file\"", "type = \"fiel\"");
         let errs = parse(&text).unwrap_err();
-        assert!(errs[0].contains("sinks.out") && errs[0].contains("fiel"), "{errs:?}");
+        assert!(
+            errs[0].contains("sinks.out") && errs[0].contains("fiel"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -566,14 +603,46 @@ path = "-"
         )
         .replace("\"customers\"", "\"a.b.c\"");
         let errs = parse(&text).unwrap_err();
-        assert!(errs.iter().any(|e| e.starts_with("source.tables[1]")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("routes[0].sinks") && e.contains("nope")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("transforms[0].path")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("source.tables[1]")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes[0].sinks") && e.contains("nope")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("transforms[0].path")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn plugin_config_flattens_to_strings() {
+        let text = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nconfig = {{ columns = [\"a\", \"b\"], n = 3, route.public.orders = \"k\" }}\n"
+        );
+        let c = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &|_| None).unwrap();
+        let mut pairs = c.transforms[0].config_pairs();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [
+                ("columns".to_string(), "a,b".to_string()),
+                ("n".to_string(), "3".to_string()),
+                ("route.public.orders".to_string(), "k".to_string()),
+            ]
+        );
+        assert_eq!(c.transforms[0].display_name(), "Cargo");
     }
 
     #[test]
     fn table_names() {
-        assert_eq!(parse_table("orders").unwrap(), ("public".into(), "orders".into()));
+        assert_eq!(
+            parse_table("orders").unwrap(),
+            ("public".into(), "orders".into())
+        );
         assert_eq!(parse_table("s.t").unwrap(), ("s".into(), "t".into()));
         assert!(parse_table(".t").is_err());
     }

@@ -100,7 +100,10 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
         match weir::admin::serve(admin.listen, status.clone(), admin_stop.clone()).await {
             Ok(addr) => tracing::info!(%addr, "admin endpoint listening"),
             Err(e) => {
-                eprintln!("error: admin.listen: cannot listen on {}: {e}", admin.listen);
+                eprintln!(
+                    "error: admin.listen: cannot listen on {}: {e}",
+                    admin.listen
+                );
                 return ExitCode::FAILURE;
             }
         }

@@ -40,8 +40,8 @@ use crate::status::{State, Status};
 /// Why the pipeline could not start. Nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A sink could not be opened or reached.
-    #[error("sink {sink}: {error}")]
+    /// A sink could not be opened or reached. (Sink errors name the sink.)
+    #[error("{error}")]
     Sink {
         /// The sink's name.
         sink: String,
@@ -95,8 +95,8 @@ pub enum HaltError {
         /// The configured sinks.
         known: String,
     },
-    /// A sink failed in a way retrying cannot fix.
-    #[error("sink {sink}: {error}")]
+    /// A sink failed in a way retrying cannot fix. (Sink errors name the sink.)
+    #[error("{error}")]
     Sink {
         /// The sink's name.
         sink: String,
@@ -184,7 +184,7 @@ async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for (name, sink) in &config.sinks {
         let opened: Result<Box<dyn Sink>, SinkError> = match sink {
-            SinkConfig::File(c) => FileSink::open(name, c.clone()).map(|s| Box::new(s) as _),
+            SinkConfig::File(c) => FileSink::open(name, c).map(|s| Box::new(s) as _),
             SinkConfig::Kafka(c) => KafkaSink::connect(name, c.clone())
                 .await
                 .map(|s| Box::new(s) as _),
@@ -330,9 +330,7 @@ fn record(status: &Status, first: &mut Option<HaltError>, e: HaltError) {
     }
 }
 
-fn flatten(
-    done: Result<Result<(), HaltError>, tokio::task::JoinError>,
-) -> Result<(), HaltError> {
+fn flatten(done: Result<Result<(), HaltError>, tokio::task::JoinError>) -> Result<(), HaltError> {
     done.unwrap_or_else(|e| Err(HaltError::Internal(format!("pipeline task failed: {e}"))))
 }
 
@@ -340,7 +338,7 @@ fn flatten(
 /// resumes from the acknowledged position, so a reconnect redelivers
 /// whatever was not yet durable.
 async fn source_task(
-    mut source: PostgresSource,
+    source: PostgresSource,
     config: PostgresConfig,
     out: mpsc::Sender<Vec<SourceItem>>,
     checkpointer: Arc<Checkpointer>,
@@ -365,40 +363,41 @@ async fn source_task(
             }
         })
     };
+    let mut next = Some(source);
     let result = loop {
+        let source = match next.take() {
+            Some(s) => s,
+            None => {
+                tokio::select! {
+                    _ = stop.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                match PostgresSource::prepare(config.clone()).await {
+                    Ok(s) => {
+                        tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
+                        backoff = Duration::from_millis(200);
+                        s
+                    }
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "Postgres still unavailable");
+                        continue;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
+        };
         match source
             .run(out.clone(), checkpointer.subscribe(), stop.clone())
             .await
         {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_retryable() && !stop.is_cancelled() => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "lost the replication connection; reconnecting");
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    match PostgresSource::prepare(config.clone()).await {
-                        Ok(s) => {
-                            tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
-                            source = s;
-                            backoff = Duration::from_millis(200);
-                            break;
-                        }
-                        Err(e) if e.is_retryable() => {
-                            tracing::warn!(error = %e, retry_in = ?backoff, "Postgres still unavailable");
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                if stop.is_cancelled() {
-                    break Ok(());
-                }
-            }
             Err(e) if stop.is_cancelled() => {
                 tracing::debug!(error = %e, "source stopped with an error during shutdown");
                 break Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "lost the replication connection; reconnecting");
             }
             Err(e) => break Err(e.into()),
         }
@@ -446,7 +445,9 @@ async fn sink_task(
             }
         }
         status.set_sink_error(None);
-        counters.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters
+            .records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         checkpointer.delivered(&batch)?;
     }
@@ -780,10 +781,9 @@ impl Processor {
                         by,
                         event: match &payload {
                             SinkPayload::Change(e) => describe(e),
-                            SinkPayload::Raw(m) => format!(
-                                "a raw message from commit LSN {}",
-                                m.source.commit_lsn
-                            ),
+                            SinkPayload::Raw(m) => {
+                                format!("a raw message from commit LSN {}", m.source.commit_lsn)
+                            }
                         },
                         sink: d.sink,
                         known: self.sink_names.clone(),

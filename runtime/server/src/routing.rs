@@ -91,9 +91,9 @@ impl RouteRules {
 }
 
 /// `*` matches any run of characters; everything else matches itself.
-/// A pattern without a dot is a table in `public`.
+/// A pattern without a dot (other than a lone `*`) is a table in `public`.
 fn glob_match(pattern: &str, name: &str) -> bool {
-    if !pattern.contains('.') {
+    if !pattern.contains('.') && pattern != "*" {
         return glob_match(&format!("public.{pattern}"), name);
     }
     fn rec(p: &[u8], n: &[u8]) -> bool {
@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(d[0].topic.as_deref(), Some("{schema}.{table}"));
         assert_eq!(sinks_of(r.route(&event("public", "users"))), ["file"]);
         assert_eq!(sinks_of(r.route(&event("audit", "log"))), ["kafka"]);
-        assert_eq!(sinks_of(r.route(&event("public", "items"))), ["file", "items"]);
+        assert_eq!(
+            sinks_of(r.route(&event("public", "items"))),
+            ["file", "items"]
+        );
         assert!(r.route(&event("other", "t")).is_empty());
     }
 

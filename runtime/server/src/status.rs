@@ -86,7 +86,10 @@ impl Status {
 
     /// Remembers the newest sink failure (cleared on the next success).
     pub fn set_sink_error(&self, error: Option<String>) {
-        *self.last_sink_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        *self
+            .last_sink_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     /// A JSON snapshot for `/status`.
@@ -125,20 +128,58 @@ impl Status {
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge("weir_up", "1 while the pipeline runs, 0 when halted or stopped.", up as u64);
-        gauge("weir_acked_lsn", "Acknowledged source position.", self.acked_lsn.load(Ordering::Relaxed));
-        gauge("weir_changes_in_total", "Changes received from the source.", self.changes_in.load(Ordering::Relaxed));
-        gauge("weir_transactions_in_total", "Transactions received from the source.", self.transactions_in.load(Ordering::Relaxed));
-        gauge("weir_dropped_total", "Changes dropped by transforms.", self.dropped.load(Ordering::Relaxed));
-        gauge("weir_unrouted_total", "Changes no route sent anywhere.", self.unrouted.load(Ordering::Relaxed));
+        gauge(
+            "weir_up",
+            "1 while the pipeline runs, 0 when halted or stopped.",
+            up as u64,
+        );
+        gauge(
+            "weir_acked_lsn",
+            "Acknowledged source position.",
+            self.acked_lsn.load(Ordering::Relaxed),
+        );
+        gauge(
+            "weir_changes_in_total",
+            "Changes received from the source.",
+            self.changes_in.load(Ordering::Relaxed),
+        );
+        gauge(
+            "weir_transactions_in_total",
+            "Transactions received from the source.",
+            self.transactions_in.load(Ordering::Relaxed),
+        );
+        gauge(
+            "weir_dropped_total",
+            "Changes dropped by transforms.",
+            self.dropped.load(Ordering::Relaxed),
+        );
+        gauge(
+            "weir_unrouted_total",
+            "Changes no route sent anywhere.",
+            self.unrouted.load(Ordering::Relaxed),
+        );
         for (metric, help) in [
-            ("weir_sink_records_total", "Records made durable by the sink."),
-            ("weir_sink_errors_total", "Failed write attempts of the sink."),
+            (
+                "weir_sink_records_total",
+                "Records made durable by the sink.",
+            ),
+            (
+                "weir_sink_errors_total",
+                "Failed write attempts of the sink.",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
             for (name, c) in &self.sinks {
-                let v = if metric.ends_with("records_total") { &c.records } else { &c.errors };
-                let _ = writeln!(out, "{metric}{{sink=\"{name}\"}} {}", v.load(Ordering::Relaxed));
+                let v = if metric.ends_with("records_total") {
+                    &c.records
+                } else {
+                    &c.errors
+                };
+                let _ = writeln!(
+                    out,
+                    "{metric}{{sink=\"{name}\"}} {}",
+                    v.load(Ordering::Relaxed)
+                );
             }
         }
         out

@@ -1,0 +1,122 @@
+//! Changes flow through the passthrough plugin into a real Kafka-protocol
+//! broker (tansu), one topic per table, keyed by primary key, with source
+//! metadata in headers, in commit order; a real client consumes them.
+
+use std::time::Duration;
+
+use weir_tests::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_reach_kafka_in_commit_order() {
+    let broker = Broker::start();
+    let db = TestDb::new(
+        "kafka",
+        "CREATE TABLE orders (id int PRIMARY KEY, status text);
+         CREATE TABLE customers (id int PRIMARY KEY, name text);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[transforms]]\npath = {:?}\n\n[sinks.kafka]\ntype = \"kafka\"\nbrokers = {:?}\ntopic = \"{{schema}}.{{table}}\"\ncreate_topics = true\n",
+            db.source_toml(&["orders", "customers"]),
+            plugin("passthrough"),
+            broker.addr
+        ),
+    )
+    .unwrap();
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+
+    db.exec(
+        "INSERT INTO customers VALUES (1, 'Ada');
+         BEGIN;
+         INSERT INTO orders VALUES (1, 'new');
+         INSERT INTO orders VALUES (2, 'new');
+         COMMIT;
+         BEGIN; INSERT INTO orders VALUES (99, 'rolled back'); ROLLBACK;
+         UPDATE orders SET status = 'paid' WHERE id = 1;
+         UPDATE orders SET status = 'shipped' WHERE id = 1;
+         DELETE FROM orders WHERE id = 2;
+         UPDATE customers SET name = 'Ada Lovelace' WHERE id = 1;",
+    )
+    .await;
+
+    let orders = consume(&broker.addr, &["public.orders"], 5, Duration::from_secs(60)).await;
+    let summary: Vec<(String, Option<String>, String)> = orders
+        .iter()
+        .map(|m| {
+            (
+                m.value["op"].as_str().unwrap().to_owned(),
+                m.key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.value["after"]["status"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("insert".into(), Some(r#"{"id":1}"#.into()), "new".into()),
+            ("insert".into(), Some(r#"{"id":2}"#.into()), "new".into()),
+            ("update".into(), Some(r#"{"id":1}"#.into()), "paid".into()),
+            (
+                "update".into(),
+                Some(r#"{"id":1}"#.into()),
+                "shipped".into()
+            ),
+            ("delete".into(), Some(r#"{"id":2}"#.into()), "-".into()),
+        ],
+        "{}",
+        weir.log()
+    );
+    let header = |m: &KafkaMessage, k: &str| {
+        m.headers
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("header {k} missing: {:?}", m.headers))
+    };
+    for m in &orders {
+        assert_eq!(m.topic, "public.orders");
+        assert_eq!(header(m, "weir.table"), "orders");
+        assert_eq!(header(m, "weir.schema"), "public");
+        assert_eq!(header(m, "weir.op"), m.value["op"].as_str().unwrap());
+        assert_eq!(
+            header(m, "weir.commit_lsn"),
+            m.value["source"]["commit_lsn"].as_str().unwrap()
+        );
+    }
+    assert_eq!(
+        header(&orders[0], "weir.xid"),
+        header(&orders[1], "weir.xid"),
+        "same transaction"
+    );
+
+    let customers = consume(
+        &broker.addr,
+        &["public.customers"],
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    let names: Vec<&str> = customers
+        .iter()
+        .map(|m| m.value["after"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Ada", "Ada Lovelace"]);
+
+    // Nothing else arrives: the rolled-back insert never appears.
+    let all = consume(&broker.addr, &["public.orders"], 6, Duration::from_secs(3)).await;
+    assert_eq!(all.len(), 5, "{all:?}");
+
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
