@@ -274,7 +274,12 @@ pub fn tansu_bin() -> PathBuf {
 impl Broker {
     /// Starts a broker and waits until it accepts connections.
     pub fn start() -> Broker {
-        let port = free_port();
+        Broker::start_on(free_port())
+    }
+
+    /// Starts a broker on `port` (to bring a stopped one back at the same
+    /// address; being in memory, it starts empty).
+    pub fn start_on(port: u16) -> Broker {
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu_bin())
@@ -297,6 +302,32 @@ impl Broker {
         })
         .unwrap_or_else(|| panic!("tansu did not listen on {} within 30s", broker.addr));
         broker
+    }
+}
+
+impl Broker {
+    /// Freezes the broker (SIGSTOP): it keeps its state but answers nothing,
+    /// like a hung or partitioned broker.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 }
 

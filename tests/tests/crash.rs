@@ -5,6 +5,8 @@
 //! not been told were durable.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -38,9 +40,12 @@ async fn nothing_committed_is_lost_across_kill_9() {
     wait_for(Duration::from_secs(60), || db.confirmed_flush())
         .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
 
-    // The workload: transactions of 1..200 rows, some written with COPY,
-    // whose multi-insert WAL records give several changes one LSN.
+    // The workload: transactions of 1..100 rows, some written with COPY,
+    // whose multi-insert WAL records give several changes one LSN. It runs
+    // until every kill is done and at least ROWS rows are committed.
+    let stop = Arc::new(AtomicBool::new(false));
     let writer = {
+        let stop = stop.clone();
         let dbname = db.name.clone();
         tokio::spawn(async move {
             let (client, conn) = tokio_postgres::connect(
@@ -57,8 +62,8 @@ async fn nothing_committed_is_lost_across_kill_9() {
             tokio::spawn(conn);
             let mut next = 0i64;
             let mut batch = 0;
-            while next < ROWS {
-                let n = rand::rng().random_range(1..=200).min(ROWS - next);
+            while next < ROWS || !stop.load(Ordering::Relaxed) {
+                let n = rand::rng().random_range(1..=100);
                 batch += 1;
                 if batch % 3 == 0 {
                     use futures_util::SinkExt;
@@ -86,24 +91,34 @@ async fn nothing_committed_is_lost_across_kill_9() {
                         .unwrap();
                 }
                 next += n;
-                let pause = rand::rng().random_range(0..15);
+                let pause = rand::rng().random_range(5..40);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
+            next
         })
     };
 
     // Kill at random moments; remember what Postgres had been told was
     // durable just before each kill, and how much output existed after it.
     let mut marks: Vec<(Lsn, usize)> = Vec::new();
-    for _ in 0..KILLS {
-        let pause = rand::rng().random_range(300..1200);
+    for k in 0..KILLS {
+        // Kill only once this run has written something, so every kill
+        // lands while Weir is streaming, not while it starts.
+        let before = read_jsonl(&out).len();
+        wait_for(Duration::from_secs(90), || {
+            (read_jsonl(&out).len() > before).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no new output before kill {k}:\n{}", weir.log()));
+        let pause = rand::rng().random_range(0..400);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let acked = db.confirmed_flush().expect("slot exists");
         weir.kill9();
         marks.push((acked, read_jsonl(&out).len()));
         weir = WeirProcess::start(&config, &[]);
     }
-    writer.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let rows = writer.await.unwrap();
+    assert!(rows >= ROWS);
 
     let lines = wait_for(Duration::from_secs(180), || {
         let lines = read_jsonl(&out);
@@ -111,7 +126,7 @@ async fn nothing_committed_is_lost_across_kill_9() {
             .iter()
             .map(|l| l["after"]["id"].as_i64().unwrap())
             .collect();
-        (ids.len() as i64 >= ROWS).then_some(lines)
+        (ids.len() as i64 >= rows).then_some(lines)
     })
     .unwrap_or_else(|| {
         let lines = read_jsonl(&out);
@@ -119,10 +134,10 @@ async fn nothing_committed_is_lost_across_kill_9() {
             .iter()
             .map(|l| l["after"]["id"].as_i64().unwrap())
             .collect();
-        let missing: Vec<i64> = (0..ROWS).filter(|i| !ids.contains(i)).take(20).collect();
+        let missing: Vec<i64> = (0..rows).filter(|i| !ids.contains(i)).take(20).collect();
         panic!(
-            "{} of {ROWS} committed rows are missing (first: {missing:?})\n{}",
-            ROWS - ids.len() as i64,
+            "{} of {rows} committed rows are missing (first: {missing:?})\n{}",
+            rows - ids.len() as i64,
             weir.log()
         )
     });
@@ -138,8 +153,8 @@ async fn nothing_committed_is_lost_across_kill_9() {
         );
         *seen.entry(id).or_default() += 1;
     }
-    assert_eq!(seen.len() as i64, ROWS, "exactly the committed ids");
-    assert!(seen.keys().all(|id| (0..ROWS).contains(id)));
+    assert_eq!(seen.len() as i64, rows, "exactly the committed ids");
+    assert!(seen.keys().all(|id| (0..rows).contains(id)));
 
     // Output written after restart i may only repeat transactions that
     // were not acknowledged before kill i.
@@ -154,7 +169,7 @@ async fn nothing_committed_is_lost_across_kill_9() {
     }
     let duplicates = seen.values().filter(|&&n| n > 1).count();
     eprintln!(
-        "{KILLS} kills, {} lines for {ROWS} rows, {duplicates} rows redelivered",
+        "{KILLS} kills, {} lines for {rows} rows, {duplicates} rows redelivered",
         lines.len()
     );
     assert!(weir.is_running(), "weir died:\n{}", weir.log());

@@ -135,6 +135,11 @@ pub enum SourceItem {
     Change(ChangeEvent),
     /// The current transaction is complete.
     Commit(TxnCommit),
+    /// The stream broke off and starts again from the last acknowledged
+    /// position. Transactions begun but not committed before this point
+    /// will be delivered again from their start, under new ids: nothing
+    /// should wait for their commit any more.
+    Restart,
 }
 
 /// A message a plugin emitted as raw bytes, delivered to sinks unencoded.

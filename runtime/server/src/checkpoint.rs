@@ -21,6 +21,9 @@ use weir_core::{Lsn, SinkRecord, TxnId};
 struct TxnState {
     pending: u64,
     end_lsn: Option<Lsn>,
+    /// Cut off by a stream restart before its commit; it will be delivered
+    /// again under a new id, so it retires without moving the watermark.
+    abandoned: bool,
 }
 
 /// Tracks in-flight transactions and computes the acknowledgeable LSN.
@@ -86,20 +89,38 @@ impl AckTracker {
         Ok(())
     }
 
+    /// The stream restarted: every transaction still waiting for its commit
+    /// will be redelivered from its start and must not hold the watermark
+    /// forever. Its records already dispatched are still counted, so it
+    /// retires once they are delivered (or at once if none are pending).
+    pub fn abandon_uncommitted(&mut self) {
+        for state in self.txns.values_mut() {
+            if state.end_lsn.is_none() {
+                state.abandoned = true;
+            }
+        }
+    }
+
     /// Retires the complete prefix of transactions and returns the new
     /// watermark if it moved.
     pub fn advance(&mut self) -> Option<Lsn> {
         let before = self.acked;
         while let Some(entry) = self.txns.first_entry() {
             let state = entry.get();
+            if state.pending > 0 {
+                break;
+            }
             match state.end_lsn {
-                Some(end) if state.pending == 0 => {
+                Some(end) => {
                     // A transaction redelivered after a reconnect may end
                     // below the watermark; the watermark never goes back.
                     self.acked = self.acked.max(end);
                     entry.remove();
                 }
-                _ => break,
+                None if state.abandoned => {
+                    entry.remove();
+                }
+                None => break,
             }
         }
         (self.acked != before).then_some(self.acked)
@@ -249,6 +270,45 @@ mod tests {
         a.commit(t(7), Lsn(300)).unwrap();
         assert_eq!(a.advance(), None);
         assert_eq!(a.acked(), Lsn(500));
+    }
+
+    #[test]
+    fn a_transaction_cut_off_by_a_restart_stops_holding_the_watermark() {
+        let mut a = AckTracker::new(Lsn::ZERO);
+        a.begin(t(1));
+        a.dispatched(t(1), 1).unwrap();
+        a.commit(t(1), Lsn(100)).unwrap();
+        a.begin(t(2));
+        a.dispatched(t(2), 2).unwrap();
+        // The connection drops before txn 2 commits; it is redelivered as 3.
+        a.abandon_uncommitted();
+        a.begin(t(3));
+        a.dispatched(t(3), 1).unwrap();
+        a.commit(t(3), Lsn(300)).unwrap();
+        a.delivered(t(1), 1).unwrap();
+        a.delivered(t(3), 1).unwrap();
+        assert_eq!(
+            a.advance(),
+            Some(Lsn(100)),
+            "txn 2 still has records in flight"
+        );
+        a.delivered(t(2), 2).unwrap();
+        assert_eq!(
+            a.advance(),
+            Some(Lsn(300)),
+            "abandoned txn 2 never counts as acknowledged"
+        );
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_transaction_never_moves_the_watermark_itself() {
+        let mut a = AckTracker::new(Lsn(10));
+        a.begin(t(1));
+        a.abandon_uncommitted();
+        assert_eq!(a.advance(), None);
+        assert_eq!(a.acked(), Lsn(10));
+        assert_eq!(a.in_flight(), 0);
     }
 
     #[test]

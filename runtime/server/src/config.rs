@@ -313,6 +313,9 @@ impl Config {
                 ));
             }
         }
+        if s.status_interval.is_zero() {
+            problems.push("source.status_interval: must be more than zero (and well below the server's wal_sender_timeout)".into());
+        }
         if s.database.is_empty() {
             problems.push("source.database: must not be empty".into());
         }

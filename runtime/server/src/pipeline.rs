@@ -54,6 +54,9 @@ pub enum StartError {
     /// Postgres is not ready for capture, or unreachable.
     #[error(transparent)]
     Source(#[from] PgError),
+    /// The operating system refused a thread.
+    #[error("cannot start the processor thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Why a running pipeline stopped without being asked to. Nothing past the
@@ -202,8 +205,14 @@ pub struct Pipeline {
     status: Arc<Status>,
     tasks: JoinSet<Result<(), HaltError>>,
     processor: Option<std::thread::JoinHandle<Result<(), HaltError>>>,
+    processor_done: CancellationToken,
     source_stop: CancellationToken,
+    abort: CancellationToken,
 }
+
+/// How long stopping waits for queued changes to drain before abandoning
+/// them (they are redelivered after the next start).
+const DRAIN_GRACE: Duration = Duration::from_secs(20);
 
 impl Pipeline {
     /// Opens sinks, loads plugins, prepares the slot and starts streaming.
@@ -221,6 +230,7 @@ impl Pipeline {
         let capacity = config.pipeline.channel_batches;
         let mut tasks = JoinSet::new();
 
+        let abort = CancellationToken::new();
         let mut sink_txs = Vec::new();
         let mut sink_index = HashMap::new();
         for sink in sinks {
@@ -233,6 +243,7 @@ impl Pipeline {
                 checkpointer.clone(),
                 status.clone(),
                 config.pipeline.max_retry_backoff,
+                abort.clone(),
             ));
         }
 
@@ -246,15 +257,17 @@ impl Pipeline {
             sink_txs,
             checkpointer: checkpointer.clone(),
             status: status.clone(),
+            abort: abort.clone(),
         };
+        let processor_done = CancellationToken::new();
+        let done = processor_done.clone();
         let processor = std::thread::Builder::new()
             .name("weir-processor".into())
-            .spawn(move || processor.run(items_rx))
-            .map_err(|e| {
-                StartError::Source(PgError::Io(std::io::Error::other(format!(
-                    "cannot start the processor thread: {e}"
-                ))))
-            })?;
+            .spawn(move || {
+                let _done = done.drop_guard();
+                processor.run(items_rx)
+            })
+            .map_err(StartError::Thread)?;
 
         let source_stop = CancellationToken::new();
         tasks.spawn(source_task(
@@ -270,16 +283,21 @@ impl Pipeline {
             status,
             tasks,
             processor: Some(processor),
+            processor_done,
             source_stop,
+            abort,
         })
     }
 
-    /// Runs until `shutdown` or a halt. On a halt, in-flight changes before
-    /// the failure are still delivered and acknowledged; nothing after it.
+    /// Runs until `shutdown` or a halt. On a halt, changes queued before
+    /// the failure are still delivered; nothing from the failing change on.
+    /// Changes delivered after the source stopped are not acknowledged, so
+    /// they are delivered again after the next start.
     pub async fn wait(mut self, shutdown: CancellationToken) -> Result<(), HaltError> {
         let mut first_error = None;
         tokio::select! {
             _ = shutdown.cancelled() => {}
+            _ = self.processor_done.cancelled() => {}
             Some(done) = self.tasks.join_next() => {
                 if let Err(e) = flatten(done) {
                     first_error = Some(e);
@@ -291,8 +309,18 @@ impl Pipeline {
             tracing::error!(error = %e, "pipeline halted");
         }
         // Stop reading: the source closes its channel, the processor drains
-        // and exits, the sink tasks drain and exit.
+        // and exits, the sink tasks drain and exit. A sink that is down
+        // would keep that from ever finishing; after a grace period, queued
+        // changes are abandoned (they were never acknowledged).
         self.source_stop.cancel();
+        let watchdog = {
+            let abort = self.abort.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN_GRACE).await;
+                tracing::warn!(grace = ?DRAIN_GRACE, "sinks did not drain in time; abandoning queued changes, which will be redelivered");
+                abort.cancel();
+            })
+        };
         let processor = self.processor.take();
         let processor_result = tokio::task::spawn_blocking(move || match processor {
             Some(p) => p
@@ -310,6 +338,7 @@ impl Pipeline {
                 record(&self.status, &mut first_error, e);
             }
         }
+        watchdog.abort();
         match first_error {
             Some(e) => Err(e),
             None => {
@@ -363,6 +392,14 @@ async fn source_task(
             }
         })
     };
+    // A slot or publication that vanished while Weir was connected must not
+    // be silently re-created: a new slot starts at the current WAL position
+    // and everything since the acknowledged one would be skipped.
+    let reconnect = PostgresConfig {
+        create_slot: false,
+        create_publication: false,
+        ..config
+    };
     let mut next = Some(source);
     let result = loop {
         let source = match next.take() {
@@ -373,13 +410,15 @@ async fn source_task(
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                match PostgresSource::prepare(config.clone()).await {
+                match PostgresSource::prepare(reconnect.clone()).await {
                     Ok(s) => {
                         tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
                         backoff = Duration::from_millis(200);
                         s
                     }
-                    Err(e) if e.is_retryable() => {
+                    // The old walsender may hold the slot until it notices
+                    // the broken connection (up to wal_sender_timeout).
+                    Err(e) if e.is_retryable() || matches!(e, PgError::SlotInUse { .. }) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "Postgres still unavailable");
                         continue;
                     }
@@ -398,6 +437,11 @@ async fn source_task(
             }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "lost the replication connection; reconnecting");
+                // Queued behind everything the old stream produced, so the
+                // processor abandons exactly the transactions it cut off.
+                if out.send(vec![SourceItem::Restart]).await.is_err() {
+                    break Ok(());
+                }
             }
             Err(e) => break Err(e.into()),
         }
@@ -414,6 +458,7 @@ async fn sink_task(
     checkpointer: Arc<Checkpointer>,
     status: Arc<Status>,
     max_backoff: Duration,
+    abort: CancellationToken,
 ) -> Result<(), HaltError> {
     let name = sink.name().to_owned();
     let counters = &status.sinks[&name];
@@ -429,13 +474,20 @@ async fn sink_task(
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match sink.write(&batch).await {
+            let written = tokio::select! {
+                written = sink.write(&batch) => written,
+                _ = abort.cancelled() => return Ok(()),
+            };
+            match written {
                 Ok(()) => break,
                 Err(error) if error.is_retryable() => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(sink = %name, error = %error, retry_in = ?backoff, "sink write failed; retrying the batch");
                     status.set_sink_error(Some(format!("{name}: {error}")));
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = abort.cancelled() => return Ok(()),
+                    }
                     backoff = (backoff * 2).min(max_backoff);
                 }
                 Err(error) => {
@@ -531,7 +583,7 @@ fn isolate(
     let event = match find(batch) {
         Ok(Some(i)) => describe(&batch[i]),
         Ok(None) => format!(
-            "a batch of {} changes (the failure did not recur on any single change)",
+            "a batch of {} changes (the failure did not recur when the batch was re-run on a fresh instance)",
             batch.len()
         ),
         Err(e) => format!("a batch of {} changes (isolating failed: {e})", batch.len()),
@@ -594,11 +646,24 @@ struct Processor {
     sink_txs: Vec<mpsc::Sender<Vec<SinkRecord>>>,
     checkpointer: Arc<Checkpointer>,
     status: Arc<Status>,
+    abort: CancellationToken,
 }
 
 impl Processor {
     fn run(mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), HaltError> {
-        while let Some(items) = rx.blocking_recv() {
+        while let Some(mut items) = rx.blocking_recv() {
+            // A restart marker splits the batch: what came before it belongs
+            // to the old stream, what follows to the new one.
+            while let Some(i) = items.iter().position(|i| matches!(i, SourceItem::Restart)) {
+                let rest = items.split_off(i + 1);
+                items.pop();
+                self.handle(items)?;
+                self.checkpointer.update(|t| {
+                    t.abandon_uncommitted();
+                    Ok(())
+                })?;
+                items = rest;
+            }
             self.handle(items)?;
         }
         Ok(())
@@ -613,6 +678,7 @@ impl Processor {
                 SourceItem::Begin(b) => begins.push(b.txn),
                 SourceItem::Change(e) => work.push(Work::Change(e, None)),
                 SourceItem::Commit(c) => commits.push((c.txn, c.end_lsn)),
+                SourceItem::Restart => unreachable!("split off by Processor::run"),
             }
         }
         self.status
@@ -651,6 +717,10 @@ impl Processor {
 
         for (records, tx) in per_sink.into_iter().zip(&self.sink_txs) {
             if !records.is_empty() && tx.blocking_send(records).is_err() {
+                if self.abort.is_cancelled() {
+                    // Stopping: the rest is redelivered after the next start.
+                    return Ok(());
+                }
                 return Err(HaltError::Internal(
                     "a sink task stopped while the pipeline was running".into(),
                 ));

@@ -237,6 +237,7 @@ impl Running {
                     };
                 }
                 SourceItem::Begin(b) => panic!("Begin {b:?} inside a transaction"),
+                SourceItem::Restart => panic!("the source never produces Restart itself"),
             }
         }
     }

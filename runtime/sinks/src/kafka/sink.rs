@@ -50,6 +50,8 @@ pub struct KafkaSink {
     routed_templates: HashMap<String, TopicTemplate>,
     /// Topics checked to exist (or created) and known to be valid names.
     known_topics: HashSet<String>,
+    /// Set after a batch failed: the next write starts a fresh producer.
+    renew_producer: bool,
     encoder: JsonEncoder,
     // Buffers reused from record to record.
     topic_buf: String,
@@ -122,6 +124,7 @@ impl KafkaSink {
             message_template,
             routed_templates: HashMap::new(),
             known_topics: HashSet::new(),
+            renew_producer: false,
             encoder: JsonEncoder::new(),
             topic_buf: String::new(),
             key_buf: Vec::new(),
@@ -328,7 +331,11 @@ impl KafkaSink {
     /// A producer hit by a fatal error (an idempotence violation the broker
     /// reported) refuses all further work; start a fresh one.
     fn replace_failed_producer(&mut self) -> Result<(), SinkError> {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
+        if self.renew_producer {
+            tracing::info!(sink = %self.name, "starting a new Kafka producer after a failed batch");
+            self.producer = Arc::new(create_producer(&self.name, &self.client_config)?);
+            self.renew_producer = false;
+        } else if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::warn!(
                 sink = %self.name,
                 error = %code,
@@ -401,9 +408,19 @@ impl Sink for KafkaSink {
             )));
         }
         if let Some(e) = stopped {
+            self.known_topics.clear();
             return Err(e);
         }
         if let Some(first) = tracker.first_failure() {
+            // The broker may have lost topics it had (a restarted or
+            // replaced cluster): check them again, and create them again
+            // when allowed, before the retry. Every record of the batch is
+            // settled by now, so a fresh producer cannot reorder anything;
+            // it also clears idempotence state the broker no longer
+            // accepts after timed-out requests (seen as ProducerFenced or
+            // OutOfOrderSequenceNumber on every later attempt).
+            self.known_topics.clear();
+            self.renew_producer = true;
             return Err(SinkError::Unavailable(format!(
                 "sink {}: {} of {} records were not delivered; first failure: {first}",
                 self.name,
