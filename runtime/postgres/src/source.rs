@@ -38,6 +38,9 @@ use crate::setup;
 const ACK_COALESCE: Duration = Duration::from_millis(100);
 /// How long a clean shutdown waits for the server to end the stream.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// How long a clean shutdown waits for the pipeline to acknowledge what
+/// was already handed downstream, so the final status includes it.
+const ACK_DRAIN: Duration = Duration::from_secs(10);
 /// How often START_REPLICATION is retried while the slot is still held.
 const SLOT_RETRY: Duration = Duration::from_millis(200);
 /// The shortest silence after which the server is presumed gone.
@@ -108,10 +111,11 @@ impl PostgresSource {
     /// * `acked` carries the end LSN of the newest transaction such that it
     ///   and every earlier one are durable. Changes are reported to the
     ///   server within ~100 ms, and at least every `status_interval`.
-    /// * On `shutdown` (or when `out` is closed) a final status update with
-    ///   the latest `acked` value is sent and the stream is ended cleanly;
-    ///   the return is then `Ok(())`. Cancel only after the pipeline has
-    ///   drained if the final acknowledgement should include everything.
+    /// * On `shutdown` the source stops reading, waits (up to 10 s, while
+    ///   status updates go on) for `acked` to cover every transaction it
+    ///   handed downstream, then sends a final status update and ends the
+    ///   stream cleanly; the return is then `Ok(())`. When `out` is closed
+    ///   it does the same without waiting: nobody downstream can acknowledge.
     ///
     /// After an error, call [`prepare`](Self::prepare) again to reconnect
     /// if [`PgError::is_retryable`]; the new source resumes from the slot's
@@ -164,6 +168,20 @@ impl PostgresSource {
         stream
             .run(&mut reader, &mut writer_task.0, &shutdown)
             .await?;
+
+        // The pipeline still holds what was handed to it: let it finish, so
+        // the final status covers it and a restart does not redeliver it.
+        if !stream.out.is_closed() {
+            let target = stream.decoder.last_commit_end();
+            let mut acked = stream.acked.clone();
+            let drained = timeout(ACK_DRAIN, acked.wait_for(|a| *a >= target)).await;
+            if drained.is_err() {
+                tracing::info!(
+                    slot = %cfg.slot, %target,
+                    "the pipeline did not acknowledge everything within {ACK_DRAIN:?}; the rest will be redelivered"
+                );
+            }
+        }
 
         // Clean stop: final status and CopyDone from the writer while the
         // reader keeps reading (a walsender blocked on a full socket must

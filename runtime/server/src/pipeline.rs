@@ -291,8 +291,9 @@ impl Pipeline {
 
     /// Runs until `shutdown` or a halt. On a halt, changes queued before
     /// the failure are still delivered; nothing from the failing change on.
-    /// Changes delivered after the source stopped are not acknowledged, so
-    /// they are delivered again after the next start.
+    /// On shutdown the source stops reading and waits a while for what is
+    /// queued to become durable, so the final acknowledgement covers it;
+    /// whatever misses that window is delivered again after the next start.
     pub async fn wait(mut self, shutdown: CancellationToken) -> Result<(), HaltError> {
         let mut first_error = None;
         tokio::select! {
@@ -483,7 +484,7 @@ async fn sink_task(
                 Err(error) if error.is_retryable() => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(sink = %name, error = %error, retry_in = ?backoff, "sink write failed; retrying the batch");
-                    status.set_sink_error(Some(format!("{name}: {error}")));
+                    counters.set_error(Some(error.to_string()));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = abort.cancelled() => return Ok(()),
@@ -496,7 +497,7 @@ async fn sink_task(
                 }
             }
         }
-        status.set_sink_error(None);
+        counters.set_error(None);
         counters
             .records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

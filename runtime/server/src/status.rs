@@ -31,13 +31,28 @@ pub struct SinkCounters {
     pub batches: AtomicU64,
     /// Failed write attempts (each retried or fatal).
     pub errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SinkCounters {
+    /// Remembers the sink's newest failure; `None` after a success.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// The sink's failure since its last success, if any.
+    pub fn error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Shared status of one pipeline.
 #[derive(Debug)]
 pub struct Status {
     state: Mutex<State>,
-    last_sink_error: Mutex<Option<String>>,
     /// Changes received from the source.
     pub changes_in: AtomicU64,
     /// Transactions received from the source.
@@ -57,7 +72,6 @@ impl Status {
     pub fn new(sink_names: impl IntoIterator<Item = String>) -> Self {
         Status {
             state: Mutex::new(State::Starting),
-            last_sink_error: Mutex::new(None),
             changes_in: AtomicU64::new(0),
             transactions_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -84,14 +98,6 @@ impl Status {
         }
     }
 
-    /// Remembers the newest sink failure (cleared on the next success).
-    pub fn set_sink_error(&self, error: Option<String>) {
-        *self
-            .last_sink_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = error;
-    }
-
     /// A JSON snapshot for `/status`.
     pub fn snapshot(&self) -> serde_json::Value {
         let sinks: serde_json::Map<String, serde_json::Value> = self
@@ -104,6 +110,7 @@ impl Status {
                         "records": c.records.load(Ordering::Relaxed),
                         "batches": c.batches.load(Ordering::Relaxed),
                         "errors": c.errors.load(Ordering::Relaxed),
+                        "last_error": c.error(),
                     }),
                 )
             })
@@ -115,7 +122,6 @@ impl Status {
             "transactions_in": self.transactions_in.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "unrouted": self.unrouted.load(Ordering::Relaxed),
-            "last_sink_error": *self.last_sink_error.lock().unwrap_or_else(|e| e.into_inner()),
             "sinks": sinks,
         })
     }
