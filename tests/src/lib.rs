@@ -699,3 +699,58 @@ impl Drop for PrivateCluster {
         );
     }
 }
+
+/// `[[transforms]]` running the passthrough plugin.
+pub fn passthrough() -> String {
+    format!("[[transforms]]\npath = {:?}\n", plugin("passthrough"))
+}
+
+/// A `weir run` whose sink is one JSON Lines file, against a test database.
+pub struct FilePipeline {
+    /// The running process.
+    pub weir: WeirProcess,
+    /// The file sink's output.
+    pub out: PathBuf,
+    /// The configuration file (rewrite it and start again to change plugins).
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FilePipeline {
+    /// Writes a configuration (`db`'s `[source]` over `tables` plus
+    /// `source_extra` lines, then `body`, then a file sink `out`), starts
+    /// Weir and waits until it has created its slot: changes committed from
+    /// then on are captured.
+    pub fn start(db: &TestDb, tables: &[&str], source_extra: &str, body: &str) -> FilePipeline {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("out.jsonl");
+        let config = dir.path().join("weir.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}{source_extra}\n{body}\n[sinks.out]\ntype = \"file\"\npath = {out:?}\n",
+                db.source_toml(tables)
+            ),
+        )
+        .expect("write config");
+        let weir = WeirProcess::start(&config, &[]);
+        wait_for(Duration::from_secs(60), || db.confirmed_flush())
+            .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+        FilePipeline {
+            weir,
+            out,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Stops Weir with SIGTERM and asserts it exited with status 0.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.weir.terminate().expect("exit status");
+        assert!(
+            status.success(),
+            "weir exited with {status}:\n{}",
+            self.weir.log()
+        );
+    }
+}

@@ -14,23 +14,8 @@ async fn changes_reach_the_file_sink_in_commit_order() {
          CREATE TABLE ignored (id int PRIMARY KEY);",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[[transforms]]\npath = {:?}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n",
-            db.source_toml(&["public.orders"]),
-            plugin("passthrough"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
-
+    let mut p = FilePipeline::start(&db, &["public.orders"], "", &passthrough());
+    let out = p.out.clone();
     // One statement per call: several statements in one simple query
     // would run as one implicit transaction.
     for sql in [
@@ -99,7 +84,7 @@ async fn changes_reach_the_file_sink_in_commit_order() {
         panic!(
             "slot not acknowledged past {last_commit}: at {:?}\n{}",
             db.confirmed_flush(),
-            weir.log()
+            p.weir.log()
         )
     });
 
@@ -116,7 +101,7 @@ async fn changes_reach_the_file_sink_in_commit_order() {
         panic!(
             "idle slot not acknowledged up to {idle_end}: at {:?}\n{}",
             db.confirmed_flush(),
-            weir.log()
+            p.weir.log()
         )
     });
     assert_eq!(
@@ -125,10 +110,5 @@ async fn changes_reach_the_file_sink_in_commit_order() {
         "nothing from the unpublished table"
     );
 
-    let status = weir.terminate().expect("weir exited");
-    assert!(
-        status.success(),
-        "weir exited with {status}:\n{}",
-        weir.log()
-    );
+    p.stop_cleanly();
 }

@@ -23,22 +23,13 @@ async fn nothing_committed_is_lost_across_kill_9() {
         "CREATE TABLE items (id bigint PRIMARY KEY, batch int NOT NULL, note text NOT NULL)",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[[transforms]]\npath = {:?}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[pipeline]\nmax_batch = 512\n",
-            db.source_toml(&["items"]),
-            plugin("passthrough"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    let p = FilePipeline::start(
+        &db,
+        &["items"],
+        "",
+        &format!("{}\n[pipeline]\nmax_batch = 512\n", passthrough()),
+    );
+    let (out, config, mut weir) = (p.out.clone(), p.config.clone(), p.weir);
 
     // The workload: transactions of 1..100 rows, some written with COPY,
     // whose multi-insert WAL records give several changes one LSN. It runs

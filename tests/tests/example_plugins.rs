@@ -15,13 +15,8 @@ async fn filter_then_mask() {
          CREATE TABLE noise (id int PRIMARY KEY);",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{}
+    let body = format!(
+        r#"
 [[transforms]]
 name = "keep-big-orders"
 path = {:?}
@@ -36,22 +31,13 @@ config = {{ columns = ["email", "phone"], mode = "hash" }}
 name = "redact-status"
 path = {:?}
 config = {{ columns = "status", mode = "redact" }}
-
-[sinks.out]
-type = "file"
-path = {:?}
 "#,
-            db.source_toml(&["orders", "customers", "noise"]),
-            plugin("filter"),
-            plugin("mask"),
-            plugin("mask"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+        plugin("filter"),
+        plugin("mask"),
+        plugin("mask"),
+    );
+    let mut p = FilePipeline::start(&db, &["orders", "customers", "noise"], "", &body);
+    let out = p.out.clone();
     db.exec(
         "INSERT INTO orders VALUES (1, 'new', 50), (2, 'new', 500), (3, 'new', 100.01);
          INSERT INTO noise VALUES (1);
@@ -92,8 +78,7 @@ path = {:?}
     assert!(lines[2]["after"]["phone"].is_null(), "NULL stays NULL");
     assert_eq!(lines[0]["after"]["status"], "***");
     assert_eq!(lines[0]["after"]["amount"], "500");
-    let status = weir.terminate().expect("exit status");
-    assert!(status.success(), "{}", weir.log());
+    p.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,29 +8,19 @@ use std::time::Duration;
 use weir_core::Lsn;
 use weir_tests::*;
 
-async fn halts_on_the_poisoned_change(plugin_name: &str, extra: &str) {
+async fn halts_on_the_poisoned_change(plugin_name: &str) {
     let db = TestDb::new(
         &plugin_name.replace('-', "_"),
         "CREATE TABLE t (id int PRIMARY KEY, v text)",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
     let admin = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[[transforms]]\nname = \"hostile\"\npath = {:?}\ntimeout = \"500ms\"\nmemory_limit_mib = 16\n{extra}config = {{ trap_on_id = \"5\" }}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-            db.source_toml(&["t"]),
-            plugin(plugin_name),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    let body = format!(
+        "[[transforms]]\nname = \"hostile\"\npath = {:?}\ntimeout = \"500ms\"\nmemory_limit_mib = 16\nconfig = {{ trap_on_id = \"5\" }}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+        plugin(plugin_name),
+    );
+    let p = FilePipeline::start(&db, &["t"], "", &body);
+    let (out, config, mut weir) = (p.out.clone(), p.config.clone(), p.weir);
 
     db.exec("INSERT INTO t SELECT g, 'fine' FROM generate_series(1, 4) g")
         .await;
@@ -123,15 +113,15 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_plugin_halts_without_acknowledging() {
-    halts_on_the_poisoned_change("trap", "").await;
+    halts_on_the_poisoned_change("trap").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_looping_plugin_is_interrupted_and_halts() {
-    halts_on_the_poisoned_change("spin", "").await;
+    halts_on_the_poisoned_change("spin").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_bomb_is_capped_and_halts() {
-    halts_on_the_poisoned_change("memory-bomb", "").await;
+    halts_on_the_poisoned_change("memory-bomb").await;
 }

@@ -19,22 +19,13 @@ async fn a_dropped_connection_mid_transaction_resumes_and_keeps_acknowledging() 
         "CREATE TABLE t (id bigint PRIMARY KEY, pad text)",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[[transforms]]\npath = {:?}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n\n[pipeline]\nmax_batch = 256\n",
-            db.source_toml(&["t"]),
-            plugin("passthrough"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    let p = FilePipeline::start(
+        &db,
+        &["t"],
+        "",
+        &format!("{}\n[pipeline]\nmax_batch = 256\n", passthrough()),
+    );
+    let (out, mut weir) = (p.out.clone(), p.weir);
 
     db.exec(&format!(
         "INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, {BIG}) g"

@@ -66,22 +66,13 @@ const OTHER_TYPES: [&str; 3] = ["addr", "span", "arr"];
 
 async fn round_trip(binary: bool) {
     let db = TestDb::new(if binary { "types_bin" } else { "types_text" }, TABLE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}binary = {binary}\n\n[[transforms]]\npath = {:?}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n",
-            db.source_toml(&["typed"]),
-            plugin("passthrough"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    let p = FilePipeline::start(
+        &db,
+        &["typed"],
+        &format!("binary = {binary}\n"),
+        &passthrough(),
+    );
+    let (out, mut weir) = (p.out.clone(), p.weir);
     db.exec(ROWS).await;
     let lines = wait_lines(&out, 5, Duration::from_secs(60));
     for (line, want) in lines.iter().zip(expected()) {
@@ -121,22 +112,8 @@ async fn unchanged_toast_and_full_replica_identity() {
          ALTER TABLE audit REPLICA IDENTITY FULL;",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}\n[[transforms]]\npath = {:?}\n\n[sinks.out]\ntype = \"file\"\npath = {:?}\n",
-            db.source_toml(&["docs", "audit"]),
-            plugin("passthrough"),
-            out
-        ),
-    )
-    .unwrap();
-    let mut weir = WeirProcess::start(&config, &[]);
-    wait_for(Duration::from_secs(60), || db.confirmed_flush())
-        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    let p = FilePipeline::start(&db, &["docs", "audit"], "", &passthrough());
+    let (out, mut weir) = (p.out.clone(), p.weir);
     // Random hex barely compresses, so a 32 kB body is stored out of line.
     db.exec(
         "INSERT INTO docs SELECT 1, 'first', string_agg(md5(random()::text), '') FROM generate_series(1, 1000);
