@@ -274,12 +274,7 @@ pub fn tansu_bin() -> PathBuf {
 impl Broker {
     /// Starts a broker and waits until it accepts connections.
     pub fn start() -> Broker {
-        Broker::start_on(free_port())
-    }
-
-    /// Starts a broker on `port` (to bring a stopped one back at the same
-    /// address; being in memory, it starts empty).
-    pub fn start_on(port: u16) -> Broker {
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu_bin())
@@ -319,15 +314,6 @@ impl Broker {
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
             .status();
-    }
-
-    /// The broker's port.
-    pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port")
     }
 }
 
@@ -404,16 +390,6 @@ impl WeirProcess {
         if status.is_none() {
             let _ = c.kill();
             return c.wait().ok();
-        }
-        status
-    }
-
-    /// Waits up to `timeout` for the process to exit by itself.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let c = self.child.as_mut()?;
-        let status = wait_for(timeout, || c.try_wait().ok().flatten());
-        if status.is_some() {
-            self.child = None;
         }
         status
     }

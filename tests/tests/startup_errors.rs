@@ -34,7 +34,10 @@ fn check_reports_every_problem_with_its_path() {
     );
     let (status, out) = run_weir(&["check", "--config", good.to_str().unwrap()], TIMEOUT);
     assert!(status.success(), "{out}");
-    assert!(out.contains("ok"), "{out}");
+    assert!(
+        out.contains(": ok (1 transform(s), 1 sink(s): out)"),
+        "{out}"
+    );
 
     let bad = write_config(
         dir.path(),
@@ -43,7 +46,7 @@ fn check_reports_every_problem_with_its_path() {
     let (status, out) = run_weir(&["check", "--config", bad.to_str().unwrap()], TIMEOUT);
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("sinks.orders_kafka"), "{out}");
-    assert!(out.contains("brokers") || out.contains("string"), "{out}");
+    assert!(out.contains("expected a string"), "{out}");
 
     let bad = write_config(
         dir.path(),
@@ -115,7 +118,7 @@ async fn a_missing_table_is_named_and_nothing_is_created() {
     assert!(!status.success(), "{out}");
     assert!(out.contains("public.absent"), "{out}");
     assert!(
-        !out.contains("public.present,"),
+        !out.contains("public.present"),
         "only the missing table is named: {out}"
     );
     assert!(!slot_exists(&db.slot), "no slot may be created");

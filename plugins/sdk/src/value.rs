@@ -1,6 +1,7 @@
 //! Conveniences on the contract's [`Value`] type.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use crate::wit::{Destination, Emit, Payload, RawMessage, Value};
 
@@ -82,7 +83,7 @@ impl Value {
                 let mut s = String::with_capacity(2 + 2 * b.len());
                 s.push_str("\\x");
                 for byte in b {
-                    s.push_str(&format!("{byte:02x}"));
+                    let _ = write!(s, "{byte:02x}");
                 }
                 Cow::Owned(s)
             }

@@ -43,33 +43,9 @@ pub(crate) enum TypeKind {
 }
 
 impl TypeKind {
-    /// The decoding for a type OID. Only built-in OIDs are recognised; a
-    /// domain over one of them has its own OID and decodes as `Other`.
-    pub(crate) fn from_oid(oid: u32) -> TypeKind {
-        match oid {
-            16 => TypeKind::Bool,
-            17 => TypeKind::Bytea,
-            19 | 25 | 1042 | 1043 => TypeKind::Text,
-            20 => TypeKind::Int8,
-            21 => TypeKind::Int2,
-            23 => TypeKind::Int4,
-            26 => TypeKind::Oid,
-            114 => TypeKind::Json,
-            700 => TypeKind::Float4,
-            701 => TypeKind::Float8,
-            1082 => TypeKind::Date,
-            1083 => TypeKind::Time,
-            1114 => TypeKind::Timestamp,
-            1184 => TypeKind::TimestampTz,
-            1700 => TypeKind::Numeric,
-            2950 => TypeKind::Uuid,
-            3802 => TypeKind::Jsonb,
-            _ => TypeKind::Other,
-        }
-    }
-
-    /// The decoding for a built-in type known only by name, as pgoutput's
-    /// Type message names the base type of a domain.
+    /// The decoding for a built-in type, by its name: the one table for
+    /// both built-in OIDs (named through `postgres_types`) and domains
+    /// (whose Type message names the base type).
     pub(crate) fn from_builtin_name(name: &str) -> TypeKind {
         match name {
             "bool" => TypeKind::Bool,

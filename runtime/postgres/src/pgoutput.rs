@@ -442,7 +442,7 @@ impl Decoder {
     /// from their Type message, else `oid:N` decoded as text.
     fn resolve_type(&self, oid: u32) -> (String, TypeKind) {
         if let Some(t) = postgres_types::Type::from_oid(oid) {
-            return (t.name().to_owned(), TypeKind::from_oid(oid));
+            return (t.name().to_owned(), TypeKind::from_builtin_name(t.name()));
         }
         match self.types.get(&oid) {
             Some((name, kind)) => (name.clone(), *kind),

@@ -12,10 +12,13 @@
 //! never per event.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use weir_core::{Lsn, SinkRecord, TxnId};
+
+use crate::status::Status;
 
 #[derive(Debug, Default)]
 struct TxnState {
@@ -143,30 +146,24 @@ impl AckTracker {
 pub struct Checkpointer {
     tracker: Mutex<AckTracker>,
     watermark: watch::Sender<Lsn>,
+    status: Arc<Status>,
 }
 
 impl Checkpointer {
-    /// A checkpointer starting at the slot's confirmed position.
-    pub fn new(start: Lsn) -> Self {
+    /// A checkpointer starting at the slot's confirmed position, which
+    /// also shows the watermark in `status`.
+    pub fn new(start: Lsn, status: Arc<Status>) -> Self {
+        status.acked_lsn.store(start.0, Ordering::Relaxed);
         Checkpointer {
             tracker: Mutex::new(AckTracker::new(start)),
             watermark: watch::Sender::new(start),
+            status,
         }
     }
 
     /// Receives every new watermark.
     pub fn subscribe(&self) -> watch::Receiver<Lsn> {
         self.watermark.subscribe()
-    }
-
-    /// The current watermark.
-    pub fn acked(&self) -> Lsn {
-        *self.watermark.borrow()
-    }
-
-    /// Transactions in flight.
-    pub fn in_flight(&self) -> usize {
-        self.lock().in_flight()
     }
 
     /// Runs `f` on the tracker, then publishes the watermark if it moved.
@@ -178,6 +175,7 @@ impl Checkpointer {
         let out = f(&mut tracker)?;
         if let Some(lsn) = tracker.advance() {
             self.watermark.send_replace(lsn);
+            self.status.acked_lsn.store(lsn.0, Ordering::Relaxed);
         }
         Ok(out)
     }
@@ -185,13 +183,7 @@ impl Checkpointer {
     /// Records that every record of `batch` is durable.
     pub fn delivered(&self, batch: &[SinkRecord]) -> Result<(), AckError> {
         self.update(|t| {
-            // Records arrive grouped by transaction, so count runs.
-            let mut iter = batch.iter().map(|r| r.txn).peekable();
-            while let Some(txn) = iter.next() {
-                let mut n = 1;
-                while iter.next_if_eq(&txn).is_some() {
-                    n += 1;
-                }
+            for (txn, n) in txn_runs(batch) {
                 t.delivered(txn, n)?;
             }
             Ok(())
@@ -203,6 +195,20 @@ impl Checkpointer {
         // tracker itself is never left half-updated by a panic in it.
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Records per transaction, as `(txn, count)` runs: records come grouped
+/// by transaction, so one pass with no map counts them.
+pub fn txn_runs(records: &[SinkRecord]) -> impl Iterator<Item = (TxnId, u64)> + '_ {
+    let mut iter = records.iter().map(|r| r.txn).peekable();
+    std::iter::from_fn(move || {
+        let txn = iter.next()?;
+        let mut n = 1;
+        while iter.next_if_eq(&txn).is_some() {
+            n += 1;
+        }
+        Some((txn, n))
+    })
 }
 
 #[cfg(test)]

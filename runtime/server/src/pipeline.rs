@@ -12,6 +12,7 @@
 //! growing memory. The processor runs plugins on its own OS thread because
 //! wasmtime calls are synchronous and may take up to their deadline.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_core::{
-    ChangeEvent, Destination, Lsn, RawMessage, Sink, SinkError, SinkPayload, SinkRecord,
-    SourceItem, TxnId, Value,
+    ChangeEvent, Destination, RawMessage, Sink, SinkError, SinkPayload, SinkRecord, SourceItem,
+    TxnId, Value,
 };
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 use weir_sinks::{FileSink, KafkaSink};
@@ -32,7 +33,7 @@ use weir_wasm::{
     TransformInstance, TransformPlugin, find_failing_event,
 };
 
-use crate::checkpoint::{AckError, Checkpointer};
+use crate::checkpoint::{AckError, Checkpointer, txn_runs};
 use crate::config::{Config, PluginConfig, SinkConfig, SourceConfig, parse_table};
 use crate::routing::RouteRules;
 use crate::status::{State, Status};
@@ -225,8 +226,7 @@ impl Pipeline {
         let start = source.start_lsn();
         tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
 
-        let checkpointer = Arc::new(Checkpointer::new(start));
-        status.acked_lsn.store(start.0, Ordering::Relaxed);
+        let checkpointer = Arc::new(Checkpointer::new(start, status.clone()));
         let capacity = config.pipeline.channel_batches;
         let mut tasks = JoinSet::new();
 
@@ -275,7 +275,6 @@ impl Pipeline {
             pg_config,
             items_tx,
             checkpointer,
-            status.clone(),
             source_stop.clone(),
         ));
         status.set_state(State::Running);
@@ -372,27 +371,9 @@ async fn source_task(
     config: PostgresConfig,
     out: mpsc::Sender<Vec<SourceItem>>,
     checkpointer: Arc<Checkpointer>,
-    status: Arc<Status>,
     stop: CancellationToken,
 ) -> Result<(), HaltError> {
     let mut backoff = Duration::from_millis(200);
-    let mut watermark = checkpointer.subscribe();
-    let status_updater = {
-        let status = status.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    changed = watermark.changed() => {
-                        if changed.is_err() { break; }
-                        let lsn: Lsn = *watermark.borrow_and_update();
-                        status.acked_lsn.store(lsn.0, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
     // A slot or publication that vanished while Weir was connected must not
     // be silently re-created: a new slot starts at the current WAL position
     // and everything since the acknowledged one would be skipped.
@@ -402,7 +383,7 @@ async fn source_task(
         ..config
     };
     let mut next = Some(source);
-    let result = loop {
+    loop {
         let source = match next.take() {
             Some(s) => s,
             None => {
@@ -446,9 +427,7 @@ async fn source_task(
             }
             Err(e) => break Err(e.into()),
         }
-    };
-    status_updater.abort();
-    result
+    }
 }
 
 /// Writes batches to one sink, retrying while it is unavailable, and
@@ -631,6 +610,14 @@ fn short_value(v: &Value) -> String {
     }
 }
 
+/// Who chose a record's destination, named only if that destination is bad.
+#[derive(Clone, Copy)]
+enum ChosenBy {
+    Transform,
+    Router,
+    Routes,
+}
+
 /// One item travelling through the transform chain.
 enum Work {
     Change(ChangeEvent, Option<Destination>),
@@ -701,12 +688,7 @@ impl Processor {
                 t.begin(*txn);
             }
             for records in &per_sink {
-                let mut iter = records.iter().map(|r| r.txn).peekable();
-                while let Some(txn) = iter.next() {
-                    let mut n = 1;
-                    while iter.next_if_eq(&txn).is_some() {
-                        n += 1;
-                    }
+                for (txn, n) in txn_runs(records) {
                     t.dispatched(txn, n)?;
                 }
             }
@@ -797,71 +779,93 @@ impl Processor {
 
     /// Splits work into one record list per sink, in order.
     fn route(&mut self, work: Vec<Work>) -> Result<Vec<Vec<SinkRecord>>, HaltError> {
-        let mut per_sink: Vec<Vec<SinkRecord>> = vec![Vec::new(); self.sink_txs.len()];
-        let mut routed: Vec<Option<Vec<Destination>>> = vec![None; work.len()];
-        if let Some(router) = &mut self.router {
-            let idx: Vec<usize> = work
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| matches!(w, Work::Change(_, None)))
-                .map(|(i, _)| i)
-                .collect();
-            if !idx.is_empty() {
-                let batch: Vec<ChangeEvent> = idx
-                    .iter()
-                    .map(|&i| match &work[i] {
-                        Work::Change(e, _) => e.clone(),
-                        Work::Raw(..) => unreachable!("filtered to changes"),
-                    })
-                    .collect();
-                let dests = router.route(&batch)?;
-                for (i, d) in idx.into_iter().zip(dests) {
-                    routed[i] = Some(d);
+        // Changes without a destination go to the router plugin as one
+        // batch, moved out of `work` rather than copied; `None` marks the
+        // place each one came from, so order is kept.
+        let mut to_route = Vec::new();
+        let mut slots = Vec::with_capacity(work.len());
+        for w in work {
+            match w {
+                Work::Change(e, None) if self.router.is_some() => {
+                    to_route.push(e);
+                    slots.push(None);
                 }
+                other => slots.push(Some(other)),
             }
         }
-        let router_name = self
-            .router
-            .as_ref()
-            .map(|r| format!("router {}", r.plugin.name()));
-        for (w, chosen) in work.into_iter().zip(routed) {
-            let (payload, txn, dest, by) = match w {
-                Work::Change(e, dest) => {
+        let chosen = match &mut self.router {
+            Some(router) if !to_route.is_empty() => router.route(&to_route)?,
+            _ => Vec::new(),
+        };
+        let mut routed = to_route.into_iter().zip(chosen);
+
+        let mut per_sink: Vec<Vec<SinkRecord>> = vec![Vec::new(); self.sink_txs.len()];
+        for slot in slots {
+            let (payload, txn, dests, by) = match slot {
+                None => {
+                    let (e, d) = routed.next().expect("one destination list per change");
                     let txn = e.txn;
-                    let (dests, by) = match (dest, chosen) {
-                        (Some(d), _) => (vec![d], "a transform".to_owned()),
-                        (None, Some(d)) => (d, router_name.clone().unwrap_or_default()),
-                        (None, None) => (self.rules.route(&e), "the routes".to_owned()),
-                    };
-                    (SinkPayload::Change(Arc::new(e)), txn, dests, by)
+                    (
+                        SinkPayload::Change(Arc::new(e)),
+                        txn,
+                        Cow::Owned(d),
+                        ChosenBy::Router,
+                    )
                 }
-                Work::Raw(m, txn, dest) => {
-                    let (dests, by) = match dest {
-                        Some(d) => (vec![d], "a transform".to_owned()),
-                        None => (self.rules.route_untabled(), "the routes".to_owned()),
-                    };
-                    (SinkPayload::Raw(Arc::new(m)), txn, dests, by)
+                Some(Work::Change(e, Some(d))) => {
+                    let txn = e.txn;
+                    (
+                        SinkPayload::Change(Arc::new(e)),
+                        txn,
+                        Cow::Owned(vec![d]),
+                        ChosenBy::Transform,
+                    )
                 }
+                Some(Work::Change(e, None)) => {
+                    let d = self.rules.route(&e);
+                    let txn = e.txn;
+                    (SinkPayload::Change(Arc::new(e)), txn, d, ChosenBy::Routes)
+                }
+                Some(Work::Raw(m, txn, Some(d))) => (
+                    SinkPayload::Raw(Arc::new(m)),
+                    txn,
+                    Cow::Owned(vec![d]),
+                    ChosenBy::Transform,
+                ),
+                Some(Work::Raw(m, txn, None)) => (
+                    SinkPayload::Raw(Arc::new(m)),
+                    txn,
+                    self.rules.route_untabled(),
+                    ChosenBy::Routes,
+                ),
             };
-            if dest.is_empty() {
+            if dests.is_empty() {
                 self.status.unrouted.fetch_add(1, Ordering::Relaxed);
             }
-            for d in dest {
+            for d in dests.iter() {
                 let Some(&i) = self.sink_index.get(&d.sink) else {
                     return Err(HaltError::UnknownSink {
-                        by,
+                        by: match by {
+                            ChosenBy::Transform => "a transform".to_owned(),
+                            ChosenBy::Routes => "the routes".to_owned(),
+                            ChosenBy::Router => self
+                                .router
+                                .as_ref()
+                                .map(|r| format!("router {}", r.plugin.name()))
+                                .unwrap_or_default(),
+                        },
                         event: match &payload {
                             SinkPayload::Change(e) => describe(e),
                             SinkPayload::Raw(m) => {
                                 format!("a raw message from commit LSN {}", m.source.commit_lsn)
                             }
                         },
-                        sink: d.sink,
+                        sink: d.sink.clone(),
                         known: self.sink_names.clone(),
                     });
                 };
                 per_sink[i].push(SinkRecord {
-                    topic: d.topic,
+                    topic: d.topic.clone(),
                     payload: payload.clone(),
                     txn,
                 });

@@ -1,6 +1,8 @@
 //! Routing by configuration rules: which sinks (and topics) a change goes to
 //! when no router plugin decides.
 
+use std::borrow::Cow;
+
 use weir_core::{ChangeEvent, Destination};
 
 use crate::config::RouteConfig;
@@ -26,7 +28,18 @@ impl RouteRules {
             rules: routes
                 .iter()
                 .map(|r| Rule {
-                    patterns: r.tables.clone(),
+                    // Qualified once here, not per event.
+                    patterns: r
+                        .tables
+                        .iter()
+                        .map(|p| {
+                            if p.contains('.') || p == "*" {
+                                p.clone()
+                            } else {
+                                format!("public.{p}")
+                            }
+                        })
+                        .collect(),
                     destinations: r
                         .sinks
                         .iter()
@@ -46,9 +59,9 @@ impl RouteRules {
 
     /// Where `event` goes. Without rules, to every sink; with rules, to the
     /// sinks of every matching rule (each sink once, first rule's topic wins).
-    pub fn route(&self, event: &ChangeEvent) -> Vec<Destination> {
+    pub fn route(&self, event: &ChangeEvent) -> Cow<'_, [Destination]> {
         if self.rules.is_empty() {
-            return self.all_sinks.clone();
+            return Cow::Borrowed(&self.all_sinks);
         }
         let name = event
             .table
@@ -68,15 +81,15 @@ impl RouteRules {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     /// Where something without a table (a raw message a plugin made
     /// without choosing a destination) goes: every sink when there are no
     /// rules, else the sinks of rules that match every table.
-    pub fn route_untabled(&self) -> Vec<Destination> {
+    pub fn route_untabled(&self) -> Cow<'_, [Destination]> {
         if self.rules.is_empty() {
-            return self.all_sinks.clone();
+            return Cow::Borrowed(&self.all_sinks);
         }
         let mut out: Vec<Destination> = Vec::new();
         for rule in self.rules.iter().filter(|r| r.patterns.is_empty()) {
@@ -86,7 +99,7 @@ impl RouteRules {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -141,8 +154,8 @@ mod tests {
         }
     }
 
-    fn sinks_of(d: Vec<Destination>) -> Vec<String> {
-        d.into_iter().map(|d| d.sink).collect()
+    fn sinks_of(d: Cow<'_, [Destination]>) -> Vec<String> {
+        d.iter().map(|d| d.sink.clone()).collect()
     }
 
     #[test]
