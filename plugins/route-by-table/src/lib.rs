@@ -12,7 +12,8 @@
 //!   messages. Without it such events go nowhere.
 //! * `topic`: the topic within the sink, a template with `{schema}`,
 //!   `{table}` and `{op}` placeholders, e.g. `{schema}.{table}`; the
-//!   router fills them in. Absent: each sink's default topic. Messages,
+//!   router fills them in (`{op}` is `insert`, `update`, `delete`,
+//!   `truncate` or `read`, the last for rows of an initial snapshot). Absent: each sink's default topic. Messages,
 //!   which have no table, always go to the sinks' default topics.
 //! * `topic.<schema>.<table>`: the topic template for one table.
 //!
@@ -164,6 +165,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Delete => "delete",
         Op::Truncate => "truncate",
         Op::Message => "message",
+        Op::Read => "read",
     }
 }
 
@@ -233,6 +235,7 @@ mod tests {
         let routes = h.route(vec![
             testing::insert(&orders(), &[]),
             testing::delete(&orders(), &[]),
+            testing::read(&orders(), &[]),
             testing::insert(&users(), &[]),
             testing::message("m", b""),
         ]);
@@ -241,6 +244,7 @@ mod tests {
             vec![
                 vec![to("kafka", Some("public.orders.insert"))],
                 vec![to("kafka", Some("public.orders.delete"))],
+                vec![to("kafka", Some("public.orders.read"))],
                 vec![to("kafka", Some("people"))],
                 vec![],
             ]

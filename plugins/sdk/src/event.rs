@@ -165,6 +165,51 @@ impl<'t> Event<'t> {
             payload: Payload::Change(self.change.clone()),
         }
     }
+
+    /// The (possibly modified) change, to deliver where the router decides;
+    /// add a destination with [`Emit::to`].
+    pub fn into_emit(self) -> Emit {
+        Emit::change(self.change)
+    }
+
+    /// A copy of the (possibly modified) change as a change of `table`,
+    /// usually a table the plugin declared with extra columns
+    /// ([`Table::declare`]); deliver it with [`into_emit`](Event::into_emit).
+    ///
+    /// Each row is rebuilt in `table`'s column order, values taken by
+    /// column name; columns this event's table does not have are NULL
+    /// until set with [`set`](Event::set) or [`set_before`](Event::set_before).
+    /// Op, source and message are kept.
+    pub fn to_table<'d>(&self, table: &'d Table) -> Event<'d> {
+        let from = self.table;
+        let rebuild = |row: &Option<Vec<Value>>| {
+            let row = row.as_deref()?;
+            Some(
+                table
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        from.and_then(|f| f.value(row, &c.name))
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect(),
+            )
+        };
+        let change = Change {
+            op: self.change.op,
+            table: table.id(),
+            before: rebuild(&self.change.before),
+            after: rebuild(&self.change.after),
+            message: self.change.message.clone(),
+            source: self.change.source,
+        };
+        Event {
+            change,
+            table: Some(table),
+            modified: true,
+        }
+    }
 }
 
 fn no_column(table: Option<&Table>, column: &str) -> String {
@@ -209,6 +254,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Deliver the event, with any changes made to it, to `destination`
+    /// only: a sink name (`"audit"`) or a [`Destination`] with a topic.
+    pub fn route_to(destination: impl Into<Destination>) -> Self {
+        Outcome::Route(vec![destination.into()])
+    }
+
     /// A failure that retrying will not fix.
     pub fn fail(message: impl Into<String>) -> Self {
         Outcome::Fail {
@@ -273,5 +324,41 @@ mod tests {
         assert_eq!(event.value("id"), Some(&Value::Int(9)));
         assert!(event.set("status", "x").unwrap_err().contains("no new row"));
         assert_eq!(event.after_columns().count(), 0);
+    }
+
+    #[test]
+    fn to_table_moves_values_by_name() {
+        let table = orders();
+        let mut event = Event::new(
+            testing::update(
+                &table,
+                &[("id", 1.into())],
+                &[("id", 1.into()), ("status", "new".into())],
+            ),
+            Some(&table),
+        );
+        event.set("status", "paid").unwrap();
+        // Reordered, without `id`, with a new column.
+        let other = Table::new(99, "public", "orders")
+            .with_column("note", "text")
+            .with_column("status", "text");
+        let mut moved = event.to_table(&other);
+        assert_eq!(moved.change().table, 99);
+        assert_eq!(moved.op(), Op::Update);
+        assert_eq!(moved.source(), event.source());
+        assert_eq!(moved.change().after, Some(vec![Value::Null, "paid".into()]));
+        assert_eq!(moved.change().before, Some(vec![Value::Null, Value::Null]));
+        moved.set("note", "by name").unwrap();
+        assert_eq!(moved.after("note"), Some(&"by name".into()));
+        // The original is untouched.
+        assert_eq!(event.after("id"), Some(&Value::Int(1)));
+
+        let message = Event::new(testing::message("p", b"x"), None).to_table(&other);
+        assert_eq!(message.change().after, None);
+        assert_eq!(message.message().map(|m| m.prefix.as_str()), Some("p"));
+        assert_eq!(
+            Outcome::route_to("audit"),
+            Outcome::Route(vec![Destination::sink("audit")])
+        );
     }
 }

@@ -29,11 +29,26 @@
 //!
 //! Build the crate as a `cdylib` for `wasm32-wasip2` and the result is a
 //! component Weir loads. The same code compiles natively, where
-//! [`testing`] drives a plugin exactly as the host would (announce tables,
-//! process batches) so plugin logic is unit-tested with plain `cargo test`.
+//! [`testing`] drives a plugin exactly as the host would (configuration,
+//! announced tables, batches, the commit hook, counters, declared tables)
+//! so plugin logic is unit-tested with plain `cargo test`.
+//!
+//! Beyond deciding each event's [`Outcome`], a transform can:
+//!
+//! * ask for a call after each transaction with
+//!   [`Transform::COMMIT_HOOK`] and [`Transform::commit`];
+//! * count things with [`count`], exported by Weir as metrics;
+//! * add columns: extend an announced [`Table`], [`Table::declare`] it,
+//!   copy the event into it with [`Event::to_table`] and fill the new
+//!   columns by name;
+//! * send the event to a chosen sink with [`Outcome::route_to`], or emit
+//!   [`RawMessage`]s of its own.
 //!
 //! A [`Router`] is written the same way and returns the destinations of each
 //! event; export it with [`export_router!`].
+//!
+//! The crate binds `wit/weir-cdc.wit` (package `weir:cdc@1.0.0`), so a copy
+//! of the crate with that file builds on its own.
 
 extern crate self as weir_plugin_sdk;
 
@@ -41,6 +56,7 @@ extern crate self as weir_plugin_sdk;
 pub mod bindings;
 mod config;
 mod event;
+mod host;
 pub mod log;
 mod runtime;
 mod table;
@@ -49,6 +65,7 @@ mod value;
 
 pub use config::Config;
 pub use event::{Event, Outcome};
+pub use host::{count, declare_table};
 pub use runtime::{Router, Transform};
 pub use table::Table;
 
@@ -59,7 +76,9 @@ pub mod wit {
     pub use crate::bindings::transform::weir::cdc::types::*;
 }
 
-pub use wit::{Column, Destination, Emit, LogicalMessage, Op, Payload, RawMessage, Source, Value};
+pub use wit::{
+    Column, Destination, Emit, LogicalMessage, Op, Payload, RawMessage, Source, Transaction, Value,
+};
 
 #[doc(hidden)]
 pub mod __private {
@@ -91,10 +110,8 @@ macro_rules! export_transform {
             struct WeirTransformExport;
 
             impl world::Guest for WeirTransformExport {
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    RUNTIME.with_borrow_mut(|rt| rt.init(config))
+                fn init() -> ::std::result::Result<world::Hooks, ::std::string::String> {
+                    RUNTIME.with_borrow_mut(|rt| rt.init())
                 }
 
                 fn on_table(table: world::Table) {
@@ -105,6 +122,10 @@ macro_rules! export_transform {
                     batch: ::std::vec::Vec<world::Change>,
                 ) -> ::std::vec::Vec<world::Outcome> {
                     RUNTIME.with_borrow_mut(|rt| rt.process(batch))
+                }
+
+                fn commit(txn: world::Transaction) -> ::std::vec::Vec<world::Emit> {
+                    RUNTIME.with_borrow_mut(|rt| rt.commit(txn))
                 }
             }
 
@@ -135,10 +156,8 @@ macro_rules! export_router {
             struct WeirRouterExport;
 
             impl world::Guest for WeirRouterExport {
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    RUNTIME.with_borrow_mut(|rt| rt.init(config))
+                fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    RUNTIME.with_borrow_mut(|rt| rt.init())
                 }
 
                 fn on_table(table: world::Table) {

@@ -1,16 +1,15 @@
 //! Writing to Weir's log from a plugin.
 //!
 //! In a component the lines go to the host, which tags them with the
-//! plugin's name. Natively (unit tests) they go to standard error.
+//! plugin's name. Natively (unit tests) they go to standard error, and the
+//! test harness keeps them so a test can assert a warning was written
+//! ([`TransformHarness::logs`](crate::testing::TransformHarness::logs)).
 
 pub use crate::bindings::transform::weir::cdc::host::Level;
 
 /// Writes `message` to Weir's log at `level`.
 pub fn log(level: Level, message: &str) {
-    #[cfg(target_arch = "wasm32")]
-    crate::bindings::transform::weir::cdc::host::log(level, message);
-    #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[{level:?}] {message}");
+    crate::host::log(level, message);
 }
 
 /// Writes `message` at trace level.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::wit::{self, Change, Destination, Emit, Failure, Payload};
+use crate::wit::{self, Change, Destination, Emit, Failure, Hooks, Payload, Transaction};
 use crate::{Config, Event, Outcome, Table};
 
 /// A transform: decides what each change becomes.
@@ -14,25 +14,41 @@ use crate::{Config, Event, Outcome, Table};
 /// One value of the type lives in each plugin instance; the host creates a
 /// fresh instance (and calls [`init`](Transform::init) again) after a trap.
 pub trait Transform: Sized + 'static {
-    /// Builds the transform from its configuration; an error refuses the
-    /// plugin, and the message is shown to the operator.
+    /// Whether Weir should call [`commit`](Transform::commit) after the last
+    /// change of each transaction. Asking for it makes Weir cut batches at
+    /// transaction boundaries, so leave it off unless the plugin needs it.
+    const COMMIT_HOOK: bool = false;
+
+    /// Builds the transform from its configuration (the plugin's `config`
+    /// table in weir.toml); an error refuses the plugin, and the message is
+    /// shown to the operator.
     fn init(config: &Config) -> Result<Self, String>;
 
     /// Called when a table, or a new version of it, is announced, before
     /// any event of it. Events already carry their table; override this only
-    /// to precompute something per table.
+    /// to precompute something per table, such as declaring the table with
+    /// added columns ([`Table::declare`]).
     fn on_table(&mut self, table: &Table) {
         let _ = table;
     }
 
     /// Decides what `event` becomes.
     fn process(&mut self, event: &mut Event<'_>) -> Outcome;
+
+    /// Called after the last change of `txn` when
+    /// [`COMMIT_HOOK`](Transform::COMMIT_HOOK) is set; what it returns is
+    /// delivered as part of the transaction, after its changes.
+    fn commit(&mut self, txn: &Transaction) -> Vec<Emit> {
+        let _ = txn;
+        Vec::new()
+    }
 }
 
 /// A router: decides where each change goes, without rewriting it.
 pub trait Router: Sized + 'static {
-    /// Builds the router from its configuration; an error refuses the
-    /// plugin, and the message is shown to the operator.
+    /// Builds the router from its configuration (the plugin's `config`
+    /// table in weir.toml); an error refuses the plugin, and the message is
+    /// shown to the operator.
     fn init(config: &Config) -> Result<Self, String>;
 
     /// Called when a table, or a new version of it, is announced.
@@ -68,10 +84,15 @@ impl<T: Transform> TransformRuntime<T> {
         }
     }
 
-    /// The `init` export.
-    pub fn init(&mut self, config: Vec<(String, String)>) -> Result<(), String> {
-        self.plugin = Some(T::init(&Config::new(config))?);
-        Ok(())
+    /// The `init` export: reads the configuration from the host and
+    /// answers the hooks the plugin asked for.
+    pub fn init(&mut self) -> Result<Hooks, String> {
+        self.plugin = Some(T::init(&Config::new(crate::host::config()))?);
+        Ok(if T::COMMIT_HOOK {
+            Hooks::COMMIT
+        } else {
+            Hooks::empty()
+        })
     }
 
     /// The `on-table` export.
@@ -97,6 +118,15 @@ impl<T: Transform> TransformRuntime<T> {
                 to_wit(outcome, event)
             })
             .collect()
+    }
+
+    /// The `commit` export. Weir calls it only after a successful `init`
+    /// that asked for it; anything else gets nothing to deliver.
+    pub fn commit(&mut self, txn: Transaction) -> Vec<Emit> {
+        match &mut self.plugin {
+            Some(plugin) if T::COMMIT_HOOK => plugin.commit(&txn),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -158,9 +188,9 @@ impl<R: Router> RouterRuntime<R> {
         }
     }
 
-    /// The `init` export.
-    pub fn init(&mut self, config: Vec<(String, String)>) -> Result<(), String> {
-        self.plugin = Some(R::init(&Config::new(config))?);
+    /// The `init` export: reads the configuration from the host.
+    pub fn init(&mut self) -> Result<(), String> {
+        self.plugin = Some(R::init(&Config::new(crate::host::config()))?);
         Ok(())
     }
 

@@ -33,12 +33,12 @@ impl Table {
 
     /// Adds a key (replica identity) column.
     pub fn with_key(self, name: &str, type_name: &str) -> Self {
-        self.with(name, type_name, true)
+        self.with_new(name, type_name, true)
     }
 
     /// Adds an ordinary column.
     pub fn with_column(self, name: &str, type_name: &str) -> Self {
-        self.with(name, type_name, false)
+        self.with_new(name, type_name, false)
     }
 
     /// Sets the schema version.
@@ -47,13 +47,37 @@ impl Table {
         self
     }
 
-    fn with(mut self, name: &str, type_name: &str, key: bool) -> Self {
-        self.raw.columns.push(Column {
+    /// Adds `column` as it is.
+    pub fn with(mut self, column: Column) -> Self {
+        self.raw.columns.push(column);
+        Table::from_wit(self.raw)
+    }
+
+    fn with_new(self, name: &str, type_name: &str, key: bool) -> Self {
+        self.with(Column {
             name: name.to_owned(),
             type_name: type_name.to_owned(),
             key,
-        });
-        Table::from_wit(self.raw)
+        })
+    }
+
+    /// Declares a table with this one's schema, name and columns for
+    /// changes the plugin builds itself, and returns it with the id the
+    /// host gave it; see [`declare_table`](crate::declare_table).
+    ///
+    /// The usual way to add computed columns to a captured table: extend
+    /// the announced table and declare the result, then copy each event
+    /// into it with [`Event::to_table`](crate::Event::to_table).
+    ///
+    /// ```
+    /// # use weir_plugin_sdk::Table;
+    /// # let users = Table::new(16384, "public", "users").with_key("id", "int8");
+    /// let enriched = users.clone().with_column("email_domain", "text").declare();
+    /// assert_eq!(enriched.columns().len(), 2);
+    /// assert_ne!(enriched.id(), users.id());
+    /// ```
+    pub fn declare(&self) -> Table {
+        crate::declare_table(self.schema(), self.name(), self.raw.columns.clone())
     }
 
     /// Wraps a table announced by the host.

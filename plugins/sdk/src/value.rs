@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::wit::{Destination, Emit, Payload, RawMessage, Value};
+use crate::wit::{Change, Destination, Emit, Payload, RawMessage, Value};
 
 impl Value {
     /// Whether this is SQL NULL.
@@ -161,6 +161,20 @@ impl Destination {
     }
 }
 
+impl From<&str> for Destination {
+    /// The sink named so, at its default topic.
+    fn from(sink: &str) -> Self {
+        Destination::sink(sink)
+    }
+}
+
+impl From<String> for Destination {
+    /// The sink named so, at its default topic.
+    fn from(sink: String) -> Self {
+        Destination::sink(sink)
+    }
+}
+
 impl RawMessage {
     /// A message with this key and body and no headers.
     pub fn new(key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Self {
@@ -176,6 +190,18 @@ impl RawMessage {
         self.headers.push((name.into(), value.into()));
         self
     }
+
+    /// The message, to deliver to `destination` (a sink name or a
+    /// [`Destination`] with a topic).
+    pub fn to(self, destination: impl Into<Destination>) -> Emit {
+        Emit::raw(self).to(destination)
+    }
+}
+
+impl From<RawMessage> for Emit {
+    fn from(message: RawMessage) -> Self {
+        Emit::raw(message)
+    }
 }
 
 impl Emit {
@@ -187,10 +213,19 @@ impl Emit {
         }
     }
 
-    /// The same payload, sent to `destination` rather than where the
-    /// router would send it.
-    pub fn to(mut self, destination: Destination) -> Self {
-        self.destination = Some(destination);
+    /// A change for the router to place.
+    pub fn change(change: Change) -> Self {
+        Emit {
+            destination: None,
+            payload: Payload::Change(change),
+        }
+    }
+
+    /// The same payload, sent to `destination` (a sink name or a
+    /// [`Destination`] with a topic) rather than where the router would
+    /// send it.
+    pub fn to(mut self, destination: impl Into<Destination>) -> Self {
+        self.destination = Some(destination.into());
         self
     }
 }

@@ -23,6 +23,9 @@ pub enum Op {
     Truncate,
     /// A transactional logical decoding message (`pg_logical_emit_message`).
     Message,
+    /// A row as it was when read by an initial snapshot; `after` is set.
+    /// Weir's own source does not snapshot yet; plugins may emit it.
+    Read,
 }
 
 impl Op {
@@ -33,6 +36,7 @@ impl Op {
             Op::Update => "update",
             Op::Delete => "delete",
             Op::Truncate => "truncate",
+            Op::Read => "read",
             Op::Message => "message",
         }
     }

@@ -25,6 +25,7 @@ fn lower_op(op: Op) -> wit::Op {
         Op::Delete => wit::Op::Delete,
         Op::Truncate => wit::Op::Truncate,
         Op::Message => wit::Op::Message,
+        Op::Read => wit::Op::Read,
     }
 }
 
@@ -35,6 +36,7 @@ fn lift_op(op: wit::Op) -> Op {
         wit::Op::Delete => Op::Delete,
         wit::Op::Truncate => Op::Truncate,
         wit::Op::Message => Op::Message,
+        wit::Op::Read => Op::Read,
     }
 }
 
@@ -60,11 +62,11 @@ fn lift_source(s: wit::Source) -> SourceInfo {
 
 /// The columns of `table`, as `on-table` announces them. The announcement
 /// borrows the returned vector.
-pub(crate) fn lower_columns(table: &TableSchema) -> Vec<wit::Column<'_>> {
+pub(crate) fn lower_columns(table: &TableSchema) -> Vec<wit::ColumnParam<'_>> {
     table
         .columns
         .iter()
-        .map(|c| wit::Column {
+        .map(|c| wit::ColumnParam {
             name: &c.name,
             type_name: &c.type_name,
             key: c.key,
@@ -75,7 +77,7 @@ pub(crate) fn lower_columns(table: &TableSchema) -> Vec<wit::Column<'_>> {
 /// The announcement of `table`, borrowing `columns` from [`lower_columns`].
 pub(crate) fn lower_table<'a>(
     table: &'a TableSchema,
-    columns: &'a [wit::Column<'a>],
+    columns: &'a [wit::ColumnParam<'a>],
 ) -> wit::Table<'a> {
     wit::Table {
         id: table.id,
@@ -238,19 +240,39 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 /// plugin's answers refer to.
 pub(crate) type Announced = HashMap<u32, Arc<TableSchema>>;
 
+/// The tables a plugin's answer may refer to: those announced to the
+/// instance and those it declared itself.
+pub(crate) struct Tables<'a> {
+    pub(crate) announced: &'a Announced,
+    pub(crate) declared: &'a Announced,
+}
+
+impl Tables<'_> {
+    fn get(&self, id: u32) -> Result<Arc<TableSchema>, String> {
+        if let Some(t) = self.announced.get(&id).or_else(|| self.declared.get(&id)) {
+            return Ok(t.clone());
+        }
+        Err(if id == 0 {
+            "emitted a change of table id 0, which names no table (declare-table returns 0 \
+             when no more tables may be declared)"
+                .to_owned()
+        } else {
+            format!("emitted a change of table id {id}, which was never announced or declared")
+        })
+    }
+}
+
 /// Lifts a change a plugin emitted. It belongs to `txn`, the transaction
 /// of the event it was made from.
 pub(crate) fn lift_change(
     change: wit::ChangeResult,
-    tables: &Announced,
+    tables: &Tables<'_>,
     txn: TxnId,
 ) -> Result<ChangeEvent, String> {
     let op = lift_op(change.op);
     let table = match (op, change.table) {
         (Op::Message, 0) => None,
-        (_, id) => Some(tables.get(&id).cloned().ok_or_else(|| {
-            format!("emitted a change of table id {id}, which was never announced")
-        })?),
+        (_, id) => Some(tables.get(id)?),
     };
     let row = |row: Option<Vec<wit::ValueResult>>,
                which: &str|
@@ -390,7 +412,12 @@ mod tests {
 
     #[test]
     fn emitted_rows_must_fit_their_table() {
-        let tables: Announced = [(42, table())].into_iter().collect();
+        let announced: Announced = [(42, table())].into_iter().collect();
+        let declared: Announced = [(u32::MAX, table())].into_iter().collect();
+        let tables = Tables {
+            announced: &announced,
+            declared: &declared,
+        };
         let change = |table, after: Vec<wit::ValueResult>| wit::ChangeResult {
             op: wit::Op::Insert,
             table,
@@ -419,7 +446,19 @@ mod tests {
         .unwrap();
         assert_eq!(ok.txn, TxnId(77));
         assert_eq!(ok.source.seq, 5);
-        assert!(Arc::ptr_eq(ok.table.as_ref().unwrap(), &tables[&42]));
+        assert!(Arc::ptr_eq(ok.table.as_ref().unwrap(), &announced[&42]));
+        let own = lift_change(
+            change(
+                u32::MAX,
+                vec![wit::ValueResult::Null, wit::ValueResult::Null],
+            ),
+            &tables,
+            TxnId(1),
+        );
+        assert!(Arc::ptr_eq(
+            own.unwrap().table.as_ref().unwrap(),
+            &declared[&u32::MAX]
+        ));
         assert_eq!(ok.after.unwrap()[1], Value::Uuid(UUID));
 
         let short = lift_change(change(42, vec![wit::ValueResult::Null]), &tables, TxnId(1));
@@ -430,6 +469,12 @@ mod tests {
         );
         let unknown = lift_change(change(5, vec![]), &tables, TxnId(1));
         assert!(unknown.unwrap_err().contains("table id 5"));
+        let refused = lift_change(change(0, vec![]), &tables, TxnId(1));
+        assert!(
+            refused
+                .unwrap_err()
+                .contains("no more tables may be declared")
+        );
         let bad_uuid = lift_change(
             change(
                 42,

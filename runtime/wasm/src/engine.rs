@@ -2,8 +2,10 @@
 //! every plugin is linked against, and the clock that enforces deadlines.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use wasmtime::{Config, Engine};
 
 use crate::PluginError;
 use crate::bindings::host;
+use crate::registry::{Counters, DeclaredTables};
 use crate::state::HostState;
 
 /// How often the engine's epoch advances. Deadlines are counted in these
@@ -29,34 +32,55 @@ const COMPILED_CACHE_SIZE: usize = 32;
 /// engine's epoch every 10 ms, which is what interrupts a plugin running
 /// past its deadline; the thread stops when the last clone is dropped.
 ///
-/// It also remembers the components it compiled, by the SHA-256 of their
-/// bytes: loading the same file again (another plugin entry using it, a
-/// reload of an unchanged file) does not compile it again.
+/// It remembers the components it compiled, by the SHA-256 of their bytes:
+/// loading the same file again (another plugin entry using it, a reload of
+/// an unchanged file) does not compile it again. With a cache directory
+/// ([`PluginEngine::with_cache_dir`]) compiled code is also kept on disk,
+/// so a restart does not compile again either.
+///
+/// Plugins that ask for fuel metering run on a second engine, made the
+/// first time one is loaded: metering slows every call, so plugins that do
+/// not ask for it do not pay for it.
 #[derive(Clone)]
 pub struct PluginEngine {
     inner: Arc<EngineInner>,
 }
 
 struct EngineInner {
-    engine: Engine,
-    linker: Linker<HostState>,
+    plain: Runtime,
+    fueled: Arc<OnceLock<Runtime>>,
     compiled: Mutex<CompiledCache>,
+    cache_dir: Option<PathBuf>,
+    pub(crate) counters: Counters,
+    pub(crate) declared: DeclaredTables,
     _ticker: EpochTicker,
 }
 
-/// Compiled components by the hash of their bytes, oldest first out.
-#[derive(Default)]
-struct CompiledCache {
-    components: HashMap<[u8; 32], Component>,
-    order: VecDeque<[u8; 32]>,
+/// An engine and the linker holding the host functions for it.
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    /// Names this engine's compiled code on disk: code compiled by another
+    /// engine configuration or wasmtime version must not be loaded.
+    compatibility: String,
 }
 
-impl PluginEngine {
-    /// Sets up the engine and starts its epoch thread.
-    pub fn new() -> Result<Self, PluginError> {
-        let engine_err = |e: wasmtime::Error| PluginError::Engine {
-            message: format!("{e:#}"),
-        };
+/// Compiled components by engine and the hash of their bytes, oldest first
+/// out.
+#[derive(Default)]
+struct CompiledCache {
+    components: HashMap<(bool, [u8; 32]), Component>,
+    order: VecDeque<(bool, [u8; 32])>,
+}
+
+/// A compiled component and the SHA-256 of the bytes it came from.
+pub(crate) struct Compiled {
+    pub(crate) component: Component,
+    pub(crate) digest: [u8; 32],
+}
+
+impl Runtime {
+    fn new(fuel: bool) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         // Plugins are synchronous; without the data structures for
@@ -65,48 +89,120 @@ impl PluginEngine {
         // Deadlines by epoch: a counter check at function entries and loop
         // back-edges, far cheaper than fuel metering.
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(engine_err)?;
+        config.consume_fuel(fuel);
+        let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
-        // Rust's standard library for wasm32-wasip2 imports WASI (stdio,
-        // environment, exit, clocks, random). The context each store gets
-        // (see `HostState`) grants none of the outside world: no
-        // directories, no environment, no network, stdio to the log only.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(engine_err)?;
+        // WASI is linked whole; what a plugin may actually reach is decided
+        // per plugin, by its grants: the component is refused at load if it
+        // imports what it was not granted (see `session::check_imports`),
+        // and its WASI context holds only the directories, variables and
+        // network access granted (see `HostState`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
-        let ticker = EpochTicker::start(engine.clone()).map_err(|e| PluginError::Engine {
-            message: format!("cannot start the epoch thread: {e}"),
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compatibility = format!("{:016x}", hasher.finish());
+        Ok(Runtime {
+            engine,
+            linker,
+            compatibility,
+        })
+    }
+}
+
+impl PluginEngine {
+    /// Sets up the engine and starts its epoch thread. Compiled code is
+    /// kept in memory only.
+    pub fn new() -> Result<Self, PluginError> {
+        Self::build(None)
+    }
+
+    /// As [`PluginEngine::new`], and keeps compiled code in `dir` too
+    /// (created if missing), named by the hash of the component and of the
+    /// engine's settings. Only files this engine wrote there are loaded:
+    /// compiled code is trusted as it is, so the directory must be Weir's
+    /// own.
+    pub fn with_cache_dir(dir: impl Into<PathBuf>) -> Result<Self, PluginError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| PluginError::Engine {
+            message: format!(
+                "cannot create the compiled-plugin cache {}: {e}",
+                dir.display()
+            ),
+        })?;
+        Self::build(Some(dir))
+    }
+
+    fn build(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let plain = Runtime::new(false).map_err(engine_err)?;
+        let fueled = Arc::new(OnceLock::new());
+        let ticker = EpochTicker::start(plain.engine.clone(), fueled.clone()).map_err(|e| {
+            PluginError::Engine {
+                message: format!("cannot start the epoch thread: {e}"),
+            }
         })?;
         Ok(PluginEngine {
             inner: Arc::new(EngineInner {
-                engine,
-                linker,
+                plain,
+                fueled,
                 compiled: Mutex::default(),
+                cache_dir,
+                counters: Counters::default(),
+                declared: DeclaredTables::default(),
                 _ticker: ticker,
             }),
         })
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// The engine for plugins with (`fuel`) or without fuel metering.
+    pub(crate) fn runtime(&self, fuel: bool) -> Result<&Runtime, PluginError> {
+        if !fuel {
+            return Ok(&self.inner.plain);
+        }
+        if let Some(r) = self.inner.fueled.get() {
+            return Ok(r);
+        }
+        let runtime = Runtime::new(true).map_err(engine_err)?;
+        // Two threads may race to make it; either result is as good.
+        Ok(self.inner.fueled.get_or_init(|| runtime))
     }
 
-    pub(crate) fn linker(&self) -> &Linker<HostState> {
-        &self.inner.linker
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    pub(crate) fn declared(&self) -> &DeclaredTables {
+        &self.inner.declared
+    }
+
+    /// Every plugin counter, as (plugin, counter, total), sorted: what the
+    /// plugins counted with the contract's `count`, across instances and
+    /// reloads.
+    pub fn counter_totals(&self) -> Vec<(String, String, u64)> {
+        self.inner.counters.snapshot()
     }
 
     /// Compiles a component, or returns the one compiled earlier from the
-    /// same bytes.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let key: [u8; 32] = Sha256::digest(bytes).into();
+    /// same bytes (in memory, or in the cache directory).
+    pub(crate) fn compile(&self, bytes: &[u8], fuel: bool) -> Result<Compiled, String> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let key = (fuel, digest);
         if let Some(component) = self.cache().components.get(&key) {
-            return Ok(component.clone());
+            return Ok(Compiled {
+                component: component.clone(),
+                digest,
+            });
         }
+        let runtime = self.runtime(fuel).map_err(|e| e.to_string())?;
         // Compile without holding the lock: it takes a while, and other
         // plugins may be loading meanwhile.
-        let component = Component::from_binary(&self.inner.engine, bytes)?;
+        let component = match &self.inner.cache_dir {
+            Some(dir) => cached_compile(runtime, dir, &digest, bytes)?,
+            None => Component::from_binary(&runtime.engine, bytes)
+                .map_err(|e| format!("not a WebAssembly component: {e:#}"))?,
+        };
         let mut cache = self.cache();
         if cache.components.insert(key, component.clone()).is_none() {
             cache.order.push_back(key);
@@ -116,7 +212,7 @@ impl PluginEngine {
                 cache.components.remove(&oldest);
             }
         }
-        Ok(component)
+        Ok(Compiled { component, digest })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, CompiledCache> {
@@ -126,6 +222,57 @@ impl PluginEngine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn engine_err(e: wasmtime::Error) -> PluginError {
+    PluginError::Engine {
+        message: format!("{e:#}"),
+    }
+}
+
+/// Loads the compiled code of `bytes` from `dir`, or compiles it and
+/// stores it there. A cache file that cannot be used (written by another
+/// wasmtime, cut short) is replaced; a cache that cannot be written only
+/// costs the next start a compile.
+fn cached_compile(
+    runtime: &Runtime,
+    dir: &Path,
+    digest: &[u8; 32],
+    bytes: &[u8],
+) -> Result<Component, String> {
+    let path = dir.join(format!(
+        "{}-{}.cwasm",
+        hex::encode(digest),
+        runtime.compatibility
+    ));
+    if path.exists() {
+        // SAFETY: wasmtime runs deserialized code as it is, so it must come
+        // from `Component::serialize` of a compatible engine. The file is in
+        // Weir's own cache directory, written below (through a rename, so
+        // never half-written) from this engine configuration's output, and
+        // its name carries the engine's compatibility hash; wasmtime checks
+        // the version and settings recorded in it as well.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(&runtime.engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                "ignoring an unusable compiled plugin in the cache: {e:#}"
+            ),
+        }
+    }
+    let component = Component::from_binary(&runtime.engine, bytes)
+        .map_err(|e| format!("not a WebAssembly component: {e:#}"))?;
+    let stored = component.serialize().and_then(|code| {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, code)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    });
+    if let Err(e) = stored {
+        tracing::warn!(path = %path.display(), "cannot store a compiled plugin: {e:#}");
+    }
+    Ok(component)
 }
 
 /// The number of epoch ticks that covers at least `timeout`: the first tick
@@ -145,13 +292,16 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
+    fn start(engine: Engine, fueled: Arc<OnceLock<Runtime>>) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("weir-wasm-epoch".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
                     engine.increment_epoch();
+                    if let Some(fueled) = fueled.get() {
+                        fueled.engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(EpochTicker {
@@ -190,19 +340,43 @@ mod tests {
         // The smallest component: the preamble of the component encoding.
         let empty = b"\0asm\x0d\0\x01\0";
         let engine = PluginEngine::new().unwrap();
-        engine.compile(empty).unwrap();
-        engine.compile(empty).unwrap();
+        engine.compile(empty, false).unwrap();
+        engine.compile(empty, false).unwrap();
         assert_eq!(engine.cache().components.len(), 1);
-        assert!(engine.compile(b"junk").is_err());
+        assert!(engine.compile(b"junk", false).is_err());
         for i in 0..COMPILED_CACHE_SIZE + 3 {
             // Each gets its own custom section (id 0, 4 bytes: a one-byte
             // name and a two-byte payload), so its own hash.
             let mut bytes = empty.to_vec();
             bytes.extend_from_slice(&[0, 4, 1, b'x']);
             bytes.extend_from_slice(&(i as u16).to_le_bytes());
-            engine.compile(&bytes).unwrap();
+            engine.compile(&bytes, false).unwrap();
         }
         assert_eq!(engine.cache().components.len(), COMPILED_CACHE_SIZE);
+    }
+
+    #[test]
+    fn compiled_code_is_kept_on_disk_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = b"\0asm\x0d\0\x01\0";
+        let engine = PluginEngine::with_cache_dir(dir.path()).unwrap();
+        let first = engine.compile(empty, false).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let file = files[0].as_ref().unwrap().path();
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(name.starts_with(&hex::encode(first.digest)), "{name}");
+
+        // A new engine (a restart) finds it; a corrupt file is replaced.
+        let again = PluginEngine::with_cache_dir(dir.path()).unwrap();
+        again.compile(empty, false).unwrap();
+        std::fs::write(&file, b"garbage").unwrap();
+        let third = PluginEngine::with_cache_dir(dir.path()).unwrap();
+        third.compile(empty, false).unwrap();
+        assert_ne!(std::fs::read(&file).unwrap(), b"garbage");
+        // Fuel metering is another engine: another file.
+        third.compile(empty, true).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

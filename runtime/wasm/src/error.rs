@@ -59,6 +59,12 @@ pub enum PluginError {
         /// The configured limit, in bytes.
         limit: usize,
     },
+    /// A metered call used up its fuel. The instance is poisoned.
+    #[error("plugin `{plugin}` was stopped after using up the fuel of one call")]
+    OutOfFuel {
+        /// The plugin's name.
+        plugin: String,
+    },
     /// The plugin answered something the contract does not allow: a wrong
     /// number of outcomes, an unknown table, a row of the wrong length.
     #[error("plugin `{plugin}` broke the plugin contract: {message}")]
@@ -92,6 +98,7 @@ impl PluginError {
             | PluginError::Timeout { plugin, .. }
             | PluginError::MemoryLimit { plugin, .. }
             | PluginError::Contract { plugin, .. }
+            | PluginError::OutOfFuel { plugin, .. }
             | PluginError::Poisoned { plugin, .. } => Some(plugin),
         }
     }
@@ -104,6 +111,7 @@ impl PluginError {
             PluginError::Trap { .. }
                 | PluginError::Timeout { .. }
                 | PluginError::MemoryLimit { .. }
+                | PluginError::OutOfFuel { .. }
                 | PluginError::Poisoned { .. }
         )
     }

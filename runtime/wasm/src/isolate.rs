@@ -6,8 +6,8 @@ use weir_core::ChangeEvent;
 use crate::{PluginError, RouterPlugin, TransformPlugin};
 
 /// The index of the event of `batch` that makes `plugin` fail (trap, time
-/// out, exceed its memory, break the contract), or `None` when the batch
-/// does not fail on a fresh instance.
+/// out, exceed its memory, break the contract), with the error it fails
+/// with, or `None` when the batch does not fail on a fresh instance.
 ///
 /// Bisects on fresh instances: each probe runs a prefix of the batch, and
 /// the prefix is halved toward the first failing one, so about
@@ -20,10 +20,10 @@ use crate::{PluginError, RouterPlugin, TransformPlugin};
 pub fn find_failing_event(
     plugin: &TransformPlugin,
     batch: &[ChangeEvent],
-) -> Result<Option<usize>, PluginError> {
+) -> Result<Option<(usize, PluginError)>, PluginError> {
     bisect(batch.len(), |len| {
-        let mut instance = plugin.instantiate()?;
-        Ok(instance.process(&batch[..len]).is_err())
+        let mut instance = plugin.instantiate_probe()?;
+        Ok(instance.process(&batch[..len]).err())
     })
 }
 
@@ -31,34 +31,40 @@ pub fn find_failing_event(
 pub fn find_failing_route(
     plugin: &RouterPlugin,
     batch: &[ChangeEvent],
-) -> Result<Option<usize>, PluginError> {
+) -> Result<Option<(usize, PluginError)>, PluginError> {
     bisect(batch.len(), |len| {
-        let mut instance = plugin.instantiate()?;
-        Ok(instance.route(&batch[..len]).is_err())
+        let mut instance = plugin.instantiate_probe()?;
+        Ok(instance.route(&batch[..len]).err())
     })
 }
 
-/// The smallest `n` such that the first `n` events fail, minus one; `None`
-/// when all `len` events do not fail. `fails(n)` says whether the first `n`
-/// events fail.
-fn bisect(
+/// The smallest `n` such that the first `n` events fail, minus one, with
+/// the error of that run; `None` when all `len` events do not fail.
+/// `fails(n)` runs the first `n` events and returns their error, if any.
+fn bisect<E>(
     len: usize,
-    mut fails: impl FnMut(usize) -> Result<bool, PluginError>,
-) -> Result<Option<usize>, PluginError> {
-    if len == 0 || !fails(len)? {
+    mut fails: impl FnMut(usize) -> Result<Option<E>, PluginError>,
+) -> Result<Option<(usize, E)>, PluginError> {
+    if len == 0 {
         return Ok(None);
     }
-    // Invariant: the first `passing` events pass, the first `failing` fail.
+    let Some(mut error) = fails(len)? else {
+        return Ok(None);
+    };
+    // Invariant: the first `passing` events pass, the first `failing` fail
+    // (with `error`).
     let (mut passing, mut failing) = (0, len);
     while failing - passing > 1 {
         let mid = passing + (failing - passing) / 2;
-        if fails(mid)? {
-            failing = mid;
-        } else {
-            passing = mid;
+        match fails(mid)? {
+            Some(e) => {
+                failing = mid;
+                error = e;
+            }
+            None => passing = mid,
         }
     }
-    Ok(Some(failing - 1))
+    Ok(Some((failing - 1, error)))
 }
 
 #[cfg(test)]
@@ -72,17 +78,21 @@ mod tests {
                 let mut probes = 0;
                 let found = bisect(len, |n| {
                     probes += 1;
-                    Ok(n > culprit)
+                    Ok((n > culprit).then_some(n))
                 })
                 .unwrap();
-                assert_eq!(found, Some(culprit));
+                // The error is the one of the shortest failing run.
+                assert_eq!(found, Some((culprit, culprit + 1)));
                 assert!(
                     probes <= 2 + len.ilog2() as usize,
                     "{probes} probes for {len}"
                 );
             }
         }
-        assert_eq!(bisect(10, |_| Ok(false)).unwrap(), None);
-        assert_eq!(bisect(0, |_| unreachable!()).unwrap(), None);
+        assert_eq!(bisect(10, |_| Ok(None::<()>)).unwrap(), None);
+        assert_eq!(
+            bisect(0, |_| -> Result<Option<()>, _> { unreachable!() }).unwrap(),
+            None
+        );
     }
 }

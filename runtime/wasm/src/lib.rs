@@ -41,7 +41,9 @@ mod bindings;
 mod convert;
 mod engine;
 mod error;
+mod inspect;
 mod isolate;
+mod registry;
 mod router;
 mod session;
 mod spec;
@@ -50,10 +52,12 @@ mod transform;
 
 pub use engine::PluginEngine;
 pub use error::PluginError;
+pub use inspect::{GrantNeed, Inspection, Item, PluginWorld, inspect};
 pub use isolate::{find_failing_event, find_failing_route};
 pub use router::{RouterInstance, RouterPlugin};
-pub use spec::PluginSpec;
-pub use transform::{Emit, EmitPayload, Outcome, TransformInstance, TransformPlugin};
+pub use session::CONTRACT_VERSION;
+pub use spec::{DirGrant, Grants, PluginSpec};
+pub use transform::{Emit, EmitPayload, Outcome, Transaction, TransformInstance, TransformPlugin};
 
 #[cfg(test)]
 mod tests {

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre};
-use wasmtime::{Store, Trap};
+use wasmtime::{Engine, Store, Trap};
 use weir_core::{ChangeEvent, TableSchema};
 
 use crate::bindings::{router, transform, wit};
 use crate::convert::{Announced, Lowering, lower_columns, lower_table};
 use crate::engine::deadline_ticks;
+use crate::spec::Grants;
 use crate::state::HostState;
 use crate::{PluginEngine, PluginError, PluginSpec};
 
@@ -31,11 +32,8 @@ pub(crate) trait World: Sized + Send + 'static {
 
     fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &[(&str, &str)],
-    ) -> wasmtime::Result<Result<(), String>>;
+    /// Runs `init`; returns the hooks the plugin asked for.
+    fn init(&self, store: &mut Store<HostState>) -> wasmtime::Result<Result<wit::Hooks, String>>;
     fn on_table(&self, store: &mut Store<HostState>, table: wit::Table<'_>)
     -> wasmtime::Result<()>;
 }
@@ -54,12 +52,8 @@ impl World for transform::Transform {
         pre.instantiate(store)
     }
 
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &[(&str, &str)],
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.call_init(store, config)
+    fn init(&self, store: &mut Store<HostState>) -> wasmtime::Result<Result<wit::Hooks, String>> {
+        self.call_init(store)
     }
 
     fn on_table(
@@ -85,12 +79,9 @@ impl World for router::Router {
         pre.instantiate(store)
     }
 
-    fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &[(&str, &str)],
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.call_init(store, config)
+    fn init(&self, store: &mut Store<HostState>) -> wasmtime::Result<Result<wit::Hooks, String>> {
+        // Routers have no optional hooks.
+        Ok(self.call_init(store)?.map(|()| wit::Hooks::empty()))
     }
 
     fn on_table(
@@ -107,27 +98,53 @@ pub(crate) struct Loaded<W: World> {
     engine: PluginEngine,
     pub(crate) spec: PluginSpec,
     pub(crate) name: Arc<str>,
+    /// The first 12 hex digits of the component's SHA-256: names exactly
+    /// which build of the plugin ran.
+    pub(crate) version: String,
+    /// The `weir:cdc` contract version the component was built against.
+    pub(crate) contract: Option<semver::Version>,
     pre: W::Pre,
 }
 
 impl<W: World> Loaded<W> {
     /// Compiles and validates the component at `spec.path`.
     pub(crate) fn load(engine: &PluginEngine, spec: PluginSpec) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(&spec.path).map_err(|e| PluginError::Load {
+            plugin: spec.name.clone(),
+            path: spec.path.clone(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Self::from_bytes(engine, spec, &bytes)
+    }
+
+    /// Compiles and validates `bytes`, a new version of the component at
+    /// `spec.path` that is not written there yet.
+    pub(crate) fn from_bytes(
+        engine: &PluginEngine,
+        spec: PluginSpec,
+        bytes: &[u8],
+    ) -> Result<Self, PluginError> {
         let load_err = |message: String| PluginError::Load {
             plugin: spec.name.clone(),
             path: spec.path.clone(),
             message,
         };
-        let bytes =
-            std::fs::read(&spec.path).map_err(|e| load_err(format!("cannot read it: {e}")))?;
-        check_header(&bytes).map_err(load_err)?;
-        let component = engine
-            .compile(&bytes)
-            .map_err(|e| load_err(format!("not a WebAssembly component: {e:#}")))?;
-        check_imports(engine, &component).map_err(load_err)?;
-        check_world::<W>(engine, &component).map_err(load_err)?;
-        let pre = engine
-            .linker()
+        check_header(bytes).map_err(load_err)?;
+        let compiled = engine
+            .compile(bytes, spec.fuel.is_some())
+            .map_err(load_err)?;
+        let component = compiled.component;
+        let runtime = engine.runtime(spec.fuel.is_some())?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let contract = check_contract(&imports).map_err(load_err)?;
+        check_grants(&imports, &spec.grants).map_err(load_err)?;
+        check_world::<W>(&runtime.engine, &component).map_err(load_err)?;
+        let pre = runtime
+            .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("it needs an import Weir does not offer: {e:#}")))?;
         let pre = W::pre(pre).map_err(|e| {
@@ -139,6 +156,8 @@ impl<W: World> Loaded<W> {
         Ok(Loaded {
             engine: engine.clone(),
             name: spec.name.as_str().into(),
+            version: hex::encode(&compiled.digest[..6]),
+            contract,
             spec,
             pre,
         })
@@ -147,7 +166,7 @@ impl<W: World> Loaded<W> {
 
 /// Recognises files that are not components before the parser does, to
 /// say so in words rather than byte dumps.
-fn check_header(bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
     const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
     if !bytes.starts_with(b"\0asm") {
         return Err("not a WebAssembly file".into());
@@ -162,27 +181,79 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Plugins get no network: refuse components that would need it, rather
-/// than let them fail at their first connection attempt.
-fn check_imports(engine: &PluginEngine, component: &Component) -> Result<(), String> {
-    let component_type = component.component_type();
-    let denied: Vec<&str> = component_type
-        .imports(engine.engine())
-        .map(|(name, _)| name)
-        .filter(|name| name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/"))
-        .collect();
-    if denied.is_empty() {
+/// The contract version this host implements (`package weir:cdc@…` in
+/// wit/weir-cdc.wit, which the bindings are generated from).
+pub const CONTRACT_VERSION: &str = "1.0.0";
+
+/// Checks the version of the `weir:cdc` interfaces the component imports:
+/// same major version as the host, and a minor version no newer (a newer
+/// one may call host functions this Weir does not have). Returns the
+/// version found, if any `weir:cdc` interface is imported.
+pub(crate) fn check_contract(imports: &[String]) -> Result<Option<semver::Version>, String> {
+    let ours = semver::Version::parse(CONTRACT_VERSION).expect("a valid version");
+    let mut found: Option<semver::Version> = None;
+    for name in imports {
+        let Some(rest) = name.strip_prefix("weir:cdc/") else {
+            continue;
+        };
+        let Some((_, version)) = rest.split_once('@') else {
+            return Err(format!(
+                "it imports `{name}` without a version; rebuild it against wit/weir-cdc.wit (weir:cdc@{CONTRACT_VERSION})"
+            ));
+        };
+        let theirs = semver::Version::parse(version)
+            .map_err(|e| format!("it imports `{name}`, whose version is not semver: {e}"))?;
+        let compatible = if ours.major == 0 {
+            theirs.major == 0 && theirs.minor == ours.minor && theirs.patch <= ours.patch
+        } else {
+            theirs.major == ours.major && theirs.minor <= ours.minor
+        };
+        if !compatible {
+            let advice = if theirs > ours {
+                "upgrade Weir to run it, or rebuild the plugin against this Weir's wit/weir-cdc.wit"
+            } else {
+                "rebuild it with a plugin SDK for this contract version"
+            };
+            let range = if ours.major == 0 {
+                format!("0.{}.0 to {ours}", ours.minor)
+            } else {
+                format!("{}.0 to {}.{}", ours.major, ours.major, ours.minor)
+            };
+            return Err(format!(
+                "it was built for the plugin contract weir:cdc@{theirs}, but this Weir \
+                 implements weir:cdc@{ours} and runs plugins built for {range}; {advice}"
+            ));
+        }
+        found = Some(found.map_or(theirs.clone(), |f| f.max(theirs)));
+    }
+    Ok(found)
+}
+
+/// Refuses a component that imports an interface its grants do not cover,
+/// naming the import, rather than let it fail at its first use.
+pub(crate) fn check_grants(imports: &[String], grants: &Grants) -> Result<(), String> {
+    let mut refused = Vec::new();
+    for name in imports {
+        let why = if name.starts_with("wasi:sockets/") && !grants.network {
+            "network access, not granted (grant it with `sandbox.network = true`)"
+        } else if name.starts_with("wasi:filesystem/") && grants.dirs.is_empty() {
+            "file system access, not granted (grant directories with `sandbox.dirs`)"
+        } else if name.starts_with("wasi:http/") {
+            "outgoing HTTP, which Weir does not offer to plugins"
+        } else {
+            continue;
+        };
+        refused.push(format!("`{name}` ({why})"));
+    }
+    if refused.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "it imports {}, but plugins get no network access",
-            denied.join(", ")
-        ))
+        Err(format!("it imports {}", refused.join(", ")))
     }
 }
 
 /// Says plainly when a component is of the other world, or of none.
-fn check_world<W: World>(engine: &PluginEngine, component: &Component) -> Result<(), String> {
+pub(crate) fn check_world<W: World>(engine: &Engine, component: &Component) -> Result<(), String> {
     if component.get_export_index(None, W::ENTRY).is_some() {
         return Ok(());
     }
@@ -195,7 +266,7 @@ fn check_world<W: World>(engine: &PluginEngine, component: &Component) -> Result
     }
     let component_type = component.component_type();
     let exports: Vec<&str> = component_type
-        .exports(engine.engine())
+        .exports(engine)
         .map(|(name, _)| name)
         .collect();
     Err(format!(
@@ -225,18 +296,36 @@ pub(crate) struct Session<W: World> {
     lowering: Lowering,
     /// Why the instance refuses calls, once a call failed.
     poisoned: Option<String>,
+    /// The optional calls the plugin asked for in `init`.
+    pub(crate) hooks: wit::Hooks,
+    /// Fuel each call starts with, when metered.
+    fuel: Option<u64>,
+    /// Whether successful calls add to the plugin's counters; not for the
+    /// throwaway instances that isolate a failing event.
+    publish_counts: bool,
 }
 
 impl<W: World> Session<W> {
-    /// Instantiates the plugin and runs its `init`.
-    pub(crate) fn start(plugin: &Loaded<W>) -> Result<Self, PluginError> {
+    /// Instantiates the plugin and runs its `init`. `publish_counts` says
+    /// whether what the instance counts is real (see the field).
+    pub(crate) fn start(plugin: &Loaded<W>, publish_counts: bool) -> Result<Self, PluginError> {
         let spec = &plugin.spec;
-        let mut store = Store::new(
-            plugin.engine.engine(),
-            HostState::new(plugin.name.clone(), spec.memory_limit_bytes),
-        );
+        let runtime = plugin.engine.runtime(spec.fuel.is_some())?;
+        let state = HostState::new(plugin.name.clone(), spec, plugin.engine.clone()).map_err(
+            |message| PluginError::Load {
+                plugin: plugin.name.to_string(),
+                path: spec.path.clone(),
+                message,
+            },
+        )?;
+        let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
+        if let Some(fuel) = spec.fuel {
+            store.set_fuel(fuel).map_err(|e| PluginError::Engine {
+                message: format!("{e:#}"),
+            })?;
+        }
         let deadline_ticks = deadline_ticks(spec.call_timeout);
         // A component may run start functions while instantiating: they get
         // a deadline too.
@@ -253,19 +342,46 @@ impl<W: World> Session<W> {
             segment_tables: HashSet::new(),
             lowering: Lowering::default(),
             poisoned: None,
+            hooks: wit::Hooks::empty(),
+            fuel: spec.fuel,
+            publish_counts,
         };
-        let config: Vec<(&str, &str)> = spec
-            .config
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        match session.call(|exports, store| exports.init(store, &config))? {
-            Ok(()) => Ok(session),
+        match session.call(|exports, store| exports.init(store))? {
+            Ok(hooks) => {
+                session.hooks = hooks;
+                session.calls_succeeded();
+                Ok(session)
+            }
             Err(message) => Err(PluginError::Init {
                 plugin: plugin.name.to_string(),
                 message,
             }),
         }
+    }
+
+    /// Ends a unit of work that succeeded: what the plugin counted during
+    /// it becomes part of its totals (or is dropped, for a throwaway
+    /// instance).
+    pub(crate) fn calls_succeeded(&mut self) {
+        let state = self.store.data_mut();
+        if self.publish_counts {
+            state.publish_counts();
+        } else {
+            state.discard_counts();
+        }
+    }
+
+    /// The tables the instance declared, by id.
+    pub(crate) fn declared(&self) -> &std::collections::HashMap<u32, Arc<TableSchema>> {
+        &self.store.data().declared
+    }
+
+    /// Makes a call that is not a batch (the `commit` hook).
+    pub(crate) fn call_other<R>(
+        &mut self,
+        f: impl FnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.call(f)
     }
 
     /// Whether an earlier call failed, so the instance refuses calls.
@@ -282,6 +398,13 @@ impl<W: World> Session<W> {
     ) -> Result<R, PluginError> {
         self.check_usable()?;
         self.store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(fuel) = self.fuel
+            && let Err(e) = self.store.set_fuel(fuel)
+        {
+            return Err(PluginError::Engine {
+                message: format!("{e:#}"),
+            });
+        }
         self.store.data_mut().begin_call();
         f(&self.exports, &mut self.store).map_err(|e| {
             let err = classify(&self.name, self.call_timeout, self.store.data(), e);
@@ -413,6 +536,9 @@ fn classify(
             after: timeout,
         };
     }
+    if trap == Some(&Trap::OutOfFuel) {
+        return PluginError::OutOfFuel { plugin };
+    }
     let mut message = match (trap, error.downcast_ref::<wasmtime_wasi::I32Exit>()) {
         (Some(trap), _) => trap.to_string(),
         (None, Some(exit)) => format!("the plugin called exit({})", exit.0),
@@ -424,4 +550,78 @@ fn classify(
         message.push_str(&output.join(" | "));
     }
     PluginError::Trap { plugin, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn contract_versions_are_checked_by_semver() {
+        let ok = check_contract(&names(&["wasi:io/streams@0.2.6", "weir:cdc/host@1.0.0"]));
+        assert_eq!(ok.unwrap().unwrap().to_string(), "1.0.0");
+        assert_eq!(
+            check_contract(&names(&["wasi:io/streams@0.2.6"])).unwrap(),
+            None
+        );
+
+        let newer_major = check_contract(&names(&["weir:cdc/types@2.0.0"])).unwrap_err();
+        assert!(newer_major.contains("weir:cdc@2.0.0"), "{newer_major}");
+        assert!(
+            newer_major.contains("implements weir:cdc@1.0.0"),
+            "{newer_major}"
+        );
+        assert!(newer_major.contains("upgrade Weir"), "{newer_major}");
+
+        let older_major = check_contract(&names(&["weir:cdc/types@0.1.0"])).unwrap_err();
+        assert!(
+            older_major.contains("rebuild it with a plugin SDK"),
+            "{older_major}"
+        );
+
+        let newer_minor = check_contract(&names(&["weir:cdc/host@1.1.0"])).unwrap_err();
+        assert!(newer_minor.contains("1.0 to 1.0"), "{newer_minor}");
+
+        let unversioned = check_contract(&names(&["weir:cdc/host"])).unwrap_err();
+        assert!(unversioned.contains("without a version"), "{unversioned}");
+    }
+
+    #[test]
+    fn imports_need_their_grants() {
+        let imports = names(&[
+            "wasi:cli/environment@0.2.6",
+            "wasi:filesystem/preopens@0.2.6",
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:http/outgoing-handler@0.2.6",
+        ]);
+        let err = check_grants(&imports, &Grants::default()).unwrap_err();
+        for named in [
+            "wasi:filesystem/preopens",
+            "wasi:sockets/tcp",
+            "wasi:http/outgoing-handler",
+        ] {
+            assert!(err.contains(named), "{err}");
+        }
+        assert!(!err.contains("environment"), "{err}");
+
+        let granted = Grants {
+            network: true,
+            dirs: vec![crate::DirGrant {
+                host: "/tmp".into(),
+                guest: "/tmp".into(),
+                writable: false,
+            }],
+            ..Grants::default()
+        };
+        let err = check_grants(&imports, &granted).unwrap_err();
+        assert!(
+            err.contains("wasi:http") && !err.contains("wasi:sockets"),
+            "{err}"
+        );
+        assert!(check_grants(&imports[..3], &granted).is_ok());
+    }
 }

@@ -13,7 +13,8 @@ pub struct PluginSpec {
     pub name: String,
     /// The component file (`.wasm`).
     pub path: PathBuf,
-    /// The key/value pairs passed to the plugin's `init`.
+    /// The key/value pairs the plugin reads with the contract's
+    /// `host.config`.
     pub config: Vec<(String, String)>,
     /// The most linear memory one instance may use, in bytes. Growing past
     /// it stops the call with [`PluginError::MemoryLimit`](crate::PluginError::MemoryLimit).
@@ -22,6 +23,47 @@ pub struct PluginSpec {
     /// run. Running past it stops the call with
     /// [`PluginError::Timeout`](crate::PluginError::Timeout).
     pub call_timeout: Duration,
+    /// Fuel per call, when set: a deterministic bound on the work one call
+    /// may do (roughly one unit per WebAssembly instruction), on top of the
+    /// wall-clock deadline. Metered plugins run somewhat slower.
+    pub fuel: Option<u64>,
+    /// What the plugin may reach outside its own memory.
+    pub grants: Grants,
+}
+
+/// What a plugin may reach outside its own memory: nothing unless granted.
+/// A component importing an interface it was not granted (`wasi:filesystem`
+/// without `dirs`, `wasi:sockets` without `network`) is refused at load.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Environment variables the plugin sees, as (name, value).
+    pub env: Vec<(String, String)>,
+    /// Host directories the plugin may open.
+    pub dirs: Vec<DirGrant>,
+    /// Outgoing TCP and UDP connections and name lookups (`wasi:sockets`).
+    pub network: bool,
+}
+
+/// A host directory a plugin may open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it, such as `/data`.
+    pub guest: String,
+    /// Whether the plugin may create, change and remove files in it.
+    pub writable: bool,
+}
+
+/// Environment values may be secrets: only their names are shown.
+impl fmt::Debug for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grants")
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("dirs", &self.dirs)
+            .field("network", &self.network)
+            .finish()
+    }
 }
 
 impl PluginSpec {
@@ -38,6 +80,8 @@ impl PluginSpec {
             config: Vec::new(),
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            fuel: None,
+            grants: Grants::default(),
         }
     }
 
@@ -58,6 +102,18 @@ impl PluginSpec {
         self.call_timeout = timeout;
         self
     }
+
+    /// Meters each call with this much fuel.
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
+        self
+    }
+
+    /// Sets what the plugin may reach.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
+        self
+    }
 }
 
 /// Configuration values may be secrets (a hashing salt, a token): only
@@ -73,6 +129,8 @@ impl fmt::Debug for PluginSpec {
             )
             .field("memory_limit_bytes", &self.memory_limit_bytes)
             .field("call_timeout", &self.call_timeout)
+            .field("fuel", &self.fuel)
+            .field("grants", &self.grants)
             .finish()
     }
 }
@@ -83,9 +141,16 @@ mod tests {
 
     #[test]
     fn debug_hides_config_values() {
-        let spec = PluginSpec::new("mask", "mask.wasm").with_config("salt", "s3cret");
+        let spec = PluginSpec::new("mask", "mask.wasm")
+            .with_config("salt", "s3cret")
+            .with_grants(Grants {
+                env: vec![("TOKEN".into(), "t0ken".into())],
+                ..Grants::default()
+            });
         let shown = format!("{spec:?}");
         assert!(shown.contains("salt"));
         assert!(!shown.contains("s3cret"));
+        assert!(shown.contains("TOKEN"));
+        assert!(!shown.contains("t0ken"));
     }
 }

@@ -1,7 +1,8 @@
 //! What each plugin instance's store holds: its WASI context (which grants
-//! nothing), its memory limiter, and its captured output.
+//! only what the plugin's spec grants), its memory limiter, its captured
+//! output, and the host functions of the contract's `host` interface.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -9,9 +10,14 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use weir_core::TableSchema;
 
+use crate::PluginEngine;
 use crate::bindings::host::{self, Level};
+use crate::bindings::wit;
+use crate::registry::TableShape;
+use crate::spec::PluginSpec;
 
 /// The `tracing` target of everything plugins log or print, so operators
 /// can filter it (`RUST_LOG=weir::plugin=debug`).
@@ -30,30 +36,82 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// The data of one plugin instance's store.
 pub(crate) struct HostState {
     plugin: Arc<str>,
+    engine: PluginEngine,
+    config: Arc<[(String, String)]>,
     wasi: WasiCtx,
     resources: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     output: PluginOutput,
+    /// Counts of the calls since the last [`HostState::publish_counts`]:
+    /// they reach the plugin's totals only once the calls succeed, so the
+    /// re-runs that isolate a failing event do not count twice.
+    counts: HashMap<String, u64>,
+    /// Tables this instance declared, by id: ids its answers may use.
+    pub(crate) declared: HashMap<u32, Arc<TableSchema>>,
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, memory_limit: usize) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        spec: &PluginSpec,
+        engine: PluginEngine,
+    ) -> Result<Self, String> {
         let output = PluginOutput::new(plugin.clone());
-        let wasi = WasiCtxBuilder::new()
-            .stdout(output.stream("stdout"))
+        let grants = &spec.grants;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.stream("stdout"))
             .stderr(output.stream("stderr"))
-            // Deny by default already; said explicitly because it matters.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        HostState {
-            plugin,
-            wasi,
-            resources: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_limit),
-            output,
+            .envs(&grants.env)
+            .allow_tcp(grants.network)
+            .allow_udp(grants.network)
+            .allow_ip_name_lookup(grants.network);
+        if grants.network {
+            wasi.inherit_network();
         }
+        for dir in &grants.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    format!(
+                        "cannot open the granted directory {}: {e:#}",
+                        dir.host.display()
+                    )
+                })?;
+        }
+        Ok(HostState {
+            plugin,
+            engine,
+            config: spec.config.clone().into(),
+            wasi: wasi.build(),
+            resources: ResourceTable::new(),
+            limiter: MemoryLimiter::new(spec.memory_limit_bytes),
+            output,
+            counts: HashMap::new(),
+            declared: HashMap::new(),
+        })
+    }
+
+    /// Adds what the instance counted to its plugin's totals.
+    pub(crate) fn publish_counts(&mut self) {
+        let refused = self.engine.counters().add(&self.plugin, &mut self.counts);
+        if refused > 0 {
+            tracing::warn!(
+                target: PLUGIN_TARGET,
+                plugin = &*self.plugin,
+                refused,
+                "the plugin has too many counters ({} at most); new names are not counted",
+                crate::registry::MAX_COUNTERS_PER_PLUGIN
+            );
+        }
+    }
+
+    /// Forgets what the instance counted since the last publish.
+    pub(crate) fn discard_counts(&mut self) {
+        self.counts.clear();
     }
 
     /// Forgets the output of earlier calls, so an error report shows what
@@ -88,6 +146,56 @@ impl host::Host for HostState {
             Level::Info => tracing::info!(target: PLUGIN_TARGET, plugin, "{message}"),
             Level::Warn => tracing::warn!(target: PLUGIN_TARGET, plugin, "{message}"),
             Level::Error => tracing::error!(target: PLUGIN_TARGET, plugin, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> Vec<(String, String)> {
+        self.config.to_vec()
+    }
+
+    fn count(&mut self, name: String, delta: u64) {
+        // Bounded per plugin when published; bounded per call here, so a
+        // plugin inventing names cannot grow this map without bound either.
+        if self.counts.len() >= crate::registry::MAX_COUNTERS_PER_PLUGIN
+            && !self.counts.contains_key(&name)
+        {
+            return;
+        }
+        let total = self.counts.entry(name).or_default();
+        *total = total.saturating_add(delta);
+    }
+
+    fn declare_table(
+        &mut self,
+        schema: String,
+        name: String,
+        columns: Vec<wit::ColumnResult>,
+    ) -> u32 {
+        let shape = TableShape {
+            schema,
+            name,
+            columns: columns
+                .into_iter()
+                .map(|c| (c.name, c.type_name, c.key))
+                .collect(),
+        };
+        match self.engine.declared().declare(shape) {
+            Some(table) => {
+                let id = table.id;
+                self.declared.insert(id, table);
+                id
+            }
+            None => {
+                // 0 names no table, so a change using it fails with a
+                // contract error that says why.
+                tracing::warn!(
+                    target: PLUGIN_TARGET,
+                    plugin = &*self.plugin,
+                    "declare-table refused: {} tables are declared already",
+                    crate::registry::MAX_DECLARED_TABLES
+                );
+                0
+            }
         }
     }
 }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use weir_core::{ChangeEvent, Destination, RawMessage};
+use weir_core::{ChangeEvent, Destination, Lsn, RawMessage, SourceInfo, TxnId};
 
 use crate::bindings::{transform, wit};
-use crate::convert::{Announced, lift_change, lift_destination, lift_raw};
+use crate::convert::{Tables, lift_change, lift_destination, lift_raw};
 use crate::session::{Loaded, Session};
 use crate::{PluginEngine, PluginError, PluginSpec};
 
@@ -48,6 +48,19 @@ pub enum EmitPayload {
     Raw(RawMessage),
 }
 
+/// A committed transaction, as the `commit` hook is told of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    /// Weir's id of the transaction: what emits made at commit belong to.
+    pub txn: TxnId,
+    /// Postgres transaction id.
+    pub xid: u32,
+    /// LSN of the commit record.
+    pub commit_lsn: Lsn,
+    /// Commit time, microseconds since 1970-01-01 UTC.
+    pub commit_time_micros: i64,
+}
+
 /// A compiled transform component, validated against the `transform`
 /// world. Cheap to clone; instantiate it once per pipeline (and again after
 /// an instance fails).
@@ -67,16 +80,47 @@ impl TransformPlugin {
         })
     }
 
+    /// Compiles `bytes` as a new version of the plugin of `spec` (whose
+    /// file is not replaced yet) and checks it is a transform.
+    pub fn load_bytes(
+        engine: &PluginEngine,
+        spec: PluginSpec,
+        bytes: &[u8],
+    ) -> Result<Self, PluginError> {
+        Ok(TransformPlugin {
+            loaded: Arc::new(Loaded::from_bytes(engine, spec, bytes)?),
+        })
+    }
+
     /// Creates an instance and runs `init` with the spec's configuration.
     pub fn instantiate(&self) -> Result<TransformInstance, PluginError> {
         Ok(TransformInstance {
-            session: Session::start(&self.loaded)?,
+            session: Session::start(&self.loaded, true)?,
+        })
+    }
+
+    /// An instance whose counts are thrown away: for re-runs that isolate
+    /// a failing event, which must not count events twice.
+    pub(crate) fn instantiate_probe(&self) -> Result<TransformInstance, PluginError> {
+        Ok(TransformInstance {
+            session: Session::start(&self.loaded, false)?,
         })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.loaded.name
+    }
+
+    /// The first 12 hex digits of the component's SHA-256: which build of
+    /// the plugin this is.
+    pub fn version(&self) -> &str {
+        &self.loaded.version
+    }
+
+    /// The `weir:cdc` contract version the component was built against.
+    pub fn contract(&self) -> Option<&semver::Version> {
+        self.loaded.contract.as_ref()
     }
 
     /// What the plugin was loaded from.
@@ -120,14 +164,65 @@ impl TransformInstance {
                     .session
                     .count_error("outcomes", answers.len(), segment.len()));
             }
+            let tables = Tables {
+                announced: &self.session.tables,
+                declared: self.session.declared(),
+            };
             for (offset, (answer, event)) in answers.into_iter().zip(segment).enumerate() {
-                let outcome = lift_outcome(answer, event, &self.session.tables)
+                let outcome = lift_outcome(answer, event, &tables)
                     .map_err(|m| self.session.contract_error(start + offset, event, &m))?;
                 outcomes.push(outcome);
             }
             start = end;
         }
+        self.session.calls_succeeded();
         Ok(outcomes)
+    }
+
+    /// Whether the plugin asked for the `commit` hook: then call
+    /// [`TransformInstance::commit`] after each transaction's last change,
+    /// and never pass changes of two transactions in one `process` call.
+    pub fn wants_commit(&self) -> bool {
+        self.session.hooks.contains(wit::Hooks::COMMIT)
+    }
+
+    /// Runs the `commit` hook for `txn`; returns what the plugin emits as
+    /// part of the transaction.
+    pub fn commit(&mut self, txn: &Transaction) -> Result<Vec<Emit>, PluginError> {
+        let arg = wit::Transaction {
+            xid: txn.xid,
+            commit_lsn: txn.commit_lsn.0,
+            commit_time_micros: txn.commit_time_micros,
+        };
+        let emits = self
+            .session
+            .call_other(|exports, store| exports.call_commit(store, arg))?;
+        // Raw bytes made at commit have no change of their own: they carry
+        // the commit's position.
+        let source = SourceInfo {
+            commit_lsn: txn.commit_lsn,
+            lsn: txn.commit_lsn,
+            xid: txn.xid,
+            commit_time_micros: txn.commit_time_micros,
+            seq: 0,
+        };
+        let tables = Tables {
+            announced: &self.session.tables,
+            declared: self.session.declared(),
+        };
+        let emits = emits
+            .into_iter()
+            .map(|emit| lift_emit(emit, &tables, txn.txn, source))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|message| PluginError::Contract {
+                plugin: self.session.name.to_string(),
+                message: format!(
+                    "answer of `commit` for xid {} (commit LSN {}): {message}",
+                    txn.xid, txn.commit_lsn
+                ),
+            })?;
+        self.session.calls_succeeded();
+        Ok(emits)
     }
 
     /// Whether an earlier call failed, so this instance refuses calls.
@@ -144,7 +239,7 @@ impl TransformInstance {
 fn lift_outcome(
     answer: wit::Outcome,
     event: &ChangeEvent,
-    tables: &Announced,
+    tables: &Tables<'_>,
 ) -> Result<Outcome, String> {
     Ok(match answer {
         wit::Outcome::Keep => Outcome::Keep,
@@ -156,18 +251,24 @@ fn lift_outcome(
         wit::Outcome::Replace(emits) => Outcome::Replace(
             emits
                 .into_iter()
-                .map(|emit| {
-                    Ok(Emit {
-                        destination: emit.destination.map(lift_destination),
-                        payload: match emit.payload {
-                            wit::Payload::Change(c) => {
-                                EmitPayload::Change(lift_change(c, tables, event.txn)?)
-                            }
-                            wit::Payload::Raw(r) => EmitPayload::Raw(lift_raw(r, event.source)),
-                        },
-                    })
-                })
+                .map(|emit| lift_emit(emit, tables, event.txn, event.source))
                 .collect::<Result<_, String>>()?,
         ),
+    })
+}
+
+/// Lifts one emit of transaction `txn`; raw bytes get position `source`.
+fn lift_emit(
+    emit: wit::Emit,
+    tables: &Tables<'_>,
+    txn: TxnId,
+    source: SourceInfo,
+) -> Result<Emit, String> {
+    Ok(Emit {
+        destination: emit.destination.map(lift_destination),
+        payload: match emit.payload {
+            wit::Payload::Change(c) => EmitPayload::Change(lift_change(c, tables, txn)?),
+            wit::Payload::Raw(r) => EmitPayload::Raw(lift_raw(r, source)),
+        },
     })
 }

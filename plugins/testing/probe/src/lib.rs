@@ -31,7 +31,7 @@ thread_local! {
 }
 
 impl Probe {
-    /// The `init` export.
+    /// The `init` export, given what the host's `config` import returned.
     pub fn init(&mut self, config: Vec<(String, String)>) -> Result<(), String> {
         for (key, value) in config {
             match key.as_str() {
@@ -101,15 +101,19 @@ fn change_emit(change: Change) -> Emit {
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod export {
-    use weir_plugin_sdk::bindings::transform::{Change, Guest, Outcome, Table};
+    use weir_plugin_sdk::bindings::transform::weir::cdc::host;
+    use weir_plugin_sdk::bindings::transform::{
+        Change, Emit, Guest, Hooks, Outcome, Table, Transaction,
+    };
 
     use super::PROBE;
 
     struct Export;
 
     impl Guest for Export {
-        fn init(config: Vec<(String, String)>) -> Result<(), String> {
-            PROBE.with_borrow_mut(|p| p.init(config))
+        fn init() -> Result<Hooks, String> {
+            PROBE.with_borrow_mut(|p| p.init(host::config()))?;
+            Ok(Hooks::empty())
         }
 
         fn on_table(table: Table) {
@@ -118,6 +122,11 @@ mod export {
 
         fn process(batch: Vec<Change>) -> Vec<Outcome> {
             PROBE.with_borrow_mut(|p| p.process(batch))
+        }
+
+        /// Never called: `init` asks for no hooks.
+        fn commit(_txn: Transaction) -> Vec<Emit> {
+            Vec::new()
         }
     }
 

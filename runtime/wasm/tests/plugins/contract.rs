@@ -3,7 +3,9 @@
 //! of the wrong world).
 
 use weir_core::{ChangeEvent, Op};
-use weir_wasm::{EmitPayload, Outcome, PluginError, RouterPlugin, TransformPlugin};
+use weir_wasm::{
+    DirGrant, EmitPayload, Grants, Outcome, PluginError, RouterPlugin, TransformPlugin,
+};
 
 use crate::common::*;
 
@@ -178,6 +180,52 @@ fn components_that_want_the_network_are_refused() {
         .unwrap();
     let text = err.to_string();
     assert!(matches!(err, PluginError::Load { .. }), "{err:?}");
-    assert!(text.contains("it imports wasi:sockets/"), "{text}");
-    assert!(text.contains("plugins get no network access"), "{text}");
+    assert!(text.contains("it imports `wasi:sockets/"), "{text}");
+    assert!(
+        text.contains("grant it with `sandbox.network = true`"),
+        "{text}"
+    );
+
+    // Granted, it loads.
+    let granted = spec("net", "network.wasm", &[]).with_grants(Grants {
+        network: true,
+        ..Grants::default()
+    });
+    TransformPlugin::load(engine(), granted).unwrap();
+}
+
+#[test]
+fn components_that_want_files_need_a_granted_directory() {
+    let err = TransformPlugin::load(engine(), spec("fs", "filesystem.wasm", &[]))
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(text.contains("it imports `wasi:filesystem/"), "{text}");
+    assert!(
+        text.contains("grant directories with `sandbox.dirs`"),
+        "{text}"
+    );
+
+    // Granted a directory, it reads from it, and only from it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lookup.txt"), "twelve bytes").unwrap();
+    let grants = Grants {
+        dirs: vec![DirGrant {
+            host: dir.path().to_owned(),
+            guest: "/data".into(),
+            writable: false,
+        }],
+        ..Grants::default()
+    };
+    let reading = |path: &str| {
+        let spec = spec("fs", "filesystem.wasm", &[("read", path)]).with_grants(grants.clone());
+        TransformPlugin::load(engine(), spec).unwrap().instantiate()
+    };
+    reading("/data/lookup.txt").unwrap();
+    let outside = reading("/etc/hostname").err().unwrap();
+    assert!(
+        matches!(outside, PluginError::Init { .. })
+            && outside.to_string().contains("cannot read /etc/hostname"),
+        "{outside}"
+    );
 }

@@ -44,17 +44,17 @@ fn fails_then_recovers(plugin: &TransformPlugin, check: impl Fn(&PluginError)) {
         "{again}"
     );
 
-    // The culprit is found by bisection on fresh instances.
-    assert_eq!(
-        find_failing_event(plugin, &batch).unwrap(),
-        Some(CULPRIT as usize)
-    );
+    // The culprit is found by bisection on fresh instances, with the
+    // error it fails with on its own.
+    let (culprit, error) = find_failing_event(plugin, &batch).unwrap().unwrap();
+    assert_eq!(culprit, CULPRIT as usize);
+    check(&error);
     let innocent: Vec<ChangeEvent> = batch
         .iter()
         .filter(|e| e.source.seq != CULPRIT as u32)
         .cloned()
         .collect();
-    assert_eq!(find_failing_event(plugin, &innocent).unwrap(), None);
+    assert!(find_failing_event(plugin, &innocent).unwrap().is_none());
 
     // A fresh instance carries on without the culprit.
     let mut fresh = plugin.instantiate().unwrap();
@@ -105,4 +105,28 @@ fn a_memory_bomb_hits_its_limit() {
         );
         assert!(err.to_string().contains("16777216 bytes"), "{err}");
     });
+}
+
+#[test]
+fn a_plugin_out_of_fuel_is_stopped() {
+    // The spinning plugin loops forever on the culprit: fuel stops it long
+    // before its (generous) deadline.
+    let plugin = hostile("fuel-test", "spin.wasm", |s| {
+        s.with_call_timeout(Duration::from_secs(60))
+            .with_fuel(50_000_000)
+    });
+    let started = Instant::now();
+    fails_then_recovers(&plugin, |err| {
+        assert!(matches!(err, PluginError::OutOfFuel { .. }), "{err:?}");
+        assert!(err.to_string().contains("fuel"), "{err}");
+    });
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // Fuel is per call: a metered plugin processes batch after batch.
+    let mut instance = plugin.instantiate().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            instance.process(&orders_batch(40)).unwrap(),
+            vec![Outcome::Keep; 40]
+        );
+    }
 }

@@ -8,4 +8,5 @@
 mod common;
 mod contract;
 mod examples;
+mod host;
 mod hostile;
