@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the unit tests of {{name}}, then builds {{name}}.wasm, a component
+# Weir loads, with ComponentizeJS (installed by Weir's scripts/setup-polyglot
+# under ~/.cache/weir/tools, or see README.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+node --test >&2
+node weir_plugin/build.mjs --plugin plugin.js --wit wit/weir-cdc.wit -o "{{name}}.wasm"
+echo "{{name}}.wasm"
