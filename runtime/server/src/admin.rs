@@ -1,19 +1,28 @@
-//! The admin HTTP endpoint: `/health`, `/status` and `/metrics`.
+//! The admin HTTP endpoint: `/health`, `/status`, `/metrics`, and
+//! `/plugins` (`GET` lists them; `PUT /plugins/{name}` with a component as
+//! the body deploys a new version of one).
 //!
 //! It stays up when the pipeline halts, so an operator (or an orchestrator's
-//! probe) can see why.
+//! probe) can see why. It has no authentication: bind it to loopback or a
+//! private network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State as Extract;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State as Extract};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, put};
 use tokio_util::sync::CancellationToken;
 
+use crate::reload::DeployError;
 use crate::status::{State, Status};
+
+/// The largest component `PUT /plugins/{name}` takes. Python components
+/// are around 20 MB.
+const MAX_COMPONENT_BYTES: usize = 256 << 20;
 
 /// Binds `listen` and serves until `shutdown`. Returns the bound address
 /// (useful when `listen` has port 0).
@@ -28,6 +37,11 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/status", get(status_json))
         .route("/metrics", get(metrics))
+        .route("/plugins", get(plugins))
+        .route(
+            "/plugins/{name}",
+            put(deploy).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
         .with_state(status);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -60,4 +74,43 @@ async fn metrics(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4")],
         status.metrics(),
     )
+}
+
+async fn plugins(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
+    axum::Json(status.plugins.snapshot())
+}
+
+async fn deploy(
+    Extract(status): Extract<Arc<Status>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let Some(deployer) = status.plugins.deployer() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": "the pipeline is not running yet"})),
+        );
+    };
+    match deployer.deploy(&name, body.to_vec()).await {
+        Ok(deployed) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "plugin": deployed.plugin,
+                "version": deployed.version,
+                "previous": deployed.previous,
+                "state": "validated; takes over at the next transaction boundary",
+            })),
+        ),
+        Err(e) => {
+            let code = match e {
+                DeployError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
+                DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                code,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            )
+        }
+    }
 }

@@ -35,8 +35,67 @@ pub struct Config {
     /// Tuning of the pipeline between source and sinks.
     #[serde(default)]
     pub pipeline: PipelineConfig,
-    /// The HTTP admin endpoint (health, status, metrics).
+    /// The HTTP admin endpoint (health, status, metrics, plugin deploys).
     pub admin: Option<AdminConfig>,
+    /// Where changes go that a plugin with `on_failure = "dead-letter"`
+    /// failed on.
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// How plugins are kept: hot reload and the compiled-code cache.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// The dead-letter queue: a sink (and topic) of its own. It receives no
+/// other changes unless a route names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// The sink that receives dead letters.
+    pub sink: String,
+    /// Topic within that sink; the sink's default when absent.
+    pub topic: Option<String>,
+}
+
+/// How plugins are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Watch each plugin's file and deploy a new version when it changes
+    /// (write the new build next to it and rename it over the old one).
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How often plugin files are checked for changes.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Where compiled plugin code is kept across restarts and reloads.
+    /// Defaults to `$XDG_CACHE_HOME/weir/compiled` (or
+    /// `~/.cache/weir/compiled`); set to `""` to keep it in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            watch: true,
+            poll_interval: default_poll_interval(),
+            cache_dir: None,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The directory compiled plugin code is kept in, if any.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|d| d.join("weir").join("compiled")),
+        }
+    }
 }
 
 /// Where and what to capture.
@@ -121,6 +180,101 @@ pub struct PluginConfig {
     /// Wall-clock deadline for one call into the plugin.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Fuel per call: a deterministic bound on the work of one call
+    /// (roughly one unit per instruction). Unset: no metering, which is
+    /// faster; the deadline still applies.
+    pub fuel: Option<u64>,
+    /// What happens to a change the plugin fails on (traps, times out,
+    /// runs out of memory or fuel, rejects, breaks the contract): `halt`
+    /// the pipeline, `skip` it (logged and counted), or `dead-letter` it
+    /// (to the `[dead_letter]` sink, with the plugin, its version and the
+    /// error). Failures of the `commit` hook always halt.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// Halts the pipeline when the plugin fails this often, whatever
+    /// `on_failure` says: a plugin failing on every change must not
+    /// dead-letter the whole stream.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// What the plugin may reach beyond its own memory. Nothing by default.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// What happens to a change a plugin fails on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Stop the pipeline; nothing from the failing change on is
+    /// acknowledged.
+    #[default]
+    Halt,
+    /// Leave the change out, log it and count it.
+    Skip,
+    /// Send the change, with the error, to the dead-letter sink.
+    DeadLetter,
+}
+
+impl FailurePolicy {
+    /// The name used in configuration and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Halt => "halt",
+            FailurePolicy::Skip => "skip",
+            FailurePolicy::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// The circuit breaker of one plugin.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Most failures tolerated within `window`; one more halts.
+    #[serde(default = "default_breaker_failures")]
+    pub max_failures: u32,
+    /// The sliding window failures are counted in.
+    #[serde(default = "default_breaker_window", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            max_failures: default_breaker_failures(),
+            window: default_breaker_window(),
+        }
+    }
+}
+
+/// What a plugin may reach. A component importing an interface it is not
+/// granted is refused at load, naming the import.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Environment variables the plugin sees (use `${NAME}` to pass on
+    /// Weir's own).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Directories the plugin may open (grants `wasi:filesystem`).
+    #[serde(default)]
+    pub dirs: Vec<DirConfig>,
+    /// Outgoing connections and name lookups (grants `wasi:sockets`).
+    #[serde(default)]
+    pub network: bool,
+}
+
+/// A directory granted to a plugin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirConfig {
+    /// The directory on this machine, relative to the config file.
+    pub host: PathBuf,
+    /// Where the plugin sees it, such as `/data`.
+    pub guest: String,
+    /// Whether the plugin may change files in it; read-only by default.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// A routing rule.
@@ -209,6 +363,15 @@ fn default_memory_mib() -> usize {
 fn default_call_timeout() -> Duration {
     Duration::from_secs(5)
 }
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_breaker_failures() -> u32 {
+    10
+}
+fn default_breaker_window() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_channel_batches() -> usize {
     8
 }
@@ -275,6 +438,17 @@ impl Config {
             if plugin.path.is_relative() {
                 plugin.path = base.join(&plugin.path);
             }
+            for dir in &mut plugin.sandbox.dirs {
+                if dir.host.is_relative() {
+                    dir.host = base.join(&dir.host);
+                }
+            }
+        }
+        if let Some(dir) = &mut config.plugins.cache_dir
+            && !dir.as_os_str().is_empty()
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
         }
         let problems = config.validate();
         if problems.is_empty() {
@@ -334,10 +508,37 @@ impl Config {
             );
         }
         for (i, p) in self.transforms.iter().enumerate() {
-            check_plugin(&format!("transforms[{i}]"), p, &mut problems);
+            self.check_plugin(&format!("transforms[{i}]"), p, &mut problems);
+        }
+        let mut names = BTreeMap::new();
+        for (field, p) in self
+            .transforms
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("transforms[{i}]"), p))
+            .chain(self.router.iter().map(|p| ("router".to_owned(), p)))
+        {
+            if let Some(earlier) = names.insert(p.display_name(), field.clone()) {
+                problems.push(format!(
+                    "{field}.name: {:?} is also the name of {earlier}; plugin names must be unique (set `name`)",
+                    p.display_name()
+                ));
+            }
+        }
+        if let Some(dl) = &self.dead_letter
+            && !self.sinks.contains_key(&dl.sink)
+        {
+            problems.push(format!(
+                "dead_letter.sink: no sink named {:?} (configured: {})",
+                dl.sink,
+                self.sink_names()
+            ));
+        }
+        if self.plugins.poll_interval.is_zero() {
+            problems.push("plugins.poll_interval: must be more than zero".into());
         }
         if let Some(r) = &self.router {
-            check_plugin("router", r, &mut problems);
+            self.check_plugin("router", r, &mut problems);
             if !self.routes.is_empty() {
                 problems.push(
                     "routes: a router plugin is configured; remove `routes` or `router`".into(),
@@ -418,18 +619,52 @@ impl PluginConfig {
     }
 }
 
-fn check_plugin(field: &str, p: &PluginConfig, problems: &mut Vec<String>) {
-    if !p.path.is_file() {
-        problems.push(format!(
-            "{field}.path: {} does not exist or is not a file",
-            p.path.display()
-        ));
-    }
-    if p.memory_limit_mib == 0 {
-        problems.push(format!("{field}.memory_limit_mib: must be at least 1"));
-    }
-    if p.timeout.is_zero() {
-        problems.push(format!("{field}.timeout: must be more than zero"));
+impl Config {
+    fn check_plugin(&self, field: &str, p: &PluginConfig, problems: &mut Vec<String>) {
+        if !p.path.is_file() {
+            problems.push(format!(
+                "{field}.path: {} does not exist or is not a file",
+                p.path.display()
+            ));
+        }
+        if p.memory_limit_mib == 0 {
+            problems.push(format!("{field}.memory_limit_mib: must be at least 1"));
+        }
+        if p.timeout.is_zero() {
+            problems.push(format!("{field}.timeout: must be more than zero"));
+        }
+        if p.fuel == Some(0) {
+            problems.push(format!(
+                "{field}.fuel: must be more than zero (leave it out for no metering)"
+            ));
+        }
+        if p.on_failure == FailurePolicy::DeadLetter && self.dead_letter.is_none() {
+            problems.push(format!(
+                "{field}.on_failure: \"dead-letter\" needs a [dead_letter] section naming the sink"
+            ));
+        }
+        if p.breaker.max_failures == 0 {
+            problems.push(format!(
+                "{field}.breaker.max_failures: must be at least 1 (use on_failure = \"halt\" to halt at the first failure)"
+            ));
+        }
+        if p.breaker.window.is_zero() {
+            problems.push(format!("{field}.breaker.window: must be more than zero"));
+        }
+        for (i, dir) in p.sandbox.dirs.iter().enumerate() {
+            if !dir.host.is_dir() {
+                problems.push(format!(
+                    "{field}.sandbox.dirs[{i}].host: {} is not a directory",
+                    dir.host.display()
+                ));
+            }
+            if !dir.guest.starts_with('/') {
+                problems.push(format!(
+                    "{field}.sandbox.dirs[{i}].guest: {:?} must be an absolute path, such as \"/data\"",
+                    dir.guest
+                ));
+            }
+        }
     }
 }
 

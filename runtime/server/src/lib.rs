@@ -10,7 +10,11 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod pipeline;
+mod processor;
+pub mod reload;
 pub mod routing;
+mod stages;
 pub mod status;

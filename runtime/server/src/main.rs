@@ -1,6 +1,8 @@
 //! The `weir` command line: `weir run` streams changes, `weir check`
-//! validates a configuration without connecting to anything.
+//! validates a configuration without connecting to anything, and
+//! `weir plugin inspect|test|new` help write plugins (see [`weir::cli`]).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +39,11 @@ enum Command {
         #[arg(long, short, default_value = "weir.toml")]
         config: PathBuf,
     },
+    /// Inspect, test and create plugins; needs no configuration.
+    Plugin {
+        #[command(subcommand)]
+        command: weir::cli::PluginCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,41 +54,51 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person; not in files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match cli.command {
+        // Plugin calls block, and need no async runtime.
+        Command::Plugin { command } => weir::cli::run(command),
+        Command::Check { config } => with_runtime(check(config)),
+        Command::Run {
+            config,
+            exit_on_halt,
+        } => with_runtime(run(config, exit_on_halt)),
+    }
+}
+
+/// Runs `task` to completion on a multi-threaded async runtime.
+fn with_runtime(task: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime.block_on(task),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(async {
-        match cli.command {
-            Command::Check { config } => match weir::pipeline::check(&config).await {
-                Ok(c) => {
-                    println!(
-                        "{}: ok ({} transform(s), {} sink(s): {})",
-                        config.display(),
-                        c.transforms.len(),
-                        c.sinks.len(),
-                        c.sink_names()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprint!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::Run {
-                config,
-                exit_on_halt,
-            } => run(config, exit_on_halt).await,
+    }
+}
+
+async fn check(config: PathBuf) -> ExitCode {
+    match weir::pipeline::check(&config).await {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} transform(s), {} sink(s): {})",
+                config.display(),
+                c.transforms.len(),
+                c.sinks.len(),
+                c.sink_names()
+            );
+            ExitCode::SUCCESS
         }
-    })
+        Err(e) => {
+            eprint!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {

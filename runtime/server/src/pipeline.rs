@@ -9,10 +9,10 @@
 //! ```
 //!
 //! Every channel is bounded, so a slow sink slows the source instead of
-//! growing memory. The processor runs plugins on its own OS thread because
-//! wasmtime calls are synchronous and may take up to their deadline.
+//! growing memory. The processor (`processor.rs`) runs plugins on its own
+//! OS thread because wasmtime calls are synchronous and may take up to
+//! their deadline; new plugin versions reach it from the [`Deployer`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,20 +22,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weir_core::{
-    ChangeEvent, Destination, RawMessage, Sink, SinkError, SinkPayload, SinkRecord, SourceItem,
-    TxnId, Value,
-};
+use weir_core::{ChangeEvent, Destination, Sink, SinkError, SinkRecord, SourceItem, Value};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 use weir_sinks::{FileSink, KafkaSink};
 use weir_wasm::{
-    EmitPayload, Outcome, PluginEngine, PluginError, PluginSpec, RouterInstance, RouterPlugin,
-    TransformInstance, TransformPlugin, find_failing_event,
+    DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
 };
 
-use crate::checkpoint::{AckError, Checkpointer, txn_runs};
+use crate::checkpoint::{AckError, Checkpointer};
 use crate::config::{Config, PluginConfig, SinkConfig, SourceConfig, parse_table};
+use crate::processor::Processor;
+use crate::reload::Deployer;
 use crate::routing::RouteRules;
+use crate::stages::Stage;
 use crate::status::{State, Status};
 
 /// Why the pipeline could not start. Nothing was acknowledged.
@@ -64,7 +63,8 @@ pub enum StartError {
 /// failing change was acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum HaltError {
-    /// A plugin trapped, timed out or ran out of memory on a change.
+    /// A plugin whose policy is `halt` failed on a change: trapped, timed
+    /// out, ran out of memory or fuel, broke the contract, or rejected it.
     #[error("plugin {plugin} failed on {event}: {error}")]
     PluginFailed {
         /// The plugin's name.
@@ -72,20 +72,25 @@ pub enum HaltError {
         /// The change it failed on.
         event: String,
         /// The failure.
-        error: PluginError,
+        error: String,
     },
     /// A plugin failed without it being tied to one change.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// A transform returned `fail` for a change.
-    #[error("plugin {plugin} rejected {event}: {message}")]
-    PluginRejected {
+    /// A plugin failed more often than its circuit breaker allows.
+    #[error(
+        "plugin {plugin} failed {failures} times within {}; its circuit breaker halted the pipeline (raise breaker.max_failures or fix the plugin); last failure: {last}",
+        humantime::format_duration(*window)
+    )]
+    CircuitOpen {
         /// The plugin's name.
         plugin: String,
-        /// The change it rejected.
-        event: String,
-        /// The plugin's message.
-        message: String,
+        /// Failures within the window.
+        failures: usize,
+        /// The breaker's window.
+        window: Duration,
+        /// The last change it failed on, and the error.
+        last: String,
     },
     /// A plugin or rule sent a change to a sink that does not exist.
     #[error("{by} routed {event} to sink {sink:?}, which is not configured (configured: {known})")]
@@ -144,26 +149,59 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
     }
 }
 
-fn plugin_spec(p: &PluginConfig) -> PluginSpec {
+/// The spec the WASM host loads a configured plugin by.
+pub fn plugin_spec(p: &PluginConfig) -> PluginSpec {
     PluginSpec {
         name: p.display_name(),
         path: p.path.clone(),
         config: p.config_pairs(),
         memory_limit_bytes: p.memory_limit_mib * 1024 * 1024,
         call_timeout: p.timeout,
+        fuel: p.fuel,
+        grants: Grants {
+            env: p
+                .sandbox
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dirs: p
+                .sandbox
+                .dirs
+                .iter()
+                .map(|d| DirGrant {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    writable: d.writable,
+                })
+                .collect(),
+            network: p.sandbox.network,
+        },
     }
+}
+
+/// The configuration's plugins, compiled and initialised.
+pub struct LoadedPlugins {
+    /// The engine they were compiled by; later versions must be too.
+    pub engine: PluginEngine,
+    /// The transform chain.
+    pub transforms: Vec<TransformPlugin>,
+    /// The router.
+    pub router: Option<RouterPlugin>,
 }
 
 /// Compiles and initialises every plugin of the configuration once, so a
 /// bad plugin is reported before anything connects. Compilation is CPU
 /// work; it runs off the async runtime.
-pub async fn load_plugins(
-    config: &Config,
-) -> Result<(Vec<TransformPlugin>, Option<RouterPlugin>), PluginError> {
+pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError> {
     let transforms: Vec<PluginSpec> = config.transforms.iter().map(plugin_spec).collect();
     let router = config.router.as_ref().map(plugin_spec);
+    let cache_dir = config.plugins.cache_dir();
     tokio::task::spawn_blocking(move || {
-        let engine = PluginEngine::new()?;
+        let engine = match cache_dir {
+            Some(dir) => PluginEngine::with_cache_dir(dir)?,
+            None => PluginEngine::new()?,
+        };
         let mut loaded = Vec::new();
         for spec in transforms {
             let plugin = TransformPlugin::load(&engine, spec)?;
@@ -178,7 +216,11 @@ pub async fn load_plugins(
             }
             None => None,
         };
-        Ok((loaded, router))
+        Ok(LoadedPlugins {
+            engine,
+            transforms: loaded,
+            router,
+        })
     })
     .await
     .expect("plugin loading panicked")
@@ -208,6 +250,7 @@ pub struct Pipeline {
     processor: Option<std::thread::JoinHandle<Result<(), HaltError>>>,
     processor_done: CancellationToken,
     source_stop: CancellationToken,
+    watcher_stop: CancellationToken,
     abort: CancellationToken,
 }
 
@@ -220,7 +263,7 @@ impl Pipeline {
     /// Any failure here is reported before a single change is read.
     pub async fn start(config: Config, status: Arc<Status>) -> Result<Pipeline, StartError> {
         let sinks = open_sinks(&config).await?;
-        let (transforms, router) = load_plugins(&config).await?;
+        let plugins = load_plugins(&config).await?;
         let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
         let source = PostgresSource::prepare(pg_config.clone()).await?;
         let start = source.start_lsn();
@@ -247,17 +290,70 @@ impl Pipeline {
             ));
         }
 
+        for (plugin, c) in plugins.transforms.iter().zip(&config.transforms) {
+            status.plugins.register(
+                plugin.name(),
+                "transform",
+                plugin.version(),
+                plugin.contract(),
+                c.on_failure,
+            );
+        }
+        if let (Some(plugin), Some(c)) = (&plugins.router, &config.router) {
+            status.plugins.register(
+                plugin.name(),
+                "router",
+                plugin.version(),
+                plugin.contract(),
+                c.on_failure,
+            );
+        }
+        status.plugins.set_engine(plugins.engine.clone());
+        let (swap_tx, swaps) = std::sync::mpsc::channel();
+        let deployer = Arc::new(Deployer::new(&config, &plugins, swap_tx, status.clone()));
+        status.plugins.set_deployer(deployer.clone());
+        let watcher_stop = CancellationToken::new();
+        if config.plugins.watch && deployer.has_plugins() {
+            tasks.spawn(
+                deployer
+                    .clone()
+                    .watch(config.plugins.poll_interval, watcher_stop.clone()),
+            );
+        }
+
+        // The dead-letter sink gets dead letters, not every change.
+        let dead_letter = config.dead_letter.as_ref().map(|d| Destination {
+            sink: d.sink.clone(),
+            topic: d.topic.clone(),
+        });
+        let routed_sinks = config
+            .sinks
+            .keys()
+            .filter(|name| dead_letter.as_ref().is_none_or(|d| &d.sink != *name))
+            .cloned();
         let (items_tx, items_rx) = mpsc::channel(capacity);
         let processor = Processor {
-            transforms: transforms.into_iter().map(TransformStage::new).collect(),
-            router: router.map(RouterStage::new),
-            rules: RouteRules::new(&config.routes, config.sinks.keys().cloned()),
+            transforms: plugins
+                .transforms
+                .into_iter()
+                .zip(&config.transforms)
+                .map(|(p, c)| Stage::new(p, c.on_failure, &c.breaker))
+                .collect(),
+            router: plugins
+                .router
+                .zip(config.router.as_ref())
+                .map(|(p, c)| Stage::new(p, c.on_failure, &c.breaker)),
+            rules: RouteRules::new(&config.routes, routed_sinks),
+            dead_letter,
             sink_names: config.sink_names(),
             sink_index,
             sink_txs,
             checkpointer: checkpointer.clone(),
             status: status.clone(),
             abort: abort.clone(),
+            swaps,
+            pending: Vec::new(),
+            open: None,
         };
         let processor_done = CancellationToken::new();
         let done = processor_done.clone();
@@ -284,6 +380,7 @@ impl Pipeline {
             processor: Some(processor),
             processor_done,
             source_stop,
+            watcher_stop,
             abort,
         })
     }
@@ -313,6 +410,7 @@ impl Pipeline {
         // would keep that from ever finishing; after a grace period, queued
         // changes are abandoned (they were never acknowledged).
         self.source_stop.cancel();
+        self.watcher_stop.cancel();
         let watchdog = {
             let abort = self.abort.clone();
             tokio::spawn(async move {
@@ -488,93 +586,6 @@ async fn sink_task(
         .map_err(|error| HaltError::Sink { sink: name, error })
 }
 
-/// One transform of the chain, with its current instance. A trapped
-/// instance is discarded and the next batch gets a fresh one.
-struct TransformStage {
-    plugin: TransformPlugin,
-    instance: Option<TransformInstance>,
-}
-
-impl TransformStage {
-    fn new(plugin: TransformPlugin) -> Self {
-        TransformStage {
-            plugin,
-            instance: None,
-        }
-    }
-
-    fn process(&mut self, batch: &[ChangeEvent]) -> Result<Vec<Outcome>, HaltError> {
-        let instance = match &mut self.instance {
-            Some(i) => i,
-            None => self.instance.insert(self.plugin.instantiate()?),
-        };
-        match instance.process(batch) {
-            Ok(outcomes) => Ok(outcomes),
-            Err(error) => {
-                self.instance = None;
-                Err(isolate(self.plugin.name(), error, batch, |b| {
-                    find_failing_event(&self.plugin, b)
-                }))
-            }
-        }
-    }
-}
-
-/// The router plugin and its current instance.
-struct RouterStage {
-    plugin: RouterPlugin,
-    instance: Option<RouterInstance>,
-}
-
-impl RouterStage {
-    fn new(plugin: RouterPlugin) -> Self {
-        RouterStage {
-            plugin,
-            instance: None,
-        }
-    }
-
-    fn route(&mut self, batch: &[ChangeEvent]) -> Result<Vec<Vec<Destination>>, HaltError> {
-        let instance = match &mut self.instance {
-            Some(i) => i,
-            None => self.instance.insert(self.plugin.instantiate()?),
-        };
-        match instance.route(batch) {
-            Ok(d) => Ok(d),
-            Err(error) => {
-                self.instance = None;
-                let plugin = &self.plugin;
-                Err(isolate(plugin.name(), error, batch, |b| {
-                    weir_wasm::find_failing_route(plugin, b)
-                }))
-            }
-        }
-    }
-}
-
-/// Names the exact change a plugin failed on, re-running halves of the
-/// batch on fresh instances.
-fn isolate(
-    plugin: &str,
-    error: PluginError,
-    batch: &[ChangeEvent],
-    find: impl FnOnce(&[ChangeEvent]) -> Result<Option<usize>, PluginError>,
-) -> HaltError {
-    let event = match find(batch) {
-        Ok(Some(i)) => describe(&batch[i]),
-        Ok(None) => format!(
-            "a batch of {} changes (the failure did not recur when the batch was re-run on a fresh instance)",
-            batch.len()
-        ),
-        Err(e) => format!("a batch of {} changes (isolating failed: {e})", batch.len()),
-    };
-    HaltError::PluginFailed {
-        plugin: plugin.to_owned(),
-        event,
-        error,
-    }
-}
-
 /// A change, described for an operator.
 pub fn describe(e: &ChangeEvent) -> String {
     let what = match &e.table {
@@ -607,271 +618,6 @@ fn short_value(v: &Value) -> String {
         format!("{}…", s.chars().take(64).collect::<String>())
     } else {
         s
-    }
-}
-
-/// Who chose a record's destination, named only if that destination is bad.
-#[derive(Clone, Copy)]
-enum ChosenBy {
-    Transform,
-    Router,
-    Routes,
-}
-
-/// One item travelling through the transform chain.
-enum Work {
-    Change(ChangeEvent, Option<Destination>),
-    Raw(RawMessage, TxnId, Option<Destination>),
-}
-
-/// Runs transforms and routing on the processor thread.
-struct Processor {
-    transforms: Vec<TransformStage>,
-    router: Option<RouterStage>,
-    rules: RouteRules,
-    sink_names: String,
-    sink_index: HashMap<String, usize>,
-    sink_txs: Vec<mpsc::Sender<Vec<SinkRecord>>>,
-    checkpointer: Arc<Checkpointer>,
-    status: Arc<Status>,
-    abort: CancellationToken,
-}
-
-impl Processor {
-    fn run(mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), HaltError> {
-        while let Some(mut items) = rx.blocking_recv() {
-            // A restart marker splits the batch: what came before it belongs
-            // to the old stream, what follows to the new one.
-            while let Some(i) = items.iter().position(|i| matches!(i, SourceItem::Restart)) {
-                let rest = items.split_off(i + 1);
-                items.pop();
-                self.handle(items)?;
-                self.checkpointer.update(|t| {
-                    t.abandon_uncommitted();
-                    Ok(())
-                })?;
-                items = rest;
-            }
-            self.handle(items)?;
-        }
-        Ok(())
-    }
-
-    fn handle(&mut self, items: Vec<SourceItem>) -> Result<(), HaltError> {
-        let mut begins = Vec::new();
-        let mut commits = Vec::new();
-        let mut work = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                SourceItem::Begin(b) => begins.push(b.txn),
-                SourceItem::Change(e) => work.push(Work::Change(e, None)),
-                SourceItem::Commit(c) => commits.push((c.txn, c.end_lsn)),
-                SourceItem::Restart => unreachable!("split off by Processor::run"),
-            }
-        }
-        self.status
-            .changes_in
-            .fetch_add(work.len() as u64, Ordering::Relaxed);
-        self.status
-            .transactions_in
-            .fetch_add(begins.len() as u64, Ordering::Relaxed);
-
-        for i in 0..self.transforms.len() {
-            work = self.transform(i, work)?;
-        }
-        let per_sink = self.route(work)?;
-
-        // Count before sending: a sink may report delivery before this
-        // thread runs again, and must never find the count missing.
-        self.checkpointer.update(|t| {
-            for txn in &begins {
-                t.begin(*txn);
-            }
-            for records in &per_sink {
-                for (txn, n) in txn_runs(records) {
-                    t.dispatched(txn, n)?;
-                }
-            }
-            for (txn, end) in &commits {
-                t.commit(*txn, *end)?;
-            }
-            Ok(())
-        })?;
-
-        for (records, tx) in per_sink.into_iter().zip(&self.sink_txs) {
-            if !records.is_empty() && tx.blocking_send(records).is_err() {
-                if self.abort.is_cancelled() {
-                    // Stopping: the rest is redelivered after the next start.
-                    return Ok(());
-                }
-                return Err(HaltError::Internal(
-                    "a sink task stopped while the pipeline was running".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies transform `i` to the changes that have no destination yet;
-    /// items with a destination skip the rest of the chain.
-    fn transform(&mut self, i: usize, work: Vec<Work>) -> Result<Vec<Work>, HaltError> {
-        enum Slot {
-            Batch,
-            Fixed(Work),
-        }
-        let mut batch = Vec::with_capacity(work.len());
-        let mut slots = Vec::with_capacity(work.len());
-        for w in work {
-            match w {
-                Work::Change(e, None) => {
-                    batch.push(e);
-                    slots.push(Slot::Batch);
-                }
-                other => slots.push(Slot::Fixed(other)),
-            }
-        }
-        if batch.is_empty() {
-            return Ok(slots
-                .into_iter()
-                .filter_map(|s| match s {
-                    Slot::Fixed(w) => Some(w),
-                    Slot::Batch => None,
-                })
-                .collect());
-        }
-        let stage = &mut self.transforms[i];
-        let outcomes = stage.process(&batch)?;
-        let plugin = stage.plugin.name().to_owned();
-        let mut results = batch.into_iter().zip(outcomes);
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let (event, outcome) = match slot {
-                Slot::Fixed(w) => {
-                    out.push(w);
-                    continue;
-                }
-                Slot::Batch => results.next().expect("one outcome per change"),
-            };
-            match outcome {
-                Outcome::Keep => out.push(Work::Change(event, None)),
-                Outcome::Drop => {
-                    self.status.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Outcome::Replace(emits) => {
-                    for emit in emits {
-                        out.push(match emit.payload {
-                            EmitPayload::Change(e) => Work::Change(e, emit.destination),
-                            EmitPayload::Raw(m) => Work::Raw(m, event.txn, emit.destination),
-                        });
-                    }
-                }
-                Outcome::Fail { message, .. } => {
-                    return Err(HaltError::PluginRejected {
-                        plugin,
-                        event: describe(&event),
-                        message,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Splits work into one record list per sink, in order.
-    fn route(&mut self, work: Vec<Work>) -> Result<Vec<Vec<SinkRecord>>, HaltError> {
-        // Changes without a destination go to the router plugin as one
-        // batch, moved out of `work` rather than copied; `None` marks the
-        // place each one came from, so order is kept.
-        let mut to_route = Vec::new();
-        let mut slots = Vec::with_capacity(work.len());
-        for w in work {
-            match w {
-                Work::Change(e, None) if self.router.is_some() => {
-                    to_route.push(e);
-                    slots.push(None);
-                }
-                other => slots.push(Some(other)),
-            }
-        }
-        let chosen = match &mut self.router {
-            Some(router) if !to_route.is_empty() => router.route(&to_route)?,
-            _ => Vec::new(),
-        };
-        let mut routed = to_route.into_iter().zip(chosen);
-
-        let mut per_sink: Vec<Vec<SinkRecord>> = vec![Vec::new(); self.sink_txs.len()];
-        for slot in slots {
-            let (payload, txn, dests, by) = match slot {
-                None => {
-                    let (e, d) = routed.next().expect("one destination list per change");
-                    let txn = e.txn;
-                    (
-                        SinkPayload::Change(Arc::new(e)),
-                        txn,
-                        Cow::Owned(d),
-                        ChosenBy::Router,
-                    )
-                }
-                Some(Work::Change(e, Some(d))) => {
-                    let txn = e.txn;
-                    (
-                        SinkPayload::Change(Arc::new(e)),
-                        txn,
-                        Cow::Owned(vec![d]),
-                        ChosenBy::Transform,
-                    )
-                }
-                Some(Work::Change(e, None)) => {
-                    let d = self.rules.route(&e);
-                    let txn = e.txn;
-                    (SinkPayload::Change(Arc::new(e)), txn, d, ChosenBy::Routes)
-                }
-                Some(Work::Raw(m, txn, Some(d))) => (
-                    SinkPayload::Raw(Arc::new(m)),
-                    txn,
-                    Cow::Owned(vec![d]),
-                    ChosenBy::Transform,
-                ),
-                Some(Work::Raw(m, txn, None)) => (
-                    SinkPayload::Raw(Arc::new(m)),
-                    txn,
-                    self.rules.route_untabled(),
-                    ChosenBy::Routes,
-                ),
-            };
-            if dests.is_empty() {
-                self.status.unrouted.fetch_add(1, Ordering::Relaxed);
-            }
-            for d in dests.iter() {
-                let Some(&i) = self.sink_index.get(&d.sink) else {
-                    return Err(HaltError::UnknownSink {
-                        by: match by {
-                            ChosenBy::Transform => "a transform".to_owned(),
-                            ChosenBy::Routes => "the routes".to_owned(),
-                            ChosenBy::Router => self
-                                .router
-                                .as_ref()
-                                .map(|r| format!("router {}", r.plugin.name()))
-                                .unwrap_or_default(),
-                        },
-                        event: match &payload {
-                            SinkPayload::Change(e) => describe(e),
-                            SinkPayload::Raw(m) => {
-                                format!("a raw message from commit LSN {}", m.source.commit_lsn)
-                            }
-                        },
-                        sink: d.sink.clone(),
-                        known: self.sink_names.clone(),
-                    });
-                };
-                per_sink[i].push(SinkRecord {
-                    topic: d.topic.clone(),
-                    payload: payload.clone(),
-                    txn,
-                });
-            }
-        }
-        Ok(per_sink)
     }
 }
 

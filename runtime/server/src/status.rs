@@ -2,10 +2,15 @@
 //! error, and counters. Read by the admin API and by `weir run`'s exit code.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
+use weir_wasm::PluginEngine;
+
+use crate::config::FailurePolicy;
+use crate::reload::Deployer;
 
 /// Lifecycle of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +70,8 @@ pub struct Status {
     pub acked_lsn: AtomicU64,
     /// Per-sink counters, fixed at startup.
     pub sinks: BTreeMap<String, SinkCounters>,
+    /// The plugins, their versions, failures and deploys.
+    pub plugins: PluginsStatus,
 }
 
 impl Status {
@@ -81,6 +88,7 @@ impl Status {
                 .into_iter()
                 .map(|n| (n, SinkCounters::default()))
                 .collect(),
+            plugins: PluginsStatus::default(),
         }
     }
 
@@ -123,6 +131,7 @@ impl Status {
             "dropped": self.dropped.load(Ordering::Relaxed),
             "unrouted": self.unrouted.load(Ordering::Relaxed),
             "sinks": sinks,
+            "plugins": self.plugins.snapshot(),
         })
     }
 
@@ -188,6 +197,206 @@ impl Status {
                 );
             }
         }
+        self.plugins.metrics(&mut out);
         out
     }
+}
+
+/// What one plugin has been through.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginState {
+    /// `transform` or `router`.
+    pub kind: &'static str,
+    /// The running version: the first 12 hex digits of its SHA-256.
+    pub version: String,
+    /// A validated new version waiting for a transaction boundary.
+    pub pending_version: Option<String>,
+    /// The `weir:cdc` contract version it was built for.
+    pub contract: Option<String>,
+    /// Its failure policy.
+    pub on_failure: &'static str,
+    /// Changes left out after it failed on them.
+    pub skipped: u64,
+    /// Changes sent to the dead-letter sink after it failed on them.
+    pub dead_lettered: u64,
+    /// New versions accepted.
+    pub deploys: u64,
+    /// New versions refused as invalid.
+    pub refused: u64,
+    /// Why the last refused version was refused.
+    pub last_refusal: Option<String>,
+}
+
+/// The plugins of the pipeline, as reported by `/status` and `/metrics`;
+/// also where the admin endpoint finds the [`Deployer`].
+#[derive(Default)]
+pub struct PluginsStatus {
+    states: Mutex<BTreeMap<String, PluginState>>,
+    engine: OnceLock<PluginEngine>,
+    deployer: OnceLock<Arc<Deployer>>,
+}
+
+impl fmt::Debug for PluginsStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginsStatus")
+            .field("states", &*self.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginsStatus {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PluginState>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut PluginState)) {
+        if let Some(state) = self.lock().get_mut(name) {
+            f(state);
+        }
+    }
+
+    /// Records a loaded plugin.
+    pub fn register(
+        &self,
+        name: &str,
+        kind: &'static str,
+        version: &str,
+        contract: Option<&semver::Version>,
+        on_failure: FailurePolicy,
+    ) {
+        self.lock().insert(
+            name.to_owned(),
+            PluginState {
+                kind,
+                version: version.to_owned(),
+                pending_version: None,
+                contract: contract.map(ToString::to_string),
+                on_failure: on_failure.as_str(),
+                skipped: 0,
+                dead_lettered: 0,
+                deploys: 0,
+                refused: 0,
+                last_refusal: None,
+            },
+        );
+    }
+
+    /// The engine whose plugin counters `/metrics` reports.
+    pub fn set_engine(&self, engine: PluginEngine) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The deployer of the running pipeline.
+    pub fn set_deployer(&self, deployer: Arc<Deployer>) {
+        let _ = self.deployer.set(deployer);
+    }
+
+    /// The deployer, once the pipeline has started.
+    pub fn deployer(&self) -> Option<Arc<Deployer>> {
+        self.deployer.get().cloned()
+    }
+
+    /// Counts a change the plugin failed on, by what was done with it.
+    pub fn failed(&self, name: &str, policy: FailurePolicy) {
+        self.update(name, |s| match policy {
+            FailurePolicy::DeadLetter => s.dead_lettered += 1,
+            _ => s.skipped += 1,
+        });
+    }
+
+    /// A new version passed validation and waits to take over.
+    pub fn accepted(&self, name: &str, version: &str) {
+        self.update(name, |s| {
+            s.deploys += 1;
+            s.pending_version = Some(version.to_owned());
+        });
+    }
+
+    /// A new version took over.
+    pub fn swapped(&self, name: &str, version: &str) {
+        self.update(name, |s| {
+            s.version = version.to_owned();
+            if s.pending_version.as_deref() == Some(version) {
+                s.pending_version = None;
+            }
+        });
+    }
+
+    /// A new version was refused.
+    pub fn refused(&self, name: &str, error: &str) {
+        self.update(name, |s| {
+            s.refused += 1;
+            s.last_refusal = Some(error.to_owned());
+        });
+    }
+
+    /// Every plugin's state, by name.
+    pub fn states(&self) -> BTreeMap<String, PluginState> {
+        self.lock().clone()
+    }
+
+    /// A JSON snapshot for `/status`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(self.states()).unwrap_or_default()
+    }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let states = self.states();
+        let _ = writeln!(
+            out,
+            "# HELP weir_plugin_info The running version of each plugin.\n# TYPE weir_plugin_info gauge"
+        );
+        for (name, s) in &states {
+            let _ = writeln!(
+                out,
+                "weir_plugin_info{{plugin=\"{name}\",kind=\"{}\",version=\"{}\"}} 1",
+                s.kind, s.version
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_plugin_failures_total Changes plugins failed on, by what was done with them.\n# TYPE weir_plugin_failures_total counter"
+        );
+        for (name, s) in &states {
+            for (action, n) in [("skip", s.skipped), ("dead-letter", s.dead_lettered)] {
+                let _ = writeln!(
+                    out,
+                    "weir_plugin_failures_total{{plugin=\"{name}\",action=\"{action}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_plugin_deploys_total New plugin versions, accepted or refused.\n# TYPE weir_plugin_deploys_total counter"
+        );
+        for (name, s) in &states {
+            for (result, n) in [("accepted", s.deploys), ("refused", s.refused)] {
+                let _ = writeln!(
+                    out,
+                    "weir_plugin_deploys_total{{plugin=\"{name}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        if let Some(engine) = self.engine.get() {
+            let _ = writeln!(
+                out,
+                "# HELP weir_plugin_counter_total What plugins counted with the contract's `count`.\n# TYPE weir_plugin_counter_total counter"
+            );
+            for (plugin, name, total) in engine.counter_totals() {
+                let _ = writeln!(
+                    out,
+                    "weir_plugin_counter_total{{plugin=\"{plugin}\",name=\"{}\"}} {total}",
+                    escape_label(&name)
+                );
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

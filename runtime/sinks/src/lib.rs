@@ -43,6 +43,9 @@ pub mod encode;
 pub mod file;
 pub mod kafka;
 
-pub use encode::{EncodeError, Encoding, JsonEncoder, encode_key_json, encode_native_json};
+pub use encode::{
+    DecodeContext, DecodeError, EncodeError, Encoding, JsonEncoder, decode_native_json,
+    encode_key_json, encode_native_json, write_utc_timestamp,
+};
 pub use file::{FileSink, FileSinkConfig};
 pub use kafka::{KafkaSink, KafkaSinkConfig};

@@ -58,8 +58,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// The day count since 1970-01-01 of a (year, month, day): the inverse of
-/// [`civil_from_days`], used to check it.
-#[cfg(test)]
+/// [`civil_from_days`].
 pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = year - i64::from(month <= 2);
     let era = year.div_euclid(400);

@@ -11,13 +11,21 @@
 //! per event: this runs once per event on the hot path.
 
 mod calendar;
+mod decode;
 pub(crate) mod json;
 
 #[cfg(test)]
 mod tests;
 
+pub use decode::{DecodeContext, DecodeError, decode_native_json};
 pub(crate) use json::write_lsn;
 pub use json::{JsonEncoder, encode_key_json, encode_native_json};
+
+/// Appends an instant (microseconds since 1970-01-01 UTC) as the envelope
+/// writes `timestamptz` values: ISO 8601 with a `Z`.
+pub fn write_utc_timestamp(out: &mut Vec<u8>, micros: i64) {
+    calendar::write_timestamp(out, micros, true);
+}
 
 use weir_core::SinkError;
 

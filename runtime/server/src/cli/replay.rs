@@ -1,0 +1,602 @@
+//! `weir plugin test`: runs a plugin over events from a file, the way the
+//! pipeline would, and prints what it made of each.
+//!
+//! Events are native JSON envelopes, one per line (blank lines are
+//! skipped); consecutive events with the same `source.xid` and
+//! `source.commit_lsn` are one transaction, passed to the plugin in one
+//! batch. Whether the component is a transform or a router is read from
+//! its exports.
+//!
+//! Output, one JSON object per line on stdout, in input order (`N` is the
+//! event's line number in the events file):
+//!
+//! * transform: `{"line":N,"outcome":"keep"}`, `{"line":N,"outcome":"drop"}`,
+//!   `{"line":N,"outcome":"replace","emits":[EMIT,...]}`, or
+//!   `{"line":N,"outcome":"fail","error":"...","retryable":false}` when the
+//!   plugin failed the event (`retryable` is the plugin's) and
+//!   `{"line":N,"outcome":"fail","error":"..."}` when the host did (a
+//!   trap, a timeout, the memory limit, an answer the contract does not
+//!   allow);
+//! * after each transaction, when the transform asked for the `commit`
+//!   hook: `{"commit":{"xid":X,"commit_lsn":"0/16B3748"},"emits":[EMIT,...]}`,
+//!   or `{"commit":{...},"error":"..."}`;
+//! * router: `{"line":N,"destinations":[{"sink":"s","topic":"t"|null},...]}`,
+//!   or `{"line":N,"outcome":"fail","error":"..."}`.
+//!
+//! `EMIT` is `{"destination":{"sink":..,"topic":..}|null,"change":ENVELOPE}`
+//! (the envelope a sink would write) or
+//! `{"destination":..,"raw":{"key":BYTES,"value":BYTES,"headers":{"name":BYTES,...}}}`,
+//! where `BYTES` is `null`, a string when the bytes are UTF-8, or
+//! `{"base64":"..."}` when they are not.
+//!
+//! A failure does not stop the run: as the pipeline does, the host finds
+//! the event that fails ([`find_failing_event`]), which is reported, and
+//! goes on with the next event on a fresh instance. A summary and the
+//! plugin's counters go to stderr at the end, with its log.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use weir_core::{ChangeEvent, Destination, RawMessage};
+use weir_sinks::{DecodeContext, JsonEncoder, decode_native_json};
+use weir_wasm::{
+    Emit, EmitPayload, Grants, Outcome, PluginError, PluginSpec, PluginWorld, RouterInstance,
+    RouterPlugin, Transaction, TransformInstance, TransformPlugin, find_failing_event,
+    find_failing_route,
+};
+
+use base64::Engine as _;
+
+/// What `weir plugin test` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The component file.
+    pub plugin: PathBuf,
+    /// The events file (JSON Lines of native envelopes).
+    pub events: PathBuf,
+    /// The plugin's configuration pairs.
+    pub config: Vec<(String, String)>,
+    /// The deadline of one call.
+    pub timeout: Duration,
+    /// The memory limit of one instance.
+    pub memory_limit_bytes: usize,
+    /// What the plugin may reach outside its memory.
+    pub grants: Grants,
+}
+
+/// Runs `weir plugin test`, printing to stdout (results) and stderr
+/// (summary, counters). Fails on an unreadable or malformed events file and
+/// on a plugin that cannot be loaded or refuses its configuration; events
+/// the plugin fails on are results, not errors.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let events = read_events(&options.events)?;
+    let bytes = std::fs::read(&options.plugin)
+        .with_context(|| format!("cannot read {}", options.plugin.display()))?;
+    let engine = super::engine()?;
+    let inspection = weir_wasm::inspect(&engine, &options.plugin, &bytes)?;
+    let name = options
+        .plugin
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".to_owned());
+    let mut spec = PluginSpec::new(name.clone(), &options.plugin)
+        .with_call_timeout(options.timeout)
+        .with_memory_limit(options.memory_limit_bytes)
+        .with_grants(options.grants.clone());
+    spec.config = options.config.clone();
+
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let summary = match inspection.world {
+        PluginWorld::Transform => {
+            let plugin = TransformPlugin::load_bytes(&engine, spec, &bytes)?;
+            TransformRun::new(plugin, &mut out)?.run(&events)?
+        }
+        PluginWorld::Router => {
+            let plugin = RouterPlugin::load_bytes(&engine, spec, &bytes)?;
+            RouterRun::new(plugin, &mut out)?.run(&events)?
+        }
+        PluginWorld::Neither => bail!(
+            "cannot test {}: {}",
+            options.plugin.display(),
+            inspection
+                .load_error
+                .as_deref()
+                .unwrap_or("it is neither a transform nor a router")
+        ),
+    };
+    out.flush().context("cannot write the results to stdout")?;
+    drop(out);
+
+    eprintln!("{summary}");
+    let counters: Vec<_> = engine
+        .counter_totals()
+        .into_iter()
+        .filter(|(plugin, _, _)| *plugin == name)
+        .collect();
+    if counters.is_empty() {
+        eprintln!("counters: none");
+    } else {
+        eprintln!("counters:");
+        for (_, counter, total) in counters {
+            eprintln!("  {counter} = {total}");
+        }
+    }
+    Ok(())
+}
+
+/// An event of the events file, with the line it was read from.
+struct LineEvent {
+    line: usize,
+    event: ChangeEvent,
+}
+
+/// Reads and decodes the whole events file first, so a mistake on its last
+/// line is reported before the plugin runs at all.
+fn read_events(path: &Path) -> anyhow::Result<Vec<LineEvent>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the events file {}", path.display()))?;
+    let mut context = DecodeContext::new();
+    let mut events = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = decode_native_json(line, &mut context)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), index + 1))?;
+        events.push(LineEvent {
+            line: index + 1,
+            event,
+        });
+    }
+    Ok(events)
+}
+
+/// The events split into transactions (runs of one `TxnId`).
+fn transactions(events: &[LineEvent]) -> impl Iterator<Item = &[LineEvent]> {
+    events.chunk_by(|a, b| a.event.txn == b.event.txn)
+}
+
+/// What a run did, for the summary line.
+#[derive(Default)]
+struct Tally {
+    events: usize,
+    transactions: usize,
+    keep: usize,
+    drop: usize,
+    replace: usize,
+    routed: usize,
+    fail: usize,
+}
+
+/// Runs a transform over transactions, on a fresh instance after each
+/// failure.
+struct TransformRun<'a, W: Write> {
+    plugin: TransformPlugin,
+    instance: Option<TransformInstance>,
+    out: &'a mut W,
+    encoder: JsonEncoder,
+    tally: Tally,
+}
+
+impl<'a, W: Write> TransformRun<'a, W> {
+    /// Instantiates the plugin at once, so a configuration it refuses is an
+    /// error before any output.
+    fn new(plugin: TransformPlugin, out: &'a mut W) -> anyhow::Result<Self> {
+        let instance = plugin.instantiate()?;
+        Ok(TransformRun {
+            plugin,
+            instance: Some(instance),
+            out,
+            encoder: JsonEncoder::new(),
+            tally: Tally::default(),
+        })
+    }
+
+    fn run(mut self, events: &[LineEvent]) -> anyhow::Result<String> {
+        for txn in transactions(events) {
+            self.tally.transactions += 1;
+            self.transaction(txn)?;
+        }
+        let t = &self.tally;
+        Ok(format!(
+            "{} event(s) in {} transaction(s): {} keep, {} drop, {} replace, {} fail",
+            t.events, t.transactions, t.keep, t.drop, t.replace, t.fail
+        ))
+    }
+
+    /// The live instance, or a fresh one when there is none or it failed.
+    fn instance(&mut self) -> Result<&mut TransformInstance, PluginError> {
+        if self.instance.as_ref().is_none_or(|i| i.is_poisoned()) {
+            self.instance = None;
+            self.instance = Some(self.plugin.instantiate()?);
+        }
+        Ok(self.instance.as_mut().expect("just made"))
+    }
+
+    fn transaction(&mut self, txn: &[LineEvent]) -> anyhow::Result<()> {
+        let batch: Vec<ChangeEvent> = txn.iter().map(|e| e.event.clone()).collect();
+        let mut start = 0;
+        while start < batch.len() {
+            let rest = &batch[start..];
+            let lines = &txn[start..];
+            let fresh = self.instance.as_ref().is_none_or(|i| i.is_poisoned());
+            let error = match self.instance()?.process(rest) {
+                Ok(outcomes) => {
+                    self.outcomes(lines, outcomes)?;
+                    break;
+                }
+                Err(e) => e,
+            };
+            match find_failing_event(&self.plugin, rest)? {
+                Some((culprit, culprit_error)) => {
+                    // A fresh instance replays the events before the
+                    // culprit (they passed on the probe's fresh instance)
+                    // and goes on after it.
+                    self.instance = None;
+                    if culprit > 0 {
+                        match self.instance()?.process(&rest[..culprit]) {
+                            Ok(outcomes) => self.outcomes(&lines[..culprit], outcomes)?,
+                            Err(e) => {
+                                for line in &lines[..culprit] {
+                                    self.host_failure(line.line, &e)?;
+                                }
+                            }
+                        }
+                    }
+                    self.host_failure(lines[culprit].line, &culprit_error)?;
+                    start += culprit + 1;
+                    if culprit == 0 {
+                        self.instance = None;
+                    }
+                }
+                // The events pass on a fresh instance: what the long-lived
+                // one kept from earlier transactions made them fail. Run
+                // them again on a fresh one, or report them if it was.
+                None if fresh => {
+                    for line in lines {
+                        self.host_failure(line.line, &error)?;
+                    }
+                    self.instance = None;
+                    break;
+                }
+                None => self.instance = None,
+            }
+        }
+        if self.instance()?.wants_commit() {
+            self.commit(&txn[0].event)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the `commit` hook after the transaction of `event`.
+    fn commit(&mut self, event: &ChangeEvent) -> anyhow::Result<()> {
+        let txn = Transaction {
+            txn: event.txn,
+            xid: event.source.xid,
+            commit_lsn: event.source.commit_lsn,
+            commit_time_micros: event.source.commit_time_micros,
+        };
+        let commit = format!(r#"{{"xid":{},"commit_lsn":"{}"}}"#, txn.xid, txn.commit_lsn);
+        let line = match self.instance()?.commit(&txn) {
+            Ok(emits) => format!(
+                r#"{{"commit":{commit},"emits":{}}}"#,
+                emits_json(&emits, &mut self.encoder)
+            ),
+            Err(e) => {
+                self.instance = None;
+                format!(
+                    r#"{{"commit":{commit},"error":{}}}"#,
+                    string(&e.to_string())
+                )
+            }
+        };
+        writeln!(self.out, "{line}").context("cannot write to stdout")
+    }
+
+    fn outcomes(&mut self, lines: &[LineEvent], outcomes: Vec<Outcome>) -> anyhow::Result<()> {
+        for (line, outcome) in lines.iter().zip(outcomes) {
+            self.tally.events += 1;
+            let n = line.line;
+            let text = match outcome {
+                Outcome::Keep => {
+                    self.tally.keep += 1;
+                    format!(r#"{{"line":{n},"outcome":"keep"}}"#)
+                }
+                Outcome::Drop => {
+                    self.tally.drop += 1;
+                    format!(r#"{{"line":{n},"outcome":"drop"}}"#)
+                }
+                Outcome::Replace(emits) => {
+                    self.tally.replace += 1;
+                    format!(
+                        r#"{{"line":{n},"outcome":"replace","emits":{}}}"#,
+                        emits_json(&emits, &mut self.encoder)
+                    )
+                }
+                Outcome::Fail { message, retryable } => {
+                    self.tally.fail += 1;
+                    format!(
+                        r#"{{"line":{n},"outcome":"fail","error":{},"retryable":{retryable}}}"#,
+                        string(&message)
+                    )
+                }
+            };
+            writeln!(self.out, "{text}").context("cannot write to stdout")?;
+        }
+        Ok(())
+    }
+
+    fn host_failure(&mut self, line: usize, error: &PluginError) -> anyhow::Result<()> {
+        self.tally.events += 1;
+        self.tally.fail += 1;
+        write_failure(self.out, line, error)
+    }
+}
+
+/// Runs a router over transactions, on a fresh instance after each failure.
+struct RouterRun<'a, W: Write> {
+    plugin: RouterPlugin,
+    instance: Option<RouterInstance>,
+    out: &'a mut W,
+    tally: Tally,
+}
+
+impl<'a, W: Write> RouterRun<'a, W> {
+    /// Instantiates the plugin at once, as [`TransformRun::new`] does.
+    fn new(plugin: RouterPlugin, out: &'a mut W) -> anyhow::Result<Self> {
+        let instance = plugin.instantiate()?;
+        Ok(RouterRun {
+            plugin,
+            instance: Some(instance),
+            out,
+            tally: Tally::default(),
+        })
+    }
+
+    fn run(mut self, events: &[LineEvent]) -> anyhow::Result<String> {
+        for txn in transactions(events) {
+            self.tally.transactions += 1;
+            self.transaction(txn)?;
+        }
+        let t = &self.tally;
+        Ok(format!(
+            "{} event(s) in {} transaction(s): {} routed, {} fail",
+            t.events, t.transactions, t.routed, t.fail
+        ))
+    }
+
+    fn instance(&mut self) -> Result<&mut RouterInstance, PluginError> {
+        if self.instance.as_ref().is_none_or(|i| i.is_poisoned()) {
+            self.instance = None;
+            self.instance = Some(self.plugin.instantiate()?);
+        }
+        Ok(self.instance.as_mut().expect("just made"))
+    }
+
+    /// As [`TransformRun::transaction`], for routes.
+    fn transaction(&mut self, txn: &[LineEvent]) -> anyhow::Result<()> {
+        let batch: Vec<ChangeEvent> = txn.iter().map(|e| e.event.clone()).collect();
+        let mut start = 0;
+        while start < batch.len() {
+            let rest = &batch[start..];
+            let lines = &txn[start..];
+            let fresh = self.instance.as_ref().is_none_or(|i| i.is_poisoned());
+            let error = match self.instance()?.route(rest) {
+                Ok(routes) => {
+                    self.routes(lines, routes)?;
+                    break;
+                }
+                Err(e) => e,
+            };
+            match find_failing_route(&self.plugin, rest)? {
+                Some((culprit, culprit_error)) => {
+                    self.instance = None;
+                    if culprit > 0 {
+                        match self.instance()?.route(&rest[..culprit]) {
+                            Ok(routes) => self.routes(&lines[..culprit], routes)?,
+                            Err(e) => {
+                                for line in &lines[..culprit] {
+                                    self.host_failure(line.line, &e)?;
+                                }
+                            }
+                        }
+                    }
+                    self.host_failure(lines[culprit].line, &culprit_error)?;
+                    start += culprit + 1;
+                    if culprit == 0 {
+                        self.instance = None;
+                    }
+                }
+                None if fresh => {
+                    for line in lines {
+                        self.host_failure(line.line, &error)?;
+                    }
+                    self.instance = None;
+                    break;
+                }
+                None => self.instance = None,
+            }
+        }
+        Ok(())
+    }
+
+    fn routes(&mut self, lines: &[LineEvent], routes: Vec<Vec<Destination>>) -> anyhow::Result<()> {
+        for (line, destinations) in lines.iter().zip(routes) {
+            self.tally.events += 1;
+            self.tally.routed += 1;
+            let list: Vec<String> = destinations.iter().map(destination_json).collect();
+            writeln!(
+                self.out,
+                r#"{{"line":{},"destinations":[{}]}}"#,
+                line.line,
+                list.join(",")
+            )
+            .context("cannot write to stdout")?;
+        }
+        Ok(())
+    }
+
+    fn host_failure(&mut self, line: usize, error: &PluginError) -> anyhow::Result<()> {
+        self.tally.events += 1;
+        self.tally.fail += 1;
+        write_failure(self.out, line, error)
+    }
+}
+
+fn write_failure(out: &mut impl Write, line: usize, error: &PluginError) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        r#"{{"line":{line},"outcome":"fail","error":{}}}"#,
+        string(&error.to_string())
+    )
+    .context("cannot write to stdout")
+}
+
+/// `text` as a JSON string.
+fn string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+fn destination_json(destination: &Destination) -> String {
+    format!(
+        r#"{{"sink":{},"topic":{}}}"#,
+        string(&destination.sink),
+        destination
+            .topic
+            .as_deref()
+            .map_or("null".to_owned(), string)
+    )
+}
+
+fn emits_json(emits: &[Emit], encoder: &mut JsonEncoder) -> String {
+    let list: Vec<String> = emits.iter().map(|e| emit_json(e, encoder)).collect();
+    format!("[{}]", list.join(","))
+}
+
+fn emit_json(emit: &Emit, encoder: &mut JsonEncoder) -> String {
+    let destination = emit
+        .destination
+        .as_ref()
+        .map_or("null".to_owned(), destination_json);
+    match &emit.payload {
+        EmitPayload::Change(event) => {
+            let mut envelope = Vec::new();
+            match encoder.encode(event, &mut envelope) {
+                // The encoder writes UTF-8 JSON.
+                Ok(()) => format!(
+                    r#"{{"destination":{destination},"change":{}}}"#,
+                    String::from_utf8_lossy(&envelope)
+                ),
+                Err(e) => format!(
+                    r#"{{"destination":{destination},"change":null,"error":{}}}"#,
+                    string(&format!("a sink could not encode this change: {e}"))
+                ),
+            }
+        }
+        EmitPayload::Raw(raw) => {
+            format!(r#"{{"destination":{destination},"raw":{}}}"#, raw_json(raw))
+        }
+    }
+}
+
+fn raw_json(raw: &RawMessage) -> String {
+    let headers: Vec<String> = raw
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{}:{}", string(name), bytes_json(Some(value))))
+        .collect();
+    format!(
+        r#"{{"key":{},"value":{},"headers":{{{}}}}}"#,
+        bytes_json(raw.key.as_deref()),
+        bytes_json(raw.value.as_deref()),
+        headers.join(",")
+    )
+}
+
+/// Bytes as a string when they are UTF-8 text, else as `{"base64":...}`,
+/// so either reads back exactly.
+fn bytes_json(bytes: Option<&[u8]>) -> String {
+    match bytes {
+        None => "null".to_owned(),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => string(text),
+            Err(_) => format!(
+                r#"{{"base64":"{}"}}"#,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::SourceInfo;
+
+    #[test]
+    fn raw_bytes_are_text_or_base64() {
+        let raw = RawMessage {
+            key: Some(b"k\"1".to_vec()),
+            value: Some(vec![0xff, 0x00]),
+            headers: vec![("h".into(), b"v".to_vec())],
+            source: SourceInfo::default(),
+        };
+        assert_eq!(
+            raw_json(&raw),
+            r#"{"key":"k\"1","value":{"base64":"/wA="},"headers":{"h":"v"}}"#
+        );
+        let emit = Emit {
+            destination: Some(Destination {
+                sink: "kafka".into(),
+                topic: None,
+            }),
+            payload: EmitPayload::Raw(RawMessage {
+                key: None,
+                value: None,
+                headers: Vec::new(),
+                source: SourceInfo::default(),
+            }),
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&emits_json(&[emit], &mut JsonEncoder::new())).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "destination": {"sink": "kafka", "topic": null},
+                "raw": {"key": null, "value": null, "headers": {}},
+            }])
+        );
+    }
+
+    #[test]
+    fn events_files_are_read_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let event = |xid: u32, id: u32| {
+            format!(
+                r#"{{"op":"insert","schema":"public","table":"t","key":{{"id":{id}}},"before":null,"after":{{"id":{id}}},"source":{{"commit_lsn":"0/{xid}0","lsn":"0/1","xid":{xid},"commit_time":"2026-01-01T00:00:00Z","seq":0}}}}"#
+            )
+        };
+        std::fs::write(
+            &path,
+            format!("{}\n\n{}\n{}\n", event(5, 1), event(5, 2), event(6, 3)),
+        )
+        .unwrap();
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.iter().map(|e| e.line).collect::<Vec<_>>(), [1, 3, 4]);
+        let sizes: Vec<usize> = transactions(&events).map(<[_]>::len).collect();
+        assert_eq!(sizes, [2, 1]);
+
+        std::fs::write(&path, format!("{}\n{{\"op\":1}}\n", event(5, 1))).unwrap();
+        let err = read_events(&path).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:2: `op`: expected a string, got a number",
+                path.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! The processor thread: runs each batch from the source through the
+//! transform chain and the router, applies plugins' failure policies, and
+//! hands records to the sink tasks after counting them for the
+//! checkpointer.
+//!
+//! It is also where a new plugin version takes over: swaps wait for the
+//! end of the transaction in progress, so every change of a transaction is
+//! seen by one version of each plugin.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weir_core::{ChangeEvent, Destination, RawMessage, SinkPayload, SinkRecord, SourceItem, TxnId};
+use weir_wasm::{Emit, EmitPayload, Outcome, RouterPlugin, Transaction, TransformPlugin};
+
+use crate::checkpoint::{Checkpointer, txn_runs};
+use crate::config::FailurePolicy;
+use crate::pipeline::{HaltError, describe};
+use crate::routing::RouteRules;
+use crate::stages::{Stage, StagePlugin};
+use crate::status::Status;
+
+/// A validated new version of a configured plugin, waiting to take over.
+pub enum Swap {
+    /// The transform at this position of the chain.
+    Transform(usize, TransformPlugin),
+    /// The router.
+    Router(RouterPlugin),
+}
+
+/// One item travelling through the transform chain.
+enum Work {
+    Change(ChangeEvent, Option<Destination>),
+    Raw(RawMessage, TxnId, Option<Destination>),
+    /// The end of a transaction's changes: commit hooks run here.
+    Commit(Transaction),
+}
+
+/// Runs transforms and routing on the processor thread.
+pub(crate) struct Processor {
+    pub(crate) transforms: Vec<Stage<TransformPlugin>>,
+    pub(crate) router: Option<Stage<RouterPlugin>>,
+    pub(crate) rules: RouteRules,
+    /// Where dead letters go.
+    pub(crate) dead_letter: Option<Destination>,
+    pub(crate) sink_names: String,
+    pub(crate) sink_index: HashMap<String, usize>,
+    pub(crate) sink_txs: Vec<mpsc::Sender<Vec<SinkRecord>>>,
+    pub(crate) checkpointer: Arc<Checkpointer>,
+    pub(crate) status: Arc<Status>,
+    pub(crate) abort: CancellationToken,
+    pub(crate) swaps: std::sync::mpsc::Receiver<Swap>,
+    /// Swaps received, waiting for a transaction boundary.
+    pub(crate) pending: Vec<Swap>,
+    /// The transaction whose changes are being received, from its begin to
+    /// its commit (which may arrive in a later batch).
+    pub(crate) open: Option<Transaction>,
+}
+
+impl Processor {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), HaltError> {
+        while let Some(mut items) = rx.blocking_recv() {
+            // A restart marker splits the batch: what came before it belongs
+            // to the old stream, what follows to the new one.
+            while let Some(i) = items.iter().position(|i| matches!(i, SourceItem::Restart)) {
+                let rest = items.split_off(i + 1);
+                items.pop();
+                self.handle_swapping(items)?;
+                self.open = None;
+                self.checkpointer.update(|t| {
+                    t.abandon_uncommitted();
+                    Ok(())
+                })?;
+                items = rest;
+            }
+            self.handle_swapping(items)?;
+        }
+        Ok(())
+    }
+
+    /// Handles `items`, applying waiting swaps at the first transaction
+    /// boundary.
+    fn handle_swapping(&mut self, mut items: Vec<SourceItem>) -> Result<(), HaltError> {
+        self.pending.extend(self.swaps.try_iter());
+        if self.pending.is_empty() {
+            return self.handle(items);
+        }
+        if self.open.is_none() {
+            self.apply_swaps();
+            return self.handle(items);
+        }
+        match items
+            .iter()
+            .position(|i| matches!(i, SourceItem::Commit(_)))
+        {
+            Some(end) => {
+                let rest = items.split_off(end + 1);
+                self.handle(items)?;
+                self.apply_swaps();
+                self.handle(rest)
+            }
+            None => self.handle(items),
+        }
+    }
+
+    fn apply_swaps(&mut self) {
+        for swap in self.pending.drain(..) {
+            let (stage_name, old, new) = match swap {
+                Swap::Transform(i, plugin) => {
+                    let stage = &mut self.transforms[i];
+                    let old = stage.plugin().version().to_owned();
+                    let new = plugin.version().to_owned();
+                    stage.swap(plugin);
+                    (stage.plugin().name().to_owned(), old, new)
+                }
+                Swap::Router(plugin) => {
+                    let Some(stage) = &mut self.router else {
+                        continue;
+                    };
+                    let old = stage.plugin().version().to_owned();
+                    let new = plugin.version().to_owned();
+                    stage.swap(plugin);
+                    (stage.plugin().name().to_owned(), old, new)
+                }
+            };
+            tracing::info!(plugin = %stage_name, from = %old, to = %new, "new plugin version took over at a transaction boundary");
+            self.status.plugins.swapped(&stage_name, &new);
+        }
+    }
+
+    fn handle(&mut self, items: Vec<SourceItem>) -> Result<(), HaltError> {
+        let mut begins = Vec::new();
+        let mut commits = Vec::new();
+        let mut changes = 0;
+        let mut work = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                SourceItem::Begin(b) => {
+                    begins.push(b.txn);
+                    self.open = Some(Transaction {
+                        txn: b.txn,
+                        xid: b.xid,
+                        commit_lsn: b.commit_lsn,
+                        commit_time_micros: b.commit_time_micros,
+                    });
+                }
+                SourceItem::Change(e) => {
+                    changes += 1;
+                    work.push(Work::Change(e, None));
+                }
+                SourceItem::Commit(c) => {
+                    commits.push((c.txn, c.end_lsn));
+                    match self.open.take() {
+                        Some(t) if t.txn == c.txn => work.push(Work::Commit(t)),
+                        _ => {
+                            return Err(HaltError::Internal(format!(
+                                "a commit of transaction {:?} without its begin",
+                                c.txn
+                            )));
+                        }
+                    }
+                }
+                SourceItem::Restart => unreachable!("split off by Processor::run"),
+            }
+        }
+        self.status.changes_in.fetch_add(changes, Ordering::Relaxed);
+        self.status
+            .transactions_in
+            .fetch_add(begins.len() as u64, Ordering::Relaxed);
+
+        for i in 0..self.transforms.len() {
+            work = self.transform(i, work)?;
+        }
+        let per_sink = self.route(work)?;
+
+        // Count before sending: a sink may report delivery before this
+        // thread runs again, and must never find the count missing.
+        self.checkpointer.update(|t| {
+            for txn in &begins {
+                t.begin(*txn);
+            }
+            for records in &per_sink {
+                for (txn, n) in txn_runs(records) {
+                    t.dispatched(txn, n)?;
+                }
+            }
+            for (txn, end) in &commits {
+                t.commit(*txn, *end)?;
+            }
+            Ok(())
+        })?;
+
+        for (records, tx) in per_sink.into_iter().zip(&self.sink_txs) {
+            if !records.is_empty() && tx.blocking_send(records).is_err() {
+                if self.abort.is_cancelled() {
+                    // Stopping: the rest is redelivered after the next start.
+                    return Ok(());
+                }
+                return Err(HaltError::Internal(
+                    "a sink task stopped while the pipeline was running".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies transform `i` to the changes that have no destination yet;
+    /// items with a destination skip the rest of the chain. A transform
+    /// with the `commit` hook gets one transaction per call, and its
+    /// hook's output lands just before the commit.
+    fn transform(&mut self, i: usize, work: Vec<Work>) -> Result<Vec<Work>, HaltError> {
+        let failures = Failures {
+            status: &self.status,
+            dead_letter: self.dead_letter.as_ref(),
+        };
+        let stage = &mut self.transforms[i];
+        let changes = work.iter().any(|w| matches!(w, Work::Change(_, None)));
+        // A transaction's commit may come in a batch of its own.
+        let commits = work.iter().any(|w| matches!(w, Work::Commit(_)));
+        let hooked_commit = commits && stage.wants_commit()?;
+        if !changes && !hooked_commit {
+            return Ok(work);
+        }
+        let mut out = Vec::with_capacity(work.len());
+        if !stage.wants_commit()? {
+            transform_run(stage, &failures, work, &mut out)?;
+            return Ok(out);
+        }
+        let mut run = Vec::new();
+        for w in work {
+            let commit = match &w {
+                Work::Commit(t) => Some(*t),
+                _ => None,
+            };
+            run.push(w);
+            if let Some(txn) = commit {
+                let marker = run.pop().expect("just pushed");
+                transform_run(stage, &failures, std::mem::take(&mut run), &mut out)?;
+                // A swap never lands inside a transaction, but the plugin
+                // may have been re-instantiated after a failure; ask again.
+                if stage.wants_commit()? {
+                    out.extend(
+                        stage
+                            .commit(&txn)?
+                            .into_iter()
+                            .map(|e| emit_work(e, txn.txn)),
+                    );
+                }
+                out.push(marker);
+            }
+        }
+        transform_run(stage, &failures, run, &mut out)?;
+        Ok(out)
+    }
+
+    /// Splits work into one record list per sink, in order.
+    fn route(&mut self, work: Vec<Work>) -> Result<Vec<Vec<SinkRecord>>, HaltError> {
+        // Changes without a destination go to the router plugin as one
+        // batch, moved out of `work` rather than copied; `None` marks the
+        // place each one came from, so order is kept.
+        let mut to_route = Vec::new();
+        let mut slots = Vec::with_capacity(work.len());
+        for w in work {
+            match w {
+                Work::Commit(_) => {}
+                Work::Change(e, None) if self.router.is_some() => {
+                    to_route.push(e);
+                    slots.push(None);
+                }
+                other => slots.push(Some(other)),
+            }
+        }
+        let chosen = match &mut self.router {
+            Some(router) if !to_route.is_empty() => router.run(&to_route)?,
+            _ => Vec::new(),
+        };
+        let mut routed = to_route.into_iter().zip(chosen);
+
+        let mut per_sink: Vec<Vec<SinkRecord>> = vec![Vec::new(); self.sink_txs.len()];
+        for slot in slots {
+            let (payload, txn, dests, by) = match slot {
+                None => match routed.next().expect("one answer per change") {
+                    (e, Ok(d)) => {
+                        let txn = e.txn;
+                        (
+                            SinkPayload::Change(Arc::new(e)),
+                            txn,
+                            Cow::Owned(d),
+                            ChosenBy::Router,
+                        )
+                    }
+                    (e, Err(error)) => {
+                        let failures = Failures {
+                            status: &self.status,
+                            dead_letter: self.dead_letter.as_ref(),
+                        };
+                        let router = self.router.as_mut().expect("routed by the router");
+                        match failures.handle(router, e, error)? {
+                            Some(Work::Raw(m, txn, Some(d))) => (
+                                SinkPayload::Raw(Arc::new(m)),
+                                txn,
+                                Cow::Owned(vec![d]),
+                                ChosenBy::DeadLetter,
+                            ),
+                            _ => continue,
+                        }
+                    }
+                },
+                Some(Work::Change(e, Some(d))) => {
+                    let txn = e.txn;
+                    (
+                        SinkPayload::Change(Arc::new(e)),
+                        txn,
+                        Cow::Owned(vec![d]),
+                        ChosenBy::Transform,
+                    )
+                }
+                Some(Work::Change(e, None)) => {
+                    let d = self.rules.route(&e);
+                    let txn = e.txn;
+                    (SinkPayload::Change(Arc::new(e)), txn, d, ChosenBy::Routes)
+                }
+                Some(Work::Raw(m, txn, Some(d))) => (
+                    SinkPayload::Raw(Arc::new(m)),
+                    txn,
+                    Cow::Owned(vec![d]),
+                    ChosenBy::Transform,
+                ),
+                Some(Work::Raw(m, txn, None)) => (
+                    SinkPayload::Raw(Arc::new(m)),
+                    txn,
+                    self.rules.route_untabled(),
+                    ChosenBy::Routes,
+                ),
+                Some(Work::Commit(_)) => unreachable!("left out above"),
+            };
+            self.dispatch(&mut per_sink, payload, txn, &dests, by)?;
+        }
+        Ok(per_sink)
+    }
+
+    /// Adds a record to the list of each of its sinks.
+    fn dispatch(
+        &self,
+        per_sink: &mut [Vec<SinkRecord>],
+        payload: SinkPayload,
+        txn: TxnId,
+        dests: &[Destination],
+        by: ChosenBy,
+    ) -> Result<(), HaltError> {
+        if dests.is_empty() {
+            self.status.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        for d in dests {
+            let Some(&i) = self.sink_index.get(&d.sink) else {
+                return Err(HaltError::UnknownSink {
+                    by: match by {
+                        ChosenBy::Transform => "a transform".to_owned(),
+                        ChosenBy::Routes => "the routes".to_owned(),
+                        ChosenBy::DeadLetter => "the dead_letter section".to_owned(),
+                        ChosenBy::Router => self
+                            .router
+                            .as_ref()
+                            .map(|r| format!("router {}", r.plugin().name()))
+                            .unwrap_or_default(),
+                    },
+                    event: match &payload {
+                        SinkPayload::Change(e) => describe(e),
+                        SinkPayload::Raw(m) => {
+                            format!("a raw message from commit LSN {}", m.source.commit_lsn)
+                        }
+                    },
+                    sink: d.sink.clone(),
+                    known: self.sink_names.clone(),
+                });
+            };
+            per_sink[i].push(SinkRecord {
+                topic: d.topic.clone(),
+                payload: payload.clone(),
+                txn,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Who chose a record's destination, named only if that destination is bad.
+#[derive(Clone, Copy)]
+enum ChosenBy {
+    Transform,
+    Router,
+    Routes,
+    DeadLetter,
+}
+
+/// Runs one transform over `work` (no commit markers inside but maybe at
+/// the end) and appends the result to `out`.
+fn transform_run(
+    stage: &mut Stage<TransformPlugin>,
+    failures: &Failures<'_>,
+    work: Vec<Work>,
+    out: &mut Vec<Work>,
+) -> Result<(), HaltError> {
+    enum Slot {
+        Batch,
+        Fixed(Work),
+    }
+    let mut batch = Vec::with_capacity(work.len());
+    let mut slots = Vec::with_capacity(work.len());
+    for w in work {
+        match w {
+            Work::Change(e, None) => {
+                batch.push(e);
+                slots.push(Slot::Batch);
+            }
+            other => slots.push(Slot::Fixed(other)),
+        }
+    }
+    let answers = if batch.is_empty() {
+        Vec::new()
+    } else {
+        stage.run(&batch)?
+    };
+    let mut results = batch.into_iter().zip(answers);
+    for slot in slots {
+        let (event, answer) = match slot {
+            Slot::Fixed(w) => {
+                out.push(w);
+                continue;
+            }
+            Slot::Batch => results.next().expect("one answer per change"),
+        };
+        match answer {
+            Ok(Outcome::Keep) => out.push(Work::Change(event, None)),
+            Ok(Outcome::Drop) => {
+                failures.status.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Outcome::Replace(emits)) => {
+                let txn = event.txn;
+                out.extend(emits.into_iter().map(|e| emit_work(e, txn)));
+            }
+            // Set apart by the stage.
+            Ok(Outcome::Fail { .. }) => unreachable!("declared failures are errors"),
+            Err(error) => out.extend(failures.handle(stage, event, error)?),
+        }
+    }
+    Ok(())
+}
+
+/// What a transform emitted, as work of transaction `txn`.
+fn emit_work(emit: Emit, txn: TxnId) -> Work {
+    match emit.payload {
+        EmitPayload::Change(e) => Work::Change(e, emit.destination),
+        EmitPayload::Raw(m) => Work::Raw(m, txn, emit.destination),
+    }
+}
+
+/// Applies plugins' failure policies.
+struct Failures<'a> {
+    status: &'a Status,
+    dead_letter: Option<&'a Destination>,
+}
+
+impl Failures<'_> {
+    /// Deals with a change `stage` failed on, as its policy says; returns
+    /// the dead letter to deliver, if any.
+    fn handle<P: StagePlugin>(
+        &self,
+        stage: &mut Stage<P>,
+        event: ChangeEvent,
+        error: String,
+    ) -> Result<Option<Work>, HaltError> {
+        let described = describe(&event);
+        let plugin = stage.plugin().name().to_owned();
+        if stage.policy == FailurePolicy::Halt {
+            return Err(HaltError::PluginFailed {
+                plugin,
+                event: described,
+                error,
+            });
+        }
+        stage.record_failure(&described, &error)?;
+        self.status.plugins.failed(&plugin, stage.policy);
+        match (stage.policy, self.dead_letter) {
+            (FailurePolicy::DeadLetter, Some(dest)) => {
+                tracing::warn!(%plugin, event = %described, %error, sink = %dest.sink, "sent a change the plugin failed on to the dead-letter sink");
+                let letter =
+                    dead_letter(P::KIND, &plugin, stage.plugin().version(), &error, &event)?;
+                Ok(Some(Work::Raw(letter, event.txn, Some(dest.clone()))))
+            }
+            _ => {
+                tracing::warn!(%plugin, event = %described, %error, "skipped a change the plugin failed on");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The dead letter of a change: a JSON document naming the plugin, its
+/// version and the error, with the change in the native envelope; keyed
+/// like the change, so a compacted topic keeps the last failure per row.
+fn dead_letter(
+    kind: &str,
+    plugin: &str,
+    version: &str,
+    error: &str,
+    event: &ChangeEvent,
+) -> Result<RawMessage, HaltError> {
+    let encode = |e: weir_sinks::EncodeError| {
+        HaltError::Internal(format!("cannot encode a dead letter: {e}"))
+    };
+    let mut value = Vec::with_capacity(512);
+    value.extend_from_slice(b"{\"plugin\":");
+    serde_json::to_writer(&mut value, plugin).expect("writing to a Vec");
+    value.extend_from_slice(b",\"plugin_kind\":");
+    serde_json::to_writer(&mut value, kind).expect("writing to a Vec");
+    value.extend_from_slice(b",\"plugin_version\":");
+    serde_json::to_writer(&mut value, version).expect("writing to a Vec");
+    value.extend_from_slice(b",\"error\":");
+    serde_json::to_writer(&mut value, error).expect("writing to a Vec");
+    value.extend_from_slice(b",\"failed_at\":\"");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    weir_sinks::write_utc_timestamp(&mut value, now);
+    value.extend_from_slice(b"\",\"event\":");
+    weir_sinks::encode_native_json(event, &mut value).map_err(encode)?;
+    value.push(b'}');
+    let mut key = Vec::new();
+    let key = match weir_sinks::encode_key_json(event, &mut key).map_err(encode)? {
+        true => Some(key),
+        false => None,
+    };
+    Ok(RawMessage {
+        key,
+        value: Some(value),
+        headers: vec![
+            ("weir.plugin".to_owned(), plugin.as_bytes().to_vec()),
+            (
+                "weir.plugin_version".to_owned(),
+                version.as_bytes().to_vec(),
+            ),
+            ("weir.error".to_owned(), error.as_bytes().to_vec()),
+        ],
+        source: event.source,
+    })
+}

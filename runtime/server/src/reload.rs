@@ -1,0 +1,305 @@
+//! Deploying new plugin versions into a running pipeline: by replacing a
+//! plugin's file (watched) or through the admin endpoint
+//! (`PUT /plugins/{name}`).
+//!
+//! A new version is compiled and validated off the data path (its world,
+//! its imports against the plugin's grants, its `init` with the plugin's
+//! configuration) before anything changes; an invalid one is refused and
+//! the running version stays. A valid one goes to the processor, which
+//! swaps it in at the next transaction boundary.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use weir_wasm::{PluginEngine, PluginSpec, RouterPlugin, TransformPlugin};
+
+use crate::config::Config;
+use crate::pipeline::{HaltError, LoadedPlugins, plugin_spec};
+use crate::processor::Swap;
+use crate::status::Status;
+
+/// Takes new versions of the pipeline's plugins.
+pub struct Deployer {
+    engine: PluginEngine,
+    slots: Vec<Slot>,
+    swaps: std::sync::mpsc::Sender<Swap>,
+    status: Arc<Status>,
+    /// One deploy at a time, so a file write by the endpoint and the
+    /// watcher noticing it cannot both swap.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// One configured plugin.
+struct Slot {
+    spec: PluginSpec,
+    kind: Kind,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Transform(usize),
+    Router,
+}
+
+/// What the deployer knows of a plugin's file.
+struct Seen {
+    /// Modification time and length when last read: unchanged means the
+    /// file need not be read again.
+    stamp: Option<(SystemTime, u64)>,
+    /// The version running or waiting to take over.
+    version: String,
+}
+
+/// Why a deploy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// No plugin of that name is configured.
+    #[error("no plugin named {name:?} (configured: {known})")]
+    UnknownPlugin {
+        /// The name asked for.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The new version is not valid; the running one stays.
+    #[error("{0}")]
+    Invalid(String),
+    /// The new version could not be written next to the old one.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A deploy that was accepted.
+#[derive(Debug, serde::Serialize)]
+pub struct Deployed {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The new version (the first 12 hex digits of its SHA-256).
+    pub version: String,
+    /// The version it replaces.
+    pub previous: String,
+}
+
+/// The version string of a component's bytes, as the WASM host names it.
+fn version_of(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..6])
+}
+
+impl Deployer {
+    /// A deployer for the plugins of `config`, as loaded in `plugins`.
+    pub fn new(
+        config: &Config,
+        plugins: &LoadedPlugins,
+        swaps: std::sync::mpsc::Sender<Swap>,
+        status: Arc<Status>,
+    ) -> Self {
+        let mut slots = Vec::new();
+        for (i, (c, p)) in config
+            .transforms
+            .iter()
+            .zip(&plugins.transforms)
+            .enumerate()
+        {
+            slots.push(Slot::new(plugin_spec(c), Kind::Transform(i), p.version()));
+        }
+        if let (Some(c), Some(p)) = (&config.router, &plugins.router) {
+            slots.push(Slot::new(plugin_spec(c), Kind::Router, p.version()));
+        }
+        Deployer {
+            engine: plugins.engine.clone(),
+            slots,
+            swaps,
+            status,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether any plugin is configured.
+    pub fn has_plugins(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot, DeployError> {
+        self.slots
+            .iter()
+            .find(|s| s.spec.name == name)
+            .ok_or_else(|| DeployError::UnknownPlugin {
+                name: name.to_owned(),
+                known: self
+                    .slots
+                    .iter()
+                    .map(|s| s.spec.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Validates `bytes` as the new version of plugin `name`; if valid,
+    /// writes it over the plugin's file (so a restart runs it too) and
+    /// hands it to the pipeline, which swaps it in at the next transaction
+    /// boundary.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
+        let _busy = self.busy.lock().await;
+        let slot = self.slot(name)?;
+        let previous = slot.seen().version.clone();
+        let version = version_of(&bytes);
+        let swap = self.validate(slot, bytes.clone()).await.map_err(|e| {
+            self.refused(slot, &e);
+            DeployError::Invalid(e)
+        })?;
+        let path = slot.spec.path.clone();
+        let stamp = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| DeployError::Io(e.to_string()))?
+            .map_err(|e| {
+                DeployError::Io(format!(
+                    "cannot write the new version to {}: {e}",
+                    slot.spec.path.display()
+                ))
+            })?;
+        *slot.seen() = Seen {
+            stamp: Some(stamp),
+            version: version.clone(),
+        };
+        self.accept(slot, &version, swap);
+        Ok(Deployed {
+            plugin: name.to_owned(),
+            version,
+            previous,
+        })
+    }
+
+    /// Checks every plugin's file every `interval` until `stop`, and
+    /// deploys what changed.
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> Result<(), HaltError> {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+            for slot in &self.slots {
+                self.check(slot).await;
+            }
+        }
+    }
+
+    /// Deploys the plugin's file if it holds a new version.
+    async fn check(&self, slot: &Slot) {
+        let _busy = self.busy.lock().await;
+        let Ok(stamp) = stamp(&slot.spec.path) else {
+            // Missing for a moment while being replaced, or gone: the
+            // running version stays either way.
+            return;
+        };
+        if slot.seen().stamp == Some(stamp) {
+            return;
+        }
+        let Ok(bytes) = std::fs::read(&slot.spec.path) else {
+            return;
+        };
+        let version = version_of(&bytes);
+        {
+            let mut seen = slot.seen();
+            seen.stamp = Some(stamp);
+            if seen.version == version {
+                return;
+            }
+        }
+        match self.validate(slot, bytes).await {
+            Ok(swap) => {
+                slot.seen().version = version.clone();
+                self.accept(slot, &version, swap);
+            }
+            // A file still being written is refused too, and read again
+            // once its size or time changes.
+            Err(e) => self.refused(slot, &e),
+        }
+    }
+
+    /// Compiles `bytes` and runs `init` on them, off the async runtime.
+    async fn validate(&self, slot: &Slot, bytes: Vec<u8>) -> Result<Swap, String> {
+        let engine = self.engine.clone();
+        let spec = slot.spec.clone();
+        let kind = slot.kind;
+        tokio::task::spawn_blocking(move || match kind {
+            Kind::Transform(i) => {
+                let plugin = TransformPlugin::load_bytes(&engine, spec, &bytes)
+                    .map_err(|e| e.to_string())?;
+                plugin.instantiate().map_err(|e| e.to_string())?;
+                Ok(Swap::Transform(i, plugin))
+            }
+            Kind::Router => {
+                let plugin =
+                    RouterPlugin::load_bytes(&engine, spec, &bytes).map_err(|e| e.to_string())?;
+                plugin.instantiate().map_err(|e| e.to_string())?;
+                Ok(Swap::Router(plugin))
+            }
+        })
+        .await
+        .map_err(|e| format!("validating the new version panicked: {e}"))?
+    }
+
+    fn accept(&self, slot: &Slot, version: &str, swap: Swap) {
+        tracing::info!(plugin = %slot.spec.name, %version, "new plugin version validated; it takes over at the next transaction boundary");
+        self.status.plugins.accepted(&slot.spec.name, version);
+        // Fails only when the processor has stopped, and then nothing is
+        // left to swap.
+        let _ = self.swaps.send(swap);
+    }
+
+    fn refused(&self, slot: &Slot, error: &str) {
+        let running = slot.seen().version.clone();
+        tracing::error!(plugin = %slot.spec.name, %running, %error, "refused a new plugin version; the running version stays");
+        self.status.plugins.refused(&slot.spec.name, error);
+    }
+}
+
+impl Slot {
+    fn new(spec: PluginSpec, kind: Kind, version: &str) -> Self {
+        let stamp = stamp(&spec.path).ok();
+        Slot {
+            spec,
+            kind,
+            seen: Mutex::new(Seen {
+                stamp,
+                version: version.to_owned(),
+            }),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.modified()?, meta.len()))
+}
+
+/// Replaces `path` by `bytes` in one rename, so a reader (the watcher, a
+/// restart) sees the old file or the new one, never half of one. Returns
+/// the new file's stamp.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<(SystemTime, u64)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.deploy-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    stamp(path)
+}
