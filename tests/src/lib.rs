@@ -59,6 +59,21 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// The path of a Python or JavaScript example component (`redact_pii`,
+/// `normalize`, `py_passthrough`, `js_passthrough`), built by
+/// `scripts/build-polyglot-plugins`.
+pub fn polyglot(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("plugins/target/polyglot")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "plugin {name} is not built ({} missing): run scripts/build-polyglot-plugins",
+        path.display()
+    );
+    path
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -710,7 +725,10 @@ impl FilePipeline {
         )
         .expect("write config");
         let weir = WeirProcess::start(&config, &[]);
-        wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        // Generous: the first start compiles the plugins, which takes tens
+        // of seconds for the Python and JavaScript ones on a busy machine
+        // (later starts load the compiled code from the cache).
+        wait_for(Duration::from_secs(300), || db.confirmed_flush())
             .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
         FilePipeline {
             weir,
@@ -729,4 +747,32 @@ impl FilePipeline {
             self.weir.log()
         );
     }
+}
+
+/// One HTTP request to the admin endpoint on `port`; the whole response
+/// (status line, headers, body) as text.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `GET path` on the admin endpoint.
+pub fn http_get(port: u16, path: &str) -> String {
+    http(port, "GET", path, b"")
+}
+
+/// The JSON body of an admin endpoint response.
+pub fn http_json(response: &str) -> Json {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
 }

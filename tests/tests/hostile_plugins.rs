@@ -98,19 +98,6 @@ async fn halts_on_the_poisoned_change(plugin_name: &str) {
     assert!(status.success(), "{}", weir.log());
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_plugin_halts_without_acknowledging() {
     halts_on_the_poisoned_change("trap").await;
