@@ -233,26 +233,22 @@ impl Processor {
         }
         let mut run = Vec::new();
         for w in work {
-            let commit = match &w {
-                Work::Commit(t) => Some(*t),
-                _ => None,
+            let Work::Commit(txn) = w else {
+                run.push(w);
+                continue;
             };
-            run.push(w);
-            if let Some(txn) = commit {
-                let marker = run.pop().expect("just pushed");
-                transform_run(stage, &failures, std::mem::take(&mut run), &mut out)?;
-                // A swap never lands inside a transaction, but the plugin
-                // may have been re-instantiated after a failure; ask again.
-                if stage.wants_commit()? {
-                    out.extend(
-                        stage
-                            .commit(&txn)?
-                            .into_iter()
-                            .map(|e| emit_work(e, txn.txn)),
-                    );
-                }
-                out.push(marker);
+            transform_run(stage, &failures, std::mem::take(&mut run), &mut out)?;
+            // A swap never lands inside a transaction, but the plugin may
+            // have been re-instantiated after a failure; ask again.
+            if stage.wants_commit()? {
+                out.extend(
+                    stage
+                        .commit(&txn)?
+                        .into_iter()
+                        .map(|e| emit_work(e, txn.txn)),
+                );
             }
+            out.push(Work::Commit(txn));
         }
         transform_run(stage, &failures, run, &mut out)?;
         Ok(out)

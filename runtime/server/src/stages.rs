@@ -143,6 +143,12 @@ impl<P: StagePlugin> Stage<P> {
         self.instance = None;
     }
 
+    /// Makes the first instance now, so a plugin refusing its
+    /// configuration is reported before any change.
+    pub(crate) fn start(&mut self) -> Result<(), HaltError> {
+        self.instance().map(|_| ())
+    }
+
     fn instance(&mut self) -> Result<&mut P::Instance, HaltError> {
         if self.instance.is_none() {
             self.instance = Some(self.plugin.instantiate()?);

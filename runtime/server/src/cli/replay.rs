@@ -12,11 +12,9 @@
 //!
 //! * transform: `{"line":N,"outcome":"keep"}`, `{"line":N,"outcome":"drop"}`,
 //!   `{"line":N,"outcome":"replace","emits":[EMIT,...]}`, or
-//!   `{"line":N,"outcome":"fail","error":"...","retryable":false}` when the
-//!   plugin failed the event (`retryable` is the plugin's) and
-//!   `{"line":N,"outcome":"fail","error":"..."}` when the host did (a
-//!   trap, a timeout, the memory limit, an answer the contract does not
-//!   allow);
+//!   `{"line":N,"outcome":"fail","error":"..."}` when the plugin rejected
+//!   the event or failed on it (a trap, a timeout, the memory limit, an
+//!   answer the contract does not allow);
 //! * after each transaction, when the transform asked for the `commit`
 //!   hook: `{"commit":{"xid":X,"commit_lsn":"0/16B3748"},"emits":[EMIT,...]}`,
 //!   or `{"commit":{...},"error":"..."}`;
@@ -29,9 +27,9 @@
 //! where `BYTES` is `null`, a string when the bytes are UTF-8, or
 //! `{"base64":"..."}` when they are not.
 //!
-//! A failure does not stop the run: as the pipeline does, the host finds
-//! the event that fails ([`find_failing_event`]), which is reported, and
-//! goes on with the next event on a fresh instance. A summary and the
+//! A failure does not stop the run: as in the pipeline (the same plugin
+//! stage runs it), the event that fails is found by re-running parts of
+//! the batch on fresh instances, reported, and the rest goes on. A summary and the
 //! plugin's counters go to stderr at the end, with its log.
 
 use std::io::{BufWriter, Write};
@@ -42,10 +40,12 @@ use anyhow::{Context as _, bail};
 use weir_core::{ChangeEvent, Destination, RawMessage};
 use weir_sinks::{DecodeContext, JsonEncoder, decode_native_json};
 use weir_wasm::{
-    Emit, EmitPayload, Grants, Outcome, PluginError, PluginSpec, PluginWorld, RouterInstance,
-    RouterPlugin, Transaction, TransformInstance, TransformPlugin, find_failing_event,
-    find_failing_route,
+    Emit, EmitPayload, Grants, Outcome, PluginSpec, PluginWorld, RouterPlugin, Transaction,
+    TransformPlugin,
 };
+
+use crate::config::{BreakerConfig, FailurePolicy};
+use crate::stages::{Stage, StagePlugin};
 
 use base64::Engine as _;
 
@@ -170,11 +170,9 @@ struct Tally {
     fail: usize,
 }
 
-/// Runs a transform over transactions, on a fresh instance after each
-/// failure.
+/// Runs a transform over transactions.
 struct TransformRun<'a, W: Write> {
-    plugin: TransformPlugin,
-    instance: Option<TransformInstance>,
+    stage: Stage<TransformPlugin>,
     out: &'a mut W,
     encoder: JsonEncoder,
     tally: Tally,
@@ -184,10 +182,8 @@ impl<'a, W: Write> TransformRun<'a, W> {
     /// Instantiates the plugin at once, so a configuration it refuses is an
     /// error before any output.
     fn new(plugin: TransformPlugin, out: &'a mut W) -> anyhow::Result<Self> {
-        let instance = plugin.instantiate()?;
         Ok(TransformRun {
-            plugin,
-            instance: Some(instance),
+            stage: started(plugin)?,
             out,
             encoder: JsonEncoder::new(),
             tally: Tally::default(),
@@ -206,65 +202,34 @@ impl<'a, W: Write> TransformRun<'a, W> {
         ))
     }
 
-    /// The live instance, or a fresh one when there is none or it failed.
-    fn instance(&mut self) -> Result<&mut TransformInstance, PluginError> {
-        if self.instance.as_ref().is_none_or(|i| i.is_poisoned()) {
-            self.instance = None;
-            self.instance = Some(self.plugin.instantiate()?);
-        }
-        Ok(self.instance.as_mut().expect("just made"))
-    }
-
     fn transaction(&mut self, txn: &[LineEvent]) -> anyhow::Result<()> {
-        let batch: Vec<ChangeEvent> = txn.iter().map(|e| e.event.clone()).collect();
-        let mut start = 0;
-        while start < batch.len() {
-            let rest = &batch[start..];
-            let lines = &txn[start..];
-            let fresh = self.instance.as_ref().is_none_or(|i| i.is_poisoned());
-            let error = match self.instance()?.process(rest) {
-                Ok(outcomes) => {
-                    self.outcomes(lines, outcomes)?;
-                    break;
+        for (line, answer) in run_stage(&mut self.stage, txn) {
+            self.tally.events += 1;
+            let n = line.line;
+            let text = match answer {
+                Ok(Outcome::Keep) => {
+                    self.tally.keep += 1;
+                    format!(r#"{{"line":{n},"outcome":"keep"}}"#)
                 }
-                Err(e) => e,
+                Ok(Outcome::Drop) => {
+                    self.tally.drop += 1;
+                    format!(r#"{{"line":{n},"outcome":"drop"}}"#)
+                }
+                Ok(Outcome::Replace(emits)) => {
+                    self.tally.replace += 1;
+                    format!(
+                        r#"{{"line":{n},"outcome":"replace","emits":{}}}"#,
+                        emits_json(&emits, &mut self.encoder)
+                    )
+                }
+                Ok(Outcome::Fail { message, .. }) | Err(message) => {
+                    self.tally.fail += 1;
+                    failure_json(n, &message)
+                }
             };
-            match find_failing_event(&self.plugin, rest)? {
-                Some((culprit, culprit_error)) => {
-                    // A fresh instance replays the events before the
-                    // culprit (they passed on the probe's fresh instance)
-                    // and goes on after it.
-                    self.instance = None;
-                    if culprit > 0 {
-                        match self.instance()?.process(&rest[..culprit]) {
-                            Ok(outcomes) => self.outcomes(&lines[..culprit], outcomes)?,
-                            Err(e) => {
-                                for line in &lines[..culprit] {
-                                    self.host_failure(line.line, &e)?;
-                                }
-                            }
-                        }
-                    }
-                    self.host_failure(lines[culprit].line, &culprit_error)?;
-                    start += culprit + 1;
-                    if culprit == 0 {
-                        self.instance = None;
-                    }
-                }
-                // The events pass on a fresh instance: what the long-lived
-                // one kept from earlier transactions made them fail. Run
-                // them again on a fresh one, or report them if it was.
-                None if fresh => {
-                    for line in lines {
-                        self.host_failure(line.line, &error)?;
-                    }
-                    self.instance = None;
-                    break;
-                }
-                None => self.instance = None,
-            }
+            writeln!(self.out, "{text}").context("cannot write to stdout")?;
         }
-        if self.instance()?.wants_commit() {
+        if self.stage.wants_commit()? {
             self.commit(&txn[0].event)?;
         }
         Ok(())
@@ -279,66 +244,23 @@ impl<'a, W: Write> TransformRun<'a, W> {
             commit_time_micros: event.source.commit_time_micros,
         };
         let commit = format!(r#"{{"xid":{},"commit_lsn":"{}"}}"#, txn.xid, txn.commit_lsn);
-        let line = match self.instance()?.commit(&txn) {
+        let line = match self.stage.commit(&txn) {
             Ok(emits) => format!(
                 r#"{{"commit":{commit},"emits":{}}}"#,
                 emits_json(&emits, &mut self.encoder)
             ),
-            Err(e) => {
-                self.instance = None;
-                format!(
-                    r#"{{"commit":{commit},"error":{}}}"#,
-                    string(&e.to_string())
-                )
-            }
+            Err(e) => format!(
+                r#"{{"commit":{commit},"error":{}}}"#,
+                string(&e.to_string())
+            ),
         };
         writeln!(self.out, "{line}").context("cannot write to stdout")
     }
-
-    fn outcomes(&mut self, lines: &[LineEvent], outcomes: Vec<Outcome>) -> anyhow::Result<()> {
-        for (line, outcome) in lines.iter().zip(outcomes) {
-            self.tally.events += 1;
-            let n = line.line;
-            let text = match outcome {
-                Outcome::Keep => {
-                    self.tally.keep += 1;
-                    format!(r#"{{"line":{n},"outcome":"keep"}}"#)
-                }
-                Outcome::Drop => {
-                    self.tally.drop += 1;
-                    format!(r#"{{"line":{n},"outcome":"drop"}}"#)
-                }
-                Outcome::Replace(emits) => {
-                    self.tally.replace += 1;
-                    format!(
-                        r#"{{"line":{n},"outcome":"replace","emits":{}}}"#,
-                        emits_json(&emits, &mut self.encoder)
-                    )
-                }
-                Outcome::Fail { message, retryable } => {
-                    self.tally.fail += 1;
-                    format!(
-                        r#"{{"line":{n},"outcome":"fail","error":{},"retryable":{retryable}}}"#,
-                        string(&message)
-                    )
-                }
-            };
-            writeln!(self.out, "{text}").context("cannot write to stdout")?;
-        }
-        Ok(())
-    }
-
-    fn host_failure(&mut self, line: usize, error: &PluginError) -> anyhow::Result<()> {
-        self.tally.events += 1;
-        self.tally.fail += 1;
-        write_failure(self.out, line, error)
-    }
 }
 
-/// Runs a router over transactions, on a fresh instance after each failure.
+/// Runs a router over transactions.
 struct RouterRun<'a, W: Write> {
-    plugin: RouterPlugin,
-    instance: Option<RouterInstance>,
+    stage: Stage<RouterPlugin>,
     out: &'a mut W,
     tally: Tally,
 }
@@ -346,10 +268,8 @@ struct RouterRun<'a, W: Write> {
 impl<'a, W: Write> RouterRun<'a, W> {
     /// Instantiates the plugin at once, as [`TransformRun::new`] does.
     fn new(plugin: RouterPlugin, out: &'a mut W) -> anyhow::Result<Self> {
-        let instance = plugin.instantiate()?;
         Ok(RouterRun {
-            plugin,
-            instance: Some(instance),
+            stage: started(plugin)?,
             out,
             tally: Tally::default(),
         })
@@ -358,7 +278,25 @@ impl<'a, W: Write> RouterRun<'a, W> {
     fn run(mut self, events: &[LineEvent]) -> anyhow::Result<String> {
         for txn in transactions(events) {
             self.tally.transactions += 1;
-            self.transaction(txn)?;
+            for (line, answer) in run_stage(&mut self.stage, txn) {
+                self.tally.events += 1;
+                let text = match answer {
+                    Ok(destinations) => {
+                        self.tally.routed += 1;
+                        let list: Vec<String> = destinations.iter().map(destination_json).collect();
+                        format!(
+                            r#"{{"line":{},"destinations":[{}]}}"#,
+                            line.line,
+                            list.join(",")
+                        )
+                    }
+                    Err(message) => {
+                        self.tally.fail += 1;
+                        failure_json(line.line, &message)
+                    }
+                };
+                writeln!(self.out, "{text}").context("cannot write to stdout")?;
+            }
         }
         let t = &self.tally;
         Ok(format!(
@@ -366,92 +304,36 @@ impl<'a, W: Write> RouterRun<'a, W> {
             t.events, t.transactions, t.routed, t.fail
         ))
     }
+}
 
-    fn instance(&mut self) -> Result<&mut RouterInstance, PluginError> {
-        if self.instance.as_ref().is_none_or(|i| i.is_poisoned()) {
-            self.instance = None;
-            self.instance = Some(self.plugin.instantiate()?);
-        }
-        Ok(self.instance.as_mut().expect("just made"))
-    }
+/// A stage for `plugin`, with an instance made (so a refused configuration
+/// is reported before anything else). Its policy and breaker are never
+/// consulted: here every failure is a result.
+fn started<P: StagePlugin>(plugin: P) -> anyhow::Result<Stage<P>> {
+    let mut stage = Stage::new(plugin, FailurePolicy::Skip, &BreakerConfig::default());
+    stage.start()?;
+    Ok(stage)
+}
 
-    /// As [`TransformRun::transaction`], for routes.
-    fn transaction(&mut self, txn: &[LineEvent]) -> anyhow::Result<()> {
-        let batch: Vec<ChangeEvent> = txn.iter().map(|e| e.event.clone()).collect();
-        let mut start = 0;
-        while start < batch.len() {
-            let rest = &batch[start..];
-            let lines = &txn[start..];
-            let fresh = self.instance.as_ref().is_none_or(|i| i.is_poisoned());
-            let error = match self.instance()?.route(rest) {
-                Ok(routes) => {
-                    self.routes(lines, routes)?;
-                    break;
-                }
-                Err(e) => e,
-            };
-            match find_failing_route(&self.plugin, rest)? {
-                Some((culprit, culprit_error)) => {
-                    self.instance = None;
-                    if culprit > 0 {
-                        match self.instance()?.route(&rest[..culprit]) {
-                            Ok(routes) => self.routes(&lines[..culprit], routes)?,
-                            Err(e) => {
-                                for line in &lines[..culprit] {
-                                    self.host_failure(line.line, &e)?;
-                                }
-                            }
-                        }
-                    }
-                    self.host_failure(lines[culprit].line, &culprit_error)?;
-                    start += culprit + 1;
-                    if culprit == 0 {
-                        self.instance = None;
-                    }
-                }
-                None if fresh => {
-                    for line in lines {
-                        self.host_failure(line.line, &error)?;
-                    }
-                    self.instance = None;
-                    break;
-                }
-                None => self.instance = None,
-            }
-        }
-        Ok(())
-    }
-
-    fn routes(&mut self, lines: &[LineEvent], routes: Vec<Vec<Destination>>) -> anyhow::Result<()> {
-        for (line, destinations) in lines.iter().zip(routes) {
-            self.tally.events += 1;
-            self.tally.routed += 1;
-            let list: Vec<String> = destinations.iter().map(destination_json).collect();
-            writeln!(
-                self.out,
-                r#"{{"line":{},"destinations":[{}]}}"#,
-                line.line,
-                list.join(",")
-            )
-            .context("cannot write to stdout")?;
-        }
-        Ok(())
-    }
-
-    fn host_failure(&mut self, line: usize, error: &PluginError) -> anyhow::Result<()> {
-        self.tally.events += 1;
-        self.tally.fail += 1;
-        write_failure(self.out, line, error)
+/// The stage's answer for each event of a transaction. A failure no event
+/// can be blamed for (it did not recur on fresh instances) is every
+/// event's result.
+fn run_stage<'e, P: StagePlugin>(
+    stage: &mut Stage<P>,
+    txn: &'e [LineEvent],
+) -> Vec<(&'e LineEvent, Result<P::Answer, String>)> {
+    let batch: Vec<ChangeEvent> = txn.iter().map(|e| e.event.clone()).collect();
+    match stage.run(&batch) {
+        Ok(answers) => txn.iter().zip(answers).collect(),
+        Err(e) => txn.iter().map(|line| (line, Err(e.to_string()))).collect(),
     }
 }
 
-fn write_failure(out: &mut impl Write, line: usize, error: &PluginError) -> anyhow::Result<()> {
-    writeln!(
-        out,
+fn failure_json(line: usize, message: &str) -> String {
+    format!(
         r#"{{"line":{line},"outcome":"fail","error":{}}}"#,
-        string(&error.to_string())
+        string(message)
     )
-    .context("cannot write to stdout")
 }
 
 /// `text` as a JSON string.
