@@ -876,6 +876,61 @@ path = "-"
     }
 
     #[test]
+    fn plugin_policies_grants_and_deploys_are_read_and_checked() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let good = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 1000\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 3, window = \"30s\" }}\nsandbox = {{ env = {{ TZ = \"UTC\" }}, network = true, dirs = [{{ host = \"src\", guest = \"/src\" }}] }}\n\n[dead_letter]\nsink = \"out\"\ntopic = \"dlq\"\n\n[plugins]\nwatch = false\ncache_dir = \"compiled\"\n"
+        );
+        let c = Config::parse(&good, base, &|_| None).unwrap();
+        let t = &c.transforms[0];
+        assert_eq!(t.fuel, Some(1000));
+        assert_eq!(t.on_failure, FailurePolicy::DeadLetter);
+        assert_eq!(t.breaker.max_failures, 3);
+        assert_eq!(t.breaker.window, Duration::from_secs(30));
+        assert_eq!(t.sandbox.env["TZ"], "UTC");
+        assert!(t.sandbox.network);
+        assert_eq!(t.sandbox.dirs[0].host, base.join("src"));
+        assert!(!t.sandbox.dirs[0].writable);
+        assert_eq!(
+            c.dead_letter.as_ref().unwrap().topic.as_deref(),
+            Some("dlq")
+        );
+        assert!(!c.plugins.watch);
+        assert_eq!(c.plugins.cache_dir(), Some(base.join("compiled")));
+
+        let bad = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 0\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 0 }}\nsandbox = {{ dirs = [{{ host = \"nope\", guest = \"rel\" }}] }}\n\n[[transforms]]\npath = \"Cargo.toml\"\n\n[plugins]\ncache_dir = \"\"\n"
+        );
+        let errs = Config::parse(&bad, base, &|_| None).unwrap_err();
+        for expected in [
+            "transforms[0].fuel: must be more than zero",
+            "transforms[0].on_failure: \"dead-letter\" needs a [dead_letter] section",
+            "transforms[0].breaker.max_failures: must be at least 1",
+            "transforms[0].sandbox.dirs[0].host:",
+            "transforms[0].sandbox.dirs[0].guest: \"rel\" must be an absolute path",
+            "transforms[1].name: \"Cargo\" is also the name of transforms[0]",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "{expected}: {errs:#?}"
+            );
+        }
+        let unknown_policy =
+            format!("{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\non_failure = \"retry\"\n");
+        let errs = Config::parse(&unknown_policy, base, &|_| None).unwrap_err();
+        assert!(
+            errs[0].starts_with("transforms[0].on_failure: unknown variant `retry`"),
+            "{errs:?}"
+        );
+        let no_sink = format!("{MINIMAL}\n[dead_letter]\nsink = \"dlq\"\n");
+        let errs = Config::parse(&no_sink, base, &|_| None).unwrap_err();
+        assert!(
+            errs[0].starts_with("dead_letter.sink: no sink named \"dlq\""),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn table_names() {
         assert_eq!(
             parse_table("orders").unwrap(),
