@@ -3,7 +3,8 @@
 //! plugin, its version and the error) to the dead-letter sink, and the
 //! pipeline goes on and acknowledges past it; with `skip` the change is
 //! left out and counted; and a plugin failing too often trips its circuit
-//! breaker, which halts the pipeline.
+//! breaker, which halts the pipeline. Components importing files or the
+//! network without a grant are refused while the pipeline runs on.
 
 use std::time::Duration;
 
@@ -99,6 +100,22 @@ async fn changes_plugins_fail_on_are_dead_lettered_and_the_rest_flows() {
     let status = http_json(&http_get(admin, "/plugins"));
     assert_eq!(status["trapper"]["dead_lettered"], 1, "{status}");
     assert_eq!(status["trapper"]["on_failure"], "dead-letter");
+
+    // Components wanting files or the network without a grant are refused,
+    // naming the import, and the pipeline stays up with what it runs.
+    for (file, import) in [
+        ("filesystem", "wasi:filesystem/"),
+        ("network", "wasi:sockets/"),
+    ] {
+        let bytes = std::fs::read(plugin(file)).unwrap();
+        let refused = http(admin, "PUT", "/plugins/trapper", &bytes);
+        assert!(refused.starts_with("HTTP/1.1 422"), "{refused}");
+        assert!(refused.contains(import), "{refused}");
+    }
+    db.exec("INSERT INTO t VALUES (11, 'v11')").await;
+    let out = wait_lines(&p.out, 8, Duration::from_secs(60));
+    assert_eq!(out[7]["after"]["id"], 11);
+    assert!(http_get(admin, "/health").starts_with("HTTP/1.1 200"));
     p.stop_cleanly();
 }
 
