@@ -23,14 +23,25 @@
 //!
 //! What a plugin can and cannot do:
 //!
-//! * it sees only what it is passed: no directories, no environment
-//!   variables, no network (a component importing `wasi:sockets` or
-//!   `wasi:http` is refused at load); what it logs, and its stdout and
-//!   stderr, go to the log under the `tracing` target `weir::plugin`, with
-//!   the plugin's name as the `plugin` field;
-//! * each instance has a memory limit and each call a deadline
-//!   ([`PluginSpec`]); a plugin that traps, loops or hoards memory fails
-//!   that call with a [`PluginError`] naming it, and the process goes on.
+//! * it sees only what it is passed and what its [`Grants`] allow: by
+//!   default no directories, no environment variables, no network; a
+//!   component importing `wasi:filesystem` or `wasi:sockets` it was not
+//!   granted (or `wasi:http`, never offered) is refused at load, naming the
+//!   import; what it logs, and its stdout and stderr, go to the log under
+//!   the `tracing` target `weir::plugin`, with the plugin's name as the
+//!   `plugin` field;
+//! * from the host it gets its configuration, counters (read back with
+//!   [`PluginEngine::counter_totals`]) and tables of its own
+//!   (`declare-table`); a component built for another major version of the
+//!   contract ([`CONTRACT_VERSION`]) is refused at load;
+//! * each instance has a memory limit, each call a deadline and optionally
+//!   fuel ([`PluginSpec`]); a plugin that traps, loops or hoards memory
+//!   fails that call with a [`PluginError`] naming it, and the process goes
+//!   on.
+//!
+//! Compiled code is reused by the SHA-256 of the component, in memory and,
+//! with [`PluginEngine::with_cache_dir`], on disk across restarts.
+//! [`inspect`] describes a component without running it.
 //!
 //! Hot-path costs: a batch is passed in one call, rows positionally, each
 //! table's schema once per instance (`on-table`). Values are lowered
