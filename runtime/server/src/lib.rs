@@ -6,7 +6,11 @@
 //! [`pipeline`] connects them with bounded channels, and [`checkpoint`]
 //! decides which source position may be acknowledged so that no committed
 //! change is ever lost: the flush LSN only covers transactions that every
-//! sink they were routed to has made durable.
+//! sink they were routed to has made durable. The processor thread
+//! (`processor.rs`) runs the plugin stages (`stages.rs`: isolating a failing
+//! change, failure policies, circuit breakers) and swaps in new plugin
+//! versions from the [`reload::Deployer`] at transaction boundaries;
+//! [`cli`] holds the `weir plugin` tools for plugin authors.
 
 pub mod admin;
 pub mod checkpoint;
