@@ -46,12 +46,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
-use weir_plugin_sdk::{Config, Event, Op, Outcome, Source, Table, Transform, Value, count};
+use weir_plugin_sdk::{
+    Config, Event, Op, Outcome, Source, Table, TablePattern, Transform, Value, count,
+};
 
 /// Adds the configured columns to the configured tables.
 pub struct Enrich {
     additions: Vec<Addition>,
-    tables: Vec<TableName>,
+    tables: Vec<TablePattern>,
     /// Per captured table id: the declared table, or why the table cannot
     /// be enriched.
     declared: HashMap<u32, Result<Table, String>>,
@@ -89,7 +91,7 @@ impl Transform for Enrich {
         let tables = config
             .list("tables")
             .into_iter()
-            .map(TableName::parse)
+            .map(TablePattern::parse)
             .collect::<Result<_, _>>()?;
         Ok(Enrich {
             additions,
@@ -439,30 +441,6 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// `schema.table` or `schema.*`.
-struct TableName {
-    schema: String,
-    /// `None` for every table of the schema.
-    table: Option<String>,
-}
-
-impl TableName {
-    fn parse(text: &str) -> Result<Self, String> {
-        let (schema, table) = text
-            .split_once('.')
-            .filter(|(s, t)| !s.is_empty() && !t.is_empty())
-            .ok_or_else(|| format!("config key `tables`: expected schema.table, got {text:?}"))?;
-        Ok(TableName {
-            schema: schema.to_owned(),
-            table: (table != "*").then(|| table.to_owned()),
-        })
-    }
-
-    fn matches(&self, schema: &str, table: &str) -> bool {
-        self.schema == schema && self.table.as_deref().is_none_or(|t| t == table)
-    }
 }
 
 weir_plugin_sdk::export_transform!(Enrich);

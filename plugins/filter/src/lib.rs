@@ -20,11 +20,11 @@
 
 use std::cmp::Ordering;
 
-use weir_plugin_sdk::{Config, Event, Op, Outcome, Transform, Value};
+use weir_plugin_sdk::{Config, Event, Op, Outcome, TablePattern, Transform, Value};
 
 /// Keeps events of the configured tables that match the predicate.
 pub struct Filter {
-    tables: Vec<TableName>,
+    tables: Vec<TablePattern>,
     predicate: Option<Predicate>,
     keep_messages: bool,
 }
@@ -34,7 +34,7 @@ impl Transform for Filter {
         let tables = config
             .list("tables")
             .into_iter()
-            .map(TableName::parse)
+            .map(TablePattern::parse)
             .collect::<Result<_, _>>()?;
         let predicate = match config.get("where").map(str::trim) {
             None | Some("") => None,
@@ -81,30 +81,6 @@ impl Filter {
             None => true,
             Some(p) => event.value(&p.column).is_none_or(|v| p.matches(v)),
         }
-    }
-}
-
-/// `schema.table` or `schema.*`.
-struct TableName {
-    schema: String,
-    /// `None` for every table of the schema.
-    table: Option<String>,
-}
-
-impl TableName {
-    fn parse(text: &str) -> Result<Self, String> {
-        let (schema, table) = text
-            .split_once('.')
-            .filter(|(s, t)| !s.is_empty() && !t.is_empty())
-            .ok_or_else(|| format!("config key `tables`: expected schema.table, got {text:?}"))?;
-        Ok(TableName {
-            schema: schema.to_owned(),
-            table: (table != "*").then(|| table.to_owned()),
-        })
-    }
-
-    fn matches(&self, schema: &str, table: &str) -> bool {
-        self.schema == schema && self.table.as_deref().is_none_or(|t| t == table)
     }
 }
 

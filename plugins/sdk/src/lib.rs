@@ -67,7 +67,7 @@ pub use config::Config;
 pub use event::{Event, Outcome};
 pub use host::{count, declare_table};
 pub use runtime::{Router, Transform};
-pub use table::Table;
+pub use table::{Table, TablePattern};
 
 /// The WIT types of the plugin contract (`weir:cdc/types`), as generated.
 ///

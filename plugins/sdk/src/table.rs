@@ -172,3 +172,56 @@ mod tests {
         assert_eq!(wide.value(&row, "c7"), Some(&Value::Int(7)));
     }
 }
+
+/// A `schema.table` name from a plugin's configuration, where `schema.*`
+/// stands for every table of the schema: what plugins' `tables` settings
+/// hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TablePattern {
+    schema: String,
+    /// `None` for every table of the schema.
+    table: Option<String>,
+}
+
+impl TablePattern {
+    /// Parses `schema.table` or `schema.*`; the error names the `tables`
+    /// config key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (schema, table) = text
+            .split_once('.')
+            .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+            .ok_or_else(|| format!("config key `tables`: expected schema.table, got {text:?}"))?;
+        Ok(TablePattern {
+            schema: schema.to_owned(),
+            table: (table != "*").then(|| table.to_owned()),
+        })
+    }
+
+    /// Whether the table `schema.table` is one the pattern names.
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        self.schema == schema && self.table.as_deref().is_none_or(|t| t == table)
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::TablePattern;
+
+    #[test]
+    fn patterns_name_a_table_or_a_schema() {
+        let one = TablePattern::parse("public.users").unwrap();
+        assert!(one.matches("public", "users"));
+        assert!(!one.matches("public", "orders"));
+        let all = TablePattern::parse("crm.*").unwrap();
+        assert!(all.matches("crm", "anything"));
+        assert!(!all.matches("public", "anything"));
+        for bad in ["users", ".users", "public."] {
+            assert!(
+                TablePattern::parse(bad)
+                    .unwrap_err()
+                    .contains("expected schema.table"),
+                "{bad}"
+            );
+        }
+    }
+}

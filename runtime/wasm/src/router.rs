@@ -16,60 +16,7 @@ pub struct RouterPlugin {
     loaded: Arc<Loaded<router::Router>>,
 }
 
-impl RouterPlugin {
-    /// Compiles the component at `spec.path` and checks it is a router.
-    pub fn load(engine: &PluginEngine, spec: PluginSpec) -> Result<Self, PluginError> {
-        Ok(RouterPlugin {
-            loaded: Arc::new(Loaded::load(engine, spec)?),
-        })
-    }
-
-    /// Compiles `bytes` as a new version of the plugin of `spec` (whose
-    /// file is not replaced yet) and checks it is a router.
-    pub fn load_bytes(
-        engine: &PluginEngine,
-        spec: PluginSpec,
-        bytes: &[u8],
-    ) -> Result<Self, PluginError> {
-        Ok(RouterPlugin {
-            loaded: Arc::new(Loaded::from_bytes(engine, spec, bytes)?),
-        })
-    }
-
-    /// Creates an instance and runs `init` with the spec's configuration.
-    pub fn instantiate(&self) -> Result<RouterInstance, PluginError> {
-        Ok(RouterInstance {
-            session: Session::start(&self.loaded, true)?,
-        })
-    }
-
-    /// See [`TransformPlugin::instantiate_probe`](crate::TransformPlugin).
-    pub(crate) fn instantiate_probe(&self) -> Result<RouterInstance, PluginError> {
-        Ok(RouterInstance {
-            session: Session::start(&self.loaded, false)?,
-        })
-    }
-
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.loaded.name
-    }
-
-    /// The first 12 hex digits of the component's SHA-256.
-    pub fn version(&self) -> &str {
-        &self.loaded.version
-    }
-
-    /// The `weir:cdc` contract version the component was built against.
-    pub fn contract(&self) -> Option<&semver::Version> {
-        self.loaded.contract.as_ref()
-    }
-
-    /// What the plugin was loaded from.
-    pub fn spec(&self) -> &PluginSpec {
-        &self.loaded.spec
-    }
-}
+crate::session::plugin_handle!(RouterPlugin, RouterInstance, "router");
 
 /// A live router instance; see [`TransformInstance`](crate::TransformInstance)
 /// for how instances behave.

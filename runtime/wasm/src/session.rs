@@ -93,6 +93,73 @@ impl World for router::Router {
     }
 }
 
+/// The public handle of a compiled plugin of one world (`TransformPlugin`,
+/// `RouterPlugin`) and how it makes instances: the same for both worlds.
+macro_rules! plugin_handle {
+    ($plugin:ident, $instance:ident, $kind:literal) => {
+        impl $plugin {
+            #[doc = concat!("Compiles the component at `spec.path` and checks it is a ", $kind, ".")]
+            ///
+            /// Compiling takes a while (tens of milliseconds to seconds):
+            /// keep it off the data path.
+            pub fn load(engine: &PluginEngine, spec: PluginSpec) -> Result<Self, PluginError> {
+                Ok($plugin {
+                    loaded: Arc::new(Loaded::load(engine, spec)?),
+                })
+            }
+
+            /// Compiles `bytes` as a new version of the plugin of `spec`
+            #[doc = concat!("(whose file is not replaced yet) and checks it is a ", $kind, ".")]
+            pub fn load_bytes(
+                engine: &PluginEngine,
+                spec: PluginSpec,
+                bytes: &[u8],
+            ) -> Result<Self, PluginError> {
+                Ok($plugin {
+                    loaded: Arc::new(Loaded::from_bytes(engine, spec, bytes)?),
+                })
+            }
+
+            /// Creates an instance and runs `init` with the spec's configuration.
+            pub fn instantiate(&self) -> Result<$instance, PluginError> {
+                Ok($instance {
+                    session: Session::start(&self.loaded, true)?,
+                })
+            }
+
+            /// An instance whose counts are thrown away: for re-runs that
+            /// isolate a failing event, which must not count events twice.
+            pub(crate) fn instantiate_probe(&self) -> Result<$instance, PluginError> {
+                Ok($instance {
+                    session: Session::start(&self.loaded, false)?,
+                })
+            }
+
+            /// The plugin's name.
+            pub fn name(&self) -> &str {
+                &self.loaded.name
+            }
+
+            /// The first 12 hex digits of the component's SHA-256: which
+            /// build of the plugin this is.
+            pub fn version(&self) -> &str {
+                &self.loaded.version
+            }
+
+            /// The `weir:cdc` contract version the component was built against.
+            pub fn contract(&self) -> Option<&semver::Version> {
+                self.loaded.contract.as_ref()
+            }
+
+            /// What the plugin was loaded from.
+            pub fn spec(&self) -> &PluginSpec {
+                &self.loaded.spec
+            }
+        }
+    };
+}
+pub(crate) use plugin_handle;
+
 /// A compiled, validated plugin of world `W`, ready to instantiate.
 pub(crate) struct Loaded<W: World> {
     engine: PluginEngine,

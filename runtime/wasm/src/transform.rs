@@ -69,65 +69,7 @@ pub struct TransformPlugin {
     loaded: Arc<Loaded<transform::Transform>>,
 }
 
-impl TransformPlugin {
-    /// Compiles the component at `spec.path` and checks it is a transform.
-    ///
-    /// Compiling takes a while (tens of milliseconds to seconds): keep it
-    /// off the data path.
-    pub fn load(engine: &PluginEngine, spec: PluginSpec) -> Result<Self, PluginError> {
-        Ok(TransformPlugin {
-            loaded: Arc::new(Loaded::load(engine, spec)?),
-        })
-    }
-
-    /// Compiles `bytes` as a new version of the plugin of `spec` (whose
-    /// file is not replaced yet) and checks it is a transform.
-    pub fn load_bytes(
-        engine: &PluginEngine,
-        spec: PluginSpec,
-        bytes: &[u8],
-    ) -> Result<Self, PluginError> {
-        Ok(TransformPlugin {
-            loaded: Arc::new(Loaded::from_bytes(engine, spec, bytes)?),
-        })
-    }
-
-    /// Creates an instance and runs `init` with the spec's configuration.
-    pub fn instantiate(&self) -> Result<TransformInstance, PluginError> {
-        Ok(TransformInstance {
-            session: Session::start(&self.loaded, true)?,
-        })
-    }
-
-    /// An instance whose counts are thrown away: for re-runs that isolate
-    /// a failing event, which must not count events twice.
-    pub(crate) fn instantiate_probe(&self) -> Result<TransformInstance, PluginError> {
-        Ok(TransformInstance {
-            session: Session::start(&self.loaded, false)?,
-        })
-    }
-
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.loaded.name
-    }
-
-    /// The first 12 hex digits of the component's SHA-256: which build of
-    /// the plugin this is.
-    pub fn version(&self) -> &str {
-        &self.loaded.version
-    }
-
-    /// The `weir:cdc` contract version the component was built against.
-    pub fn contract(&self) -> Option<&semver::Version> {
-        self.loaded.contract.as_ref()
-    }
-
-    /// What the plugin was loaded from.
-    pub fn spec(&self) -> &PluginSpec {
-        &self.loaded.spec
-    }
-}
+crate::session::plugin_handle!(TransformPlugin, TransformInstance, "transform");
 
 /// A live transform instance. It keeps its store (and the plugin's state)
 /// across calls; after a call fails it is poisoned and every call returns
