@@ -3,46 +3,75 @@
 //! the body deploys a new version of one).
 //!
 //! It stays up when the pipeline halts, so an operator (or an orchestrator's
-//! probe) can see why. It has no authentication: bind it to loopback or a
-//! private network.
+//! probe) can see why.
+//!
+//! A deploy puts native-speed code into the data path, and `/status` quotes
+//! row values (halt reasons, sink errors), so the endpoint defends itself:
+//! every request must name an allowed host (a web page that rebinds its own
+//! name to 127.0.0.1 gets refused), and with `admin.token` set, deploys,
+//! `/status`, `/plugins` and the reason part of `/health` need the bearer
+//! token. `/metrics` and the bare state of `/health` stay open for probes;
+//! neither holds row values.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State as Extract};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State as Extract};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminConfig;
 use crate::reload::DeployError;
 use crate::status::{State, Status};
 
-/// The largest component `PUT /plugins/{name}` takes. Python components
-/// are around 20 MB.
-const MAX_COMPONENT_BYTES: usize = 256 << 20;
+/// What the request handlers share.
+struct Admin {
+    status: Arc<Status>,
+    /// SHA-256 of the token: compared digest to digest, so the comparison
+    /// takes the same time whatever the length or content of a guess.
+    token: Option<[u8; 32]>,
+    /// Host names requests may name, lower-case, without port.
+    hosts: Vec<String>,
+    max_body: usize,
+    /// One deploy at a time, taken before the body is read, so a second
+    /// upload is refused at once instead of buffered next to the first.
+    deploying: tokio::sync::Semaphore,
+}
 
-/// Binds `listen` and serves until `shutdown`. Returns the bound address
-/// (useful when `listen` has port 0).
+/// Binds `admin.listen` and serves until `shutdown`. Returns the bound
+/// address (useful when `listen` has port 0).
 pub async fn serve(
-    listen: SocketAddr,
+    admin: &AdminConfig,
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(admin.listen).await?;
     let addr = listener.local_addr()?;
+    let state = Arc::new(Admin {
+        status,
+        token: admin.token.as_deref().map(digest),
+        hosts: allowed_hosts(admin),
+        max_body: admin.max_body_mib << 20,
+        deploying: tokio::sync::Semaphore::new(1),
+    });
+    let protected = Router::new()
+        .route("/status", get(status_json))
+        .route("/plugins", get(plugins))
+        .route("/plugins/{name}", put(deploy))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/health", get(health))
-        .route("/status", get(status_json))
         .route("/metrics", get(metrics))
-        .route("/plugins", get(plugins))
-        .route(
-            "/plugins/{name}",
-            put(deploy).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
-        )
-        .with_state(status);
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(state.max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .with_state(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -54,44 +83,203 @@ pub async fn serve(
     Ok(addr)
 }
 
-async fn health(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
-    match status.state() {
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The listen address, loopback names, and `admin.allowed_hosts`.
+fn allowed_hosts(admin: &AdminConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    // 0.0.0.0 names no host; a page could still use it to reach loopback.
+    let ip = admin.listen.ip().to_string();
+    if !admin.listen.ip().is_unspecified() && !hosts.contains(&ip) {
+        hosts.push(ip);
+    }
+    for host in admin.allowed_hosts.iter().map(|h| normalize_host(h)) {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
+/// A `Host` value as a bare lower-case name: port, IPv6 brackets and a
+/// trailing dot removed.
+fn normalize_host(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        // A bare IPv6 address has no port to remove.
+        None if host.matches(':').count() > 1 => host,
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        axum::Json(serde_json::json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// Refuses requests whose `Host` (or absolute URI) names a host not
+/// allowed: a DNS-rebinding page reaches 127.0.0.1 under its own name.
+async fn check_host(Extract(admin): Extract<Arc<Admin>>, request: Request, next: Next) -> Response {
+    let named = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("(not text)").to_owned())
+        .into_iter()
+        .chain(request.uri().authority().map(|a| a.to_string()));
+    let mut any = false;
+    for host in named {
+        any = true;
+        let host = normalize_host(&host);
+        if !admin.hosts.contains(&host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this endpoint does not answer to host {host:?} (allowed: {}); add the name to admin.allowed_hosts if it is yours",
+                    admin.hosts.join(", ")
+                ),
+            );
+        }
+    }
+    if !any {
+        return error(StatusCode::BAD_REQUEST, "the request names no Host");
+    }
+    next.run(request).await
+}
+
+impl Admin {
+    /// Whether the request carries the token, or none is configured.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| digest(token.trim()))
+        else {
+            return false;
+        };
+        // No early exit: every byte is compared.
+        let diff = expected
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+async fn require_token(
+    Extract(admin): Extract<Arc<Admin>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if admin.authorized(request.headers()) {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "this needs the admin token: send `Authorization: Bearer TOKEN` (admin.token)",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"weir\""),
+    );
+    response
+}
+
+async fn health(Extract(admin): Extract<Arc<Admin>>, headers: HeaderMap) -> impl IntoResponse {
+    let (code, text) = match admin.status.state() {
         State::Running | State::Starting => (StatusCode::OK, "ok\n".to_string()),
         State::Halted(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("halted: {reason}\n"),
         ),
         State::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped\n".to_string()),
+    };
+    if admin.authorized(&headers) {
+        return (code, text);
+    }
+    // A reason can quote the change that failed: without the token only
+    // the state word before it is told.
+    match text.split_once(':') {
+        Some((state, _)) => (code, format!("{state}\n")),
+        None => (code, text),
     }
 }
 
-async fn status_json(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
-    axum::Json(status.snapshot())
+async fn status_json(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
+    axum::Json(admin.status.snapshot())
 }
 
-async fn metrics(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
+async fn metrics(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        status.metrics(),
+        admin.status.metrics(),
     )
 }
 
-async fn plugins(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
-    axum::Json(status.plugins.snapshot())
+async fn plugins(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
+    axum::Json(admin.status.plugins.snapshot())
 }
 
+/// The body is taken last, by hand: the permit and the declared length are
+/// checked before a byte of it is read.
 async fn deploy(
-    Extract(status): Extract<Arc<Status>>,
+    Extract(admin): Extract<Arc<Admin>>,
     Path(name): Path<String>,
-    body: Bytes,
-) -> impl IntoResponse {
-    let Some(deployer) = status.plugins.deployer() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"error": "the pipeline is not running yet"})),
+    request: Request,
+) -> Response {
+    let Ok(_deploying) = admin.deploying.try_acquire() else {
+        return error(
+            StatusCode::CONFLICT,
+            "another deploy is in progress; send this one again once it has finished",
         );
     };
-    match deployer.deploy(&name, body.to_vec()).await {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the component is larger than admin.max_body_mib ({} MiB)",
+                admin.max_body >> 20
+            ),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > admin.max_body as u64) {
+        return too_large();
+    }
+    // Reads at most `max_body` bytes (`DefaultBodyLimit`), also when no
+    // length was declared.
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Err(e) => return e.into_response(),
+    };
+    let Some(deployer) = admin.status.plugins.deployer() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is not running yet",
+        );
+    };
+    match deployer.deploy(&name, body).await {
         Ok(deployed) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({
@@ -100,17 +288,31 @@ async fn deploy(
                 "previous": deployed.previous,
                 "state": "validated; takes over at the next transaction boundary",
             })),
-        ),
+        )
+            .into_response(),
         Err(e) => {
             let code = match e {
                 DeployError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
                 DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                DeployError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (
-                code,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            )
+            error(code, e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_port_brackets_and_case() {
+        assert_eq!(normalize_host("LocalHost:9187"), "localhost");
+        assert_eq!(normalize_host("[::1]:9187"), "::1");
+        assert_eq!(normalize_host("[::1]"), "::1");
+        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+        assert_eq!(normalize_host("weir.example.com.:80"), "weir.example.com");
+        assert_eq!(normalize_host("::1"), "::1");
     }
 }

@@ -329,11 +329,71 @@ impl Default for PipelineConfig {
 }
 
 /// The admin HTTP endpoint.
-#[derive(Debug, Deserialize)]
+///
+/// Deliberately not `Serialize`, and `Debug` hides the token: it must not
+/// be logged.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address to listen on, such as `127.0.0.1:9187`.
+    /// Address to listen on, such as `127.0.0.1:9187`. An address off
+    /// loopback needs `token`.
     pub listen: SocketAddr,
+    /// Bearer token (use `${WEIR_ADMIN_TOKEN}`). When set, deploys,
+    /// `/status`, `/plugins` and the reason part of `/health` need
+    /// `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// Host names (without port) the endpoint answers to besides the
+    /// listen address, `localhost`, `127.0.0.1` and `::1`: a request naming
+    /// another host (a DNS rebinding page) is refused.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Largest component `PUT /plugins/NAME` takes, in MiB.
+    #[serde(default = "default_max_body_mib")]
+    pub max_body_mib: usize,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_body_mib", &self.max_body_mib)
+            .finish()
+    }
+}
+
+/// The shortest admin token taken: shorter ones can be guessed over HTTP.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+impl AdminConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        match &self.token {
+            Some(t) if t.chars().count() < MIN_ADMIN_TOKEN => problems.push(format!(
+                "admin.token: must be at least {MIN_ADMIN_TOKEN} characters (is {}); generate one with `openssl rand -hex 32`",
+                t.chars().count()
+            )),
+            Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => problems.push(
+                "admin.token: must not hold spaces or control characters (it travels in an HTTP header)".into(),
+            ),
+            Some(_) => {}
+            None if !self.listen.ip().is_loopback() => problems.push(format!(
+                "admin.listen: {} is not a loopback address, so admin.token must be set: without it anyone who reaches the port could deploy plugins and read row values (set `token = \"${{WEIR_ADMIN_TOKEN}}\"`, or listen on 127.0.0.1)",
+                self.listen
+            )),
+            None => {}
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            if h.is_empty() || h.contains(|c: char| c.is_whitespace() || "/@?#".contains(c)) {
+                problems.push(format!(
+                    "admin.allowed_hosts[{i}]: {h:?} is not a host name; write it as it appears in the Host header, without scheme, path or port"
+                ));
+            }
+        }
+        if self.max_body_mib == 0 {
+            problems.push("admin.max_body_mib: must be at least 1".into());
+        }
+    }
 }
 
 fn default_host() -> String {
@@ -381,6 +441,9 @@ fn default_max_batch() -> usize {
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_body_mib() -> usize {
+    64
+}
 
 /// Everything wrong with a configuration file, one problem per line.
 #[derive(Debug)]
@@ -402,7 +465,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Reads, interpolates, parses and validates a configuration file.
+    /// Reads, parses, interpolates and validates a configuration file.
     /// Relative plugin paths are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
@@ -415,19 +478,25 @@ impl Config {
             .map_err(|problems| ConfigErrors { file, problems })
     }
 
-    /// Parses configuration text. `env` looks up `${NAME}` references;
-    /// `base` is the directory relative plugin paths start from.
+    /// Parses configuration text. `env` looks up the `${NAME}` references
+    /// in string values; `base` is the directory relative plugin paths
+    /// start from.
     pub fn parse(
         text: &str,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<String>> {
-        let text = interpolate(text, env)?;
-        let de = toml::Deserializer::parse(&text).map_err(|e| vec![toml_error(&text, &e)])?;
+        let mut root = toml::de::DeTable::parse(text).map_err(|e| vec![toml_error(text, &e)])?;
+        let mut problems = Vec::new();
+        interpolate_table(root.get_mut(), "", text, env, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let de = toml::de::Deserializer::from(root);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = toml_error(&text, &inner);
+            let msg = toml_error(text, &inner);
             vec![if path.is_empty() || path == "." {
                 msg
             } else {
@@ -558,6 +627,9 @@ impl Config {
                 }
             }
         }
+        if let Some(admin) = &self.admin {
+            admin.validate(&mut problems);
+        }
         if self.pipeline.channel_batches == 0 {
             problems.push("pipeline.channel_batches: must be at least 1".into());
         }
@@ -677,45 +749,93 @@ pub fn parse_table(s: &str) -> Result<(String, String), String> {
     Ok((schema.to_owned(), table.to_owned()))
 }
 
-/// Replaces `${NAME}` (and `${NAME:-default}`) with environment values;
-/// `$${` stands for a literal `${`. Unset variables without a default are
-/// errors naming the variable and the line.
-fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
-    let mut out = String::with_capacity(text.len());
-    let mut problems = Vec::new();
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(pos) = rest.find("${") {
-            if rest[..pos].ends_with('$') {
-                out.push_str(&rest[..pos - 1]);
-                out.push_str("${");
-                rest = &rest[pos + 2..];
-                continue;
-            }
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 2..];
-            let Some(end) = after.find('}') else {
-                problems.push(format!("line {}: `${{` without a closing `}}`", lineno + 1));
-                rest = after;
-                continue;
-            };
-            let expr = &after[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
-            };
-            match (env(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => problems.push(format!(
-                    "line {}: environment variable {name} is not set (referenced as ${{{expr}}})",
-                    lineno + 1
-                )),
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
+/// Replaces `${NAME}` (and `${NAME:-default}`) with environment values in
+/// every string value of `table`, after parsing: a value is never TOML
+/// text, so quotes and backslashes in it stay as they are and it cannot add
+/// keys; comments and keys are left alone. Unset variables without a
+/// default are reported with the key's path and line.
+fn interpolate_table(
+    table: &mut toml::de::DeTable<'_>,
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    for (key, value) in table.iter_mut() {
+        let path = if path.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{path}.{}", key.get_ref())
+        };
+        interpolate_value(value, &path, text, env, problems);
     }
+}
+
+fn interpolate_value(
+    value: &mut toml::Spanned<toml::de::DeValue<'_>>,
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        toml::de::DeValue::String(s) if s.contains('$') => match interpolate(s, env) {
+            Ok(expanded) => *s = expanded.into(),
+            Err(errors) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("{path}: {e} (line {line})")),
+                );
+            }
+        },
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(item, &format!("{path}[{i}]"), text, env, problems);
+            }
+        }
+        toml::de::DeValue::Table(t) => interpolate_table(t, path, text, env, problems),
+        _ => {}
+    }
+}
+
+/// Expands the `${...}` references of one string value; `$${` stands for
+/// a literal `${`.
+fn interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(value.len());
+    let mut problems = Vec::new();
+    let mut rest = value;
+    while let Some(pos) = rest.find("${") {
+        if rest[..pos].ends_with('$') {
+            out.push_str(&rest[..pos - 1]);
+            out.push_str("${");
+            rest = &rest[pos + 2..];
+            continue;
+        }
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 2..];
+        let Some(end) = after.find('}') else {
+            problems.push("`${` without a closing `}` (write `$${` for a literal `${`)".to_owned());
+            rest = after;
+            continue;
+        };
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        match (env(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => problems.push(format!(
+                "environment variable {name} is not set (referenced as ${{{expr}}})"
+            )),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
     if problems.is_empty() {
         Ok(out)
     } else {
@@ -801,6 +921,126 @@ path = "-"
     #[test]
     fn escaped_dollar_brace_is_literal() {
         assert_eq!(interpolate("a $${b} c", &|_| None).unwrap(), "a ${b} c");
+    }
+
+    /// `env` answering from `vars`.
+    fn parse_with(text: &str, vars: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(text, Path::new("."), &move |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn quotes_and_backslashes_in_a_value_arrive_unchanged() {
+        let password = r#"p"a\ss\"w'o\nrd\"#;
+        let text = MINIMAL.replace(
+            "database = \"app\"",
+            "database = \"app\"\npassword = \"${PGPASS}\"",
+        );
+        let c = parse_with(&text, &[("PGPASS", password)]).unwrap();
+        assert_eq!(c.source.password.as_deref(), Some(password));
+        // In a literal string too, and next to other text.
+        let text = MINIMAL.replace("database = \"app\"", "database = 'db-${DB}-x'");
+        let c = parse_with(&text, &[("DB", "a\"b\\c")]).unwrap();
+        assert_eq!(c.source.database, "db-a\"b\\c-x");
+    }
+
+    #[test]
+    fn a_value_cannot_inject_keys() {
+        let text = MINIMAL.replace(
+            "database = \"app\"",
+            "database = \"app\"\npassword = \"${PGPASS}\"",
+        );
+        let injected = "x\"\nslot = \"stolen\"\nall_tables = true\n#";
+        let c = parse_with(&text, &[("PGPASS", injected)]).unwrap();
+        assert_eq!(c.source.password.as_deref(), Some(injected));
+        assert_eq!(c.source.slot, "weir");
+        assert!(!c.source.all_tables);
+        // A value naming a variable is not expanded again.
+        let c = parse_with(&text, &[("PGPASS", "${HOME}")]).unwrap();
+        assert_eq!(c.source.password.as_deref(), Some("${HOME}"));
+    }
+
+    #[test]
+    fn comments_and_keys_are_not_interpolated() {
+        let text = MINIMAL.replace(
+            "database = \"app\"",
+            "# ${UNSET_IN_COMMENT} and ${ALSO_UNSET:-x}\ndatabase = \"app\"  # from ${UNSET_TOO}",
+        );
+        let c = parse_with(&text, &[]).unwrap();
+        assert_eq!(c.source.database, "app");
+        let text = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nsandbox = {{ env = {{ \"${{KEY}}\" = \"${{VALUE}}\" }} }}\n"
+        );
+        let c = Config::parse(&text, Path::new(env!("CARGO_MANIFEST_DIR")), &|name| {
+            (name == "VALUE").then(|| "v".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.transforms[0].sandbox.env["${KEY}"], "v");
+    }
+
+    #[test]
+    fn unset_variables_are_reported_with_key_path_and_line() {
+        let text = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nconfig = {{ list = [\"ok\", \"${{NOPE}}\"] }}\n"
+        );
+        let errs = parse_with(&text, &[]).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "transforms[0].config.list[1]: environment variable NOPE is not set (referenced as ${NOPE}) (line 12)"
+            ]
+        );
+        let errs = parse_with(&MINIMAL.replace("\"app\"", "\"${OPEN\""), &[]).unwrap_err();
+        assert!(
+            errs[0].starts_with("source.database: `${` without a closing `}`"),
+            "{errs:?}"
+        );
+    }
+
+    /// The first `toml` block of README.md's configuration section.
+    fn readme_config() -> String {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme
+            .find("### Configuration")
+            .expect("README.md has a configuration section")..];
+        let start = section.find("```toml\n").expect("with a toml block") + "```toml\n".len();
+        let len = section[start..].find("```").expect("that ends");
+        section[start..start + len].to_owned()
+    }
+
+    #[test]
+    fn the_readme_example_config_parses() {
+        let text = readme_config();
+        // Its plugins need only exist: nothing is loaded here.
+        let dir = tempfile::tempdir().unwrap();
+        let raw: toml::Table = toml::from_str(&text).unwrap();
+        let plugins = raw
+            .get("transforms")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(raw.get("router"));
+        for plugin in plugins {
+            let path = dir.path().join(plugin["path"].as_str().unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"").unwrap();
+        }
+        // Whatever it references is set (tokens need some length).
+        let c = Config::parse(&text, dir.path(), &|name| {
+            Some(match name {
+                "PGPASSWORD" => "pw\"\\".to_owned(),
+                other => format!("value-of-{other}-0123456789"),
+            })
+        })
+        .unwrap_or_else(|e| panic!("README.md's example does not parse: {e:#?}\n{text}"));
+        assert_eq!(c.source.password.as_deref(), Some("pw\"\\"));
+        assert_eq!(
+            c.admin.and_then(|a| a.token).as_deref(),
+            Some("value-of-WEIR_ADMIN_TOKEN-0123456789")
+        );
     }
 
     #[test]
@@ -928,6 +1168,49 @@ path = "-"
             errs[0].starts_with("dead_letter.sink: no sink named \"dlq\""),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let admin = |extra: &str| format!("{MINIMAL}\n[admin]\n{extra}\n");
+        let errs = parse(&admin("listen = \"0.0.0.0:9187\"")).unwrap_err();
+        assert!(
+            errs[0].starts_with(
+                "admin.listen: 0.0.0.0:9187 is not a loopback address, so admin.token must be set"
+            ),
+            "{errs:?}"
+        );
+        let c = parse_with(
+            &admin(
+                "listen = \"0.0.0.0:9187\"\ntoken = \"${T}\"\nallowed_hosts = [\"weir.internal\"]",
+            ),
+            &[("T", "0123456789abcdef0123")],
+        )
+        .unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(a.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(a.max_body_mib, 64);
+        assert!(
+            !format!("{a:?}").contains("0123456789"),
+            "token must not be logged"
+        );
+        let c = parse(&admin("listen = \"[::1]:9187\"")).unwrap();
+        assert!(c.admin.unwrap().token.is_none());
+
+        let errs = parse(&admin(
+            "listen = \"127.0.0.1:9187\"\ntoken = \"short\"\nallowed_hosts = [\"http://x/\"]\nmax_body_mib = 0",
+        ))
+        .unwrap_err();
+        for expected in [
+            "admin.token: must be at least 16 characters (is 5)",
+            "admin.allowed_hosts[0]: \"http://x/\" is not a host name",
+            "admin.max_body_mib: must be at least 1",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "{expected}: {errs:#?}"
+            );
+        }
     }
 
     #[test]

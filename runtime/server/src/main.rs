@@ -114,7 +114,7 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
     let status = Arc::new(Status::new(config.sinks.keys().cloned()));
     let admin_stop = CancellationToken::new();
     if let Some(admin) = &config.admin {
-        match weir::admin::serve(admin.listen, status.clone(), admin_stop.clone()).await {
+        match weir::admin::serve(admin, status.clone(), admin_stop.clone()).await {
             Ok(addr) => tracing::info!(%addr, "admin endpoint listening"),
             Err(e) => {
                 eprintln!(

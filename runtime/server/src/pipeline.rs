@@ -309,7 +309,7 @@ impl Pipeline {
             );
         }
         status.plugins.set_engine(plugins.engine.clone());
-        let (swap_tx, swaps) = std::sync::mpsc::channel();
+        let (swap_tx, swaps) = crate::reload::swap_channel();
         let deployer = Arc::new(Deployer::new(&config, &plugins, swap_tx, status.clone()));
         status.plugins.set_deployer(deployer.clone());
         let watcher_stop = CancellationToken::new();

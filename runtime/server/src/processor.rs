@@ -54,8 +54,10 @@ pub(crate) struct Processor {
     pub(crate) checkpointer: Arc<Checkpointer>,
     pub(crate) status: Arc<Status>,
     pub(crate) abort: CancellationToken,
-    pub(crate) swaps: std::sync::mpsc::Receiver<Swap>,
-    /// Swaps received, waiting for a transaction boundary.
+    /// New versions, waiting for a transaction boundary; left in their
+    /// bounded channel until one is in sight.
+    pub(crate) swaps: tokio::sync::mpsc::Receiver<Swap>,
+    /// Swaps taken from the channel, applied at the boundary in sight.
     pub(crate) pending: Vec<Swap>,
     /// The transaction whose changes are being received, from its begin to
     /// its commit (which may arrive in a later batch).
@@ -86,7 +88,13 @@ impl Processor {
     /// Handles `items`, applying waiting swaps at the first transaction
     /// boundary.
     fn handle_swapping(&mut self, mut items: Vec<SourceItem>) -> Result<(), HaltError> {
-        self.pending.extend(self.swaps.try_iter());
+        // Inside a transaction with no end in this batch, swaps stay in
+        // their bounded channel rather than piling up here unbounded.
+        if self.open.is_some() && !items.iter().any(|i| matches!(i, SourceItem::Commit(_))) {
+            return self.handle(items);
+        }
+        self.pending
+            .extend(std::iter::from_fn(|| self.swaps.try_recv().ok()));
         if self.pending.is_empty() {
             return self.handle(items);
         }

@@ -7,12 +7,19 @@
 //! configuration) before anything changes; an invalid one is refused and
 //! the running version stays. A valid one goes to the processor, which
 //! swaps it in at the next transaction boundary.
+//!
+//! Versions waiting for that boundary are few ([`SWAPS_WAITING`]): none
+//! comes while the source is idle or inside a long transaction, and each
+//! waiting version holds its compiled code, so more deploys are refused
+//! until they have taken over.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use axum::body::Bytes;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_wasm::{PluginEngine, PluginSpec, RouterPlugin, TransformPlugin};
 
@@ -25,7 +32,7 @@ use crate::status::Status;
 pub struct Deployer {
     engine: PluginEngine,
     slots: Vec<Slot>,
-    swaps: std::sync::mpsc::Sender<Swap>,
+    swaps: mpsc::Sender<Swap>,
     status: Arc<Status>,
     /// One deploy at a time, so a file write by the endpoint and the
     /// watcher noticing it cannot both swap.
@@ -68,9 +75,26 @@ pub enum DeployError {
     /// The new version is not valid; the running one stays.
     #[error("{0}")]
     Invalid(String),
+    /// Too many validated versions wait for a transaction boundary.
+    #[error(
+        "{waiting} new plugin versions already wait for a transaction boundary (none comes while the source is idle or inside a long transaction); send this one again once they have taken over"
+    )]
+    Waiting {
+        /// How many wait.
+        waiting: usize,
+    },
     /// The new version could not be written next to the old one.
     #[error("{0}")]
     Io(String),
+}
+
+/// The most validated versions that wait for a transaction boundary.
+pub const SWAPS_WAITING: usize = 4;
+
+/// The channel new versions travel to the processor in, bounded by
+/// [`SWAPS_WAITING`].
+pub fn swap_channel() -> (mpsc::Sender<Swap>, mpsc::Receiver<Swap>) {
+    mpsc::channel(SWAPS_WAITING)
 }
 
 /// A deploy that was accepted.
@@ -94,7 +118,7 @@ impl Deployer {
     pub fn new(
         config: &Config,
         plugins: &LoadedPlugins,
-        swaps: std::sync::mpsc::Sender<Swap>,
+        swaps: mpsc::Sender<Swap>,
         status: Arc<Status>,
     ) -> Self {
         let mut slots = Vec::new();
@@ -142,9 +166,13 @@ impl Deployer {
     /// writes it over the plugin's file (so a restart runs it too) and
     /// hands it to the pipeline, which swaps it in at the next transaction
     /// boundary.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
+    pub async fn deploy(&self, name: &str, bytes: Bytes) -> Result<Deployed, DeployError> {
         let _busy = self.busy.lock().await;
         let slot = self.slot(name)?;
+        // Before compiling: a refused deploy should cost nothing.
+        let place = self
+            .reserve()
+            .map_err(|waiting| DeployError::Waiting { waiting })?;
         let previous = slot.seen().version.clone();
         let version = version_of(&bytes);
         let swap = self.validate(slot, bytes.clone()).await.map_err(|e| {
@@ -165,7 +193,7 @@ impl Deployer {
             stamp: Some(stamp),
             version: version.clone(),
         };
-        self.accept(slot, &version, swap);
+        self.accept(slot, &version, swap, place);
         Ok(Deployed {
             plugin: name.to_owned(),
             version,
@@ -202,6 +230,10 @@ impl Deployer {
         if slot.seen().stamp == Some(stamp) {
             return;
         }
+        // A full queue: the file is read again at the next poll.
+        let Ok(place) = self.reserve() else {
+            return;
+        };
         let Ok(bytes) = std::fs::read(&slot.spec.path) else {
             return;
         };
@@ -213,10 +245,10 @@ impl Deployer {
                 return;
             }
         }
-        match self.validate(slot, bytes).await {
+        match self.validate(slot, bytes.into()).await {
             Ok(swap) => {
                 slot.seen().version = version.clone();
-                self.accept(slot, &version, swap);
+                self.accept(slot, &version, swap, place);
             }
             // A file still being written is refused too, and read again
             // once its size or time changes.
@@ -225,7 +257,7 @@ impl Deployer {
     }
 
     /// Compiles `bytes` and runs `init` on them, off the async runtime.
-    async fn validate(&self, slot: &Slot, bytes: Vec<u8>) -> Result<Swap, String> {
+    async fn validate(&self, slot: &Slot, bytes: Bytes) -> Result<Swap, String> {
         let engine = self.engine.clone();
         let spec = slot.spec.clone();
         let kind = slot.kind;
@@ -247,12 +279,30 @@ impl Deployer {
         .map_err(|e| format!("validating the new version panicked: {e}"))?
     }
 
-    fn accept(&self, slot: &Slot, version: &str, swap: Swap) {
+    /// A place in the queue to the processor; `None` when the processor
+    /// has stopped (nothing is left to swap, but the file is still
+    /// written, so a restart runs the new version). Errs with the queue's
+    /// length when it is full.
+    fn reserve(&self) -> Result<Option<mpsc::Permit<'_, Swap>>, usize> {
+        match self.swaps.try_reserve() {
+            Ok(place) => Ok(Some(place)),
+            Err(mpsc::error::TrySendError::Closed(())) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(())) => Err(SWAPS_WAITING),
+        }
+    }
+
+    fn accept(
+        &self,
+        slot: &Slot,
+        version: &str,
+        swap: Swap,
+        place: Option<mpsc::Permit<'_, Swap>>,
+    ) {
         tracing::info!(plugin = %slot.spec.name, %version, "new plugin version validated; it takes over at the next transaction boundary");
         self.status.plugins.accepted(&slot.spec.name, version);
-        // Fails only when the processor has stopped, and then nothing is
-        // left to swap.
-        let _ = self.swaps.send(swap);
+        if let Some(place) = place {
+            place.send(swap);
+        }
     }
 
     fn refused(&self, slot: &Slot, error: &str) {
