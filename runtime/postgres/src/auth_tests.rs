@@ -207,7 +207,7 @@ pub(crate) async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::
         .await
         .unwrap_or_else(|e| panic!("{who}: {e}"));
     let (tx, mut rx) = mpsc::channel(4);
-    let (_ack, ack_rx) = watch::channel(source.start_lsn());
+    let (ack, ack_rx) = watch::channel(source.start_lsn());
     let stop = CancellationToken::new();
     let task = tokio::spawn(source.run(tx, ack_rx, stop.clone()));
     admin
@@ -215,14 +215,21 @@ pub(crate) async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::
         .await
         .unwrap();
     let mut seen = None;
-    while seen.is_none() {
+    let mut committed = false;
+    while !committed {
         let batch = tokio::time::timeout(Duration::from_secs(60), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("{who}: no data"))
             .unwrap_or_else(|| panic!("{who}: source stopped"));
         for item in batch {
-            if let SourceItem::Change(c) = item {
-                seen = c.after.map(|r| r[0].clone());
+            match item {
+                SourceItem::Change(c) => seen = c.after.map(|r| r[0].clone()),
+                // Acknowledged, so stopping need not wait for the pipeline.
+                SourceItem::Commit(c) if seen.is_some() => {
+                    ack.send_replace(c.end_lsn);
+                    committed = true;
+                }
+                _ => {}
             }
         }
     }
