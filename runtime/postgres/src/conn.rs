@@ -87,7 +87,8 @@ impl FrameReader {
                 addr: self.addr.to_string(),
                 message: format!(
                     "message {:?} announces {} bytes, more than max_message_bytes ({}); \
-                     raise the limit if rows really are that large",
+                     raise the limit (max_message_mib in Weir's [source]) if rows really are \
+                     that large",
                     tag as char,
                     len - 4,
                     self.max_body

@@ -28,6 +28,17 @@
 //! Postgres's text in either mode. pgoutput announces a domain under its
 //! base type's name, so a domain over a listed type decodes like that type.
 //!
+//! # TLS and authentication
+//!
+//! Both connections negotiate TLS as [`PostgresConfig::ssl_mode`] says,
+//! with libpq's `sslmode` meanings (see [`SslMode`]), over rustls with the
+//! ring provider. A cleartext password request over an unencrypted
+//! connection is refused unless
+//! [`PostgresConfig::allow_cleartext_password`]; a server that reports
+//! success before its SCRAM signature was checked is refused always. A
+//! refused certificate or a server without TLS under `require` is
+//! [`PgError::Tls`], which is not retryable.
+//!
 //! # Reconnects
 //!
 //! After a retryable error, `prepare` a new source: it resumes from the
