@@ -12,12 +12,14 @@ use tokio::sync::{mpsc, watch};
 use weir_core::{SourceItem, Value};
 
 use crate::conn::ReplConn;
-use crate::{CancellationToken, PgError, PostgresConfig, PostgresSource};
+use crate::{CancellationToken, PgError, PostgresConfig, PostgresSource, SslMode};
 
-struct Cluster {
-    dir: PathBuf,
+/// A private throwaway cluster, stopped and removed on drop (also when a
+/// test panics).
+pub(crate) struct Cluster {
+    pub(crate) dir: PathBuf,
     bin: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     as_postgres: bool,
 }
 
@@ -76,6 +78,21 @@ impl Cluster {
     }
 
     fn start() -> Result<Option<Cluster>, String> {
+        let hba = "local all all trust\n\
+                   host all md5_user 127.0.0.1/32 md5\n\
+                   host all scram_user 127.0.0.1/32 scram-sha-256\n\
+                   host all pw_user 127.0.0.1/32 password\n\
+                   host all postgres 127.0.0.1/32 trust\n";
+        Cluster::start_with(hba, |_| Ok(String::new()))
+    }
+
+    /// Starts a cluster with `hba` as its pg_hba.conf. `setup` may put files
+    /// into the cluster's directory and returns extra postgresql.conf lines.
+    /// `Ok(None)` when no PostgreSQL server binaries are installed.
+    pub(crate) fn start_with(
+        hba: &str,
+        setup: impl FnOnce(&Path) -> Result<String, String>,
+    ) -> Result<Option<Cluster>, String> {
         let Some(bin) = find_bindir() else {
             return Ok(None);
         };
@@ -92,9 +109,10 @@ impl Cluster {
             port,
             as_postgres,
         };
+        let extra = setup(&cluster.dir)?;
         if as_postgres {
             let st = Command::new("chown")
-                .arg("postgres:")
+                .args(["-R", "postgres:"])
                 .arg(&cluster.dir)
                 .status()
                 .map_err(|e| e.to_string())?;
@@ -116,16 +134,11 @@ impl Cluster {
                 "--no-sync",
             ],
         )?;
-        let hba = "local all all trust\n\
-                   host all md5_user 127.0.0.1/32 md5\n\
-                   host all scram_user 127.0.0.1/32 scram-sha-256\n\
-                   host all pw_user 127.0.0.1/32 password\n\
-                   host all postgres 127.0.0.1/32 trust\n";
         std::fs::write(Path::new(&data).join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
         let conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
-             fsync = off\nshared_buffers = 16MB\n",
+             fsync = off\nshared_buffers = 16MB\n{extra}\n",
             cluster.dir.display()
         );
         let conf_path = Path::new(&data).join("postgresql.conf");
@@ -133,10 +146,15 @@ impl Cluster {
         text.push_str(&conf);
         std::fs::write(&conf_path, text).map_err(|e| e.to_string())?;
         let log = cluster.dir.join("log").display().to_string();
-        cluster.run(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
-        )?;
+        cluster
+            .run(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+            )
+            .map_err(|e| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                format!("{e}\nserver log:\n{log}")
+            })?;
         Ok(Some(cluster))
     }
 
@@ -144,7 +162,7 @@ impl Cluster {
         self.dir.join("data").display().to_string()
     }
 
-    fn config(&self, user: &str, password: Option<&str>, slot: &str) -> PostgresConfig {
+    pub(crate) fn config(&self, user: &str, password: Option<&str>, slot: &str) -> PostgresConfig {
         PostgresConfig {
             host: "127.0.0.1".into(),
             port: self.port,
@@ -168,14 +186,28 @@ impl Drop for Cluster {
     }
 }
 
+/// An admin connection over the cluster's Unix socket (trusted).
+pub(crate) async fn admin(cluster: &Cluster) -> tokio_postgres::Client {
+    let (admin, conn) = tokio_postgres::Config::new()
+        .host_path(&cluster.dir)
+        .port(cluster.port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+}
+
 /// Prepares, streams one insert, and stops.
-async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::Client, id: i32) {
+pub(crate) async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::Client, id: i32) {
     let who = format!("{} via {}", cfg.user, cfg.address());
     let source = PostgresSource::prepare(cfg)
         .await
         .unwrap_or_else(|e| panic!("{who}: {e}"));
     let (tx, mut rx) = mpsc::channel(4);
-    let (_ack, ack_rx) = watch::channel(source.start_lsn());
+    let (ack, ack_rx) = watch::channel(source.start_lsn());
     let stop = CancellationToken::new();
     let task = tokio::spawn(source.run(tx, ack_rx, stop.clone()));
     admin
@@ -183,14 +215,21 @@ async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::Client, id:
         .await
         .unwrap();
     let mut seen = None;
-    while seen.is_none() {
+    let mut committed = false;
+    while !committed {
         let batch = tokio::time::timeout(Duration::from_secs(60), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("{who}: no data"))
             .unwrap_or_else(|| panic!("{who}: source stopped"));
         for item in batch {
-            if let SourceItem::Change(c) = item {
-                seen = c.after.map(|r| r[0].clone());
+            match item {
+                SourceItem::Change(c) => seen = c.after.map(|r| r[0].clone()),
+                // Acknowledged, so stopping need not wait for the pipeline.
+                SourceItem::Commit(c) if seen.is_some() => {
+                    ack.send_replace(c.end_lsn);
+                    committed = true;
+                }
+                _ => {}
             }
         }
     }
@@ -211,15 +250,7 @@ async fn password_methods_and_unix_socket() {
         }
         Err(e) => panic!("starting a private cluster: {e}"),
     };
-    let (admin, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(cluster.port)
-        .user("postgres")
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = admin(&cluster).await;
     admin
         .batch_execute(
             "CREATE TABLE t (id int PRIMARY KEY);
@@ -257,8 +288,19 @@ async fn password_methods_and_unix_socket() {
     .into_iter()
     .enumerate()
     {
+        // This cluster has no TLS: a cleartext password needs consent.
+        let cleartext = user == "pw_user";
+        let config = |password: Option<&str>, slot: &str| PostgresConfig {
+            allow_cleartext_password: cleartext,
+            ..cluster.config(user, password, slot)
+        };
         // The replication connection's own handshake.
-        let cfg = cluster.config(user, Some(password), &format!("slot_{user}"));
+        let cfg = config(Some(password), &format!("slot_{user}"));
+        assert_eq!(
+            cfg.ssl_mode,
+            SslMode::Prefer,
+            "the default falls back to plaintext"
+        );
         let mut conn = ReplConn::connect(&cfg)
             .await
             .unwrap_or_else(|e| panic!("{user}: {e}"));
@@ -266,7 +308,7 @@ async fn password_methods_and_unix_socket() {
         assert_eq!(sys.dbname.as_deref(), Some("postgres"));
         conn.close().await;
 
-        let wrong = cluster.config(user, Some("wrong"), "unused");
+        let wrong = config(Some("wrong"), "unused");
         match ReplConn::connect(&wrong).await {
             Err(PgError::Auth {
                 user: u, message, ..
@@ -280,7 +322,7 @@ async fn password_methods_and_unix_socket() {
             Err(e) => panic!("{user}: expected an authentication error, got {e:?}"),
             Ok(_) => panic!("{user}: a wrong password was accepted"),
         }
-        match ReplConn::connect(&cluster.config(user, None, "unused")).await {
+        match ReplConn::connect(&config(None, "unused")).await {
             Err(PgError::Auth { message, .. }) => {
                 assert!(message.contains("none is configured"), "{message}")
             }
@@ -295,8 +337,191 @@ async fn password_methods_and_unix_socket() {
         stream_one_row(cfg, &admin, i as i32).await;
     }
 
-    // Unix socket: the host is the socket directory.
+    // Without consent, a cleartext request over plaintext is refused by
+    // both connections, before the password leaves.
+    let cfg = cluster.config("pw_user", Some("plain secret"), "slot_pw_user");
+    match ReplConn::connect(&cfg).await {
+        Err(PgError::Auth { message, .. }) => {
+            assert!(
+                message.contains("in cleartext over an unencrypted"),
+                "{message}"
+            );
+            assert!(message.contains("allow_cleartext_password"), "{message}");
+        }
+        Err(e) => panic!("expected an authentication error, got {e:?}"),
+        Ok(_) => panic!("the cleartext password was sent over plaintext"),
+    }
+    let err = PostgresSource::prepare(cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, PgError::Auth { message, .. } if message.contains("in cleartext")),
+        "{err:?}"
+    );
+
+    // sslmode = require against a server without TLS fails, and says so.
+    let cfg = PostgresConfig {
+        ssl_mode: SslMode::Require,
+        ..cluster.config("scram_user", Some("scram secret"), "slot_scram_user")
+    };
+    for err in [
+        ReplConn::connect(&cfg)
+            .await
+            .err()
+            .expect("require without TLS"),
+        PostgresSource::prepare(cfg.clone()).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, PgError::Tls { message, .. }
+                if message.contains("does not accept TLS") && message.contains("require")),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    // Unix socket: the host is the socket directory. There is no TLS on
+    // Unix sockets, so even `require` goes on in plaintext, as in libpq.
     let mut cfg = cluster.config("postgres", None, "slot_unix");
     cfg.host = cluster.dir.display().to_string();
+    cfg.ssl_mode = SslMode::Require;
     stream_one_row(cfg, &admin, 100).await;
+}
+
+/// Impostor servers: each plays one trick on a client that has a password
+/// configured. In-process, because no real server misbehaves like this;
+/// what is tested is Weir's side of the protocol.
+mod impostor {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Trick {
+        /// AuthenticationOk right after the client's SCRAM first message.
+        OkAfterScramStart,
+        /// AuthenticationOk after the client's SCRAM final message, instead
+        /// of the server's signature.
+        OkInsteadOfScramFinal,
+        /// AuthenticationCleartextPassword over plaintext.
+        Cleartext,
+    }
+
+    fn auth(code: i32, data: &[u8]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&(8 + data.len() as i32).to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m.extend_from_slice(data);
+        m
+    }
+
+    async fn read_tagged(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let tag = s.read_u8().await.ok()?;
+        let len = s.read_i32().await.ok()?;
+        let mut body = vec![0; usize::try_from(len).ok()?.checked_sub(4)?];
+        s.read_exact(&mut body).await.ok()?;
+        Some((tag, body))
+    }
+
+    async fn read_untagged(s: &mut TcpStream) -> Vec<u8> {
+        let len = s.read_i32().await.unwrap();
+        let mut body = vec![0; len as usize - 4];
+        s.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    /// Serves one connection; returns the tags of what the client sent
+    /// after the trick.
+    async fn serve(listener: TcpListener, trick: Trick) -> Vec<u8> {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut startup = read_untagged(&mut s).await;
+        if startup == 80_877_103i32.to_be_bytes() {
+            s.write_all(b"N").await.unwrap();
+            startup = read_untagged(&mut s).await;
+        }
+        assert!(
+            startup.starts_with(&196_608i32.to_be_bytes()),
+            "{startup:?}"
+        );
+        if trick == Trick::Cleartext {
+            s.write_all(&auth(3, &[])).await.unwrap();
+        } else {
+            s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
+            let (tag, first) = read_tagged(&mut s).await.unwrap();
+            assert_eq!(tag, b'p');
+            if trick == Trick::OkInsteadOfScramFinal {
+                let first = String::from_utf8_lossy(&first).into_owned();
+                let nonce = first.rsplit("r=").next().unwrap();
+                let server_first = format!("r={nonce}impostor,s=c2FsdHNhbHRzYWx0c2FsdA==,i=4096");
+                s.write_all(&auth(11, server_first.as_bytes()))
+                    .await
+                    .unwrap();
+                let (tag, _) = read_tagged(&mut s).await.unwrap();
+                assert_eq!(tag, b'p');
+            }
+            let mut ok = auth(0, &[]);
+            ok.extend_from_slice(b"Z\0\0\0\x05I");
+            s.write_all(&ok).await.unwrap();
+        }
+        let mut tags = Vec::new();
+        while let Ok(Some((tag, _))) =
+            tokio::time::timeout(Duration::from_secs(10), read_tagged(&mut s)).await
+        {
+            tags.push(tag);
+        }
+        tags
+    }
+
+    #[tokio::test]
+    async fn impostors_do_not_log_weir_in_nor_get_the_password() {
+        for trick in [
+            Trick::OkAfterScramStart,
+            Trick::OkInsteadOfScramFinal,
+            Trick::Cleartext,
+        ] {
+            for sql in [false, true] {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let server = tokio::spawn(serve(listener, trick));
+                let cfg = PostgresConfig {
+                    host: "127.0.0.1".into(),
+                    port,
+                    user: "weir".into(),
+                    password: Some("secret".into()),
+                    tables: vec![("public".into(), "t".into())],
+                    ..Default::default()
+                };
+                let which = if sql { "SQL" } else { "replication" };
+                let err = if sql {
+                    PostgresSource::prepare(cfg).await.err()
+                } else {
+                    ReplConn::connect(&cfg).await.err()
+                };
+                let err =
+                    err.unwrap_or_else(|| panic!("{trick:?}: the {which} connection logged in"));
+                let sent = server.await.unwrap();
+                // No password and no query after the trick.
+                assert!(
+                    !sent.iter().any(|t| matches!(t, b'p' | b'Q' | b'P')),
+                    "{trick:?}, {which} connection sent {sent:?} (error: {err})"
+                );
+                let message = match &err {
+                    PgError::Auth { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                if trick == Trick::Cleartext {
+                    assert!(
+                        matches!(err, PgError::Auth { .. }) && message.contains("in cleartext"),
+                        "{which}: {err:?}"
+                    );
+                } else if !sql {
+                    // tokio-postgres (the SQL connection) refuses these as
+                    // an unexpected message; the replication one explains.
+                    assert!(
+                        matches!(err, PgError::Auth { .. })
+                            && message.contains("before completing the SCRAM exchange"),
+                        "{trick:?}: {err:?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,9 +1,19 @@
 //! Connection and capture settings for the Postgres source.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::PgError;
+use crate::tls::SslMode;
+
+/// The default cap on one message from the replication stream: 1 GiB,
+/// Postgres's own limit on a single field value.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Messages smaller than this are routine (startup, keepalives, small
+/// rows), so a lower cap could only break a healthy stream.
+const MIN_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Everything the source needs to know: where Postgres is, who to log in
 /// as, and what to capture through which slot and publication.
@@ -54,6 +64,18 @@ pub struct PostgresConfig {
     pub slot_wait: Duration,
     /// Most items handed downstream in one batch.
     pub max_batch: usize,
+    /// Whether and how both connections use TLS (libpq's `sslmode`).
+    pub ssl_mode: SslMode,
+    /// PEM file of the CA certificate(s) the server's certificate must
+    /// chain to (libpq's `sslrootcert`). Needed by `verify-ca` and
+    /// `verify-full`; with `prefer` or `require` it turns on the CA check.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Send the password when the server asks for it in cleartext over an
+    /// unencrypted connection. Off: such a request is an authentication error.
+    pub allow_cleartext_password: bool,
+    /// Largest message accepted from the replication stream, in bytes; a
+    /// server announcing more is a protocol error rather than an allocation.
+    pub max_message_bytes: usize,
 }
 
 impl Default for PostgresConfig {
@@ -75,6 +97,10 @@ impl Default for PostgresConfig {
             status_interval: Duration::from_secs(10),
             slot_wait: Duration::from_secs(10),
             max_batch: 4096,
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            allow_cleartext_password: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -98,6 +124,10 @@ impl fmt::Debug for PostgresConfig {
             .field("status_interval", &self.status_interval)
             .field("slot_wait", &self.slot_wait)
             .field("max_batch", &self.max_batch)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("allow_cleartext_password", &self.allow_cleartext_password)
+            .field("max_message_bytes", &self.max_message_bytes)
             .finish()
     }
 }
@@ -162,18 +192,33 @@ impl PostgresConfig {
         if self.status_interval.is_zero() {
             return bad("postgres: status_interval must be positive".into());
         }
+        if self.ssl_mode.verifies() && self.ssl_root_cert.is_none() {
+            return bad(format!(
+                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
+                 server's certificate against",
+                self.ssl_mode
+            ));
+        }
+        if self.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
+            return bad(format!(
+                "postgres: max_message_bytes {} is below the minimum of {MIN_MAX_MESSAGE_BYTES}",
+                self.max_message_bytes
+            ));
+        }
         Ok(())
     }
 
-    /// The ordinary (non-replication) connection settings.
+    /// The ordinary (non-replication) connection settings. TLS is
+    /// negotiated before tokio-postgres gets the stream, so it must not
+    /// ask again.
     pub(crate) fn sql_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
+        c.ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .host(&self.host)
             .port(self.port)
             .user(&self.user)
             .dbname(&self.dbname)
-            .application_name(&self.application_name)
-            .connect_timeout(crate::conn::CONNECT_TIMEOUT);
+            .application_name(&self.application_name);
         if let Some(p) = &self.password {
             c.password(p);
         }

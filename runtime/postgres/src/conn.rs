@@ -3,7 +3,8 @@
 //! tokio-postgres cannot open a `replication=database` connection nor
 //! speak CopyBoth, so this module does the startup, authentication (trust,
 //! cleartext, MD5, SCRAM-SHA-256), simple queries and the framing of the
-//! replication stream itself. Message *encoding* and the authentication
+//! replication stream itself, over the socket (TLS or not) that
+//! [`tls::open`] hands it. Message *encoding* and the authentication
 //! hashes come from `postgres-protocol`; backend messages are framed and
 //! parsed here, because `Message::parse` does not know CopyBothResponse
 //! (`W`) and because the hot path wants the frame as a cheap [`Bytes`]
@@ -20,6 +21,7 @@ use weir_core::Lsn;
 
 use crate::config::PostgresConfig;
 use crate::error::{PgError, ServerError};
+use crate::tls::{self, CLEARTEXT_REFUSED, PgStream};
 
 /// How long opening a connection (TCP connect plus startup) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,9 +49,24 @@ pub(crate) struct FrameReader {
     rd: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
     addr: Arc<str>,
+    /// Largest message body accepted (`max_message_bytes`).
+    max_body: usize,
 }
 
 impl FrameReader {
+    pub(crate) fn new(
+        rd: Box<dyn AsyncRead + Send + Unpin>,
+        addr: Arc<str>,
+        max_body: usize,
+    ) -> FrameReader {
+        FrameReader {
+            rd,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            addr,
+            max_body,
+        }
+    }
+
     /// The next frame already in the buffer, without reading.
     pub(crate) fn try_frame(&mut self) -> Result<Option<Frame>, PgError> {
         if self.buf.len() < 5 {
@@ -61,6 +78,21 @@ impl FrameReader {
             return Err(PgError::Protocol {
                 addr: self.addr.to_string(),
                 message: format!("message {:?} has invalid length {len}", tag as char),
+            });
+        }
+        // The length is the server's word; without a cap a broken or
+        // hostile server makes Weir reserve up to 4 GiB per message.
+        if len - 4 > self.max_body {
+            return Err(PgError::Protocol {
+                addr: self.addr.to_string(),
+                message: format!(
+                    "message {:?} announces {} bytes, more than max_message_bytes ({}); \
+                     raise the limit (max_message_mib in Weir's [source]) if rows really are \
+                     that large",
+                    tag as char,
+                    len - 4,
+                    self.max_body
+                ),
             });
         }
         let total = len + 1;
@@ -183,6 +215,8 @@ pub(crate) struct ReplConn {
     pub(crate) addr: Arc<str>,
     /// Major version from the `server_version` parameter (15 for 15.4).
     pub(crate) server_major: u32,
+    /// Whether the connection is encrypted.
+    pub(crate) tls: bool,
 }
 
 impl ReplConn {
@@ -200,42 +234,29 @@ impl ReplConn {
     }
 
     async fn connect_inner(cfg: &PostgresConfig, addr: Arc<str>) -> Result<ReplConn, PgError> {
-        let context = "opening the replication connection";
+        let stream = tls::open(cfg, &addr, "opening the replication connection").await?;
+        let tls = stream.is_tls();
         let (rd, wr): (
             Box<dyn AsyncRead + Send + Unpin>,
             Box<dyn AsyncWrite + Send + Unpin>,
-        ) = if cfg.is_unix_socket() {
-            #[cfg(unix)]
-            {
-                let s = tokio::net::UnixStream::connect(&*addr)
-                    .await
-                    .map_err(|e| PgError::io(&addr, context, e))?;
+        ) = match stream {
+            // Owned halves of a plain socket need no lock between them.
+            PgStream::Tcp(s) => {
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w))
             }
-            #[cfg(not(unix))]
-            {
-                return Err(PgError::Config(format!(
-                    "postgres: host {:?} is a Unix socket directory, which this platform lacks",
-                    cfg.host
-                )));
+            #[cfg(unix)]
+            PgStream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
             }
-        } else {
-            let s = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
-                .await
-                .map_err(|e| PgError::io(&addr, context, e))?;
-            // Status updates are tiny and latency matters for them.
-            s.set_nodelay(true)
-                .map_err(|e| PgError::io(&addr, context, e))?;
-            let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w))
+            s @ PgStream::Tls(_) => {
+                let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
         };
         let mut conn = ReplConn {
-            reader: FrameReader {
-                rd,
-                buf: BytesMut::with_capacity(READ_CHUNK),
-                addr: addr.clone(),
-            },
+            reader: FrameReader::new(rd, addr.clone(), cfg.max_message_bytes),
             writer: FrameWriter {
                 wr,
                 buf: BytesMut::with_capacity(256),
@@ -243,6 +264,7 @@ impl ReplConn {
             },
             addr,
             server_major: 0,
+            tls,
         };
         conn.startup(cfg).await?;
         Ok(conn)
@@ -271,7 +293,7 @@ impl ReplConn {
                 auth_err("the server asks for a password but none is configured".into())
             })
         };
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram = Scram::NotStarted;
         loop {
             let f = self.reader.next_frame().await?;
             match f.tag {
@@ -281,8 +303,24 @@ impl ReplConn {
                         return Err(self.protocol("short authentication message"));
                     }
                     match b.get_i32() {
-                        0 => {}
+                        0 => {
+                            // A server that ends SCRAM early never proved
+                            // it knows the password: an impostor could log
+                            // Weir in and feed it invented changes.
+                            if matches!(scram, Scram::Started(_) | Scram::Continued(_)) {
+                                return Err(auth_err(
+                                    "the server reported success before completing the \
+                                     SCRAM exchange, so it never proved it knows the password; \
+                                     this is not the expected server, or the connection is \
+                                     being tampered with"
+                                        .into(),
+                                ));
+                            }
+                        }
                         3 => {
+                            if !self.tls && !cfg.allow_cleartext_password {
+                                return Err(auth_err(CLEARTEXT_REFUSED.into()));
+                            }
                             frontend::password_message(
                                 password()?.as_bytes(),
                                 &mut self.writer.buf,
@@ -315,7 +353,8 @@ impl ReplConn {
                                      only SCRAM-SHA-256 (without TLS channel binding)"
                                 )));
                             }
-                            // No TLS here, so no channel binding to offer.
+                            // Channel binding (SCRAM-SHA-256-PLUS) is not
+                            // offered; "n" tells the server so honestly.
                             let s = ScramSha256::new(
                                 password()?.as_bytes(),
                                 ChannelBinding::unsupported(),
@@ -329,12 +368,12 @@ impl ReplConn {
                             self.writer
                                 .flush_buf("sending the SCRAM first message")
                                 .await?;
-                            scram = Some(s);
+                            scram = Scram::Started(s);
                         }
                         11 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| self.protocol("SASL continue before SASL start"))?;
+                            let Scram::Started(mut s) = std::mem::take(&mut scram) else {
+                                return Err(self.protocol("SASL continue out of order"));
+                            };
                             s.update(&b)
                                 .map_err(|e| auth_err(format!("SCRAM exchange failed: {e}")))?;
                             frontend::sasl_response(s.message(), &mut self.writer.buf)
@@ -342,14 +381,16 @@ impl ReplConn {
                             self.writer
                                 .flush_buf("sending the SCRAM final message")
                                 .await?;
+                            scram = Scram::Continued(s);
                         }
                         12 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| self.protocol("SASL final before SASL start"))?;
+                            let Scram::Continued(mut s) = std::mem::take(&mut scram) else {
+                                return Err(self.protocol("SASL final out of order"));
+                            };
                             s.finish(&b).map_err(|e| {
                                 auth_err(format!("the server's SCRAM signature is invalid: {e}"))
                             })?;
+                            scram = Scram::Verified;
                         }
                         other => {
                             let name = match other {
@@ -538,6 +579,20 @@ impl ReplConn {
     }
 }
 
+/// Where a SCRAM exchange stands; AuthenticationOk is believed only
+/// before one starts (trust, password, MD5) or after it is verified.
+#[derive(Default)]
+enum Scram {
+    #[default]
+    NotStarted,
+    /// Client-first sent.
+    Started(ScramSha256),
+    /// Client-final sent; the server's signature is still to be checked.
+    Continued(ScramSha256),
+    /// The server proved it knows the password.
+    Verified,
+}
+
 fn parse_major(v: &[u8]) -> u32 {
     v.iter()
         .take_while(|c| c.is_ascii_digit())
@@ -648,6 +703,35 @@ mod tests {
             vec![Some("ab".into()), None, Some(String::new())]
         );
         assert!(parse_data_row(&b[..5]).is_none());
+    }
+
+    #[tokio::test]
+    async fn announced_length_beyond_the_cap_is_refused_unallocated() {
+        let mut data = vec![b'd'];
+        data.extend_from_slice(&(u32::MAX - 8).to_be_bytes());
+        data.extend_from_slice(b"whatever follows");
+        let mut r = FrameReader::new(
+            Box::new(std::io::Cursor::new(data)),
+            "db:5432".into(),
+            crate::DEFAULT_MAX_MESSAGE_BYTES,
+        );
+        let err = r.next_frame().await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PgError::Protocol { .. }), "{msg}");
+        assert!(
+            msg.contains(
+                "message 'd' announces 4294967283 bytes, more than max_message_bytes (1073741824)"
+            ),
+            "{msg}"
+        );
+        assert!(r.buf.capacity() <= 2 * READ_CHUNK, "{}", r.buf.capacity());
+
+        // At the cap is fine.
+        let mut data = vec![b'd'];
+        data.extend_from_slice(&(4u32 + 16).to_be_bytes());
+        data.extend_from_slice(&[7; 16]);
+        let mut r = FrameReader::new(Box::new(std::io::Cursor::new(data)), "db:5432".into(), 16);
+        assert_eq!(r.next_frame().await.unwrap().body.len(), 16);
     }
 
     #[test]

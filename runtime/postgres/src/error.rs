@@ -153,6 +153,17 @@ pub enum PgError {
         message: String,
     },
 
+    /// TLS could not be set up as `sslmode` asks: the server refuses TLS, or
+    /// its certificate does not pass the checks. Not retried: it needs an
+    /// operator (or means someone else is answering).
+    #[error("postgres at {addr}: TLS: {message}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// What was wrong, naming the certificate problem.
+        message: String,
+    },
+
     /// Postgres answered with an error.
     #[error("postgres at {addr}: {context}: {0}", .error)]
     Server {

@@ -28,6 +28,17 @@
 //! Postgres's text in either mode. pgoutput announces a domain under its
 //! base type's name, so a domain over a listed type decodes like that type.
 //!
+//! # TLS and authentication
+//!
+//! Both connections negotiate TLS as [`PostgresConfig::ssl_mode`] says,
+//! with libpq's `sslmode` meanings (see [`SslMode`]), over rustls with the
+//! ring provider. A cleartext password request over an unencrypted
+//! connection is refused unless
+//! [`PostgresConfig::allow_cleartext_password`]; a server that reports
+//! success before its SCRAM signature was checked is refused always. A
+//! refused certificate or a server without TLS under `require` is
+//! [`PgError::Tls`], which is not retryable.
+//!
 //! # Reconnects
 //!
 //! After a retryable error, `prepare` a new source: it resumes from the
@@ -58,10 +69,14 @@ mod error;
 mod pgoutput;
 mod setup;
 mod source;
+mod tls;
+#[cfg(all(test, unix))]
+mod tls_tests;
 
-pub use config::PostgresConfig;
+pub use config::{DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig};
 pub use error::{PgError, ServerError};
 pub use source::PostgresSource;
+pub use tls::SslMode;
 /// The shutdown signal [`PostgresSource::run`] takes, re-exported so callers
 /// need not depend on `tokio-util` themselves.
 pub use tokio_util::sync::CancellationToken;

@@ -13,8 +13,9 @@ use tokio_postgres::{Client, NoTls};
 use weir_core::Lsn;
 
 use crate::config::PostgresConfig;
-use crate::conn::{ReplConn, quote_ident};
+use crate::conn::{CONNECT_TIMEOUT, ReplConn, quote_ident};
 use crate::error::PgError;
+use crate::tls::{self, CLEARTEXT_REFUSED, CleartextGuard};
 
 /// What preparation learned.
 pub(crate) struct Prepared {
@@ -37,11 +38,23 @@ pub(crate) async fn prepare(cfg: &PostgresConfig) -> Result<Prepared, PgError> {
 }
 
 async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError> {
-    let (client, connection) = cfg
-        .sql_config()
-        .connect(NoTls)
+    let context = "connecting";
+    let opened = async {
+        let stream = tls::open(cfg, addr, context).await?;
+        // tokio-postgres would answer a cleartext request on any stream.
+        let guard = !stream.is_tls() && !cfg.allow_cleartext_password;
+        cfg.sql_config()
+            .connect_raw(CleartextGuard::new(stream, guard), NoTls)
+            .await
+            .map_err(|e| auth_or_sql(cfg, addr, context, e))
+    };
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, opened)
         .await
-        .map_err(|e| auth_or_sql(cfg, addr, "connecting", e))?;
+        .map_err(|_| PgError::Connection {
+            addr: addr.to_owned(),
+            context: context.into(),
+            message: format!("no answer within {CONNECT_TIMEOUT:?}"),
+        })??;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("postgres setup connection ended: {e}");
@@ -52,6 +65,13 @@ async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError
 
 /// Login failures (SQLSTATE class 28) become [`PgError::Auth`].
 fn auth_or_sql(cfg: &PostgresConfig, addr: &str, ctx: &str, e: tokio_postgres::Error) -> PgError {
+    if CleartextGuard::<()>::refused(&e) {
+        return PgError::Auth {
+            addr: addr.to_owned(),
+            user: cfg.user.clone(),
+            message: CLEARTEXT_REFUSED.into(),
+        };
+    }
     match PgError::sql(addr, ctx, e) {
         PgError::Server { error, .. } if error.code.starts_with("28") => PgError::Auth {
             addr: addr.to_owned(),

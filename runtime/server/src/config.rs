@@ -145,6 +145,20 @@ pub struct SourceConfig {
     /// How long to wait for a slot still held by a previous process.
     #[serde(default = "default_slot_wait", with = "humantime_serde")]
     pub slot_wait: Duration,
+    /// TLS for both connections, with libpq's meanings: `disable`,
+    /// `prefer`, `require`, `verify-ca` or `verify-full`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// PEM file of the CA certificate(s) the server's certificate must
+    /// chain to, relative to the config file.
+    pub sslrootcert: Option<PathBuf>,
+    /// Send the password when the server asks for it in cleartext over an
+    /// unencrypted connection.
+    #[serde(default)]
+    pub allow_cleartext_password: bool,
+    /// Largest replication message accepted, in MiB.
+    #[serde(default = "default_max_message_mib")]
+    pub max_message_mib: usize,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -159,6 +173,8 @@ impl fmt::Debug for SourceConfig {
             .field("publication", &self.publication)
             .field("tables", &self.tables)
             .field("all_tables", &self.all_tables)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish_non_exhaustive()
     }
 }
@@ -417,6 +433,12 @@ fn default_status_interval() -> Duration {
 fn default_slot_wait() -> Duration {
     Duration::from_secs(15)
 }
+fn default_sslmode() -> String {
+    "prefer".into()
+}
+fn default_max_message_mib() -> usize {
+    weir_postgres::DEFAULT_MAX_MESSAGE_BYTES >> 20
+}
 fn default_memory_mib() -> usize {
     64
 }
@@ -513,6 +535,11 @@ impl Config {
                 }
             }
         }
+        if let Some(p) = &mut config.source.sslrootcert
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
         if let Some(dir) = &mut config.plugins.cache_dir
             && !dir.as_os_str().is_empty()
             && dir.is_relative()
@@ -561,6 +588,20 @@ impl Config {
         }
         if s.database.is_empty() {
             problems.push("source.database: must not be empty".into());
+        }
+        match s.sslmode.parse::<weir_postgres::SslMode>() {
+            Err(e) => problems.push(format!("source.sslmode: {e}")),
+            Ok(m @ (weir_postgres::SslMode::VerifyCa | weir_postgres::SslMode::VerifyFull))
+                if s.sslrootcert.is_none() =>
+            {
+                problems.push(format!(
+                    "source.sslrootcert: sslmode = \"{m}\" needs the CA certificate file to check the server against"
+                ));
+            }
+            Ok(_) => {}
+        }
+        if s.max_message_mib == 0 {
+            problems.push("source.max_message_mib: must be at least 1".into());
         }
         if self.sinks.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());
@@ -889,6 +930,35 @@ path = "-"
         assert!(c.source.create_slot);
         assert_eq!(c.source.status_interval, Duration::from_secs(10));
         assert!(matches!(c.sinks["out"], SinkConfig::File(_)));
+    }
+
+    #[test]
+    fn source_tls_settings() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.source.sslmode, "prefer");
+        assert_eq!(c.source.max_message_mib, 1024);
+        assert!(!c.source.allow_cleartext_password);
+        let text = MINIMAL.replace(
+            "[source]",
+            "[source]\nsslmode = \"verify-full\"\nsslrootcert = \"certs/ca.pem\"",
+        );
+        let c = Config::parse(&text, Path::new("/etc/weir"), &|_| None).unwrap();
+        assert_eq!(
+            c.source.sslrootcert.as_deref(),
+            Some(Path::new("/etc/weir/certs/ca.pem"))
+        );
+        let errs =
+            parse(&MINIMAL.replace("[source]", "[source]\nsslmode = \"verify\"")).unwrap_err();
+        assert!(
+            errs[0].starts_with("source.sslmode:") && errs[0].contains("verify-full"),
+            "{errs:?}"
+        );
+        let errs =
+            parse(&MINIMAL.replace("[source]", "[source]\nsslmode = \"verify-ca\"")).unwrap_err();
+        assert!(errs[0].starts_with("source.sslrootcert:"), "{errs:?}");
+        let errs =
+            parse(&MINIMAL.replace("[source]", "[source]\nmax_message_mib = 0")).unwrap_err();
+        assert!(errs[0].starts_with("source.max_message_mib:"), "{errs:?}");
     }
 
     #[test]

@@ -213,3 +213,32 @@ async fn unreachable_server_is_retryable() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test]
+async fn message_beyond_max_message_bytes_is_a_clear_error() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE big (id int PRIMARY KEY, body text)")
+        .await
+        .unwrap();
+    let slot = db.slot();
+    let mut cfg = db.config(&slot, &["big"]);
+    cfg.max_message_bytes = 64 * 1024;
+    let mut run = Running::start(cfg).await;
+    // Under the cap streams as usual.
+    c.execute("INSERT INTO big VALUES (1, repeat('x', 1000))", &[])
+        .await
+        .unwrap();
+    run.txn().await;
+    c.execute("INSERT INTO big VALUES (2, repeat('x', 200000))", &[])
+        .await
+        .unwrap();
+    let err = run.failure().await;
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PgError::Protocol { .. })
+            && msg.contains("more than max_message_bytes (65536)"),
+        "{msg}"
+    );
+    assert!(msg.contains("127.0.0.1:5432"), "{msg}");
+}

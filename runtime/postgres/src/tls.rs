@@ -1,0 +1,616 @@
+//! Opening the socket to Postgres and, when asked for, encrypting it.
+//!
+//! Both connections of the source (the SQL one on tokio-postgres and the
+//! hand-written replication one) come through [`open`], so one `sslmode`
+//! means the same thing for both and one set of messages explains a
+//! refused certificate. TLS is negotiated the Postgres way: an SSLRequest,
+//! a one-byte answer, then the handshake, then the usual startup inside it.
+//!
+//! `sslmode` keeps libpq's meanings:
+//!
+//! | mode          | TLS                                  | certificate checked          |
+//! |---------------|--------------------------------------|------------------------------|
+//! | `disable`     | never                                | —                            |
+//! | `prefer`      | if the server accepts it             | only when `sslrootcert` is set (chain) |
+//! | `require`     | always                               | only when `sslrootcert` is set (chain) |
+//! | `verify-ca`   | always                               | chain to `sslrootcert`       |
+//! | `verify-full` | always                               | chain and host name          |
+//!
+//! Unix sockets never use TLS (the server does not offer it there).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::PostgresConfig;
+use crate::error::PgError;
+
+/// Whether and how the connections to Postgres use TLS; libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never encrypt.
+    Disable,
+    /// Encrypt when the server accepts TLS, else go on unencrypted. The
+    /// certificate is checked only against `sslrootcert`, when set.
+    #[default]
+    Prefer,
+    /// Always encrypt; fail when the server does not accept TLS. The
+    /// certificate is checked only against `sslrootcert`, when set (then
+    /// this is `verify-ca`, as in libpq).
+    Require,
+    /// Encrypt and check the certificate was issued by a CA in `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and check the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode's name, for messages.
+    pub const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
+
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether this mode needs a root certificate to mean anything.
+    pub(crate) fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "unknown sslmode {s:?}: use one of {}",
+                    SslMode::NAMES
+                ));
+            }
+        })
+    }
+}
+
+/// An open socket to Postgres, encrypted or not.
+pub(crate) enum PgStream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+impl PgStream {
+    /// Whether what goes over this stream is encrypted.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, PgStream::Tls(_))
+    }
+}
+
+impl AsyncRead for PgStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(unix)]
+            PgStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PgStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PgStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(unix)]
+            PgStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(unix)]
+            PgStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(unix)]
+            PgStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The SSLRequest code: 1234 in the high half, 5679 in the low half.
+const SSL_REQUEST: i32 = 80_877_103;
+
+/// Connects to the configured server and negotiates TLS as `sslmode` says.
+pub(crate) async fn open(
+    cfg: &PostgresConfig,
+    addr: &str,
+    context: &str,
+) -> Result<PgStream, PgError> {
+    if cfg.is_unix_socket() {
+        #[cfg(unix)]
+        {
+            let s = tokio::net::UnixStream::connect(addr)
+                .await
+                .map_err(|e| PgError::io(addr, context, e))?;
+            return Ok(PgStream::Unix(s));
+        }
+        #[cfg(not(unix))]
+        {
+            return Err(PgError::Config(format!(
+                "postgres: host {:?} is a Unix socket directory, which this platform lacks",
+                cfg.host
+            )));
+        }
+    }
+    // Read the root certificate before connecting: a typo in its path is a
+    // configuration error, not a connection problem worth retrying.
+    let connector = match cfg.ssl_mode {
+        SslMode::Disable => None,
+        _ => Some(connector(cfg)?),
+    };
+    let mut s = TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(|e| PgError::io(addr, context, e))?;
+    // Status updates are tiny and latency matters for them.
+    s.set_nodelay(true)
+        .map_err(|e| PgError::io(addr, context, e))?;
+    let Some(connector) = connector else {
+        return Ok(PgStream::Tcp(s));
+    };
+
+    let mut req = [0u8; 8];
+    req[..4].copy_from_slice(&8i32.to_be_bytes());
+    req[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    s.write_all(&req)
+        .await
+        .map_err(|e| PgError::io(addr, context, e))?;
+    // Exactly one byte: anything the server (or someone in between) sent
+    // after it must go through the TLS handshake, not be taken as plaintext.
+    let answer = s
+        .read_u8()
+        .await
+        .map_err(|e| PgError::io(addr, "asking the server for TLS", e))?;
+    match answer {
+        b'S' => {}
+        b'N' if cfg.ssl_mode == SslMode::Prefer => return Ok(PgStream::Tcp(s)),
+        b'N' => {
+            return Err(PgError::Tls {
+                addr: addr.to_owned(),
+                message: format!(
+                    "the server does not accept TLS connections but sslmode is {}; \
+                     turn on ssl in the server's configuration, or lower sslmode",
+                    cfg.ssl_mode
+                ),
+            });
+        }
+        other => {
+            return Err(PgError::Protocol {
+                addr: addr.to_owned(),
+                message: format!(
+                    "the server answered the TLS request with byte {other:#04x} instead of S or N"
+                ),
+            });
+        }
+    }
+
+    let name = ServerName::try_from(cfg.host.clone()).map_err(|e| {
+        PgError::Config(format!(
+            "postgres: host {:?} cannot be used as a TLS server name: {e}",
+            cfg.host
+        ))
+    })?;
+    match connector.connect(name, s).await {
+        Ok(tls) => Ok(PgStream::Tls(Box::new(tls))),
+        Err(e) => Err(handshake_error(cfg, addr, e)),
+    }
+}
+
+fn handshake_error(cfg: &PostgresConfig, addr: &str, e: io::Error) -> PgError {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return PgError::io(addr, "during the TLS handshake", e);
+    };
+    let root = || match &cfg.ssl_root_cert {
+        Some(p) => p.display().to_string(),
+        None => "(none)".to_owned(),
+    };
+    let message = match tls {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "the server's certificate was not issued by a CA in sslrootcert {}",
+            root()
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
+            let presented = match tls {
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    presented,
+                    ..
+                }) if !presented.is_empty() => {
+                    let names: Vec<&str> = presented.iter().map(|n| bare_name(n)).collect();
+                    format!(" (it names {})", names.join(", "))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "the server's certificate is not valid for host {:?}{presented}; connect by a \
+                 name the certificate lists, or use sslmode = verify-ca to check only the CA",
+                cfg.host
+            )
+        }
+        rustls::Error::InvalidCertificate(c) => {
+            format!("the server's certificate was refused: {c}")
+        }
+        other => format!("TLS handshake failed: {other}"),
+    };
+    PgError::Tls {
+        addr: addr.to_owned(),
+        message: format!("{message} (sslmode = {})", cfg.ssl_mode),
+    }
+}
+
+/// `localhost` from rustls's `DnsName("localhost")`, `127.0.0.1` from
+/// `IpAddress(127.0.0.1)`; anything else as it is.
+fn bare_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((_, rest)) => rest
+            .strip_suffix(')')
+            .map(|r| r.trim_matches('"'))
+            .unwrap_or(presented),
+        None => presented,
+    }
+}
+
+/// A TLS connector checking what `sslmode` and `sslrootcert` ask for.
+fn connector(cfg: &PostgresConfig) -> Result<tokio_rustls::TlsConnector, PgError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = match &cfg.ssl_root_cert {
+        Some(path) => Some(Arc::new(load_roots(path)?)),
+        None if cfg.ssl_mode.verifies() => {
+            return Err(PgError::Config(format!(
+                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
+                 server's certificate against",
+                cfg.ssl_mode
+            )));
+        }
+        None => None,
+    };
+    let verifier = Verifier {
+        roots,
+        check_name: cfg.ssl_mode == SslMode::VerifyFull,
+        algs: provider.signature_verification_algorithms,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Config(format!("postgres: TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, PgError> {
+    let bad =
+        |what: String| PgError::Config(format!("postgres: sslrootcert {}: {what}", path.display()));
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
+/// Checks the chain against the configured roots (when there are any) and
+/// the host name (in `verify-full`); always checks the handshake
+/// signatures, so the peer at least holds the key of what it presented.
+#[derive(Debug)]
+struct Verifier {
+    roots: Option<Arc<RootCertStore>>,
+    check_name: bool,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algs.all,
+            )?;
+            if self.check_name {
+                verify_server_name(&cert, server_name)?;
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Refuses, on an unencrypted connection, a server's request for the
+/// password in cleartext, before tokio-postgres (which would simply send
+/// it) sees the request. It watches the backend messages up to the first
+/// ReadyForQuery and is a plain pass-through after that.
+pub(crate) struct CleartextGuard<S> {
+    inner: S,
+    /// Tag, length and (for `R`) the authentication code of the message
+    /// being read.
+    head: [u8; 9],
+    have: usize,
+    /// Body bytes of the current message still to pass by.
+    skip: usize,
+    watching: bool,
+}
+
+/// The error [`CleartextGuard`] fails the read with; found again by
+/// [`CleartextGuard::refused`].
+#[derive(Debug)]
+struct CleartextRefused;
+
+impl fmt::Display for CleartextRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(CLEARTEXT_REFUSED)
+    }
+}
+
+impl std::error::Error for CleartextRefused {}
+
+/// Why a cleartext password request is refused, and the ways out.
+pub(crate) const CLEARTEXT_REFUSED: &str = "the server asks for the password in cleartext over an unencrypted connection, and Weir \
+     does not send it there; use TLS (sslmode), switch the role to scram-sha-256, or set \
+     allow_cleartext_password = true";
+
+impl<S> CleartextGuard<S> {
+    /// Wraps `inner`; `watch` false makes it a plain pass-through.
+    pub(crate) fn new(inner: S, watch: bool) -> Self {
+        CleartextGuard {
+            inner,
+            head: [0; 9],
+            have: 0,
+            skip: 0,
+            watching: watch,
+        }
+    }
+
+    /// Whether `e` (anywhere in its chain) is this guard's refusal.
+    pub(crate) fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<io::Error>()
+                && io
+                    .get_ref()
+                    .is_some_and(|i| i.downcast_ref::<CleartextRefused>().is_some())
+            {
+                return true;
+            }
+            cur = err.source();
+        }
+        false
+    }
+
+    /// Follows the message framing through `data`; `Err` on a cleartext
+    /// password request.
+    fn watch(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while self.watching && !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let want = if self.have >= 1 && self.head[0] == b'R' {
+                9
+            } else {
+                5
+            };
+            let n = (want - self.have).min(data.len());
+            self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < want || (want == 5 && self.head[0] == b'R') {
+                continue;
+            }
+            let len = u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]])
+                as usize;
+            let body = len.saturating_sub(4);
+            match self.head[0] {
+                b'R' => {
+                    let code = i32::from_be_bytes([
+                        self.head[5],
+                        self.head[6],
+                        self.head[7],
+                        self.head[8],
+                    ]);
+                    if code == 3 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            CleartextRefused,
+                        ));
+                    }
+                    self.skip = body.saturating_sub(4);
+                }
+                b'Z' => self.watching = false,
+                _ => self.skip = body,
+            }
+            self.have = 0;
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CleartextGuard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Err(e) = this.watch(&buf.filled()[before..]) {
+            // Nothing of the refused request reaches the client.
+            buf.set_filled(before);
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CleartextGuard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(4 + body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn presented_names_lose_their_wrapping() {
+        assert_eq!(bare_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(bare_name("db.example"), "db.example");
+    }
+
+    #[test]
+    fn modes_parse_with_libpq_names() {
+        for m in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            assert_eq!(m.parse::<SslMode>().unwrap().to_string(), m);
+        }
+        let e = "verify_full".parse::<SslMode>().unwrap_err();
+        assert!(
+            e.contains("verify_full") && e.contains("verify-full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn guard_finds_cleartext_request_split_anywhere() {
+        let mut stream = msg(b'N', b"SNOTICE\0Mhi\0\0");
+        stream.extend(msg(b'R', &3i32.to_be_bytes()));
+        for cut in 0..stream.len() {
+            let mut g = CleartextGuard::new((), true);
+            let r = g
+                .watch(&stream[..cut])
+                .and_then(|()| g.watch(&stream[cut..]));
+            assert!(r.is_err(), "cut at {cut}");
+        }
+        // SCRAM, MD5 and trust pass; after ReadyForQuery nothing is watched.
+        let mut ok = msg(b'R', &[0, 0, 0, 10, b'S', b'C', 0, 0]);
+        ok.extend(msg(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]));
+        ok.extend(msg(b'R', &0i32.to_be_bytes()));
+        ok.extend(msg(b'Z', b"I"));
+        ok.extend(msg(b'R', &3i32.to_be_bytes()));
+        let mut g = CleartextGuard::new((), true);
+        for b in &ok {
+            g.watch(std::slice::from_ref(b)).unwrap();
+        }
+    }
+}
