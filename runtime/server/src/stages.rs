@@ -143,6 +143,11 @@ impl<P: StagePlugin> Stage<P> {
         self.instance = None;
     }
 
+    /// Drops the current instance; the next call gets a fresh one.
+    pub(crate) fn reset(&mut self) {
+        self.instance = None;
+    }
+
     /// Makes the first instance now, so a plugin refusing its
     /// configuration is reported before any change.
     pub(crate) fn start(&mut self) -> Result<(), HaltError> {
