@@ -178,6 +178,15 @@ async fn skipped_changes_are_counted_and_the_breaker_halts_a_failing_plugin() {
     assert_eq!(ids(&read_jsonl(&out)), [4, 6, 7]);
     let status = weir.terminate().expect("exit status");
     assert_eq!(status.code(), Some(2), "{}", weir.log());
+    // Stopping does not acknowledge it either: the final status update
+    // reports what was delivered, not what was received.
+    let acked = db.confirmed_flush().unwrap();
+    assert!(
+        acked <= trip_commit,
+        "acknowledged {acked} at shutdown, past the transaction that tripped the breaker ({trip_commit})\n{}",
+        weir.log()
+    );
+    assert_eq!(ids(&read_jsonl(&out)), [4, 6, 7]);
 }
 
 /// A plugin that needs memory for every change of a call fails a large
