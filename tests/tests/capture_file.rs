@@ -1,6 +1,7 @@
 //! Insert, update, delete and truncate flow through the passthrough plugin
 //! into the file sink, in commit order; rolled-back work never appears;
-//! the slot is acknowledged only after the sink made the changes durable.
+//! the slot is acknowledged only after the sink made the changes durable;
+//! no change is written twice.
 
 use std::time::Duration;
 
@@ -35,9 +36,29 @@ async fn changes_reach_the_file_sink_in_commit_order() {
         db.exec(sql).await;
     }
     let end = db.current_wal_lsn();
+    // A sentinel transaction after all of them: the sink writes in commit
+    // order, so once it is out, every line before it is too, and a late
+    // duplicate of an earlier change would show up before it.
+    db.exec("INSERT INTO orders VALUES (5, 'sentinel', 0)")
+        .await;
 
-    let lines = wait_lines(&out, 6, Duration::from_secs(60));
-    assert_eq!(lines.len(), 6, "unexpected extra lines: {lines:#?}");
+    let mut lines = wait_for(Duration::from_secs(60), || {
+        let lines = read_jsonl(&out);
+        lines
+            .iter()
+            .any(|l| l["after"]["status"] == "sentinel")
+            .then_some(lines)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sentinel did not arrive: {:#?}\n{}",
+            read_jsonl(&out),
+            p.weir.log()
+        )
+    });
+    assert_eq!(lines.len(), 7, "unexpected extra lines: {lines:#?}");
+    let sentinel = lines.pop().unwrap();
+    assert_eq!(sentinel["after"]["status"], "sentinel", "{lines:#?}");
     let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().unwrap()).collect();
     assert_eq!(
         ops,
@@ -76,7 +97,12 @@ async fn changes_reach_the_file_sink_in_commit_order() {
     assert!(lsns[1] < lsns[2] && lsns[2] < lsns[3] && lsns[3] < lsns[4] && lsns[4] < lsns[5]);
 
     // Once durable, the slot is acknowledged past the last commit.
-    let last_commit = lsns[5];
+    let last_commit: weir_core::Lsn = sentinel["source"]["commit_lsn"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(last_commit > lsns[5]);
     wait_for(Duration::from_secs(30), || {
         db.confirmed_flush().filter(|l| *l > last_commit)
     })
@@ -106,8 +132,8 @@ async fn changes_reach_the_file_sink_in_commit_order() {
     });
     assert_eq!(
         read_jsonl(&out).len(),
-        6,
-        "nothing from the unpublished table"
+        7,
+        "nothing from the unpublished table, nothing late"
     );
 
     p.stop_cleanly();

@@ -3,8 +3,9 @@
 //! plugin, its version and the error) to the dead-letter sink, and the
 //! pipeline goes on and acknowledges past it; with `skip` the change is
 //! left out and counted; and a plugin failing too often trips its circuit
-//! breaker, which halts the pipeline. Components importing files or the
-//! network without a grant are refused while the pipeline runs on.
+//! breaker, which halts the pipeline. A batch that fails only because it
+//! is large blames no change. Components importing files or the network
+//! without a grant are refused while the pipeline runs on.
 
 use std::time::Duration;
 
@@ -177,4 +178,76 @@ async fn skipped_changes_are_counted_and_the_breaker_halts_a_failing_plugin() {
     assert_eq!(ids(&read_jsonl(&out)), [4, 6, 7]);
     let status = weir.terminate().expect("exit status");
     assert_eq!(status.code(), Some(2), "{}", weir.log());
+    // Stopping does not acknowledge it either: the final status update
+    // reports what was delivered, not what was received.
+    let acked = db.confirmed_flush().unwrap();
+    assert!(
+        acked <= trip_commit,
+        "acknowledged {acked} at shutdown, past the transaction that tripped the breaker ({trip_commit})\n{}",
+        weir.log()
+    );
+    assert_eq!(ids(&read_jsonl(&out)), [4, 6, 7]);
+}
+
+/// A plugin that needs memory for every change of a call fails a large
+/// batch, yet no change is to blame: the batch goes on in smaller calls,
+/// nothing is dead-lettered, and every change comes out. A change that
+/// fails alone in the same batch is still dead-lettered, alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_failing_for_its_size_blames_no_change() {
+    const ROWS: i64 = 2000;
+    const CULPRIT: i64 = 1500;
+    let db = TestDb::new("batch_size", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    // 64 KiB per change against 16 MiB: a call of a few hundred changes
+    // fits, the transaction's batches of up to 4096 do not.
+    let body = format!(
+        "[[transforms]]\nname = \"hog\"\npath = {:?}\non_failure = \"dead-letter\"\nmemory_limit_mib = 16\nconfig = {{ kib_per_change = \"64\", trap_on_id = \"{CULPRIT}\" }}\n\n[dead_letter]\nsink = \"dlq\"\n\n[sinks.dlq]\ntype = \"file\"\npath = {dlq:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+        plugin("batch-hog")
+    );
+    let mut p = FilePipeline::start(&db, &["t"], "", &body);
+    db.exec(&format!(
+        "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, {ROWS}) g"
+    ))
+    .await;
+    // A transaction after it: once it is out, everything before it is.
+    db.exec("INSERT INTO t VALUES (0, 'last')").await;
+    let out = wait_for(Duration::from_secs(120), || {
+        let out = read_jsonl(&p.out);
+        out.last()
+            .is_some_and(|l| l["after"]["id"] == 0)
+            .then_some(out)
+    })
+    .unwrap_or_else(|| panic!("the last transaction did not arrive:\n{}", p.weir.log()));
+    let expected: Vec<i64> = (1..=ROWS).filter(|i| *i != CULPRIT).chain([0]).collect();
+    let got = ids(&out);
+    let missing: Vec<i64> = (1..=ROWS).filter(|i| !got.contains(i)).collect();
+    assert_eq!(missing, [CULPRIT], "only the culprit is left out");
+    assert_eq!(got, expected, "every change but the culprit, in order");
+    let letters = wait_lines(&dlq, 1, Duration::from_secs(30));
+    assert_eq!(letters[0]["event"]["after"]["id"], CULPRIT);
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit of 16777216 bytes"),
+        "{}",
+        letters[0]
+    );
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("weir_plugin_failures_total{plugin=\"hog\",action=\"dead-letter\"} 1\n"),
+        "{metrics}"
+    );
+    // The batches were too large for one call, which the log tells.
+    let log = p.weir.log();
+    assert!(
+        log.contains("a batch failed for its size"),
+        "no batch was too large for one call:\n{log}"
+    );
+    p.stop_cleanly();
+    let letters = read_jsonl(&dlq);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
 }

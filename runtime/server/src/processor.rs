@@ -73,7 +73,9 @@ impl Processor {
                 let rest = items.split_off(i + 1);
                 items.pop();
                 self.handle_swapping(items)?;
-                self.open = None;
+                if let Some(cut) = self.open.take() {
+                    self.reset_stages(&cut);
+                }
                 self.checkpointer.update(|t| {
                     t.abandon_uncommitted();
                     Ok(())
@@ -113,6 +115,24 @@ impl Processor {
                 self.handle(rest)
             }
             None => self.handle(items),
+        }
+    }
+
+    /// Drops every plugin instance after the stream was cut inside `cut`:
+    /// they saw part of it, and the new stream delivers it again from its
+    /// start. A commit hook would otherwise count the cut-off part twice;
+    /// any plugin may keep per-transaction state the same way.
+    fn reset_stages(&mut self, cut: &Transaction) {
+        tracing::warn!(
+            xid = cut.xid,
+            commit_lsn = %cut.commit_lsn,
+            "the replication stream was cut inside a transaction; plugin instances that saw part of it start afresh, and it is delivered again from its start"
+        );
+        for stage in &mut self.transforms {
+            stage.reset();
+        }
+        if let Some(router) = &mut self.router {
+            router.reset();
         }
     }
 

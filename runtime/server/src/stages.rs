@@ -4,7 +4,9 @@
 //!
 //! A batch the plugin fails on is narrowed down to the change it fails on
 //! (re-running prefixes on fresh instances), so the policy applies to that
-//! change alone and the rest of the batch goes on.
+//! change alone and the rest of the batch goes on. A change is blamed only
+//! when it fails in a call of its own: a batch that fails only because it
+//! is large goes on in smaller calls.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -143,6 +145,11 @@ impl<P: StagePlugin> Stage<P> {
         self.instance = None;
     }
 
+    /// Drops the current instance; the next call gets a fresh one.
+    pub(crate) fn reset(&mut self) {
+        self.instance = None;
+    }
+
     /// Makes the first instance now, so a plugin refusing its
     /// configuration is reported before any change.
     pub(crate) fn start(&mut self) -> Result<(), HaltError> {
@@ -159,6 +166,12 @@ impl<P: StagePlugin> Stage<P> {
     /// The plugin's answer for each change of `batch`, or why it failed on
     /// that change. `Err` only for what no change can be blamed for (the
     /// plugin's `init` failing, a failure that does not recur).
+    ///
+    /// A change is blamed only when it fails in a call of its own. A batch
+    /// can also fail because it is large (the call deadline, the memory
+    /// limit): then the last change of the shortest failing prefix passes
+    /// alone, and the batch goes on in calls no larger than the longest
+    /// prefix that passed.
     pub(crate) fn run(
         &mut self,
         batch: &[ChangeEvent],
@@ -166,22 +179,47 @@ impl<P: StagePlugin> Stage<P> {
         let mut answers = Vec::with_capacity(batch.len());
         let mut start = 0;
         let mut unexplained = 0;
+        // Most changes per call.
+        let mut limit = batch.len();
+        // Set while the next call is a suspect alone: the limit to restore
+        // when it is to blame after all.
+        let mut suspect: Option<usize> = None;
         while start < batch.len() {
-            let rest = &batch[start..];
-            let error = match P::run(self.instance()?, rest) {
+            let len = match suspect {
+                Some(_) => 1,
+                None => limit.min(batch.len() - start),
+            };
+            let call = &batch[start..start + len];
+            let error = match P::run(self.instance()?, call) {
                 Ok(done) => {
                     answers.extend(judge::<P>(done));
-                    break;
+                    start += len;
+                    if suspect.take().is_some() {
+                        tracing::warn!(
+                            plugin = %self.plugin.name(),
+                            changes = batch.len(),
+                            per_call = limit,
+                            "a batch failed for its size, not for one of its changes; it goes on in smaller calls"
+                        );
+                    }
+                    continue;
                 }
                 Err(error) => error,
             };
             self.instance = None;
+            if let Some(before) = suspect.take() {
+                // Failed alone, after the changes before it: to blame.
+                limit = before;
+                answers.push(Err(error.to_string()));
+                start += 1;
+                continue;
+            }
             let found = self
                 .plugin
-                .find_failing(rest)
+                .find_failing(call)
                 .map_err(|e| HaltError::PluginFailed {
                     plugin: self.plugin.name().to_owned(),
-                    event: format!("a batch of {} changes", rest.len()),
+                    event: format!("a batch of {len} changes"),
                     error: format!("{error}; isolating the failing change failed too: {e}"),
                 })?;
             let Some((culprit, culprit_error)) = found else {
@@ -189,7 +227,7 @@ impl<P: StagePlugin> Stage<P> {
                 if unexplained >= MAX_UNEXPLAINED {
                     return Err(HaltError::PluginFailed {
                         plugin: self.plugin.name().to_owned(),
-                        event: format!("a batch of {} changes", rest.len()),
+                        event: format!("a batch of {len} changes"),
                         error: format!(
                             "{error} (the failure did not recur when the batch was re-run on a fresh instance, {MAX_UNEXPLAINED} times)"
                         ),
@@ -197,29 +235,37 @@ impl<P: StagePlugin> Stage<P> {
                 }
                 continue;
             };
+            if culprit == 0 {
+                // It failed alone, on a fresh instance.
+                answers.push(Err(culprit_error.to_string()));
+                start += 1;
+                continue;
+            }
             // The changes before the culprit pass on a fresh instance: run
             // them on the instance that goes on, for their answers.
-            if culprit > 0 {
-                match P::run(self.instance()?, &rest[..culprit]) {
-                    Ok(done) => answers.extend(judge::<P>(done)),
-                    Err(_) => {
-                        // Passed during isolation, failed now: not
-                        // deterministic. Start over from `start`.
-                        self.instance = None;
-                        unexplained += 1;
-                        if unexplained >= MAX_UNEXPLAINED {
-                            return Err(HaltError::PluginFailed {
-                                plugin: self.plugin.name().to_owned(),
-                                event: describe(&rest[culprit]),
-                                error: format!("{culprit_error} (and it fails unpredictably)"),
-                            });
-                        }
-                        continue;
+            match P::run(self.instance()?, &call[..culprit]) {
+                Ok(done) => answers.extend(judge::<P>(done)),
+                Err(_) => {
+                    // Passed during isolation, failed now: not
+                    // deterministic. Start over from `start`.
+                    self.instance = None;
+                    unexplained += 1;
+                    if unexplained >= MAX_UNEXPLAINED {
+                        return Err(HaltError::PluginFailed {
+                            plugin: self.plugin.name().to_owned(),
+                            event: describe(&call[culprit]),
+                            error: format!("{culprit_error} (and it fails unpredictably)"),
+                        });
                     }
+                    continue;
                 }
             }
-            answers.push(Err(culprit_error.to_string()));
-            start += culprit + 1;
+            start += culprit;
+            // The culprit alone next, on the instance that saw the changes
+            // before it: either it fails there and is to blame, or the
+            // call failed for its size and `culprit` changes per call pass.
+            suspect = Some(limit);
+            limit = culprit;
         }
         Ok(answers)
     }
@@ -306,7 +352,181 @@ impl Breaker {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use weir_core::{Op, SourceInfo, TxnId};
+
     use super::*;
+
+    /// A plugin whose calls fail with more than `per_call` changes (as a
+    /// memory limit would), on the change `bad`, and on the change `then`
+    /// once the instance has seen `first`. Answers each change's `seq`.
+    struct Fake {
+        per_call: usize,
+        bad: Option<u32>,
+        after: Option<(u32, u32)>,
+        /// The length of every call on an instance that goes on.
+        calls: Rc<RefCell<Vec<usize>>>,
+    }
+
+    struct FakeInstance {
+        per_call: usize,
+        bad: Option<u32>,
+        after: Option<(u32, u32)>,
+        seen: Vec<u32>,
+        calls: Option<Rc<RefCell<Vec<usize>>>>,
+    }
+
+    impl Fake {
+        fn new(per_call: usize) -> Fake {
+            Fake {
+                per_call,
+                bad: None,
+                after: None,
+                calls: Rc::default(),
+            }
+        }
+
+        fn make(&self, calls: Option<Rc<RefCell<Vec<usize>>>>) -> FakeInstance {
+            FakeInstance {
+                per_call: self.per_call,
+                bad: self.bad,
+                after: self.after,
+                seen: Vec::new(),
+                calls,
+            }
+        }
+    }
+
+    fn fail(message: &str) -> PluginError {
+        PluginError::Trap {
+            plugin: "fake".into(),
+            message: message.into(),
+        }
+    }
+
+    impl StagePlugin for Fake {
+        type Instance = FakeInstance;
+        type Answer = u32;
+        const KIND: &'static str = "transform";
+
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn instantiate(&self) -> Result<FakeInstance, PluginError> {
+            Ok(self.make(Some(self.calls.clone())))
+        }
+        fn run(i: &mut FakeInstance, batch: &[ChangeEvent]) -> Result<Vec<u32>, PluginError> {
+            if let Some(calls) = &i.calls {
+                calls.borrow_mut().push(batch.len());
+            }
+            if batch.len() > i.per_call {
+                return Err(PluginError::MemoryLimit {
+                    plugin: "fake".into(),
+                    limit: 1,
+                });
+            }
+            for e in batch {
+                let seq = e.source.seq;
+                if Some(seq) == i.bad {
+                    return Err(fail(&format!("bad {seq}")));
+                }
+                if let Some((first, then)) = i.after
+                    && seq == then
+                    && i.seen.contains(&first)
+                {
+                    return Err(fail(&format!("{then} after {first}")));
+                }
+                i.seen.push(seq);
+            }
+            Ok(batch.iter().map(|e| e.source.seq).collect())
+        }
+        fn find_failing(
+            &self,
+            batch: &[ChangeEvent],
+        ) -> Result<Option<(usize, PluginError)>, PluginError> {
+            for n in 1..=batch.len() {
+                if let Err(e) = Self::run(&mut self.make(None), &batch[..n]) {
+                    return Ok(Some((n - 1, e)));
+                }
+            }
+            Ok(None)
+        }
+    }
+
+    fn changes(n: u32) -> Vec<ChangeEvent> {
+        (0..n)
+            .map(|seq| ChangeEvent {
+                op: Op::Insert,
+                table: None,
+                before: None,
+                after: None,
+                message: None,
+                source: SourceInfo {
+                    seq,
+                    ..SourceInfo::default()
+                },
+                txn: TxnId(1),
+            })
+            .collect()
+    }
+
+    fn stage(plugin: Fake) -> Stage<Fake> {
+        Stage::new(
+            plugin,
+            FailurePolicy::DeadLetter,
+            &BreakerConfig {
+                max_failures: 100,
+                window: Duration::from_secs(60),
+            },
+        )
+    }
+
+    /// The indexes of the changes blamed.
+    fn blamed(answers: &[Result<u32, String>]) -> Vec<usize> {
+        (0..answers.len())
+            .filter(|i| answers[*i].is_err())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_too_large_for_one_call_blames_no_change() {
+        let plugin = Fake::new(30);
+        let calls = plugin.calls.clone();
+        let mut s = stage(plugin);
+        let answers = s.run(&changes(100)).unwrap();
+        let passed: Vec<u32> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(passed, (0..100).collect::<Vec<_>>());
+        // One call too large, then calls that fit, each change once.
+        let calls = calls.borrow();
+        assert_eq!(calls.iter().filter(|n| **n > 30).count(), 1, "{calls:?}");
+        assert_eq!(calls.iter().filter(|n| **n <= 30).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn only_a_change_that_fails_alone_is_blamed() {
+        // Failing alone, inside a batch that is also too large.
+        for bad in [0, 17, 29, 30, 57, 99] {
+            let mut plugin = Fake::new(30);
+            plugin.bad = Some(bad);
+            let answers = stage(plugin).run(&changes(100)).unwrap();
+            assert_eq!(blamed(&answers), [bad as usize], "bad {bad}");
+            assert_eq!(
+                answers[bad as usize],
+                Err(format!("plugin `fake` trapped: bad {bad}"))
+            );
+        }
+        // Failing only after an earlier change of the same instance.
+        let mut plugin = Fake::new(1000);
+        plugin.after = Some((3, 8));
+        let answers = stage(plugin).run(&changes(20)).unwrap();
+        assert_eq!(blamed(&answers), [8]);
+        assert_eq!(answers[8], Err("plugin `fake` trapped: 8 after 3".into()));
+    }
 
     #[test]
     fn the_breaker_trips_past_its_limit_within_the_window() {

@@ -16,6 +16,11 @@ use crate::{PluginError, RouterPlugin, TransformPlugin};
 /// so an event that only fails after certain earlier ones is still found.
 /// A probe that times out costs the full call timeout.
 ///
+/// The event found is the last of the shortest failing prefix: it may be
+/// the one the plugin fails on, or only the one that makes the call too
+/// large for the deadline or the memory limit. Run it alone before blaming
+/// it.
+///
 /// Errors creating an instance (a failing `init`) are returned as they are.
 pub fn find_failing_event(
     plugin: &TransformPlugin,
