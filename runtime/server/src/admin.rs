@@ -56,7 +56,13 @@ pub async fn serve(
 
 async fn health(Extract(status): Extract<Arc<Status>>) -> impl IntoResponse {
     match status.state() {
-        State::Running | State::Starting => (StatusCode::OK, "ok\n".to_string()),
+        State::Running | State::Starting => match status.degraded() {
+            Some((sink, failing)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("degraded: sink {sink} failing for {}s\n", failing.as_secs()),
+            ),
+            None => (StatusCode::OK, "ok\n".to_string()),
+        },
         State::Halted(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("halted: {reason}\n"),
