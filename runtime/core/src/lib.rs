@@ -28,5 +28,5 @@ pub use event::{
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use schema::{Column, ReplicaIdentity, TableSchema};
-pub use sink::{Sink, SinkError};
+pub use sink::{Rejected, Sink, SinkError, SinkErrorKind};
 pub use value::Value;

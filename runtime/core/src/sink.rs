@@ -18,12 +18,55 @@ pub enum SinkError {
     /// Local I/O failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The destination refused some records for good (too large, a topic
+    /// name it does not accept...); every other record of the batch is
+    /// durable. Writing the refused ones again would fail the same way.
+    #[error("{}", describe_rejected(.0))]
+    Rejected(Vec<Rejected>),
+}
+
+/// One record of a batch that the destination refused for good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its position in the batch given to [`Sink::write`].
+    pub index: usize,
+    /// Why, naming the sink.
+    pub reason: String,
+}
+
+fn describe_rejected(rejected: &[Rejected]) -> String {
+    match rejected {
+        [] => "no record was rejected".to_owned(),
+        [one] => one.reason.clone(),
+        [first, rest @ ..] => format!("{} (and {} more records)", first.reason, rest.len()),
+    }
+}
+
+/// What can be done about a [`SinkError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// Writing the same batch again may succeed.
+    Retryable,
+    /// Some records were refused for good, the rest is durable: the refused
+    /// ones can go to a dead-letter sink.
+    Rejected,
+    /// The sink cannot work until an operator changes something.
+    Fatal,
 }
 
 impl SinkError {
+    /// What can be done about this error.
+    pub fn kind(&self) -> SinkErrorKind {
+        match self {
+            SinkError::Unavailable(_) | SinkError::Io(_) => SinkErrorKind::Retryable,
+            SinkError::Rejected(_) => SinkErrorKind::Rejected,
+            SinkError::Config(_) | SinkError::Encode(_) => SinkErrorKind::Fatal,
+        }
+    }
+
     /// Whether writing the same batch again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SinkError::Unavailable(_) | SinkError::Io(_))
+        self.kind() == SinkErrorKind::Retryable
     }
 }
 
@@ -33,7 +76,8 @@ impl SinkError {
 /// acknowledged transaction are written again. `write` must return `Ok`
 /// only when every record in the batch is durable at the destination (for
 /// a file: written and fsynced; for Kafka: acknowledged by all in-sync
-/// replicas). The return of `write`, not the call, is what lets the source
+/// replicas), or [`SinkError::Rejected`] when every record but the refused
+/// ones is. The return of `write`, not the call, is what lets the source
 /// position advance, so a sink must never report a batch it merely queued.
 /// Records of one batch are in commit order and must stay in that order
 /// for any one key.

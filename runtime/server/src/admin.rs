@@ -203,7 +203,13 @@ async fn require_token(
 
 async fn health(Extract(admin): Extract<Arc<Admin>>, headers: HeaderMap) -> impl IntoResponse {
     let (code, text) = match admin.status.state() {
-        State::Running | State::Starting => (StatusCode::OK, "ok\n".to_string()),
+        State::Running | State::Starting => match admin.status.degraded() {
+            Some((sink, failing)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("degraded: sink {sink} failing for {}s\n", failing.as_secs()),
+            ),
+            None => (StatusCode::OK, "ok\n".to_string()),
+        },
         State::Halted(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("halted: {reason}\n"),

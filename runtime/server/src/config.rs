@@ -309,6 +309,8 @@ pub struct RouteConfig {
 }
 
 /// A sink, tagged by `type`.
+// One per configured sink, read once: the size of the Kafka variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkConfig {
@@ -332,6 +334,14 @@ pub struct PipelineConfig {
     /// Longest wait between retries of a sink that is down.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_retry_backoff: Duration,
+    /// How long a sink may keep failing before `/health` reports the
+    /// pipeline as degraded (503) and `weir_sink_degraded` turns 1.
+    #[serde(default = "default_degraded_after", with = "humantime_serde")]
+    pub degraded_after: Duration,
+}
+
+fn default_degraded_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl Default for PipelineConfig {
@@ -340,6 +350,7 @@ impl Default for PipelineConfig {
             channel_batches: default_channel_batches(),
             max_batch: default_max_batch(),
             max_retry_backoff: default_max_backoff(),
+            degraded_after: default_degraded_after(),
         }
     }
 }
@@ -554,6 +565,28 @@ impl Config {
         }
     }
 
+    /// Topics given outside a Kafka sink's own section (a dead-letter
+    /// topic, a route's topic) must make valid Kafka topic names too.
+    fn validate_kafka_topics(&self, problems: &mut Vec<String>) {
+        use weir_sinks::kafka::TemplateUse;
+        let is_kafka = |sink: &str| matches!(self.sinks.get(sink), Some(SinkConfig::Kafka(_)));
+        if let Some(dl) = &self.dead_letter
+            && let Some(topic) = &dl.topic
+            && is_kafka(&dl.sink)
+            && let Err(e) = KafkaSinkConfig::check_topic_template(topic, TemplateUse::Raw)
+        {
+            problems.push(format!("dead_letter.topic: {topic:?} {e}"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(topic) = &r.topic
+                && r.sinks.iter().any(|s| is_kafka(s))
+                && let Err(e) = KafkaSinkConfig::check_topic_template(topic, TemplateUse::Change)
+            {
+                problems.push(format!("routes[{i}].topic: {topic:?} {e}"));
+            }
+        }
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let s = &self.source;
@@ -644,6 +677,7 @@ impl Config {
                 self.sink_names()
             ));
         }
+        self.validate_kafka_topics(&mut problems);
         if self.plugins.poll_interval.is_zero() {
             problems.push("plugins.poll_interval: must be more than zero".into());
         }
@@ -1281,6 +1315,45 @@ path = "-"
                 "{expected}: {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn kafka_topics_outside_the_sink_section_are_checked() {
+        let text = format!(
+            "{MINIMAL}\n[sinks.k]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"weir\"\nsasl_password = \"${{PGPASS}}\"\nmessage_topic = \"{{prefix}}\"\n\n[dead_letter]\nsink = \"k\"\ntopic = \"{{table}}\"\n\n[[routes]]\nsinks = [\"k\"]\ntopic = \"cdc/{{table}}\"\n"
+        );
+        let errs = parse(&text).unwrap_err();
+        let joined = errs.join("\n");
+        assert_eq!(errs.len(), 3, "{joined}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.k.message_topic: \"{prefix}\" can expand to an empty topic name"
+            )),
+            "{joined}"
+        );
+        assert!(
+            errs.iter().any(|e| e
+                .starts_with("dead_letter.topic: \"{table}\" can expand to an empty topic name")),
+            "{joined}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes[0].topic: \"cdc/{table}\"") && e.contains("'/'")),
+            "{joined}"
+        );
+        assert!(!joined.contains("s3cret"), "{joined}");
+
+        let fixed = text
+            .replace("message_topic = \"{prefix}\"", "")
+            .replace("topic = \"{table}\"", "topic = \"dlq\"")
+            .replace("cdc/{table}", "cdc.{table}");
+        let c = parse(&fixed).unwrap();
+        let SinkConfig::Kafka(k) = &c.sinks["k"] else {
+            panic!("not kafka");
+        };
+        assert_eq!(k.sasl_password.as_deref(), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.pipeline.degraded_after, Duration::from_secs(60));
     }
 
     #[test]

@@ -17,19 +17,22 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weir_core::{ChangeEvent, Destination, Sink, SinkError, SinkRecord, SourceItem, Value};
+use weir_core::{
+    ChangeEvent, Destination, RawMessage, Rejected, Sink, SinkError, SinkErrorKind, SinkPayload,
+    SinkRecord, SourceItem, Value,
+};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 use weir_sinks::{FileSink, KafkaSink};
 use weir_wasm::{
     DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
 };
 
-use crate::checkpoint::{AckError, Checkpointer};
+use crate::checkpoint::{AckError, Checkpointer, txn_runs};
 use crate::config::{Config, PluginConfig, SinkConfig, SourceConfig, parse_table};
 use crate::processor::Processor;
 use crate::reload::Deployer;
@@ -111,6 +114,18 @@ pub enum HaltError {
         sink: String,
         /// What went wrong.
         error: SinkError,
+    },
+    /// A sink refused a record for good and no dead-letter sink takes it.
+    #[error(
+        "sink {sink} refused {record} for good: {reason}; nothing from it on was acknowledged (a [dead_letter] section would set such records aside)"
+    )]
+    RecordRejected {
+        /// The sink's name.
+        sink: String,
+        /// The record: its table, key and commit LSN.
+        record: String,
+        /// Why the sink refused it.
+        reason: String,
     },
     /// The source failed in a way reconnecting cannot fix.
     #[error(transparent)]
@@ -279,15 +294,36 @@ impl Pipeline {
         let mut tasks = JoinSet::new();
 
         let abort = CancellationToken::new();
+        status.set_degraded_after(config.pipeline.degraded_after);
+        // The dead-letter sink gets dead letters, not every change.
+        let dead_letter = config.dead_letter.as_ref().map(|d| Destination {
+            sink: d.sink.clone(),
+            topic: d.topic.clone(),
+        });
         let mut sink_txs = Vec::new();
         let mut sink_index = HashMap::new();
+        let mut sink_rxs = Vec::new();
         for sink in sinks {
             let (tx, rx) = mpsc::channel(capacity);
             sink_index.insert(sink.name().to_owned(), sink_txs.len());
             sink_txs.push(tx);
+            sink_rxs.push((sink, rx));
+        }
+        for (sink, rx) in sink_rxs {
+            // Records the dead-letter sink itself refuses have nowhere to go.
+            let letters = dead_letter
+                .as_ref()
+                .filter(|d| d.sink != sink.name())
+                .and_then(|d| {
+                    sink_index.get(&d.sink).map(|&i| DeadLetters {
+                        destination: d.clone(),
+                        tx: sink_txs[i].clone(),
+                    })
+                });
             tasks.spawn(sink_task(
                 sink,
                 rx,
+                letters,
                 checkpointer.clone(),
                 status.clone(),
                 config.pipeline.max_retry_backoff,
@@ -326,11 +362,6 @@ impl Pipeline {
             );
         }
 
-        // The dead-letter sink gets dead letters, not every change.
-        let dead_letter = config.dead_letter.as_ref().map(|d| Destination {
-            sink: d.sink.clone(),
-            topic: d.topic.clone(),
-        });
         let routed_sinks = config
             .sinks
             .keys()
@@ -533,11 +564,19 @@ async fn source_task(
     }
 }
 
+/// Where a sink task sends the records its sink refused for good.
+struct DeadLetters {
+    destination: Destination,
+    tx: mpsc::Sender<Vec<SinkRecord>>,
+}
+
 /// Writes batches to one sink, retrying while it is unavailable, and
-/// reports each durable batch to the checkpointer.
+/// reports each durable batch to the checkpointer. Records the sink
+/// refuses for good go to the dead-letter sink, or halt the pipeline.
 async fn sink_task(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Vec<SinkRecord>>,
+    dead_letters: Option<DeadLetters>,
     checkpointer: Arc<Checkpointer>,
     status: Arc<Status>,
     max_backoff: Duration,
@@ -556,39 +595,182 @@ async fn sink_task(
             }
         }
         let mut backoff = Duration::from_millis(100);
+        let mut rejected = Vec::new();
         loop {
             let written = tokio::select! {
                 written = sink.write(&batch) => written,
                 _ = abort.cancelled() => return Ok(()),
             };
-            match written {
+            let error = match written {
                 Ok(()) => break,
-                Err(error) if error.is_retryable() => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(error) => error,
+            };
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            match error.kind() {
+                SinkErrorKind::Retryable => {
                     tracing::warn!(sink = %name, error = %error, retry_in = ?backoff, "sink write failed; retrying the batch");
                     counters.set_error(Some(error.to_string()));
+                    counters.failing();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = abort.cancelled() => return Ok(()),
                     }
                     backoff = (backoff * 2).min(max_backoff);
                 }
-                Err(error) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                SinkErrorKind::Rejected => {
+                    if let SinkError::Rejected(list) = error {
+                        rejected = list;
+                    }
+                    break;
+                }
+                SinkErrorKind::Fatal => {
+                    counters.failing();
                     return Err(HaltError::Sink { sink: name, error });
                 }
             }
         }
+        if !rejected.is_empty() {
+            let Some(letters) = &dead_letters else {
+                let first = &rejected[0];
+                return Err(HaltError::RecordRejected {
+                    sink: name,
+                    record: describe_record(&batch[first.index]),
+                    reason: first.reason.clone(),
+                });
+            };
+            if !send_dead_letters(&name, &batch, &rejected, letters, &checkpointer, &abort).await? {
+                return Ok(());
+            }
+            counters
+                .rejected
+                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        }
         counters.set_error(None);
+        counters.recovered();
         counters
             .records
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add((batch.len() - rejected.len()) as u64, Ordering::Relaxed);
         counters.batches.fetch_add(1, Ordering::Relaxed);
+        // A rejected record is settled by its dead letter, counted above.
         checkpointer.delivered(&batch)?;
     }
     sink.close()
         .await
         .map_err(|error| HaltError::Sink { sink: name, error })
+}
+
+/// Hands the dead letters of `rejected` records to the dead-letter sink,
+/// counted for the checkpointer before the originals are settled, so their
+/// transactions are acknowledged only once the dead letters are durable.
+/// `false` when stopping.
+async fn send_dead_letters(
+    sink: &str,
+    batch: &[SinkRecord],
+    rejected: &[Rejected],
+    letters: &DeadLetters,
+    checkpointer: &Checkpointer,
+    abort: &CancellationToken,
+) -> Result<bool, HaltError> {
+    let records: Vec<SinkRecord> = rejected
+        .iter()
+        .map(|r| {
+            let record = &batch[r.index];
+            tracing::warn!(
+                sink,
+                record = %describe_record(record),
+                error = %r.reason,
+                dead_letter_sink = %letters.destination.sink,
+                "sent a record the sink refused to the dead-letter sink"
+            );
+            Ok(SinkRecord {
+                topic: letters.destination.topic.clone(),
+                payload: SinkPayload::Raw(Arc::new(sink_dead_letter(sink, &r.reason, record)?)),
+                txn: record.txn,
+            })
+        })
+        .collect::<Result<_, HaltError>>()?;
+    checkpointer.update(|t| {
+        for (txn, n) in txn_runs(&records) {
+            t.dispatched(txn, n)?;
+        }
+        Ok(())
+    })?;
+    tokio::select! {
+        sent = letters.tx.send(records) => {
+            if sent.is_err() {
+                if abort.is_cancelled() {
+                    return Ok(false);
+                }
+                return Err(HaltError::Internal(format!(
+                    "the dead-letter sink {} stopped while sink {sink} had dead letters for it",
+                    letters.destination.sink
+                )));
+            }
+        }
+        _ = abort.cancelled() => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The dead letter of a record a sink refused. A change becomes a JSON
+/// document naming the sink and the error, with the change in the native
+/// envelope, keyed like the change; a raw record keeps its key, value and
+/// headers. Either way the headers `weir.sink` and `weir.error` say why.
+fn sink_dead_letter(sink: &str, error: &str, record: &SinkRecord) -> Result<RawMessage, HaltError> {
+    let mut headers = vec![
+        ("weir.sink".to_owned(), sink.as_bytes().to_vec()),
+        ("weir.error".to_owned(), error.as_bytes().to_vec()),
+    ];
+    let event = match &record.payload {
+        SinkPayload::Raw(m) => {
+            headers.extend(m.headers.iter().cloned());
+            return Ok(RawMessage {
+                key: m.key.clone(),
+                value: m.value.clone(),
+                headers,
+                source: m.source,
+            });
+        }
+        SinkPayload::Change(event) => event,
+    };
+    let encode = |e: weir_sinks::EncodeError| {
+        HaltError::Internal(format!("cannot encode a dead letter: {e}"))
+    };
+    let mut value = Vec::with_capacity(512);
+    value.extend_from_slice(b"{\"sink\":");
+    serde_json::to_writer(&mut value, sink).expect("writing to a Vec");
+    value.extend_from_slice(b",\"error\":");
+    serde_json::to_writer(&mut value, error).expect("writing to a Vec");
+    value.extend_from_slice(b",\"failed_at\":\"");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    weir_sinks::write_utc_timestamp(&mut value, now);
+    value.extend_from_slice(b"\",\"event\":");
+    weir_sinks::encode_native_json(event, &mut value).map_err(encode)?;
+    value.push(b'}');
+    let mut key = Vec::new();
+    let key = match weir_sinks::encode_key_json(event, &mut key).map_err(encode)? {
+        true => Some(key),
+        false => None,
+    };
+    Ok(RawMessage {
+        key,
+        value: Some(value),
+        headers,
+        source: event.source,
+    })
+}
+
+/// A record, described for an operator.
+fn describe_record(record: &SinkRecord) -> String {
+    match &record.payload {
+        SinkPayload::Change(e) => describe(e),
+        SinkPayload::Raw(m) => format!(
+            "a raw message (xid {}, commit LSN {}, LSN {})",
+            m.source.xid, m.source.commit_lsn, m.source.lsn
+        ),
+    }
 }
 
 /// A change, described for an operator.

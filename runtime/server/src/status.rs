@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use weir_wasm::PluginEngine;
@@ -36,7 +37,11 @@ pub struct SinkCounters {
     pub batches: AtomicU64,
     /// Failed write attempts (each retried or fatal).
     pub errors: AtomicU64,
+    /// Records the sink refused for good (dead-lettered).
+    pub rejected: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// When the sink's current run of failed writes began.
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl SinkCounters {
@@ -51,6 +56,27 @@ impl SinkCounters {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records a failed write; the first of a run starts the clock.
+    pub fn failing(&self) {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Instant::now);
+    }
+
+    /// Records a successful write: the sink is healthy again.
+    pub fn recovered(&self) {
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// How long the sink has been failing, if it is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|since| since.elapsed())
     }
 }
 
@@ -72,6 +98,8 @@ pub struct Status {
     pub sinks: BTreeMap<String, SinkCounters>,
     /// The plugins, their versions, failures and deploys.
     pub plugins: PluginsStatus,
+    /// After how many milliseconds of failing a sink counts as degraded.
+    degraded_after_ms: AtomicU64,
 }
 
 impl Status {
@@ -89,7 +117,27 @@ impl Status {
                 .map(|n| (n, SinkCounters::default()))
                 .collect(),
             plugins: PluginsStatus::default(),
+            degraded_after_ms: AtomicU64::new(60_000),
         }
+    }
+
+    /// Sets how long a sink may fail before it counts as degraded.
+    pub fn set_degraded_after(&self, after: Duration) {
+        self.degraded_after_ms
+            .store(after.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn is_degraded(&self, c: &SinkCounters) -> Option<Duration> {
+        let after = Duration::from_millis(self.degraded_after_ms.load(Ordering::Relaxed));
+        c.failing_for().filter(|failing| *failing >= after)
+    }
+
+    /// The first sink that has been failing for longer than allowed, and
+    /// for how long.
+    pub fn degraded(&self) -> Option<(&str, Duration)> {
+        self.sinks
+            .iter()
+            .find_map(|(name, c)| self.is_degraded(c).map(|d| (name.as_str(), d)))
     }
 
     /// The current state.
@@ -118,7 +166,9 @@ impl Status {
                         "records": c.records.load(Ordering::Relaxed),
                         "batches": c.batches.load(Ordering::Relaxed),
                         "errors": c.errors.load(Ordering::Relaxed),
+                        "rejected": c.rejected.load(Ordering::Relaxed),
                         "last_error": c.error(),
+                        "degraded": self.is_degraded(c).is_some(),
                     }),
                 )
             })
@@ -182,13 +232,17 @@ impl Status {
                 "weir_sink_errors_total",
                 "Failed write attempts of the sink.",
             ),
+            (
+                "weir_sink_rejected_total",
+                "Records the sink refused for good, sent to the dead-letter sink.",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
             for (name, c) in &self.sinks {
-                let v = if metric.ends_with("records_total") {
-                    &c.records
-                } else {
-                    &c.errors
+                let v = match metric {
+                    "weir_sink_records_total" => &c.records,
+                    "weir_sink_errors_total" => &c.errors,
+                    _ => &c.rejected,
                 };
                 let _ = writeln!(
                     out,
@@ -196,6 +250,17 @@ impl Status {
                     v.load(Ordering::Relaxed)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_sink_degraded 1 while the sink has been failing for longer than pipeline.degraded_after.\n# TYPE weir_sink_degraded gauge"
+        );
+        for (name, c) in &self.sinks {
+            let _ = writeln!(
+                out,
+                "weir_sink_degraded{{sink=\"{name}\"}} {}",
+                self.is_degraded(c).is_some() as u8
+            );
         }
         self.plugins.metrics(&mut out);
         out

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use super::encode::TopicTemplate;
+use super::encode::{TemplateUse, TopicTemplate};
 use crate::encode::Encoding;
 
 /// Settings of a `kafka` sink.
@@ -44,10 +44,15 @@ pub struct KafkaSinkConfig {
     pub topic: String,
     /// The topic of a logical decoding message (`pg_logical_emit_message`)
     /// that the router did not give one; `{prefix}` is replaced by the
-    /// message's prefix. Raw records without a topic go here too (with
-    /// every placeholder empty). Default: `"{prefix}"`.
+    /// message's prefix, which may be empty, so the template needs fixed
+    /// text too. Default: `"weir.{prefix}"`.
     #[serde(default = "default_message_topic")]
     pub message_topic: String,
+    /// The topic of a raw record (bytes a plugin emitted, a dead letter)
+    /// that the router did not give one. A raw record fills in no
+    /// placeholder. Default: `"weir.raw"`.
+    #[serde(default = "default_raw_topic")]
+    pub raw_topic: String,
     /// Whether to create a topic the first time a record goes to it and it
     /// does not exist yet. When `false` (the default), a missing topic stops
     /// the sink with an error, because a typo in a topic template should
@@ -66,8 +71,6 @@ pub struct KafkaSinkConfig {
     pub encoding: Encoding,
     /// Extra librdkafka settings (compression, batching, timeouts...), for
     /// example `{ "compression.type" = "lz4", "batch.size" = "1000000" }`.
-    /// (Weir's librdkafka is built without TLS and SASL for now, so
-    /// `security.protocol` can only be `plaintext`.)
     /// They override the sink's defaults (`linger.ms = 5`,
     /// `compression.type = none`, `max.in.flight.requests.per.connection = 5`,
     /// `partitioner = murmur2_random`, which places keys as the Java client
@@ -91,6 +94,84 @@ pub struct KafkaSinkConfig {
         deserialize_with = "crate::duration::deserialize"
     )]
     pub connect_timeout: Duration,
+    /// How to talk to the brokers: `"plaintext"` (the default), `"ssl"`
+    /// (TLS), `"sasl_plaintext"` (SASL without TLS: the password crosses
+    /// the network in clear with `PLAIN`) or `"sasl_ssl"`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// PEM file of the certificate authorities that signed the brokers'
+    /// certificates. Default: the system's trust store.
+    pub tls_ca_file: Option<String>,
+    /// PEM file of this client's certificate, for brokers that require
+    /// client certificates (with `tls_key_file`).
+    pub tls_cert_file: Option<String>,
+    /// PEM file of this client's private key.
+    pub tls_key_file: Option<String>,
+    /// The SASL mechanism: `"PLAIN"`, `"SCRAM-SHA-256"`, `"SCRAM-SHA-512"`,
+    /// `"GSSAPI"` (Kerberos) or `"OAUTHBEARER"`.
+    pub sasl_mechanism: Option<String>,
+    /// The SASL user name.
+    pub sasl_username: Option<String>,
+    /// The SASL password; write `"${ENV_VAR}"` rather than the password.
+    /// It never appears in logs or error messages.
+    pub sasl_password: Option<String>,
+}
+
+/// How a Kafka client talks to the brokers (`security.protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// Neither TLS nor SASL.
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL authentication over a connection without TLS.
+    SaslPlaintext,
+    /// SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub(crate) fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// The SASL mechanisms Weir's librdkafka is built with.
+const SASL_MECHANISMS: &[&str] = &[
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "GSSAPI",
+    "OAUTHBEARER",
+];
+
+/// librdkafka settings whose values are secrets: never shown, not even in
+/// librdkafka's own error messages.
+pub(crate) fn is_secret_property(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(
+            key,
+            "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config" | "ssl.keystore.location"
+        )
 }
 
 fn default_topic() -> String {
@@ -98,7 +179,11 @@ fn default_topic() -> String {
 }
 
 fn default_message_topic() -> String {
-    "{prefix}".to_owned()
+    "weir.{prefix}".to_owned()
+}
+
+fn default_raw_topic() -> String {
+    "weir.raw".to_owned()
 }
 
 fn default_one() -> i32 {
@@ -131,6 +216,14 @@ const FIXED_PROPERTIES: &[(&str, &str)] = &[
     ),
     ("message.timeout.ms", "delivery_timeout"),
     ("delivery.timeout.ms", "delivery_timeout"),
+    ("security.protocol", "security_protocol"),
+    ("ssl.ca.location", "tls_ca_file"),
+    ("ssl.certificate.location", "tls_cert_file"),
+    ("ssl.key.location", "tls_key_file"),
+    ("sasl.mechanism", "sasl_mechanism"),
+    ("sasl.mechanisms", "sasl_mechanism"),
+    ("sasl.username", "sasl_username"),
+    ("sasl.password", "sasl_password"),
 ];
 
 impl KafkaSinkConfig {
@@ -140,6 +233,7 @@ impl KafkaSinkConfig {
             brokers: brokers.into(),
             topic: default_topic(),
             message_topic: default_message_topic(),
+            raw_topic: default_raw_topic(),
             create_topics: false,
             partitions: 1,
             replication_factor: 1,
@@ -147,7 +241,21 @@ impl KafkaSinkConfig {
             properties: BTreeMap::new(),
             delivery_timeout: default_delivery_timeout(),
             connect_timeout: default_connect_timeout(),
+            security_protocol: SecurityProtocol::Plaintext,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
         }
+    }
+
+    /// Checks a topic template (a route's or the dead-letter section's
+    /// topic) for records of kind `used_for`, as [`validate`](Self::validate)
+    /// checks the sink's own.
+    pub fn check_topic_template(template: &str, used_for: TemplateUse) -> Result<(), String> {
+        TopicTemplate::parse(template)?.check(used_for)
     }
 
     /// Problems that make this configuration unusable, each as
@@ -157,11 +265,14 @@ impl KafkaSinkConfig {
         if self.brokers.trim().is_empty() {
             problems.push("brokers: must list at least one host:port".to_owned());
         }
-        if let Err(e) = TopicTemplate::parse(&self.topic) {
-            problems.push(format!("topic: {e}"));
-        }
-        if let Err(e) = TopicTemplate::parse(&self.message_topic) {
-            problems.push(format!("message_topic: {e}"));
+        for (field, template, used_for) in [
+            ("topic", &self.topic, TemplateUse::Change),
+            ("message_topic", &self.message_topic, TemplateUse::Message),
+            ("raw_topic", &self.raw_topic, TemplateUse::Raw),
+        ] {
+            if let Err(e) = Self::check_topic_template(template, used_for) {
+                problems.push(format!("{field}: {template:?} {e}"));
+            }
         }
         if self.partitions < 1 {
             problems.push(format!(
@@ -188,7 +299,100 @@ impl KafkaSinkConfig {
                 problems.push(format!("{field}: must be between 1ms and 24 days"));
             }
         }
+        self.validate_security(&mut problems);
         problems
+    }
+
+    fn validate_security(&self, problems: &mut Vec<String>) {
+        let protocol = self.security_protocol;
+        if !protocol.tls() {
+            for (field, value) in [
+                ("tls_ca_file", &self.tls_ca_file),
+                ("tls_cert_file", &self.tls_cert_file),
+                ("tls_key_file", &self.tls_key_file),
+            ] {
+                if value.is_some() {
+                    problems.push(format!(
+                        "{field}: needs security_protocol \"ssl\" or \"sasl_ssl\", not \"{}\"",
+                        protocol.as_str()
+                    ));
+                }
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(
+                "tls_cert_file: a client certificate needs its key, and a key its certificate: \
+                 set both tls_cert_file and tls_key_file"
+                    .to_owned(),
+            );
+        }
+        for (field, value) in [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+            ("tls_key_file", &self.tls_key_file),
+            ("sasl_mechanism", &self.sasl_mechanism),
+            ("sasl_username", &self.sasl_username),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                problems.push(format!("{field}: must not be empty"));
+            }
+        }
+        if !protocol.sasl() {
+            for (field, set) in [
+                ("sasl_mechanism", self.sasl_mechanism.is_some()),
+                ("sasl_username", self.sasl_username.is_some()),
+                ("sasl_password", self.sasl_password.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{field}: needs security_protocol \"sasl_plaintext\" or \"sasl_ssl\", not \"{}\"",
+                        protocol.as_str()
+                    ));
+                }
+            }
+            return;
+        }
+        match self.sasl_mechanism.as_deref() {
+            None => problems.push(format!(
+                "sasl_mechanism: security_protocol \"{}\" needs a mechanism (one of {})",
+                protocol.as_str(),
+                SASL_MECHANISMS.join(", ")
+            )),
+            Some(m) if !SASL_MECHANISMS.contains(&m) => problems.push(format!(
+                "sasl_mechanism: {m:?} is not one of {}",
+                SASL_MECHANISMS.join(", ")
+            )),
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {
+                if self.sasl_username.is_none() {
+                    problems.push("sasl_username: the mechanism needs a user name".to_owned());
+                }
+                if self.sasl_password.is_none() {
+                    problems.push(
+                        "sasl_password: the mechanism needs a password (write \"${ENV_VAR}\")"
+                            .to_owned(),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The librdkafka settings of the sink's security: protocol, TLS files
+    /// and SASL credentials.
+    fn set_security(&self, config: &mut ClientConfig) {
+        config.set("security.protocol", self.security_protocol.as_str());
+        for (key, value) in [
+            ("ssl.ca.location", &self.tls_ca_file),
+            ("ssl.certificate.location", &self.tls_cert_file),
+            ("ssl.key.location", &self.tls_key_file),
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+        ] {
+            if let Some(value) = value {
+                config.set(key, value);
+            }
+        }
     }
 
     /// The librdkafka settings of the sink's producer and admin client.
@@ -205,6 +409,7 @@ impl KafkaSinkConfig {
         for (key, value) in &self.properties {
             config.set(key, value);
         }
+        self.set_security(&mut config);
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -227,6 +432,7 @@ impl KafkaSinkConfig {
         for (key, value) in &self.properties {
             config.set(key, value);
         }
+        self.set_security(&mut config);
         config
     }
 }
@@ -239,6 +445,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("message_topic", &self.message_topic)
+            .field("raw_topic", &self.raw_topic)
             .field("create_topics", &self.create_topics)
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
@@ -246,6 +453,16 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .field("delivery_timeout", &self.delivery_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("security_protocol", &self.security_protocol)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

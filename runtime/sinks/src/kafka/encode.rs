@@ -96,6 +96,89 @@ impl TopicTemplate {
     }
 }
 
+/// The kind of record a topic template is expanded for, which decides the
+/// placeholders that can be empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateUse {
+    /// Row changes: `{schema}`, `{table}` and `{op}` are never empty,
+    /// `{prefix}` always is.
+    Change,
+    /// Logical decoding messages: `{op}` is `message`, `{prefix}` may be
+    /// empty, `{schema}` and `{table}` are.
+    Message,
+    /// Raw records (a plugin's own bytes, dead letters): every placeholder
+    /// is empty.
+    Raw,
+}
+
+impl TopicTemplate {
+    /// Checks that the template cannot expand to an invalid topic name for
+    /// records of kind `used_for`: its own text must be legal, and it must
+    /// not rest only on placeholders that can be empty. What a record fills
+    /// in can still be illegal (a table named `a b`); that record is
+    /// refused on its own.
+    pub(crate) fn check(&self, used_for: TemplateUse) -> Result<(), String> {
+        // A stand-in for values that are never empty; any legal text works.
+        let some = "x";
+        let fields = match used_for {
+            TemplateUse::Change => TopicFields {
+                schema: some,
+                table: some,
+                op: some,
+                prefix: "",
+            },
+            TemplateUse::Message => TopicFields {
+                op: "message",
+                ..TopicFields::default()
+            },
+            TemplateUse::Raw => TopicFields::default(),
+        };
+        let mut shortest = String::new();
+        self.expand(&fields, &mut shortest);
+        if shortest.is_empty() {
+            let why = match used_for {
+                TemplateUse::Change => "a row change has no {prefix}",
+                TemplateUse::Message => {
+                    "a logical message has no {schema} or {table}, and its {prefix} may be empty"
+                }
+                TemplateUse::Raw => {
+                    "a raw record (a plugin's own bytes, a dead letter) has no schema, table, \
+                     op or prefix to fill in"
+                }
+            };
+            return Err(format!(
+                "can expand to an empty topic name ({why}); add fixed text, like \"cdc.\" or \"weir.raw\""
+            ));
+        }
+        if shortest == "." || shortest == ".." {
+            return Err(format!(
+                "can expand to {shortest:?}, which is not a valid topic name"
+            ));
+        }
+        let text: String = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(c) = text.chars().find(|c| !is_topic_char(*c)) {
+            return Err(format!(
+                "contains {c:?}; Kafka allows only ASCII letters, digits, '.', '_' and '-'"
+            ));
+        }
+        if text.len() > 249 {
+            return Err("is longer than Kafka's limit of 249 characters".to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 /// Checks a topic name against Kafka's rules, so that a bad template gives
 /// a clear message instead of a broker error per record.
 pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
@@ -107,10 +190,7 @@ pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
             "topic name {name:?} is longer than Kafka's limit of 249 characters"
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(c) = name.chars().find(|c| !is_topic_char(*c)) {
         return Err(format!(
             "topic name {name:?} contains {c:?}; Kafka allows only ASCII letters, digits, '.', '_' and '-'"
         ));

@@ -9,9 +9,14 @@
 //! ```
 //!
 //! Topics are chosen per record: the topic the router gave it, else the
-//! sink's `topic` template (`message_topic` for logical messages), with
-//! placeholders filled from the event. The first time a topic is used the
-//! sink checks that it exists and creates it when `create_topics` is set.
+//! sink's `topic` template (`message_topic` for logical messages,
+//! `raw_topic` for raw records), with placeholders filled from the event.
+//! The first time a topic is used the sink checks that it exists and
+//! creates it when `create_topics` is set.
+//!
+//! A record the brokers refuse for good (too large, an illegal topic name)
+//! is reported as [`weir_core::SinkError::Rejected`] while the rest of its
+//! batch is written, so that the pipeline can dead-letter it.
 
 mod config;
 mod encode;
@@ -20,5 +25,6 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use config::KafkaSinkConfig;
+pub use config::{KafkaSinkConfig, SecurityProtocol};
+pub use encode::TemplateUse;
 pub use sink::KafkaSink;

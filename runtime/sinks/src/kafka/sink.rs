@@ -4,13 +4,19 @@
 //! librdkafka record by record (librdkafka batches on the wire), each with
 //! a reference to one [`BatchTracker`]; its polling thread reports every
 //! delivery to the tracker, and `write` returns when the last one arrives.
-//! That costs one reference-count increment per record rather than a
-//! future and channel per record.
+//! That costs one small allocation per record rather than a future and
+//! channel per record.
+//!
+//! Failures are sorted three ways: a broker or network problem fails the
+//! batch for a retry; a record the brokers refuse for good (too large, an
+//! illegal topic name) is reported as rejected while the rest of the batch
+//! counts as written; an authorization or authentication failure stops the
+//! sink.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -21,9 +27,10 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientConfig, ClientContext, Message as _};
 use tokio::sync::Notify;
-use weir_core::{Op, Sink, SinkError, SinkPayload, SinkRecord};
+use weir_core::{Op, Rejected, Sink, SinkError, SinkPayload, SinkRecord};
 
 use super::KafkaSinkConfig;
+use super::config::is_secret_property;
 use super::encode::{TopicFields, TopicTemplate, check_topic_name, encode_key_value, headers};
 use crate::encode::JsonEncoder;
 
@@ -32,6 +39,11 @@ type Producer = ThreadedProducer<DeliveryContext>;
 /// How long to wait before offering a record again when librdkafka's local
 /// queue is full; deliveries free space within milliseconds.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
+
+/// Most topic names (and router-chosen templates) a sink remembers; past
+/// that, the least recently used is forgotten and checked again (one
+/// metadata request) when it comes back.
+const MAX_CACHED_TOPICS: usize = 10_000;
 
 /// A sink that produces each record as one Kafka message.
 ///
@@ -46,10 +58,14 @@ pub struct KafkaSink {
     admin: Option<AdminClient<DefaultClientContext>>,
     topic_template: TopicTemplate,
     message_template: TopicTemplate,
+    raw_template: TopicTemplate,
     /// Topics the router chose, parsed once each.
-    routed_templates: HashMap<String, TopicTemplate>,
+    routed_templates: TopicCache<TopicTemplate>,
     /// Topics checked to exist (or created) and known to be valid names.
-    known_topics: HashSet<String>,
+    known_topics: TopicCache<()>,
+    /// Values that must never appear in a message: the SASL password and
+    /// secret properties.
+    secrets: Arc<Vec<String>>,
     /// Set after a batch failed: the next write starts a fresh producer.
     renew_producer: bool,
     encoder: JsonEncoder,
@@ -83,8 +99,37 @@ impl KafkaSink {
         let topic_template = TopicTemplate::parse(&config.topic).map_err(SinkError::Config)?;
         let message_template =
             TopicTemplate::parse(&config.message_topic).map_err(SinkError::Config)?;
+        let raw_template = TopicTemplate::parse(&config.raw_topic).map_err(SinkError::Config)?;
+        for (field, file) in [
+            ("tls_ca_file", &config.tls_ca_file),
+            ("tls_cert_file", &config.tls_cert_file),
+            ("tls_key_file", &config.tls_key_file),
+        ] {
+            if let Some(file) = file
+                && !std::path::Path::new(file).is_file()
+            {
+                return Err(SinkError::Config(format!(
+                    "sink {name}: sinks.{name}.{field}: {file} is not a readable file"
+                )));
+            }
+        }
+        let secrets: Arc<Vec<String>> = Arc::new(
+            config
+                .sasl_password
+                .iter()
+                .chain(
+                    config
+                        .properties
+                        .iter()
+                        .filter(|(k, _)| is_secret_property(k))
+                        .map(|(_, v)| v),
+                )
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .collect(),
+        );
         let client_config = config.client_config(name);
-        let producer = Arc::new(create_producer(name, &client_config)?);
+        let producer = Arc::new(create_producer(name, &client_config, &secrets)?);
 
         let timeout = config.connect_timeout;
         let probe = Arc::clone(&producer);
@@ -102,15 +147,42 @@ impl KafkaSink {
                 "connected to Kafka"
             ),
             Err(e) => {
-                let detail = producer
-                    .context()
-                    .last_error()
-                    .map(|last| format!(" (last error: {last})"))
-                    .unwrap_or_default();
-                return Err(SinkError::Unavailable(format!(
-                    "sink {name}: no Kafka broker at {} answered within {timeout:?}: {e}{detail}",
-                    config.brokers
-                )));
+                let brokers = &config.brokers;
+                let last = producer.context().last_error();
+                return Err(match last {
+                    // The brokers answered, but will not talk to us as
+                    // configured: retrying cannot help.
+                    Some((RDKafkaErrorCode::Authentication, _, reason)) => {
+                        SinkError::Config(format!(
+                            "sink {name}: SASL authentication at the Kafka brokers {brokers} failed \
+                             (check sinks.{name}.sasl_mechanism, sasl_username and sasl_password): {reason}"
+                        ))
+                    }
+                    Some((code, _, reason))
+                        if code == RDKafkaErrorCode::SSL
+                            || reason.contains("SSL_HANDSHAKE")
+                            || reason.contains("SSL handshake") =>
+                    {
+                        SinkError::Config(format!(
+                            "sink {name}: the TLS handshake with the Kafka brokers {brokers} failed \
+                         (check sinks.{name}.security_protocol and tls_ca_file): {reason}"
+                        ))
+                    }
+                    Some((_, _, reason)) => SinkError::Unavailable(format!(
+                        "sink {name}: no Kafka broker at {brokers} answered within {timeout:?}: {e} \
+                         (last error: {reason})"
+                    )),
+                    None => {
+                        let hint = if config.security_protocol.tls() {
+                            " (with TLS on, a port that does not speak TLS leaves the handshake unanswered)"
+                        } else {
+                            ""
+                        };
+                        SinkError::Unavailable(format!(
+                            "sink {name}: no Kafka broker at {brokers} answered within {timeout:?}: {e}{hint}"
+                        ))
+                    }
+                });
             }
         }
 
@@ -122,8 +194,10 @@ impl KafkaSink {
             admin: None,
             topic_template,
             message_template,
-            routed_templates: HashMap::new(),
-            known_topics: HashSet::new(),
+            raw_template,
+            routed_templates: TopicCache::new(MAX_CACHED_TOPICS),
+            known_topics: TopicCache::new(MAX_CACHED_TOPICS),
+            secrets,
             renew_producer: false,
             encoder: JsonEncoder::new(),
             topic_buf: String::new(),
@@ -134,38 +208,41 @@ impl KafkaSink {
     }
 
     /// Writes the record's topic into `topic_buf`, checking a name not seen
-    /// before against Kafka's rules.
-    fn resolve_topic(&mut self, record: &SinkRecord) -> Result<(), SinkError> {
+    /// before against Kafka's rules. An error is the reason the record
+    /// cannot go anywhere.
+    fn resolve_topic(&mut self, record: &SinkRecord) -> Result<(), String> {
         let template = match &record.topic {
             Some(routed) => {
-                if !self.routed_templates.contains_key(routed) {
+                if self.routed_templates.get(routed).is_none() {
                     let parsed = TopicTemplate::parse(routed)
-                        .map_err(|e| SinkError::Encode(format!("sink {}: {e}", self.name)))?;
+                        .map_err(|e| format!("sink {}: {e}", self.name))?;
                     self.routed_templates.insert(routed.clone(), parsed);
                 }
-                &self.routed_templates[routed]
+                self.routed_templates.get(routed).expect("inserted above")
             }
             None => match &record.payload {
                 SinkPayload::Change(event) if event.op != Op::Message => &self.topic_template,
-                _ => &self.message_template,
+                SinkPayload::Change(_) => &self.message_template,
+                SinkPayload::Raw(_) => &self.raw_template,
             },
         };
         template.expand(&TopicFields::of(record), &mut self.topic_buf);
-        if !self.known_topics.contains(&self.topic_buf)
+        if self.known_topics.get(&self.topic_buf).is_none()
             && let Err(e) = check_topic_name(&self.topic_buf)
         {
-            let (source, text) = match &record.topic {
-                Some(routed) => ("the router's topic", routed.as_str()),
-                None if std::ptr::eq(template, &self.topic_template) => {
-                    ("topic", self.config.topic.as_str())
+            let (source, text) = match (&record.topic, &record.payload) {
+                (Some(routed), _) => ("the router's topic", routed.as_str()),
+                (None, SinkPayload::Raw(_)) => ("raw_topic", self.config.raw_topic.as_str()),
+                (None, SinkPayload::Change(event)) if event.op == Op::Message => {
+                    ("message_topic", self.config.message_topic.as_str())
                 }
-                None => ("message_topic", self.config.message_topic.as_str()),
+                (None, SinkPayload::Change(_)) => ("topic", self.config.topic.as_str()),
             };
-            return Err(SinkError::Encode(format!(
+            return Err(format!(
                 "sink {}: {e} (made from {source} {text:?} for a record at LSN {})",
                 self.name,
                 record.source().lsn
-            )));
+            ));
         }
         Ok(())
     }
@@ -181,7 +258,7 @@ impl KafkaSink {
             }
             self.create_topic(topic).await?;
         }
-        self.known_topics.insert(topic.to_owned());
+        self.known_topics.insert(topic.to_owned(), ());
         Ok(())
     }
 
@@ -216,6 +293,10 @@ impl KafkaSink {
             Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(SinkError::Config(format!(
                 "sink {name}: not authorized to use topic {topic}"
             ))),
+            Some(RDKafkaErrorCode::InvalidTopic) => Err(SinkError::Rejected(vec![Rejected {
+                index: 0,
+                reason: format!("sink {name}: the brokers call {topic:?} an invalid topic name"),
+            }])),
             // Anything else (a leader election, a topic being created) is
             // transient: the producer waits for the topic to become usable.
             Some(other) => {
@@ -233,7 +314,10 @@ impl KafkaSink {
                 .admin_client_config(&name)
                 .create::<AdminClient<DefaultClientContext>>()
                 .map_err(|e| {
-                    SinkError::Config(format!("sink {name}: creating admin client: {e}"))
+                    SinkError::Config(format!(
+                        "sink {name}: creating admin client: {}",
+                        describe_client_error(&e, &self.secrets)
+                    ))
                 })?;
             self.admin = Some(admin);
         }
@@ -266,10 +350,14 @@ impl KafkaSink {
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
                     let message = format!("sink {name}: creating topic {topic}: {code}");
-                    return Err(if is_config_error(code) {
-                        SinkError::Config(message)
-                    } else {
-                        SinkError::Unavailable(message)
+                    return Err(match code {
+                        // The name came from a record: only that record is at fault.
+                        RDKafkaErrorCode::InvalidTopic => SinkError::Rejected(vec![Rejected {
+                            index: 0,
+                            reason: message,
+                        }]),
+                        code if is_config_error(code) => SinkError::Config(message),
+                        _ => SinkError::Unavailable(message),
                     });
                 }
             }
@@ -277,30 +365,45 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Encodes one record and hands it to librdkafka, waiting while its
-    /// queue is full.
+    /// Encodes record `index` of the batch and hands it to librdkafka,
+    /// waiting while its queue is full. `Ok(Some(reason))` when the record
+    /// can never be produced; an error stops the batch.
     async fn send(
         &mut self,
         record: &SinkRecord,
+        index: usize,
         tracker: &Arc<BatchTracker>,
-    ) -> Result<(), SinkError> {
-        self.resolve_topic(record)?;
-        if !self.known_topics.contains(&self.topic_buf) {
+    ) -> Result<Option<String>, SinkError> {
+        if let Err(reason) = self.resolve_topic(record) {
+            return Ok(Some(reason));
+        }
+        if self.known_topics.get(&self.topic_buf).is_none() {
             let topic = self.topic_buf.clone();
-            self.ensure_topic(&topic).await?;
+            match self.ensure_topic(&topic).await {
+                Ok(()) => {}
+                Err(SinkError::Rejected(mut rejected)) => {
+                    return Ok(rejected.pop().map(|r| r.reason));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let name = &self.name;
-        let encoded = encode_key_value(
+        let encoded = match encode_key_value(
             record,
             self.config.encoding,
             &mut self.encoder,
             &mut self.key_buf,
             &mut self.value_buf,
-        )
-        .map_err(|e| SinkError::Encode(format!("sink {name}: {e}")))?;
-        let mut message = BaseRecord::<[u8], [u8], Arc<BatchTracker>>::with_opaque_to(
+        ) {
+            Ok(encoded) => encoded,
+            Err(e) => return Ok(Some(format!("sink {name}: {e}"))),
+        };
+        let mut message = BaseRecord::<[u8], [u8], Box<Delivery>>::with_opaque_to(
             &self.topic_buf,
-            Arc::clone(tracker),
+            Box::new(Delivery {
+                tracker: Arc::clone(tracker),
+                index,
+            }),
         )
         .headers(headers(record, &mut self.header_buf));
         message.key = encoded.key;
@@ -308,7 +411,7 @@ impl KafkaSink {
         tracker.add();
         loop {
             match self.producer.send(message) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(None),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Never drop a record: wait for deliveries to make room.
                     message = back;
@@ -317,12 +420,11 @@ impl KafkaSink {
                 Err((e, back)) => {
                     tracker.remove();
                     let text = format!("sink {name}: producing to topic {}: {e}", back.topic);
-                    return Err(match e {
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                            SinkError::Encode(text)
-                        }
-                        _ => SinkError::Unavailable(text),
-                    });
+                    return match e.rdkafka_error_code().map(classify) {
+                        Some(Class::Record) => Ok(Some(text)),
+                        Some(Class::Sink) => Err(SinkError::Config(text)),
+                        _ => Err(SinkError::Unavailable(text)),
+                    };
                 }
             }
         }
@@ -333,7 +435,11 @@ impl KafkaSink {
     fn replace_failed_producer(&mut self) -> Result<(), SinkError> {
         if self.renew_producer {
             tracing::info!(sink = %self.name, "starting a new Kafka producer after a failed batch");
-            self.producer = Arc::new(create_producer(&self.name, &self.client_config)?);
+            self.producer = Arc::new(create_producer(
+                &self.name,
+                &self.client_config,
+                &self.secrets,
+            )?);
             self.renew_producer = false;
         } else if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::warn!(
@@ -342,7 +448,11 @@ impl KafkaSink {
                 reason,
                 "the Kafka producer failed fatally; creating a new one"
             );
-            self.producer = Arc::new(create_producer(&self.name, &self.client_config)?);
+            self.producer = Arc::new(create_producer(
+                &self.name,
+                &self.client_config,
+                &self.secrets,
+            )?);
         }
         Ok(())
     }
@@ -362,13 +472,85 @@ fn is_config_error(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn create_producer(name: &str, client_config: &ClientConfig) -> Result<Producer, SinkError> {
+/// What a failed delivery means for the record and the sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// The brokers may take the record later.
+    Retryable,
+    /// This record will never be taken; others may.
+    Record,
+    /// Nothing will be taken until an operator changes something.
+    Sink,
+}
+
+fn classify(code: RDKafkaErrorCode) -> Class {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageSizeTooLarge
+        | C::InvalidMessageSize
+        | C::MessageBatchTooLarge
+        | C::InvalidRecord
+        | C::InvalidTopic
+        | C::BadMessage => Class::Record,
+        C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::UnsupportedSASLMechanism
+        | C::IllegalSASLState
+        | C::InvalidRequiredAcks
+        | C::InvalidConfig => Class::Sink,
+        // Everything else, UnknownTopicOrPartition included: the topics
+        // are checked again before the retry, and a missing one stops the
+        // sink then unless it may be created.
+        _ => Class::Retryable,
+    }
+}
+
+/// A librdkafka client error, without the value of any secret setting
+/// (librdkafka's configuration errors repeat the value they refused).
+fn describe_client_error(error: &KafkaError, secrets: &[String]) -> String {
+    let text = match error {
+        KafkaError::ClientConfig(_, description, key, value) => {
+            if is_secret_property(key) || secrets.iter().any(|s| s == value) {
+                format!("invalid setting {key} (value not shown): {description}")
+            } else {
+                format!("invalid setting {key} = {value:?}: {description}")
+            }
+        }
+        other => other.to_string(),
+    };
+    scrub(text, secrets)
+}
+
+/// `text` with every secret replaced by `***`.
+fn scrub(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    text
+}
+
+fn create_producer(
+    name: &str,
+    client_config: &ClientConfig,
+    secrets: &Arc<Vec<String>>,
+) -> Result<Producer, SinkError> {
     client_config
         .create_with_context(DeliveryContext {
             sink: name.to_owned(),
             last_error: Mutex::new(None),
+            secrets: Arc::clone(secrets),
         })
-        .map_err(|e| SinkError::Config(format!("sink {name}: creating Kafka producer: {e}")))
+        .map_err(|e| {
+            SinkError::Config(format!(
+                "sink {name}: creating Kafka producer: {}",
+                describe_client_error(&e, secrets)
+            ))
+        })
 }
 
 #[async_trait::async_trait]
@@ -382,12 +564,18 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         self.replace_failed_producer()?;
+        let started = Instant::now();
         let tracker = Arc::new(BatchTracker::new());
         let mut stopped = None;
-        for record in batch {
-            if let Err(e) = self.send(record, &tracker).await {
-                stopped = Some(e);
-                break;
+        let mut rejected = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            match self.send(record, index, &tracker).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => rejected.push(Rejected { index, reason }),
+                Err(e) => {
+                    stopped = Some(e);
+                    break;
+                }
             }
         }
         // Wait even after a failed send: every record handed to librdkafka
@@ -411,7 +599,35 @@ impl Sink for KafkaSink {
             self.known_topics.clear();
             return Err(e);
         }
-        if let Some(first) = tracker.first_failure() {
+        let failures = tracker.take_failures();
+        let name = &self.name;
+        if let Some(fatal) = failures.iter().find(|f| f.class == Class::Sink) {
+            return Err(SinkError::Config(format!(
+                "sink {name}: the brokers refuse to take records: {}",
+                fatal.reason
+            )));
+        }
+        let retryable = failures
+            .iter()
+            .filter(|f| f.class == Class::Retryable)
+            .count();
+        if retryable > 0 {
+            // Timed-out deliveries after an authentication failure will
+            // time out forever: that needs an operator.
+            if let Some((RDKafkaErrorCode::Authentication, at, reason)) =
+                self.producer.context().last_error()
+                && at >= started
+            {
+                return Err(SinkError::Config(format!(
+                    "sink {name}: SASL authentication at {} failed: {reason}",
+                    self.config.brokers
+                )));
+            }
+            let first = failures
+                .iter()
+                .find(|f| f.class == Class::Retryable)
+                .map(|f| f.reason.as_str())
+                .unwrap_or_default();
             // The broker may have lost topics it had (a restarted or
             // replaced cluster): check them again, and create them again
             // when allowed, before the retry. Every record of the batch is
@@ -422,13 +638,19 @@ impl Sink for KafkaSink {
             self.known_topics.clear();
             self.renew_producer = true;
             return Err(SinkError::Unavailable(format!(
-                "sink {}: {} of {} records were not delivered; first failure: {first}",
-                self.name,
-                tracker.failed.load(Ordering::Acquire),
+                "sink {name}: {retryable} of {} records were not delivered; first failure: {first}",
                 batch.len()
             )));
         }
-        Ok(())
+        rejected.extend(failures.into_iter().map(|f| Rejected {
+            index: f.index,
+            reason: format!("sink {name}: the brokers refused the record: {}", f.reason),
+        }));
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        rejected.sort_by_key(|r| r.index);
+        Err(SinkError::Rejected(rejected))
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
@@ -453,17 +675,29 @@ impl Sink for KafkaSink {
 /// before `write` starts waiting.
 struct BatchTracker {
     outstanding: AtomicUsize,
-    failed: AtomicUsize,
-    first_failure: Mutex<Option<String>>,
+    failures: Mutex<Vec<Failure>>,
     done: Notify,
+}
+
+/// A record librdkafka could not deliver.
+struct Failure {
+    index: usize,
+    class: Class,
+    reason: String,
+}
+
+/// What librdkafka carries with each message to its delivery report.
+struct Delivery {
+    tracker: Arc<BatchTracker>,
+    /// The record's position in its batch.
+    index: usize,
 }
 
 impl BatchTracker {
     fn new() -> Self {
         BatchTracker {
             outstanding: AtomicUsize::new(1),
-            failed: AtomicUsize::new(0),
-            first_failure: Mutex::new(None),
+            failures: Mutex::new(Vec::new()),
             done: Notify::new(),
         }
     }
@@ -487,17 +721,68 @@ impl BatchTracker {
         }
     }
 
-    fn fail(&self, reason: String) {
-        self.failed.fetch_add(1, Ordering::AcqRel);
-        let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert(reason);
-    }
-
-    fn first_failure(&self) -> Option<String> {
-        self.first_failure
+    fn fail(&self, failure: Failure) {
+        self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .push(failure);
+    }
+
+    fn take_failures(&self) -> Vec<Failure> {
+        std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Names (topics, templates) mapped to values, at most `capacity` of them:
+/// inserting one more forgets the least recently used.
+struct TopicCache<V> {
+    entries: HashMap<String, (V, u64)>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl<V> TopicCache<V> {
+    fn new(capacity: usize) -> Self {
+        TopicCache {
+            entries: HashMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&mut self, name: &str) -> Option<&V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(name).map(|(value, used)| {
+            *used = clock;
+            &*value
+        })
+    }
+
+    fn insert(&mut self, name: String, value: V) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&name) {
+            // A scan, but only when a new name arrives at a full cache, and
+            // a new topic costs a metadata round trip anyway.
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone())
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        self.entries.insert(name, (value, self.clock));
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -506,12 +791,14 @@ impl BatchTracker {
 struct DeliveryContext {
     sink: String,
     /// The latest client-level error, such as a refused connection, to
-    /// explain a failed connect.
-    last_error: Mutex<Option<String>>,
+    /// explain a failed connect: its code, when, and librdkafka's reason.
+    last_error: Mutex<Option<(RDKafkaErrorCode, Instant, String)>>,
+    /// Never logged.
+    secrets: Arc<Vec<String>>,
 }
 
 impl DeliveryContext {
-    fn last_error(&self) -> Option<String> {
+    fn last_error(&self) -> Option<(RDKafkaErrorCode, Instant, String)> {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -522,6 +809,7 @@ impl DeliveryContext {
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let sink = self.sink.as_str();
+        let message = scrub(message.to_owned(), &self.secrets);
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -544,25 +832,63 @@ impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka retries on its own; a batch that cannot be delivered
         // fails through its delivery reports.
+        let reason = scrub(reason.to_owned(), &self.secrets);
         tracing::warn!(target: "librdkafka", sink = %self.sink, %error, "{reason}");
         // "n/n brokers are down" follows the error that says why; keep that one.
         if error != KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) {
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+            let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((code, Instant::now(), reason));
         }
     }
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Arc<BatchTracker>;
+    type DeliveryOpaque = Box<Delivery>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
         if let Err((error, message)) = result {
-            tracker.fail(format!(
-                "{error} (topic {}, partition {})",
-                message.topic(),
-                message.partition()
-            ));
+            delivery.tracker.fail(Failure {
+                index: delivery.index,
+                class: error
+                    .rdkafka_error_code()
+                    .map_or(Class::Retryable, classify),
+                reason: format!(
+                    "{error} (topic {}, partition {})",
+                    message.topic(),
+                    message.partition()
+                ),
+            });
         }
-        tracker.settle_one();
+        delivery.tracker.settle_one();
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::TopicCache;
+
+    #[test]
+    fn the_topic_cache_forgets_the_least_recently_used_name() {
+        let mut cache = TopicCache::new(3);
+        for name in ["a", "b", "c"] {
+            cache.insert(name.to_owned(), ());
+        }
+        // "a" is used again, so "b" is now the oldest.
+        assert!(cache.get("a").is_some());
+        cache.insert("d".to_owned(), ());
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("b").is_none());
+        for name in ["a", "c", "d"] {
+            assert!(cache.get(name).is_some(), "{name}");
+        }
+        // Inserting a known name again does not evict anything.
+        cache.insert("a".to_owned(), ());
+        assert_eq!(cache.len(), 3);
+        for i in 0..1000 {
+            cache.insert(format!("t{i}"), ());
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("t999").is_some());
     }
 }

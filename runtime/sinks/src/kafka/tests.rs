@@ -7,7 +7,7 @@ use weir_core::{
 };
 
 use super::KafkaSinkConfig;
-use super::encode::{TopicFields, TopicTemplate, check_topic_name};
+use super::encode::{TemplateUse, TopicFields, TopicTemplate, check_topic_name};
 
 fn expand(template: &str, record: &SinkRecord) -> String {
     let mut out = String::from("stale");
@@ -113,7 +113,8 @@ fn config_defaults_and_parsing() {
     let config: KafkaSinkConfig = toml::from_str(r#"brokers = "127.0.0.1:9092""#).unwrap();
     assert_eq!(config, KafkaSinkConfig::new("127.0.0.1:9092"));
     assert_eq!(config.topic, "{schema}.{table}");
-    assert_eq!(config.message_topic, "{prefix}");
+    assert_eq!(config.message_topic, "weir.{prefix}");
+    assert_eq!(config.raw_topic, "weir.raw");
     assert!(!config.create_topics);
     assert_eq!((config.partitions, config.replication_factor), (1, 1));
     assert_eq!(config.delivery_timeout, Duration::from_secs(30));
@@ -129,7 +130,12 @@ fn config_defaults_and_parsing() {
         replication_factor = 3
         delivery_timeout = "2m"
         connect_timeout = "500ms"
-        properties = { "compression.type" = "lz4", "sasl.password" = "hunter2" }
+        properties = { "compression.type" = "lz4", "ssl.key.password" = "hunter2" }
+        security_protocol = "sasl_ssl"
+        sasl_mechanism = "SCRAM-SHA-512"
+        sasl_username = "weir"
+        sasl_password = "s3cret-pw"
+        tls_ca_file = "ca.pem"
         "#,
     )
     .unwrap();
@@ -139,7 +145,16 @@ fn config_defaults_and_parsing() {
     assert_eq!(config.properties["compression.type"], "lz4");
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
-    assert!(debug.contains("sasl.password"), "{debug}");
+    assert!(!debug.contains("s3cret-pw"), "{debug}");
+    assert!(debug.contains("ssl.key.password"), "{debug}");
+    assert!(
+        debug.contains("sasl_password: Some(\"<redacted>\")"),
+        "{debug}"
+    );
+    let client = config.client_config("events");
+    assert_eq!(client.get("security.protocol"), Some("sasl_ssl"));
+    assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    assert_eq!(client.get("ssl.ca.location"), Some("ca.pem"));
 
     let err = toml::from_str::<KafkaSinkConfig>("brokers = \"x\"\ntopics = \"y\"").unwrap_err();
     assert!(err.to_string().contains("unknown field `topics`"), "{err}");
@@ -189,4 +204,168 @@ async fn connect_reports_every_config_problem_at_once() {
     assert!(matches!(err, weir_core::SinkError::Config(_)), "{err:?}");
     assert!(text.contains("sinks.events.partitions"), "{text}");
     assert!(text.contains("sinks.events.message_topic"), "{text}");
+}
+
+#[test]
+fn templates_that_can_expand_to_an_invalid_topic_are_refused() {
+    let check = |t: &str, used: TemplateUse| KafkaSinkConfig::check_topic_template(t, used);
+    for (good, used) in [
+        ("{schema}.{table}", TemplateUse::Change),
+        ("{table}", TemplateUse::Change),
+        ("cdc-{op}", TemplateUse::Change),
+        ("weir.{prefix}", TemplateUse::Message),
+        ("{op}", TemplateUse::Message),
+        ("weir.raw", TemplateUse::Raw),
+        ("dead-letters", TemplateUse::Raw),
+    ] {
+        assert!(
+            check(good, used).is_ok(),
+            "{good} for {used:?}: {:?}",
+            check(good, used)
+        );
+    }
+    for (bad, used, why) in [
+        // The old default of message_topic: empty for a raw record.
+        ("{prefix}", TemplateUse::Raw, "empty topic name"),
+        ("{prefix}", TemplateUse::Message, "empty topic name"),
+        ("{prefix}", TemplateUse::Change, "empty topic name"),
+        ("{table}", TemplateUse::Raw, "empty topic name"),
+        ("{schema}.{table}", TemplateUse::Message, "\".\""),
+        ("", TemplateUse::Change, "empty topic name"),
+        ("cdc/{table}", TemplateUse::Change, "'/'"),
+        ("dead letters", TemplateUse::Raw, "' '"),
+        ("{op}.{nope}", TemplateUse::Change, "unknown placeholder"),
+    ] {
+        let err = check(bad, used).expect_err(bad);
+        assert!(err.contains(why), "{bad} for {used:?}: {err}");
+    }
+    let long = "x".repeat(250);
+    assert!(check(&long, TemplateUse::Raw).unwrap_err().contains("249"));
+}
+
+#[test]
+fn the_defaults_and_bad_templates_in_validation() {
+    assert!(KafkaSinkConfig::new("k:9092").validate().is_empty());
+    let mut config = KafkaSinkConfig::new("k:9092");
+    config.message_topic = "{prefix}".into();
+    config.raw_topic = "{table}".into();
+    let problems = config.validate();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("message_topic: \"{prefix}\" can expand to an empty topic name"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("raw_topic: \"{table}\" can expand to an empty topic name"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn security_settings_are_checked_together() {
+    let mut config = KafkaSinkConfig::new("k:9093");
+    config.tls_ca_file = Some("ca.pem".into());
+    config.sasl_username = Some("weir".into());
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("tls_ca_file: needs security_protocol")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sasl_username: needs security_protocol")),
+        "{problems:?}"
+    );
+
+    let mut config = KafkaSinkConfig::new("k:9093");
+    config.security_protocol = super::SecurityProtocol::SaslSsl;
+    config.tls_cert_file = Some("client.pem".into());
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p
+                .starts_with("sasl_mechanism: security_protocol \"sasl_ssl\" needs a mechanism")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("tls_cert_file: a client certificate needs its key")),
+        "{problems:?}"
+    );
+
+    config.tls_key_file = Some("client.key".into());
+    config.sasl_mechanism = Some("SCRAM-SHA-1".into());
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("sasl_mechanism: \"SCRAM-SHA-1\" is not one of"),
+        "{problems:?}"
+    );
+
+    config.sasl_mechanism = Some("PLAIN".into());
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sasl_username: the mechanism needs a user name")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sasl_password: the mechanism needs a password")),
+        "{problems:?}"
+    );
+
+    config.properties.insert("sasl.password".into(), "x".into());
+    config
+        .properties
+        .insert("security.protocol".into(), "ssl".into());
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "properties.\"sasl.password\": set by weir; use sasl_password"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "properties.\"security.protocol\": set by weir; use security_protocol"),
+        "{problems:?}"
+    );
+}
+
+/// librdkafka's configuration errors repeat the refused value; a secret
+/// one must not reach the error (and so the log).
+#[tokio::test]
+async fn a_refused_secret_setting_is_not_repeated_in_the_error() {
+    let mut config = KafkaSinkConfig::new("127.0.0.1:9");
+    config.security_protocol = super::SecurityProtocol::SaslPlaintext;
+    config.sasl_mechanism = Some("PLAIN".into());
+    config.sasl_username = Some("weir".into());
+    config.sasl_password = Some("pw-9f3e".into());
+    // Not a number: librdkafka refuses it, and would show the value.
+    config
+        .properties
+        .insert("ssl.key.password".into(), "key-pw-77".into());
+    config.properties.insert(
+        "sasl.kerberos.min.time.before.relogin".into(),
+        "pw-9f3e".into(),
+    );
+    let Err(err) = super::KafkaSink::connect("events", config).await else {
+        panic!("librdkafka took a non-numeric relogin time");
+    };
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("sasl.kerberos.min.time.before.relogin"),
+        "{text}"
+    );
+    assert!(!text.contains("pw-9f3e"), "{text}");
+    assert!(!text.contains("key-pw-77"), "{text}");
 }
