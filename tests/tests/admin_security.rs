@@ -147,6 +147,10 @@ async fn deploys_and_row_values_need_the_token_and_an_allowed_host() {
         format!("127.0.0.1:{admin}"),
         format!("LOCALHOST:{admin}"),
         format!("weir.internal:{admin}"),
+        // Probes and scrapers name the node by its address; no rebinding
+        // page can send an address as its name.
+        format!("10.1.2.3:{admin}"),
+        format!("[fd00::7]:{admin}"),
     ] {
         let ok = send(admin, &format!("GET /health HTTP/1.1\r\nHost: {host}"), b"");
         assert!(ok.starts_with("HTTP/1.1 200"), "{host}: {ok}");

@@ -30,6 +30,10 @@ use crate::config::AdminConfig;
 use crate::reload::DeployError;
 use crate::status::{State, Status};
 
+/// How long an upload may take to arrive. 64 MiB needs well under a
+/// second on any link an admin endpoint should be reached over.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What the request handlers share.
 struct Admin {
     status: Arc<Status>,
@@ -57,7 +61,7 @@ pub async fn serve(
         status,
         token: admin.token.as_deref().map(digest),
         hosts: allowed_hosts(admin),
-        max_body: admin.max_body_mib << 20,
+        max_body: admin.max_body_mib.saturating_mul(1 << 20),
         deploying: tokio::sync::Semaphore::new(1),
     });
     let protected = Router::new()
@@ -110,7 +114,19 @@ fn allowed_hosts(admin: &AdminConfig) -> Vec<String> {
 /// trailing dot removed.
 fn normalize_host(host: &str) -> String {
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        // Only `:port` may follow the bracket; anything else stays in the
+        // name and fails the check.
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, "")) => addr,
+            Some((addr, port))
+                if port.len() > 1
+                    && port.starts_with(':')
+                    && port[1..].chars().all(|c| c.is_ascii_digit()) =>
+            {
+                addr
+            }
+            _ => host,
+        },
         // A bare IPv6 address has no port to remove.
         None if host.matches(':').count() > 1 => host,
         None => match host.rsplit_once(':') {
@@ -137,12 +153,15 @@ async fn check_host(Extract(admin): Extract<Arc<Admin>>, request: Request, next:
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("(not text)").to_owned())
         .into_iter()
-        .chain(request.uri().authority().map(|a| a.to_string()));
+        .chain(request.uri().authority().map(|a| a.host().to_owned()));
     let mut any = false;
     for host in named {
         any = true;
         let host = normalize_host(&host);
-        if !admin.hosts.contains(&host) {
+        // An address names no host a page could rebind: a page reaching
+        // 127.0.0.1 through its own name sends that name. Probes and
+        // scrapers reach a node by its address.
+        if !admin.hosts.contains(&host) && host.parse::<std::net::IpAddr>().is_err() {
             return error(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -264,6 +283,15 @@ async fn deploy(
             ),
         )
     };
+    let Some(deployer) = admin.status.plugins.deployer() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is not running yet",
+        );
+    };
+    if let Err(e) = deployer.ready_for(&name) {
+        return deploy_error(e);
+    }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -273,17 +301,21 @@ async fn deploy(
         return too_large();
     }
     // Reads at most `max_body` bytes (`DefaultBodyLimit`), also when no
-    // length was declared.
-    let body = match Bytes::from_request(request, &()).await {
-        Ok(body) => body,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
-        Err(e) => return e.into_response(),
-    };
-    let Some(deployer) = admin.status.plugins.deployer() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the pipeline is not running yet",
-        );
+    // length was declared, and within a time limit: an upload that
+    // trickles in would otherwise hold the one deploy permit for ever.
+    let body = match tokio::time::timeout(UPLOAD_TIMEOUT, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the component did not arrive within {}s",
+                    UPLOAD_TIMEOUT.as_secs()
+                ),
+            );
+        }
     };
     match deployer.deploy(&name, body).await {
         Ok(deployed) => (
@@ -296,16 +328,18 @@ async fn deploy(
             })),
         )
             .into_response(),
-        Err(e) => {
-            let code = match e {
-                DeployError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
-                DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                DeployError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error(code, e.to_string())
-        }
+        Err(e) => deploy_error(e),
     }
+}
+
+fn deploy_error(e: DeployError) -> Response {
+    let code = match e {
+        DeployError::UnknownPlugin { .. } => StatusCode::NOT_FOUND,
+        DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DeployError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(code, e.to_string())
 }
 
 #[cfg(test)]
@@ -320,5 +354,7 @@ mod tests {
         assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
         assert_eq!(normalize_host("weir.example.com.:80"), "weir.example.com");
         assert_eq!(normalize_host("::1"), "::1");
+        assert_eq!(normalize_host("[::1]evil"), "[::1]evil");
+        assert_eq!(normalize_host("[::1]:"), "[::1]:");
     }
 }

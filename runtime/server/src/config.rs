@@ -390,6 +390,10 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// The largest body limit taken: a component is held in memory whole while
+/// it compiles.
+const MAX_BODY_MIB: usize = 4096;
+
 /// The shortest admin token taken: shorter ones can be guessed over HTTP.
 const MIN_ADMIN_TOKEN: usize = 16;
 
@@ -400,8 +404,10 @@ impl AdminConfig {
                 "admin.token: must be at least {MIN_ADMIN_TOKEN} characters (is {}); generate one with `openssl rand -hex 32`",
                 t.chars().count()
             )),
-            Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => problems.push(
-                "admin.token: must not hold spaces or control characters (it travels in an HTTP header)".into(),
+            // Visible ASCII only: anything else cannot be read back from an
+            // HTTP header, and every request would be refused.
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => problems.push(
+                "admin.token: must be visible ASCII characters only, no spaces (it travels in an HTTP header)".into(),
             ),
             Some(_) => {}
             None if !self.listen.ip().is_loopback() => problems.push(format!(
@@ -417,8 +423,11 @@ impl AdminConfig {
                 ));
             }
         }
-        if self.max_body_mib == 0 {
-            problems.push("admin.max_body_mib: must be at least 1".into());
+        if !(1..=MAX_BODY_MIB).contains(&self.max_body_mib) {
+            problems.push(format!(
+                "admin.max_body_mib: must be between 1 and {MAX_BODY_MIB} (is {})",
+                self.max_body_mib
+            ));
         }
     }
 }
@@ -929,7 +938,15 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
                 .rfind('\n')
                 .map_or(before.len(), |p| before.len() - p - 1)
                 + 1;
-            format!("{msg} (line {line}, column {col})")
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
+            // Before variables were expanded inside strings, `port = ${PORT}`
+            // worked; say why it no longer parses.
+            let hint = if line_text.contains("${") {
+                "; ${VAR} is only expanded inside quoted strings: write numbers and booleans literally"
+            } else {
+                ""
+            };
+            format!("{msg} (line {line}, column {col}){hint}")
         }
         None => msg,
     }
@@ -1275,6 +1292,18 @@ path = "-"
     }
 
     #[test]
+    fn a_variable_outside_a_string_is_explained() {
+        let errs = parse(&format!(
+            "{MINIMAL}\n[admin]\nlisten = \"127.0.0.1:9187\"\nmax_body_mib = ${{MIB}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].contains("${VAR} is only expanded inside quoted strings"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn admin_off_loopback_needs_a_token() {
         let admin = |extra: &str| format!("{MINIMAL}\n[admin]\n{extra}\n");
         let errs = parse(&admin("listen = \"0.0.0.0:9187\"")).unwrap_err();
@@ -1298,6 +1327,14 @@ path = "-"
             !format!("{a:?}").contains("0123456789"),
             "token must not be logged"
         );
+        let errs = parse(&admin(
+            "listen = \"127.0.0.1:9187\"\ntoken = \"\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\"",
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].starts_with("admin.token: must be visible ASCII"),
+            "{errs:?}"
+        );
         let c = parse(&admin("listen = \"[::1]:9187\"")).unwrap();
         assert!(c.admin.unwrap().token.is_none());
 
@@ -1308,7 +1345,7 @@ path = "-"
         for expected in [
             "admin.token: must be at least 16 characters (is 5)",
             "admin.allowed_hosts[0]: \"http://x/\" is not a host name",
-            "admin.max_body_mib: must be at least 1",
+            "admin.max_body_mib: must be between 1 and 4096 (is 0)",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

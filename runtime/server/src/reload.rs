@@ -162,6 +162,19 @@ impl Deployer {
             })
     }
 
+    /// Whether a deploy of `name` could be taken now: the plugin exists and
+    /// the queue to the processor has room. Checked before an upload is
+    /// read, so a deploy that would be refused costs no upload.
+    pub fn ready_for(&self, name: &str) -> Result<(), DeployError> {
+        self.slot(name)?;
+        if !self.swaps.is_closed() && self.swaps.capacity() == 0 {
+            return Err(DeployError::Waiting {
+                waiting: SWAPS_WAITING,
+            });
+        }
+        Ok(())
+    }
+
     /// Validates `bytes` as the new version of plugin `name`; if valid,
     /// writes it over the plugin's file (so a restart runs it too) and
     /// hands it to the pipeline, which swaps it in at the next transaction
