@@ -160,8 +160,12 @@ async fn check_host(Extract(admin): Extract<Arc<Admin>>, request: Request, next:
         let host = normalize_host(&host);
         // An address names no host a page could rebind: a page reaching
         // 127.0.0.1 through its own name sends that name. Probes and
-        // scrapers reach a node by its address.
-        if !admin.hosts.contains(&host) && host.parse::<std::net::IpAddr>().is_err() {
+        // scrapers reach a node by its address. 0.0.0.0 names no node, and
+        // some browsers let a page reach loopback through it.
+        let address = host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_unspecified());
+        if !admin.hosts.contains(&host) && !address {
             return error(
                 StatusCode::FORBIDDEN,
                 format!(
