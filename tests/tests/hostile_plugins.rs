@@ -1,9 +1,11 @@
-//! A plugin that traps, one that loops forever and one that allocates past
-//! its cap: Weir stays up, reports which plugin failed on which change,
-//! delivers and acknowledges what came before it, and acknowledges nothing
-//! from the failing transaction on.
+//! A plugin that traps, one that loops forever, one that sleeps for an
+//! hour and one that allocates past its cap: Weir stays up, reports which
+//! plugin failed on which change, delivers and acknowledges what came
+//! before it, and acknowledges nothing from the failing transaction on.
+//! A plugin sleeping when Weir is told to stop does not keep it from
+//! stopping.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_core::Lsn;
 use weir_tests::*;
@@ -111,4 +113,45 @@ async fn a_looping_plugin_is_interrupted_and_halts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_bomb_is_capped_and_halts() {
     halts_on_the_poisoned_change("memory-bomb").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sleeping_plugin_is_stopped_at_its_deadline_and_halts() {
+    halts_on_the_poisoned_change("sleeper").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_plugin_sleep_stops_within_the_drain_grace() {
+    // The server waits this long for queued changes before abandoning them.
+    const DRAIN_GRACE: Duration = Duration::from_secs(20);
+    let db = TestDb::new("sleeper_sigterm", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    // The default call deadline, well inside the grace.
+    let body = format!(
+        "[[transforms]]\nname = \"sleeper\"\npath = {:?}\ntimeout = \"5s\"\nconfig = {{ trap_on_id = \"2\" }}\n",
+        plugin("sleeper"),
+    );
+    let p = FilePipeline::start(&db, &["t"], "", &body);
+    let (out, mut weir) = (p.out.clone(), p.weir);
+    db.exec("INSERT INTO t VALUES (1)").await;
+    wait_lines(&out, 1, Duration::from_secs(60));
+
+    db.exec("INSERT INTO t VALUES (2)").await;
+    // Let the change reach the plugin, which then sleeps.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(weir.is_running(), "{}", weir.log());
+    let signalled = Instant::now();
+    let status = weir.terminate().expect("exit status");
+    let took = signalled.elapsed();
+    assert!(
+        took < DRAIN_GRACE,
+        "stopping took {took:?} ({status}):\n{}",
+        weir.log()
+    );
+    // It exited by itself rather than being killed.
+    assert!(status.code().is_some(), "{status}:\n{}", weir.log());
+    assert_eq!(
+        read_jsonl(&out).len(),
+        1,
+        "the slept-on change is not delivered"
+    );
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use weir_sinks::{FileSinkConfig, KafkaSinkConfig};
+use weir_wasm::{NetworkGrant, NetworkRule};
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -71,6 +72,14 @@ pub struct PluginsConfig {
     /// Defaults to `$XDG_CACHE_HOME/weir/compiled` (or
     /// `~/.cache/weir/compiled`); set to `""` to keep it in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// The most compiled code the cache keeps, in MiB; the least recently
+    /// used files are deleted past it.
+    #[serde(default = "default_cache_max_mib")]
+    pub cache_max_mib: u64,
+}
+
+fn default_cache_max_mib() -> u64 {
+    1024
 }
 
 impl Default for PluginsConfig {
@@ -79,11 +88,17 @@ impl Default for PluginsConfig {
             watch: true,
             poll_interval: default_poll_interval(),
             cache_dir: None,
+            cache_max_mib: default_cache_max_mib(),
         }
     }
 }
 
 impl PluginsConfig {
+    /// The size cap of the compiled-code cache, in bytes.
+    pub fn cache_max_bytes(&self) -> u64 {
+        self.cache_max_mib.saturating_mul(1 << 20)
+    }
+
     /// The directory compiled plugin code is kept in, if any.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         match &self.cache_dir {
@@ -275,9 +290,71 @@ pub struct SandboxConfig {
     /// Directories the plugin may open (grants `wasi:filesystem`).
     #[serde(default)]
     pub dirs: Vec<DirConfig>,
-    /// Outgoing connections and name lookups (grants `wasi:sockets`).
+    /// Outgoing connections and name lookups (grants `wasi:sockets`):
+    /// `true` for any address but loopback, link-local (169.254.0.0/16,
+    /// fe80::/10) and unspecified ones, or a list of the addresses,
+    /// networks and host names the plugin may reach (`["10.0.0.0/8",
+    /// "db.internal:5432", "[fd00::1]:443"]`; a loopback or link-local
+    /// address is reached only when listed itself).
     #[serde(default)]
-    pub network: bool,
+    pub network: NetworkConfig,
+}
+
+/// `sandbox.network`: a switch, or an allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkConfig {
+    /// `false` (no network) or `true` (any but local addresses).
+    Enabled(bool),
+    /// Only these addresses, networks (CIDR) and host names, each with an
+    /// optional port.
+    Only(Vec<String>),
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig::Enabled(false)
+    }
+}
+
+impl NetworkConfig {
+    /// The grant, leaving out rules that do not parse (`check_plugin`
+    /// reports those before anything loads).
+    pub fn grant(&self) -> NetworkGrant {
+        match self {
+            NetworkConfig::Enabled(false) => NetworkGrant::None,
+            NetworkConfig::Enabled(true) => NetworkGrant::Public,
+            NetworkConfig::Only(rules) if rules.is_empty() => NetworkGrant::None,
+            NetworkConfig::Only(rules) => {
+                NetworkGrant::Only(rules.iter().filter_map(|r| r.parse().ok()).collect())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NetworkConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or a list of addresses and host names such as [\"10.0.0.0/8\", \"api.example.com:443\"]")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<NetworkConfig, E> {
+                Ok(NetworkConfig::Enabled(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NetworkConfig, A::Error> {
+                let mut rules = Vec::new();
+                while let Some(rule) = seq.next_element::<String>()? {
+                    rules.push(rule);
+                }
+                Ok(NetworkConfig::Only(rules))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A directory granted to a plugin.
@@ -687,6 +764,9 @@ impl Config {
             ));
         }
         self.validate_kafka_topics(&mut problems);
+        if self.plugins.cache_max_mib == 0 {
+            problems.push("plugins.cache_max_mib: must be at least 1 (set cache_dir = \"\" to keep compiled code in memory only)".into());
+        }
         if self.plugins.poll_interval.is_zero() {
             problems.push("plugins.poll_interval: must be more than zero".into());
         }
@@ -806,6 +886,13 @@ impl Config {
         }
         if p.breaker.window.is_zero() {
             problems.push(format!("{field}.breaker.window: must be more than zero"));
+        }
+        if let NetworkConfig::Only(rules) = &p.sandbox.network {
+            for (i, rule) in rules.iter().enumerate() {
+                if let Err(e) = rule.parse::<NetworkRule>() {
+                    problems.push(format!("{field}.sandbox.network[{i}]: {e}"));
+                }
+            }
         }
         for (i, dir) in p.sandbox.dirs.iter().enumerate() {
             if !dir.host.is_dir() {
@@ -1240,7 +1327,7 @@ path = "-"
     fn plugin_policies_grants_and_deploys_are_read_and_checked() {
         let base = Path::new(env!("CARGO_MANIFEST_DIR"));
         let good = format!(
-            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 1000\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 3, window = \"30s\" }}\nsandbox = {{ env = {{ TZ = \"UTC\" }}, network = true, dirs = [{{ host = \"src\", guest = \"/src\" }}] }}\n\n[dead_letter]\nsink = \"out\"\ntopic = \"dlq\"\n\n[plugins]\nwatch = false\ncache_dir = \"compiled\"\n"
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 1000\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 3, window = \"30s\" }}\nsandbox = {{ env = {{ TZ = \"UTC\" }}, network = true, dirs = [{{ host = \"src\", guest = \"/src\" }}] }}\n\n[[transforms]]\nname = \"listed\"\npath = \"Cargo.toml\"\nsandbox = {{ network = [\"10.0.0.0/8\", \"api.example.com:443\"] }}\n\n[dead_letter]\nsink = \"out\"\ntopic = \"dlq\"\n\n[plugins]\nwatch = false\ncache_dir = \"compiled\"\ncache_max_mib = 64\n"
         );
         let c = Config::parse(&good, base, &|_| None).unwrap();
         let t = &c.transforms[0];
@@ -1249,18 +1336,28 @@ path = "-"
         assert_eq!(t.breaker.max_failures, 3);
         assert_eq!(t.breaker.window, Duration::from_secs(30));
         assert_eq!(t.sandbox.env["TZ"], "UTC");
-        assert!(t.sandbox.network);
+        assert_eq!(t.sandbox.network.grant(), weir_wasm::NetworkGrant::Public);
         assert_eq!(t.sandbox.dirs[0].host, base.join("src"));
         assert!(!t.sandbox.dirs[0].writable);
         assert_eq!(
             c.dead_letter.as_ref().unwrap().topic.as_deref(),
             Some("dlq")
         );
+        let NetworkGrant::Only(rules) = c.transforms[1].sandbox.network.grant() else {
+            panic!("{:?}", c.transforms[1].sandbox.network);
+        };
+        let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(rules, ["10.0.0.0/8", "api.example.com:443"]);
+        assert_eq!(
+            c.transforms[0].sandbox.network,
+            NetworkConfig::Enabled(true)
+        );
         assert!(!c.plugins.watch);
         assert_eq!(c.plugins.cache_dir(), Some(base.join("compiled")));
+        assert_eq!(c.plugins.cache_max_bytes(), 64 << 20);
 
         let bad = format!(
-            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 0\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 0 }}\nsandbox = {{ dirs = [{{ host = \"nope\", guest = \"rel\" }}] }}\n\n[[transforms]]\npath = \"Cargo.toml\"\n\n[plugins]\ncache_dir = \"\"\n"
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 0\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 0 }}\nsandbox = {{ dirs = [{{ host = \"nope\", guest = \"rel\" }}], network = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"http://x\"] }}\n\n[[transforms]]\npath = \"Cargo.toml\"\n\n[plugins]\ncache_dir = \"\"\ncache_max_mib = 0\n"
         );
         let errs = Config::parse(&bad, base, &|_| None).unwrap_err();
         for expected in [
@@ -1269,6 +1366,9 @@ path = "-"
             "transforms[0].breaker.max_failures: must be at least 1",
             "transforms[0].sandbox.dirs[0].host:",
             "transforms[0].sandbox.dirs[0].guest: \"rel\" must be an absolute path",
+            "transforms[0].sandbox.network[1]: \"10.0.0.1/8\": the address has bits set past the prefix; did you mean 10.0.0.0/8?",
+            "transforms[0].sandbox.network[2]: \"http://x\" is not an address",
+            "plugins.cache_max_mib: must be at least 1",
             "transforms[1].name: \"Cargo\" is also the name of transforms[0]",
         ] {
             assert!(

@@ -195,7 +195,7 @@ pub fn plugin_spec(p: &PluginConfig) -> PluginSpec {
                     writable: d.writable,
                 })
                 .collect(),
-            network: p.sandbox.network,
+            network: p.sandbox.network.grant(),
         },
     }
 }
@@ -217,9 +217,10 @@ pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError>
     let transforms: Vec<PluginSpec> = config.transforms.iter().map(plugin_spec).collect();
     let router = config.router.as_ref().map(plugin_spec);
     let cache_dir = config.plugins.cache_dir();
+    let cache_max = config.plugins.cache_max_bytes();
     tokio::task::spawn_blocking(move || {
         let engine = match cache_dir {
-            Some(dir) => PluginEngine::with_cache_dir(dir)?,
+            Some(dir) => PluginEngine::with_cache(dir, cache_max)?,
             None => PluginEngine::new()?,
         };
         let mut loaded = Vec::new();

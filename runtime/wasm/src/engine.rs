@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -15,6 +16,7 @@ use wasmtime::{Config, Engine};
 
 use crate::PluginError;
 use crate::bindings::host;
+use crate::code_cache::CodeCache;
 use crate::registry::{Counters, DeclaredTables};
 use crate::state::HostState;
 
@@ -50,7 +52,9 @@ struct EngineInner {
     plain: Runtime,
     fueled: Arc<OnceLock<Runtime>>,
     compiled: Mutex<CompiledCache>,
-    cache_dir: Option<PathBuf>,
+    disk: Option<CodeCache>,
+    /// How many components this engine compiled (rather than found).
+    compilations: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) declared: DeclaredTables,
     _ticker: EpochTicker,
@@ -99,6 +103,9 @@ impl Runtime {
         // and its WASI context holds only the directories, variables and
         // network access granted (see `HostState`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Its blocking calls are replaced by ones that end at the call's
+        // deadline, which the epoch cannot interrupt.
+        crate::blocking::add_to_linker(&mut linker)?;
         host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let mut hasher = std::hash::DefaultHasher::new();
@@ -119,23 +126,31 @@ impl PluginEngine {
         Self::build(None)
     }
 
-    /// As [`PluginEngine::new`], and keeps compiled code in `dir` too
-    /// (created if missing), named by the hash of the component and of the
-    /// engine's settings. Only files this engine wrote there are loaded:
-    /// compiled code is trusted as it is, so the directory must be Weir's
-    /// own.
+    /// As [`PluginEngine::with_cache`], with the default size cap
+    /// ([`PluginEngine::DEFAULT_CACHE_MAX_BYTES`]).
     pub fn with_cache_dir(dir: impl Into<PathBuf>) -> Result<Self, PluginError> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| PluginError::Engine {
-            message: format!(
-                "cannot create the compiled-plugin cache {}: {e}",
-                dir.display()
-            ),
-        })?;
-        Self::build(Some(dir))
+        Self::with_cache(dir, Self::DEFAULT_CACHE_MAX_BYTES)
     }
 
-    fn build(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+    /// As [`PluginEngine::new`], and keeps compiled code in `dir` too,
+    /// named by the hash of the component and of the engine's settings,
+    /// at most `max_bytes` of it (least recently used first out).
+    ///
+    /// Compiled code runs outside the sandbox, so only files this
+    /// installation wrote are loaded: `dir` is created `0700` and refused
+    /// when another user owns it or others may write to it, and each file
+    /// carries a MAC under a key kept beside it (`key`, `0600`); a file
+    /// whose MAC does not verify is deleted and compiled again.
+    pub fn with_cache(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self, PluginError> {
+        let cache = CodeCache::open(dir.into(), max_bytes)
+            .map_err(|message| PluginError::Engine { message })?;
+        Self::build(Some(cache))
+    }
+
+    /// The default size cap of the compiled-code cache: 1 GiB.
+    pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
+
+    fn build(disk: Option<CodeCache>) -> Result<Self, PluginError> {
         let plain = Runtime::new(false).map_err(engine_err)?;
         let fueled = Arc::new(OnceLock::new());
         let ticker = EpochTicker::start(plain.engine.clone(), fueled.clone()).map_err(|e| {
@@ -148,7 +163,8 @@ impl PluginEngine {
                 plain,
                 fueled,
                 compiled: Mutex::default(),
-                cache_dir,
+                disk,
+                compilations: AtomicU64::new(0),
                 counters: Counters::default(),
                 declared: DeclaredTables::default(),
                 _ticker: ticker,
@@ -198,10 +214,9 @@ impl PluginEngine {
         let runtime = self.runtime(fuel).map_err(|e| e.to_string())?;
         // Compile without holding the lock: it takes a while, and other
         // plugins may be loading meanwhile.
-        let component = match &self.inner.cache_dir {
-            Some(dir) => cached_compile(runtime, dir, &digest, bytes)?,
-            None => Component::from_binary(&runtime.engine, bytes)
-                .map_err(|e| format!("not a WebAssembly component: {e:#}"))?,
+        let component = match &self.inner.disk {
+            Some(disk) => self.cached_compile(runtime, disk, &digest, bytes)?,
+            None => self.compile_now(runtime, bytes)?,
         };
         let mut cache = self.cache();
         if cache.components.insert(key, component.clone()).is_none() {
@@ -213,6 +228,56 @@ impl PluginEngine {
             }
         }
         Ok(Compiled { component, digest })
+    }
+
+    fn compile_now(&self, runtime: &Runtime, bytes: &[u8]) -> Result<Component, String> {
+        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+        Component::from_binary(&runtime.engine, bytes)
+            .map_err(|e| format!("not a WebAssembly component: {e:#}"))
+    }
+
+    /// Loads the compiled code of `bytes` from the disk cache, or compiles
+    /// it and stores it there. A cache file that cannot be used (written by
+    /// another wasmtime, cut short, not carrying the installation's MAC) is
+    /// replaced; a cache that cannot be written only costs the next start a
+    /// compile.
+    fn cached_compile(
+        &self,
+        runtime: &Runtime,
+        disk: &CodeCache,
+        digest: &[u8; 32],
+        bytes: &[u8],
+    ) -> Result<Component, String> {
+        let name = format!("{}-{}.cwasm", hex::encode(digest), runtime.compatibility);
+        if let Some(code) = disk.get(&name) {
+            // SAFETY: wasmtime runs deserialized code as it is, so it must
+            // come from `Component::serialize` of a compatible engine. These
+            // bytes carry a MAC (verified by `get`, on this very buffer, so
+            // the file cannot change in between) that only this
+            // installation can make, over the name, which carries the
+            // engine's compatibility hash; wasmtime checks the version and
+            // settings recorded in the code as well.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize(&runtime.engine, &code) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    dir = %disk.dir().display(),
+                    name,
+                    "ignoring an unusable compiled plugin in the cache: {e:#}"
+                ),
+            }
+        }
+        let component = self.compile_now(runtime, bytes)?;
+        match component.serialize() {
+            Ok(code) => disk.put(&name, &code),
+            Err(e) => tracing::warn!(name, "cannot serialize a compiled plugin: {e:#}"),
+        }
+        Ok(component)
+    }
+
+    #[cfg(test)]
+    fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, CompiledCache> {
@@ -228,51 +293,6 @@ fn engine_err(e: wasmtime::Error) -> PluginError {
     PluginError::Engine {
         message: format!("{e:#}"),
     }
-}
-
-/// Loads the compiled code of `bytes` from `dir`, or compiles it and
-/// stores it there. A cache file that cannot be used (written by another
-/// wasmtime, cut short) is replaced; a cache that cannot be written only
-/// costs the next start a compile.
-fn cached_compile(
-    runtime: &Runtime,
-    dir: &Path,
-    digest: &[u8; 32],
-    bytes: &[u8],
-) -> Result<Component, String> {
-    let path = dir.join(format!(
-        "{}-{}.cwasm",
-        hex::encode(digest),
-        runtime.compatibility
-    ));
-    if path.exists() {
-        // SAFETY: wasmtime runs deserialized code as it is, so it must come
-        // from `Component::serialize` of a compatible engine. The file is in
-        // Weir's own cache directory, written below (through a rename, so
-        // never half-written) from this engine configuration's output, and
-        // its name carries the engine's compatibility hash; wasmtime checks
-        // the version and settings recorded in it as well.
-        #[allow(unsafe_code)]
-        match unsafe { Component::deserialize_file(&runtime.engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                "ignoring an unusable compiled plugin in the cache: {e:#}"
-            ),
-        }
-    }
-    let component = Component::from_binary(&runtime.engine, bytes)
-        .map_err(|e| format!("not a WebAssembly component: {e:#}"))?;
-    let stored = component.serialize().and_then(|code| {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, code)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
-    });
-    if let Err(e) = stored {
-        tracing::warn!(path = %path.display(), "cannot store a compiled plugin: {e:#}");
-    }
-    Ok(component)
 }
 
 /// The number of epoch ticks that covers at least `timeout`: the first tick
@@ -361,22 +381,64 @@ mod tests {
         let empty = b"\0asm\x0d\0\x01\0";
         let engine = PluginEngine::with_cache_dir(dir.path()).unwrap();
         let first = engine.compile(empty, false).unwrap();
-        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        let files = cwasm_files(dir.path());
         assert_eq!(files.len(), 1);
-        let file = files[0].as_ref().unwrap().path();
+        let file = files[0].clone();
         let name = file.file_name().unwrap().to_str().unwrap().to_owned();
         assert!(name.starts_with(&hex::encode(first.digest)), "{name}");
 
-        // A new engine (a restart) finds it; a corrupt file is replaced.
+        assert_eq!(engine.compilations(), 1);
+
+        // A new engine (a restart) finds it without compiling.
         let again = PluginEngine::with_cache_dir(dir.path()).unwrap();
         again.compile(empty, false).unwrap();
+        assert_eq!(again.compilations(), 0);
+
+        // A corrupt file is replaced.
         std::fs::write(&file, b"garbage").unwrap();
         let third = PluginEngine::with_cache_dir(dir.path()).unwrap();
         third.compile(empty, false).unwrap();
+        assert_eq!(third.compilations(), 1);
         assert_ne!(std::fs::read(&file).unwrap(), b"garbage");
         // Fuel metering is another engine: another file.
         third.compile(empty, true).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(cwasm_files(dir.path()).len(), 2);
+    }
+
+    fn cwasm_files(dir: &std::path::Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    }
+
+    #[test]
+    fn planted_compiled_code_is_not_run() {
+        // Genuine compiled code of another component, planted under the
+        // name of this one without the installation's MAC (here: with the
+        // MAC of another installation) must be compiled over, not loaded.
+        let empty = b"\0asm\x0d\0\x01\0";
+        let mut other = empty.to_vec();
+        other.extend_from_slice(&[0, 4, 1, b'x', 0, 0]);
+        let elsewhere = tempfile::tempdir().unwrap();
+        PluginEngine::with_cache_dir(elsewhere.path())
+            .unwrap()
+            .compile(&other, false)
+            .unwrap();
+        let foreign = std::fs::read(&cwasm_files(elsewhere.path())[0]).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::with_cache_dir(dir.path()).unwrap();
+        engine.compile(empty, false).unwrap();
+        let file = cwasm_files(dir.path()).remove(0);
+        let genuine = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &foreign).unwrap();
+
+        let restarted = PluginEngine::with_cache_dir(dir.path()).unwrap();
+        restarted.compile(empty, false).unwrap();
+        assert_eq!(restarted.compilations(), 1, "the planted file was loaded");
+        assert_eq!(std::fs::read(&file).unwrap(), genuine);
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub fn inspect(
     // The host's own load, with every grant the component asks for: what
     // is left is what no configuration can fix.
     let spec = PluginSpec::new(plugin_name(path), path).with_grants(Grants {
-        network: grants.iter().any(|g| g.grant == Some(NETWORK)),
+        network: if grants.iter().any(|g| g.grant == Some(NETWORK)) {
+            crate::NetworkGrant::Public
+        } else {
+            crate::NetworkGrant::None
+        },
         dirs: if grants.iter().any(|g| g.grant == Some(DIRS)) {
             vec![probe_dir()]
         } else {
@@ -192,7 +196,7 @@ fn grant_needed(import: &str) -> Option<GrantNeed> {
     let one = [import.to_owned()];
     let reason = check_grants(&one, &Grants::default()).err()?;
     let with_network = Grants {
-        network: true,
+        network: crate::NetworkGrant::Public,
         ..Grants::default()
     };
     let with_dirs = Grants {

@@ -49,11 +49,14 @@
 //! across calls; a new instance is made only after a failure.
 
 mod bindings;
+mod blocking;
+mod code_cache;
 mod convert;
 mod engine;
 mod error;
 mod inspect;
 mod isolate;
+mod network;
 mod registry;
 mod router;
 mod session;
@@ -65,6 +68,7 @@ pub use engine::PluginEngine;
 pub use error::PluginError;
 pub use inspect::{GrantNeed, Inspection, Item, PluginWorld, inspect};
 pub use isolate::{find_failing_event, find_failing_route};
+pub use network::{NetworkGrant, NetworkRule};
 pub use router::{RouterInstance, RouterPlugin};
 pub use session::CONTRACT_VERSION;
 pub use spec::{DirGrant, Grants, PluginSpec};

@@ -301,7 +301,7 @@ pub(crate) fn check_contract(imports: &[String]) -> Result<Option<semver::Versio
 pub(crate) fn check_grants(imports: &[String], grants: &Grants) -> Result<(), String> {
     let mut refused = Vec::new();
     for name in imports {
-        let why = if name.starts_with("wasi:sockets/") && !grants.network {
+        let why = if name.starts_with("wasi:sockets/") && !grants.network.is_granted() {
             "network access, not granted (grant it with `sandbox.network = true`)"
         } else if name.starts_with("wasi:filesystem/") && grants.dirs.is_empty() {
             "file system access, not granted (grant directories with `sandbox.dirs`)"
@@ -397,6 +397,7 @@ impl<W: World> Session<W> {
         // A component may run start functions while instantiating: they get
         // a deadline too.
         store.set_epoch_deadline(deadline_ticks);
+        store.data_mut().begin_call(spec.call_timeout);
         let exports = W::instantiate(&plugin.pre, &mut store)
             .map_err(|e| classify(&plugin.name, spec.call_timeout, store.data(), e))?;
         let mut session = Session {
@@ -472,7 +473,7 @@ impl<W: World> Session<W> {
                 message: format!("{e:#}"),
             });
         }
-        self.store.data_mut().begin_call();
+        self.store.data_mut().begin_call(self.call_timeout);
         f(&self.exports, &mut self.store).map_err(|e| {
             let err = classify(&self.name, self.call_timeout, self.store.data(), e);
             self.poisoned = Some(err.to_string());
@@ -676,7 +677,7 @@ mod tests {
         assert!(!err.contains("environment"), "{err}");
 
         let granted = Grants {
-            network: true,
+            network: crate::NetworkGrant::Public,
             dirs: vec![crate::DirGrant {
                 host: "/tmp".into(),
                 guest: "/tmp".into(),

@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::NetworkGrant;
+
 /// A plugin to load: where its component is, its configuration and its
 /// limits.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,8 +42,9 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Host directories the plugin may open.
     pub dirs: Vec<DirGrant>,
-    /// Outgoing TCP and UDP connections and name lookups (`wasi:sockets`).
-    pub network: bool,
+    /// Outgoing TCP and UDP connections and name lookups (`wasi:sockets`),
+    /// to which addresses.
+    pub network: NetworkGrant,
 }
 
 /// A host directory a plugin may open.

@@ -4,12 +4,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::pipe::ClosedInputStream;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use weir_core::TableSchema;
 
@@ -48,6 +51,9 @@ pub(crate) struct HostState {
     counts: HashMap<String, u64>,
     /// Tables this instance declared, by id: ids its answers may use.
     pub(crate) declared: HashMap<u32, Arc<TableSchema>>,
+    /// When the call in progress must end: WASI's blocking calls wait no
+    /// longer than this (see `blocking`).
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl HostState {
@@ -59,14 +65,38 @@ impl HostState {
         let output = PluginOutput::new(plugin.clone());
         let grants = &spec.grants;
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(output.stream("stdout"))
+        // Stdin is closed (not merely empty and open): a read returns at
+        // once instead of waiting for input that never comes.
+        wasi.stdin(ClosedInputStream)
+            .stdout(output.stream("stdout"))
             .stderr(output.stream("stderr"))
-            .envs(&grants.env)
-            .allow_tcp(grants.network)
-            .allow_udp(grants.network)
-            .allow_ip_name_lookup(grants.network);
-        if grants.network {
-            wasi.inherit_network();
+            .envs(&grants.env);
+        let network = grants.network.is_granted();
+        wasi.allow_tcp(network)
+            .allow_udp(network)
+            .allow_ip_name_lookup(network);
+        if network {
+            let grant = Arc::new(grants.network.clone());
+            wasi.socket_addr_check(move |addr, used| {
+                let grant = grant.clone();
+                Box::pin(async move {
+                    let allowed = match used {
+                        // A bind reaches nothing (connecting binds
+                        // implicitly, to the wildcard address).
+                        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => true,
+                        SocketAddrUse::TcpConnect
+                        | SocketAddrUse::UdpSend
+                        | SocketAddrUse::UdpReceive => grant.allows(addr).await,
+                        // Grants are for outgoing connections: a plugin
+                        // does not serve.
+                        _ => false,
+                    };
+                    if !allowed {
+                        tracing::debug!(%addr, ?used, "a plugin's socket address was refused by its network grant");
+                    }
+                    allowed
+                })
+            });
         }
         for dir in &grants.dirs {
             let perms = if dir.writable {
@@ -92,6 +122,7 @@ impl HostState {
             output,
             counts: HashMap::new(),
             declared: HashMap::new(),
+            deadline: None,
         })
     }
 
@@ -114,10 +145,16 @@ impl HostState {
         self.counts.clear();
     }
 
-    /// Forgets the output of earlier calls, so an error report shows what
-    /// the failing call wrote.
-    pub(crate) fn begin_call(&mut self) {
+    /// Starts a call that must end within `timeout`. Forgets the output of
+    /// earlier calls, so an error report shows what the failing call wrote.
+    pub(crate) fn begin_call(&mut self, timeout: Duration) {
         self.output.clear_recent();
+        self.deadline = Instant::now().checked_add(timeout);
+    }
+
+    /// The store's WASI resources (streams, pollables, sockets).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.resources
     }
 
     /// What the plugin wrote to stdout and stderr during the current call

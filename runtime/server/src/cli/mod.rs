@@ -109,7 +109,11 @@ pub fn run(command: PluginCommand) -> ExitCode {
             memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
             grants: Grants {
                 dirs,
-                network: allow_network,
+                network: if allow_network {
+                    weir_wasm::NetworkGrant::Public
+                } else {
+                    weir_wasm::NetworkGrant::None
+                },
                 ..Grants::default()
             },
         }),

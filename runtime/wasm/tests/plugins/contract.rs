@@ -4,7 +4,8 @@
 
 use weir_core::{ChangeEvent, Op};
 use weir_wasm::{
-    DirGrant, EmitPayload, Grants, Outcome, PluginError, RouterPlugin, TransformPlugin,
+    DirGrant, EmitPayload, Grants, NetworkGrant, Outcome, PluginError, RouterPlugin,
+    TransformPlugin,
 };
 
 use crate::common::*;
@@ -188,10 +189,61 @@ fn components_that_want_the_network_are_refused() {
 
     // Granted, it loads.
     let granted = spec("net", "network.wasm", &[]).with_grants(Grants {
-        network: true,
+        network: NetworkGrant::Public,
         ..Grants::default()
     });
     TransformPlugin::load(engine(), granted).unwrap();
+}
+
+/// Connects from the `network` plugin's `init` to `target` under `grant`:
+/// whether it got through, and the error if not.
+fn connect_under(grant: NetworkGrant, target: &str) -> Result<(), String> {
+    let spec = spec("net", "network.wasm", &[("connect", target)]).with_grants(Grants {
+        network: grant,
+        ..Grants::default()
+    });
+    let plugin = TransformPlugin::load(engine(), spec).unwrap();
+    plugin.instantiate().map(drop).map_err(|e| {
+        assert!(matches!(e, PluginError::Init { .. }), "{e:?}");
+        e.to_string()
+    })
+}
+
+fn only(rules: &[&str]) -> NetworkGrant {
+    NetworkGrant::Only(rules.iter().map(|r| r.parse().unwrap()).collect())
+}
+
+#[test]
+fn network_grants_keep_plugins_off_this_machine_unless_listed() {
+    // A listener on loopback stands for the admin endpoint (and, for
+    // the rule, for 169.254.169.254, which a test cannot listen on).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+
+    for grant in [
+        NetworkGrant::Public,
+        only(&["0.0.0.0/0", "::/0"]),
+        only(&[&format!("127.0.0.1:{}", port.wrapping_add(1).max(1))]),
+        only(&["10.0.0.0/8"]),
+    ] {
+        let err = connect_under(grant.clone(), &target)
+            .expect_err(&format!("{grant:?} reached {target}"));
+        assert!(err.contains("plugin `net`"), "{err}");
+    }
+    // The same through an IPv4-mapped IPv6 address.
+    assert!(connect_under(NetworkGrant::Public, &format!("[::ffff:127.0.0.1]:{port}")).is_err());
+
+    // Listed by address, network or name, it is reached.
+    for grant in [
+        only(&[&target]),
+        only(&["127.0.0.0/8"]),
+        only(&[&format!("localhost:{port}")]),
+    ] {
+        connect_under(grant.clone(), &target)
+            .unwrap_or_else(|e| panic!("{grant:?} did not reach {target}: {e}"));
+        listener.accept().unwrap();
+    }
 }
 
 #[test]

@@ -93,6 +93,42 @@ fn a_looping_plugin_is_stopped_at_its_deadline() {
 }
 
 #[test]
+fn a_sleeping_plugin_is_stopped_at_its_deadline() {
+    // `std::thread::sleep` waits in the host, where the epoch deadline
+    // that stops a loop cannot reach: the blocking WASI calls end at the
+    // deadline themselves, with the same error.
+    let timeout = Duration::from_millis(300);
+    let plugin = hostile("sleeper-test", "sleeper.wasm", |s| {
+        s.with_call_timeout(timeout)
+    });
+    let started = Instant::now();
+    let mut instance = plugin.instantiate().unwrap();
+    let err = instance.process(&orders_batch(100)).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, PluginError::Timeout { after, .. } if after == timeout),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    fails_then_recovers(&plugin, |err| {
+        assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
+    });
+}
+
+#[test]
+fn a_plugin_reading_stdin_gets_the_end_of_it_at_once() {
+    let plugin = hostile("stdin-test", "sleeper.wasm", |s| {
+        s.with_config("block_on", "stdin")
+            .with_call_timeout(Duration::from_secs(30))
+    });
+    let started = Instant::now();
+    let mut instance = plugin.instantiate().unwrap();
+    let outcomes = instance.process(&orders_batch(100)).unwrap();
+    assert_eq!(outcomes, vec![Outcome::Keep; 100]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
 fn a_memory_bomb_hits_its_limit() {
     let limit = 16 << 20;
     let plugin = hostile("bomb-test", "memory_bomb.wasm", |s| {
