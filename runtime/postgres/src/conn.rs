@@ -106,6 +106,18 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// A reader over bytes already received, with nothing more to come:
+    /// lets recorded or made-up server output go through the real framing.
+    pub(crate) fn from_bytes(data: &[u8], addr: &str) -> FrameReader {
+        FrameReader {
+            rd: Box::new(tokio::io::empty()),
+            buf: BytesMut::from(data),
+            addr: addr.into(),
+        }
+    }
+}
+
 /// The write half, with its own encode buffer.
 pub(crate) struct FrameWriter {
     wr: Box<dyn AsyncWrite + Send + Unpin>,
