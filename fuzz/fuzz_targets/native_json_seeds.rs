@@ -1,8 +1,9 @@
-//! Writes the native_json target's seeds from the pgoutput seeds: each
-//! captured transaction decoded as the source would, and its changes
+//! Writes the native_json target's seeds from the frames seeds: each
+//! captured transaction read and decoded as the source would, and its changes
 //! encoded as the sinks write them, one envelope per line.
 //!
-//! `cargo run --manifest-path fuzz/Cargo.toml --example native_json_seeds`
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz native_json_seeds`, then run
+//! `fuzz/target/x86_64-unknown-linux-gnu/release/native_json_seeds`.
 
 use std::fs;
 use std::path::Path;
@@ -14,14 +15,15 @@ fn main() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let out_dir = corpus.join("native_json");
     fs::create_dir_all(&out_dir).expect("creating corpus/native_json");
-    let mut inputs: Vec<_> = fs::read_dir(corpus.join("pgoutput"))
-        .expect("corpus/pgoutput: run the capture first")
-        .map(|e| e.expect("listing corpus/pgoutput").path())
+    let mut inputs: Vec<_> = fs::read_dir(corpus.join("frames"))
+        .expect("corpus/frames: run the capture first")
+        .map(|e| e.expect("listing corpus/frames").path())
+        .filter(|p| p.to_string_lossy().contains("-txn-"))
         .collect();
     inputs.sort();
     for input in inputs {
-        let data = fs::read(&input).expect("reading a pgoutput seed");
-        let items = weir_postgres::fuzzing::decode_pgoutput(&data)
+        let data = fs::read(&input).expect("reading a frames seed");
+        let items = weir_postgres::fuzzing::replay_stream(&data)
             .unwrap_or_else(|e| panic!("{}: {e}", input.display()));
         let mut lines = Vec::new();
         for item in &items {
