@@ -34,6 +34,9 @@ pub(crate) const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c ex
 pub(crate) const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Postgres builds each message in one buffer of at most 1 GiB
+/// (`MaxAllocSize`), so no longer message body is genuine.
+const MAX_MESSAGE_BODY: usize = 1 << 30;
 
 /// One backend message: its tag and its body (without tag and length).
 #[derive(Debug)]
@@ -61,6 +64,19 @@ impl FrameReader {
             return Err(PgError::Protocol {
                 addr: self.addr.to_string(),
                 message: format!("message {:?} has invalid length {len}", tag as char),
+            });
+        }
+        // The length is the server's word: unchecked, a broken server makes
+        // the reserve below ask for up to 4 GiB.
+        if len - 4 > MAX_MESSAGE_BODY {
+            return Err(PgError::Protocol {
+                addr: self.addr.to_string(),
+                message: format!(
+                    "message {:?} announces {} bytes, more than any server sends in one \
+                     message ({MAX_MESSAGE_BODY}); the stream is corrupt",
+                    tag as char,
+                    len - 4
+                ),
             });
         }
         let total = len + 1;
@@ -645,6 +661,18 @@ mod tests {
         assert_eq!(e.message, "replication slot \"s\" is active for PID 7");
         assert_eq!(e.detail.as_deref(), Some("d"));
         assert_eq!(e.hint.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn huge_announced_length_is_refused_before_reserving() {
+        // Found by the frames fuzz target: the length is the server's word,
+        // and reserving it unchecked asked the allocator for 4 GiB.
+        let mut r = FrameReader::from_bytes(b"d\xff\xff\xff\xffw", "test");
+        let err = r.try_frame().unwrap_err().to_string();
+        assert!(err.contains("announces 4294967291 bytes"), "{err}");
+        // The largest message a server can build still waits for its bytes.
+        let mut r = FrameReader::from_bytes(&[b'd', 0x40, 0, 0, 4, b'w'], "test");
+        assert!(r.try_frame().unwrap().is_none());
     }
 
     #[test]
