@@ -138,6 +138,19 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// A reader over bytes already received, with nothing more to come:
+    /// lets recorded or made-up server output go through the real framing.
+    pub(crate) fn from_bytes(data: &[u8], addr: &str) -> FrameReader {
+        FrameReader {
+            rd: Box::new(tokio::io::empty()),
+            buf: BytesMut::from(data),
+            addr: addr.into(),
+            max_body: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
 /// The write half, with its own encode buffer.
 pub(crate) struct FrameWriter {
     wr: Box<dyn AsyncWrite + Send + Unpin>,
@@ -688,6 +701,18 @@ mod tests {
         assert_eq!(e.message, "replication slot \"s\" is active for PID 7");
         assert_eq!(e.detail.as_deref(), Some("d"));
         assert_eq!(e.hint.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn huge_announced_length_is_refused_before_reserving() {
+        // Found by the frames fuzz target: the length is the server's word,
+        // and reserving it unchecked asked the allocator for 4 GiB.
+        let mut r = FrameReader::from_bytes(b"d\xff\xff\xff\xffw", "test");
+        let err = r.try_frame().unwrap_err().to_string();
+        assert!(err.contains("announces 4294967291 bytes"), "{err}");
+        // The largest message a server can build still waits for its bytes.
+        let mut r = FrameReader::from_bytes(&[b'd', 0x40, 0, 0, 4, b'w'], "test");
+        assert!(r.try_frame().unwrap().is_none());
     }
 
     #[test]

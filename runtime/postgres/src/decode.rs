@@ -18,6 +18,8 @@ use crate::conn::PG_EPOCH_OFFSET_MICROS;
 /// Days from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Above the last year of Postgres's `date` (5874897), far below overflow.
+const MAX_YEAR: i64 = 10_000_000;
 
 /// How a column's values are decoded, resolved from its type OID.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -385,6 +387,11 @@ fn parse_ymd(a: &mut Ascii<'_>, bc: bool) -> Result<i64, &'static str> {
     let m = a.two()?;
     a.expect(b'-')?;
     let d = a.two()?;
+    // Postgres's dates end in 5874897 AD; a larger year cannot come from
+    // it, and one near i64::MAX would overflow the day count.
+    if y > MAX_YEAR {
+        return Err("year out of range");
+    }
     let y = if bc { 1 - y } else { y };
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return Err("invalid date");
@@ -661,6 +668,27 @@ mod tests {
             decode_binary(TypeKind::Date, &i32::MAX.to_be_bytes()),
             Ok(Value::Date(i32::MAX))
         );
+    }
+
+    #[test]
+    fn years_past_postgres_range_are_errors_not_overflows() {
+        // A year near i64::MAX overflowed the day count (a panic in debug
+        // builds, a wrapped, wrong date in release ones).
+        assert_eq!(
+            parse_date(b"99999999999999999-01-01"),
+            Err("year out of range")
+        );
+        assert_eq!(
+            parse_timestamp(b"9223372036854775807-12-31 00:00:00", false),
+            Err("year out of range")
+        );
+        assert_eq!(
+            parse_date(b"9223372036854775807-01-01 BC"),
+            Err("year out of range")
+        );
+        // Postgres's own extremes still parse.
+        assert!(parse_date(b"5874897-12-31").is_ok());
+        assert!(parse_date(b"4714-11-24 BC").is_ok());
     }
 
     #[test]

@@ -66,6 +66,8 @@ mod config;
 mod conn;
 mod decode;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pgoutput;
 mod setup;
 mod source;

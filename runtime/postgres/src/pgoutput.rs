@@ -55,6 +55,14 @@ fn registry() -> &'static SchemaRegistry {
     R.get_or_init(Default::default)
 }
 
+/// Forgets every schema version registered for `db_key`, so the next
+/// decoder for it starts from version 1 again. Only for fuzzing, where
+/// each input must decode the same whatever ran before it.
+pub(crate) fn forget_schemas(db_key: &str) {
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    reg.retain(|(key, _), _| &**key != db_key);
+}
+
 fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
     a.id == b.id
         && a.schema == b.schema

@@ -545,6 +545,32 @@ fn writer_stopped(
     }
 }
 
+/// Feeds `data`, as a server sends it after CopyBothResponse, through the
+/// streaming reader's own framing, CopyData and keepalive handling and
+/// decoder, without a connection: what a fuzzer or a replayed capture
+/// needs. Returns the items decoded, or the first error; an incomplete
+/// frame at the end is left unread, as the reader would wait for the rest.
+pub(crate) fn replay_stream(data: &[u8], db_key: Arc<str>) -> Result<Vec<SourceItem>, PgError> {
+    let mut reader = FrameReader::from_bytes(data, "replay");
+    let (_, acked) = watch::channel(Lsn::ZERO);
+    let mut stream = Stream {
+        addr: "replay".into(),
+        decoder: Decoder::new(db_key),
+        out: mpsc::channel(1).0,
+        acked,
+        keepalives: watch::channel(KeepaliveState::default()).0,
+        received: Arc::new(AtomicU64::new(0)),
+        slot: "replay",
+        max_batch: usize::MAX,
+        batch: Vec::new(),
+        read_timeout: MIN_READ_TIMEOUT,
+    };
+    while let Some(frame) = reader.try_frame()? {
+        stream.frame(frame)?;
+    }
+    Ok(stream.batch)
+}
+
 /// Reads and discards until the server has answered CopyDone and is ready.
 async fn drain(reader: &mut FrameReader) {
     while let Ok(f) = reader.next_frame().await {
@@ -589,6 +615,46 @@ mod tests {
         // Never past what was received.
         assert_eq!(p.next(Lsn(5000), Lsn(0), rx), rx);
         assert_eq!(p.next(Lsn(5000), Lsn(0), Lsn(10)), rx);
+    }
+
+    /// A frame as the server sends it: tag, length, body.
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn xlog_data(start: u64, message: &[u8]) -> Vec<u8> {
+        let mut body = vec![b'w'];
+        body.extend_from_slice(&start.to_be_bytes());
+        body.extend_from_slice(&[0; 16]);
+        body.extend_from_slice(message);
+        frame(b'd', &body)
+    }
+
+    #[test]
+    fn replayed_stream_decodes_frames_and_skips_keepalives() {
+        use crate::pgoutput::tests::wire;
+        let mut keepalive = vec![b'k'];
+        keepalive.extend_from_slice(&[0; 16]);
+        keepalive.push(1);
+        let mut data = frame(b'd', &keepalive);
+        data.extend(xlog_data(90, &wire::begin(100, 0, 7)));
+        data.extend(frame(b'N', b"SNOTICE\0Mhello\0\0"));
+        data.extend(xlog_data(100, &wire::commit(100, 110, 0)));
+        // A frame cut short is left for a later read, as on a socket.
+        let cut = xlog_data(120, &wire::begin(200, 0, 8));
+        data.extend(&cut[..cut.len() - 1]);
+        let items = replay_stream(&data, "replay-test".into()).unwrap();
+        assert!(matches!(
+            items.as_slice(),
+            [SourceItem::Begin(b), SourceItem::Commit(c)] if b.xid == 7 && c.end_lsn == Lsn(110)
+        ));
+
+        // CopyData that is neither XLogData nor a keepalive is refused.
+        let err = replay_stream(&frame(b'd', b"w short"), "replay-test".into()).unwrap_err();
+        assert!(err.to_string().contains("malformed CopyData"), "{err}");
     }
 
     #[test]
