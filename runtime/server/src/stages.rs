@@ -166,6 +166,12 @@ impl<P: StagePlugin> Stage<P> {
         self.sizing = Sizing::default();
     }
 
+    /// Most changes the stage puts in one call now, after calls failed for
+    /// their size; `None` while it does not cut batches.
+    pub(crate) fn per_call(&self) -> Option<usize> {
+        self.sizing.limit
+    }
+
     /// Makes the first instance now, so a plugin refusing its
     /// configuration is reported before any change.
     pub(crate) fn start(&mut self) -> Result<(), HaltError> {
