@@ -241,7 +241,14 @@ async fn a_batch_failing_for_its_size_blames_no_change() {
         metrics.contains("weir_plugin_failures_total{plugin=\"hog\",action=\"dead-letter\"} 1\n"),
         "{metrics}"
     );
-    // The batches were too large for one call, which the log tells.
+    // The batches were too large for one call, which the log tells, and
+    // later calls are cut up front, which `/status` tells.
+    let status = http_json(&http_get(admin, "/status"));
+    let per_call = status["plugins"]["hog"]["per_call"].as_u64();
+    assert!(
+        per_call.is_some_and(|n| (1..4096).contains(&n)),
+        "calls are not cut: {status:#}"
+    );
     let log = p.weir.log();
     assert!(
         log.contains("a batch failed for its size"),

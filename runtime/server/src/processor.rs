@@ -300,7 +300,11 @@ impl Processor {
             }
         }
         let chosen = match &mut self.router {
-            Some(router) if !to_route.is_empty() => router.run(&to_route)?,
+            Some(router) if !to_route.is_empty() => {
+                let chosen = router.run(&to_route)?;
+                (self.status.plugins).set_per_call(router.plugin().name(), router.per_call());
+                chosen
+            }
             _ => Vec::new(),
         };
         let mut routed = to_route.into_iter().zip(chosen);
@@ -448,7 +452,9 @@ fn transform_run(
     let answers = if batch.is_empty() {
         Vec::new()
     } else {
-        stage.run(&batch)?
+        let answers = stage.run(&batch)?;
+        (failures.status.plugins).set_per_call(stage.plugin().name(), stage.per_call());
+        answers
     };
     let mut results = batch.into_iter().zip(answers);
     for slot in slots {

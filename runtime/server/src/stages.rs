@@ -6,7 +6,8 @@
 //! (re-running prefixes on fresh instances), so the policy applies to that
 //! change alone and the rest of the batch goes on. A change is blamed only
 //! when it fails in a call of its own: a batch that fails only because it
-//! is large goes on in smaller calls.
+//! is large goes on in smaller calls, and so do the batches after it until
+//! calls of that size have passed for a while.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -24,6 +25,16 @@ use crate::pipeline::{HaltError, describe};
 /// a fresh instance before the stage gives up: a plugin that fails at
 /// random cannot be narrowed down to a change.
 const MAX_UNEXPLAINED: u32 = 3;
+
+/// How many calls must pass at a reduced size before the stage tries
+/// calls twice as large. Each time a larger size fails again this doubles,
+/// up to [`MAX_PATIENCE`]: a size problem that persists (a deadline too
+/// short for the batches) costs a failing call and its bisection less and
+/// less often.
+const GROW_AFTER: u32 = 16;
+/// The most calls that must pass at a reduced size before a larger one is
+/// tried.
+const MAX_PATIENCE: u32 = 1024;
 
 /// What the processor needs of a transform or router plugin.
 pub(crate) trait StagePlugin {
@@ -122,6 +133,7 @@ pub(crate) struct Stage<P: StagePlugin> {
     /// What happens to a change the plugin fails on.
     pub(crate) policy: FailurePolicy,
     breaker: Breaker,
+    sizing: Sizing,
 }
 
 impl<P: StagePlugin> Stage<P> {
@@ -131,6 +143,7 @@ impl<P: StagePlugin> Stage<P> {
             instance: None,
             policy,
             breaker: Breaker::new(breaker),
+            sizing: Sizing::default(),
         }
     }
 
@@ -143,11 +156,20 @@ impl<P: StagePlugin> Stage<P> {
     pub(crate) fn swap(&mut self, plugin: P) {
         self.plugin = plugin;
         self.instance = None;
+        self.sizing = Sizing::default();
     }
 
-    /// Drops the current instance; the next call gets a fresh one.
+    /// Drops the current instance; the next call gets a fresh one, as
+    /// large as the batch.
     pub(crate) fn reset(&mut self) {
         self.instance = None;
+        self.sizing = Sizing::default();
+    }
+
+    /// Most changes the stage puts in one call now, after calls failed for
+    /// their size; `None` while it does not cut batches.
+    pub(crate) fn per_call(&self) -> Option<usize> {
+        self.sizing.limit
     }
 
     /// Makes the first instance now, so a plugin refusing its
@@ -170,8 +192,13 @@ impl<P: StagePlugin> Stage<P> {
     /// A change is blamed only when it fails in a call of its own. A batch
     /// can also fail because it is large (the call deadline, the memory
     /// limit): then the last change of the shortest failing prefix passes
-    /// alone, and the batch goes on in calls no larger than the longest
-    /// prefix that passed.
+    /// alone, and calls are no larger than the longest prefix that passed,
+    /// for this batch and the next ones, until enough of them pass (see
+    /// [`GROW_AFTER`]). A change that runs out of time or memory alone on
+    /// the instance that ran the changes before it is run again on a fresh
+    /// instance, and blamed only if it fails there too: WebAssembly memory
+    /// never shrinks, so a long-lived instance may be near its cap, and a
+    /// deadline can be missed for a busy machine.
     pub(crate) fn run(
         &mut self,
         batch: &[ChangeEvent],
@@ -179,37 +206,56 @@ impl<P: StagePlugin> Stage<P> {
         let mut answers = Vec::with_capacity(batch.len());
         let mut start = 0;
         let mut unexplained = 0;
-        // Most changes per call.
-        let mut limit = batch.len();
-        // Set while the next call is a suspect alone: the limit to restore
-        // when it is to blame after all.
+        self.sizing.widest = self.sizing.widest.max(batch.len());
+        // Set while the next call is a suspect alone: the most changes per
+        // call if it passes.
         let mut suspect: Option<usize> = None;
         while start < batch.len() {
             let len = match suspect {
                 Some(_) => 1,
-                None => limit.min(batch.len() - start),
+                None => self.sizing.per_call(batch.len() - start),
             };
             let call = &batch[start..start + len];
             let error = match P::run(self.instance()?, call) {
                 Ok(done) => {
                     answers.extend(judge::<P>(done));
                     start += len;
-                    if suspect.take().is_some() {
-                        tracing::warn!(
-                            plugin = %self.plugin.name(),
-                            changes = batch.len(),
-                            per_call = limit,
-                            "a batch failed for its size, not for one of its changes; it goes on in smaller calls"
-                        );
+                    match suspect.take() {
+                        Some(fits) => self.shrink(fits, batch.len()),
+                        None => self.sizing.passed(len),
                     }
                     continue;
                 }
                 Err(error) => error,
             };
             self.instance = None;
-            if let Some(before) = suspect.take() {
-                // Failed alone, after the changes before it: to blame.
-                limit = before;
+            if let Some(fits) = suspect.take() {
+                // Failed alone, after the changes before it: to blame,
+                // unless the instance rather than the change ran short.
+                let error = if runs_short(&error) {
+                    match P::run(self.instance()?, call) {
+                        Ok(done) => {
+                            tracing::warn!(
+                                plugin = %self.plugin.name(),
+                                event = %describe(&call[0]),
+                                %error,
+                                "a change failed alone on the instance that had run the changes before it, and passed alone on a fresh instance; nothing is blamed, and the fresh instance goes on"
+                            );
+                            answers.extend(judge::<P>(done));
+                            start += 1;
+                            // The prefix one longer than `fits` failed on
+                            // a fresh instance too, for its size.
+                            self.shrink(fits, batch.len());
+                            continue;
+                        }
+                        Err(again) => {
+                            self.instance = None;
+                            again
+                        }
+                    }
+                } else {
+                    error
+                };
                 answers.push(Err(error.to_string()));
                 start += 1;
                 continue;
@@ -264,10 +310,22 @@ impl<P: StagePlugin> Stage<P> {
             // The culprit alone next, on the instance that saw the changes
             // before it: either it fails there and is to blame, or the
             // call failed for its size and `culprit` changes per call pass.
-            suspect = Some(limit);
-            limit = culprit;
+            suspect = Some(culprit);
         }
         Ok(answers)
+    }
+
+    /// Cuts calls to `fits` changes after a batch of `changes` failed for
+    /// its size.
+    fn shrink(&mut self, fits: usize, changes: usize) {
+        self.sizing.shrink(fits);
+        tracing::warn!(
+            plugin = %self.plugin.name(),
+            changes,
+            per_call = fits,
+            "a batch failed for its size, not for one of its changes; it goes on in smaller calls, and so do the next batches until calls of that size have passed {} times",
+            self.sizing.patience
+        );
     }
 
     /// Counts a failure of the plugin; an error when there were more in the
@@ -282,6 +340,82 @@ impl<P: StagePlugin> Stage<P> {
                 last: format!("{event}: {error}"),
             }),
         }
+    }
+}
+
+/// Whether a call may have failed for what the instance had used up
+/// before it (memory, which never shrinks) or for the machine (the
+/// deadline) rather than for its changes.
+fn runs_short(error: &PluginError) -> bool {
+    matches!(
+        error,
+        PluginError::MemoryLimit { .. } | PluginError::Timeout { .. }
+    )
+}
+
+/// How many changes a stage puts in one call: cut down when a call fails
+/// for its size, grown back by doubling after calls of the reduced size
+/// have passed.
+#[derive(Debug)]
+struct Sizing {
+    /// Most changes per call; `None`: the whole batch.
+    limit: Option<usize>,
+    /// Calls of `limit` changes that passed since it was last set.
+    passed: u32,
+    /// How many such calls it takes to double `limit`.
+    patience: u32,
+    /// Whether `limit` was reached by growing, so that failing at it means
+    /// growing was premature.
+    grown: bool,
+    /// The largest batch the stage was given: growing past it ends the
+    /// limit.
+    widest: usize,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Sizing {
+            limit: None,
+            passed: 0,
+            patience: GROW_AFTER,
+            grown: false,
+            widest: 0,
+        }
+    }
+}
+
+impl Sizing {
+    /// The size of the next call when `rest` changes are left.
+    fn per_call(&self, rest: usize) -> usize {
+        self.limit.map_or(rest, |limit| limit.min(rest))
+    }
+
+    /// A call of `len` changes passed.
+    fn passed(&mut self, len: usize) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        // Smaller calls (the end of a batch) say nothing about the limit.
+        if len < limit {
+            return;
+        }
+        self.passed += 1;
+        if self.passed >= self.patience {
+            let next = limit.saturating_mul(2);
+            self.limit = (next < self.widest).then_some(next);
+            self.passed = 0;
+            self.grown = true;
+        }
+    }
+
+    /// A call larger than `fits` changes failed for its size.
+    fn shrink(&mut self, fits: usize) {
+        if self.grown {
+            self.patience = self.patience.saturating_mul(2).min(MAX_PATIENCE);
+        }
+        self.limit = Some(fits);
+        self.passed = 0;
+        self.grown = false;
     }
 }
 
@@ -352,7 +486,7 @@ impl Breaker {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::rc::Rc;
 
     use weir_core::{Op, SourceInfo, TxnId};
@@ -360,20 +494,28 @@ mod tests {
     use super::*;
 
     /// A plugin whose calls fail with more than `per_call` changes (as a
-    /// memory limit would), on the change `bad`, and on the change `then`
-    /// once the instance has seen `first`. Answers each change's `seq`.
+    /// memory limit would), on the change `bad`, on the change `then` once
+    /// the instance has seen `first`, for memory on the change `hog`, and
+    /// for memory once the instance has taken `lifetime` changes (as
+    /// memory that never shrinks would). Answers each change's `seq`.
     struct Fake {
         per_call: usize,
         bad: Option<u32>,
         after: Option<(u32, u32)>,
+        hog: Option<u32>,
+        lifetime: Option<usize>,
         /// The length of every call on an instance that goes on.
         calls: Rc<RefCell<Vec<usize>>>,
+        /// Calls on probe instances, isolating a failing change.
+        probes: Rc<Cell<usize>>,
     }
 
     struct FakeInstance {
         per_call: usize,
         bad: Option<u32>,
         after: Option<(u32, u32)>,
+        hog: Option<u32>,
+        lifetime: Option<usize>,
         seen: Vec<u32>,
         calls: Option<Rc<RefCell<Vec<usize>>>>,
     }
@@ -384,7 +526,10 @@ mod tests {
                 per_call,
                 bad: None,
                 after: None,
+                hog: None,
+                lifetime: None,
                 calls: Rc::default(),
+                probes: Rc::default(),
             }
         }
 
@@ -393,6 +538,8 @@ mod tests {
                 per_call: self.per_call,
                 bad: self.bad,
                 after: self.after,
+                hog: self.hog,
+                lifetime: self.lifetime,
                 seen: Vec::new(),
                 calls,
             }
@@ -424,14 +571,18 @@ mod tests {
             if let Some(calls) = &i.calls {
                 calls.borrow_mut().push(batch.len());
             }
+            let out_of_memory = || PluginError::MemoryLimit {
+                plugin: "fake".into(),
+                limit: 1,
+            };
             if batch.len() > i.per_call {
-                return Err(PluginError::MemoryLimit {
-                    plugin: "fake".into(),
-                    limit: 1,
-                });
+                return Err(out_of_memory());
             }
             for e in batch {
                 let seq = e.source.seq;
+                if Some(seq) == i.hog || i.lifetime.is_some_and(|n| i.seen.len() >= n) {
+                    return Err(out_of_memory());
+                }
                 if Some(seq) == i.bad {
                     return Err(fail(&format!("bad {seq}")));
                 }
@@ -450,6 +601,7 @@ mod tests {
             batch: &[ChangeEvent],
         ) -> Result<Option<(usize, PluginError)>, PluginError> {
             for n in 1..=batch.len() {
+                self.probes.set(self.probes.get() + 1);
                 if let Err(e) = Self::run(&mut self.make(None), &batch[..n]) {
                     return Ok(Some((n - 1, e)));
                 }
@@ -526,6 +678,86 @@ mod tests {
         let answers = stage(plugin).run(&changes(20)).unwrap();
         assert_eq!(blamed(&answers), [8]);
         assert_eq!(answers[8], Err("plugin `fake` trapped: 8 after 3".into()));
+    }
+
+    /// Runs `s` on a batch of `n` changes that must all pass; the lengths
+    /// of its calls on instances that go on.
+    fn calls_of(s: &mut Stage<Fake>, n: u32) -> Vec<usize> {
+        s.plugin.calls.borrow_mut().clear();
+        let passed: Vec<u32> = s
+            .run(&changes(n))
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(passed, (0..n).collect::<Vec<_>>());
+        s.plugin.calls.take()
+    }
+
+    #[test]
+    fn a_reduced_call_size_holds_for_the_next_batches_and_grows_back() {
+        let mut s = stage(Fake::new(30));
+        let first = calls_of(&mut s, 100);
+        assert_eq!(first.iter().filter(|n| **n > 30).count(), 1, "{first:?}");
+        // The next batch is cut up front: no call fails, no change is probed.
+        let probes = s.plugin.probes.replace(0);
+        assert!(probes > 0);
+        assert_eq!(calls_of(&mut s, 100), [30, 30, 30, 10]);
+        assert_eq!(s.plugin.probes.get(), 0);
+        // After enough calls of 30 pass (3 a batch), larger ones are tried,
+        // at most twice as large, once; then it takes longer to try again.
+        let tried_after = |s: &mut Stage<Fake>| {
+            (1..=200)
+                .find_map(|n| {
+                    let calls = calls_of(s, 100);
+                    let larger: Vec<usize> = calls.iter().copied().filter(|n| *n > 30).collect();
+                    (!larger.is_empty()).then_some((n, larger))
+                })
+                .expect("calls never grew back")
+        };
+        let (batches, larger) = tried_after(&mut s);
+        assert!(batches > 1, "tried larger calls after {batches} batches");
+        assert_eq!(larger.len(), 1, "{larger:?}");
+        assert!(larger[0] <= 60, "{larger:?}");
+        assert_eq!(calls_of(&mut s, 100), [30, 30, 30, 10]);
+        let (again, _) = tried_after(&mut s);
+        assert!(again >= 2 * batches, "{batches} batches, then {again}");
+        // When calls of any size pass again, whole batches do too.
+        s.plugin.per_call = 1000;
+        s.instance = None;
+        assert!(
+            (1..=500).any(|_| calls_of(&mut s, 100) == [100]),
+            "calls never grew back to whole batches"
+        );
+        // A new version starts with whole batches.
+        s.plugin.per_call = 30;
+        s.instance = None;
+        calls_of(&mut s, 100);
+        assert_eq!(calls_of(&mut s, 100), [30, 30, 30, 10]);
+        s.swap(Fake::new(1000));
+        assert_eq!(calls_of(&mut s, 100), [100]);
+    }
+
+    #[test]
+    fn a_change_failing_alone_on_a_worn_instance_is_retried_on_a_fresh_one() {
+        // Memory an instance used never comes back: the 51st change of an
+        // instance runs out of memory, alone too, yet passes alone on a
+        // fresh instance.
+        let mut plugin = Fake::new(1000);
+        plugin.lifetime = Some(50);
+        let answers = stage(plugin).run(&changes(100)).unwrap();
+        let passed: Vec<u32> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(passed, (0..100).collect::<Vec<_>>());
+        // A change that runs out of memory alone on a fresh instance too is
+        // to blame.
+        let mut plugin = Fake::new(1000);
+        plugin.hog = Some(57);
+        let answers = stage(plugin).run(&changes(100)).unwrap();
+        assert_eq!(blamed(&answers), [57]);
+        assert_eq!(
+            answers[57],
+            Err("plugin `fake` was stopped for exceeding its memory limit of 1 bytes".into())
+        );
     }
 
     #[test]

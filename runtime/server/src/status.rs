@@ -290,6 +290,9 @@ pub struct PluginState {
     pub refused: u64,
     /// Why the last refused version was refused.
     pub last_refusal: Option<String>,
+    /// Most changes per call, after calls failed for their size; `None`
+    /// while batches are not cut.
+    pub per_call: Option<usize>,
 }
 
 /// The plugins of the pipeline, as reported by `/status` and `/metrics`;
@@ -342,6 +345,7 @@ impl PluginsStatus {
                 deploys: 0,
                 refused: 0,
                 last_refusal: None,
+                per_call: None,
             },
         );
     }
@@ -385,6 +389,11 @@ impl PluginsStatus {
                 s.pending_version = None;
             }
         });
+    }
+
+    /// The most changes the plugin now gets per call.
+    pub fn set_per_call(&self, name: &str, per_call: Option<usize>) {
+        self.update(name, |s| s.per_call = per_call);
     }
 
     /// A new version was refused.
