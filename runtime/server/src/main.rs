@@ -115,7 +115,11 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
     let admin_stop = CancellationToken::new();
     if let Some(admin) = &config.admin {
         match weir::admin::serve(admin, status.clone(), admin_stop.clone()).await {
-            Ok(addr) => tracing::info!(%addr, "admin endpoint listening"),
+            Ok(addr) => {
+                // A plugin granted the network must not deploy plugins.
+                weir_wasm::forbid_address(addr);
+                tracing::info!(%addr, "admin endpoint listening");
+            }
             Err(e) => {
                 eprintln!(
                     "error: admin.listen: cannot listen on {}: {e}",

@@ -68,7 +68,7 @@ pub use engine::PluginEngine;
 pub use error::PluginError;
 pub use inspect::{GrantNeed, Inspection, Item, PluginWorld, inspect};
 pub use isolate::{find_failing_event, find_failing_route};
-pub use network::{NetworkGrant, NetworkRule};
+pub use network::{NetworkGrant, NetworkRule, forbid_address};
 pub use router::{RouterInstance, RouterPlugin};
 pub use session::CONTRACT_VERSION;
 pub use spec::{DirGrant, Grants, PluginSpec};

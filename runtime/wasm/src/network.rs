@@ -12,6 +12,29 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
+/// Addresses no grant reaches, however it is written: the admin endpoint's
+/// (a plugin that could deploy plugins could drop every change). Kept for
+/// the process, as the endpoint is.
+static FORBIDDEN: std::sync::RwLock<Vec<SocketAddr>> = std::sync::RwLock::new(Vec::new());
+
+/// Puts `addr` out of every plugin's reach. An unspecified address
+/// (`0.0.0.0:9187`, listening on every interface) forbids its port on
+/// every address, since a plugin could reach this machine under any of
+/// its addresses.
+pub fn forbid_address(addr: SocketAddr) {
+    let mut forbidden = FORBIDDEN.write().unwrap_or_else(|e| e.into_inner());
+    if !forbidden.contains(&addr) {
+        forbidden.push(addr);
+    }
+}
+
+fn is_forbidden(ip: IpAddr, port: u16) -> bool {
+    let forbidden = FORBIDDEN.read().unwrap_or_else(|e| e.into_inner());
+    forbidden.iter().any(|f| {
+        f.port() == port && (f.ip().is_unspecified() || canonical(f.ip()) == ip)
+    })
+}
+
 /// What network access a plugin has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum NetworkGrant {
@@ -39,6 +62,10 @@ impl NetworkGrant {
     /// is followed; the lookup runs on a blocking thread.
     pub(crate) async fn allows(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
+        if self.is_granted() && is_forbidden(ip, addr.port()) {
+            tracing::warn!(%addr, "a plugin tried to reach the admin endpoint; refused");
+            return false;
+        }
         match self {
             NetworkGrant::None => false,
             NetworkGrant::Public => reserved_prefix(ip).is_none(),
@@ -274,6 +301,20 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(grant.allows(addr.parse().unwrap()))
+    }
+
+    #[test]
+    fn the_admin_endpoint_is_out_of_reach_even_when_listed() {
+        // Ports no other test here uses: the list is process-wide.
+        forbid_address("127.0.0.1:59187".parse().unwrap());
+        forbid_address("0.0.0.0:59188".parse().unwrap());
+        let listed = only(&["127.0.0.1", "10.0.0.0/8"]);
+        assert!(!allows(&listed, "127.0.0.1:59187"));
+        assert!(!allows(&listed, "[::ffff:127.0.0.1]:59187"));
+        assert!(allows(&listed, "127.0.0.1:59189"));
+        assert!(!allows(&listed, "10.1.2.3:59188"));
+        assert!(!allows(&NetworkGrant::Public, "10.1.2.3:59188"));
+        assert!(allows(&listed, "10.1.2.3:59187"));
     }
 
     #[test]
