@@ -470,6 +470,56 @@ mod impostor {
         tags
     }
 
+    /// Postgres answers the SSLRequest with a raw ErrorResponse when it
+    /// cannot start a backend (too many clients, out of memory at fork):
+    /// a passing condition, so both connections report something to
+    /// retry, and neither shows the unauthenticated server's words.
+    #[tokio::test]
+    async fn error_answer_to_the_tls_request_is_retryable() {
+        for sql in [false, true] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(read_untagged(&mut s).await, 80_877_103i32.to_be_bytes());
+                let fields = b"SFATAL\0C53300\0Msorry, too many clients already\0\0";
+                let mut e = vec![b'E'];
+                e.extend_from_slice(&(4 + fields.len() as i32).to_be_bytes());
+                e.extend_from_slice(fields);
+                s.write_all(&e).await.unwrap();
+                // Postgres closes right after; whatever the client sends
+                // now is counted.
+                let mut rest = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+                rest
+            });
+            let cfg = PostgresConfig {
+                host: "127.0.0.1".into(),
+                port,
+                user: "weir".into(),
+                password: Some("secret".into()),
+                tables: vec![("public".into(), "t".into())],
+                ..Default::default()
+            };
+            let err = if sql {
+                PostgresSource::prepare(cfg).await.err()
+            } else {
+                ReplConn::connect(&cfg).await.err()
+            };
+            let err = err.expect("connected to a server that answered with an error");
+            let which = if sql { "SQL" } else { "replication" };
+            assert!(
+                matches!(err, PgError::Connection { .. }) && err.is_retryable(),
+                "{which}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("error"), "{which}: {text}");
+            assert!(!text.contains("sorry"), "{which}: {text}");
+            assert!(server.await.unwrap().is_empty(), "{which}");
+        }
+    }
+
     #[tokio::test]
     async fn impostors_do_not_log_weir_in_nor_get_the_password() {
         for trick in [

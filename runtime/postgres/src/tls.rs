@@ -234,6 +234,21 @@ pub(crate) async fn open(
                 ),
             });
         }
+        // Postgres's answer when it cannot start a backend at all (too
+        // many clients, out of memory at fork): worth retrying. Like libpq,
+        // Weir does not read the message after the byte: nothing has
+        // authenticated the server yet, so its words could be anyone's.
+        b'E' => {
+            return Err(PgError::Connection {
+                addr: addr.to_owned(),
+                context: "asking the server for TLS".into(),
+                message: "the server sent an error response instead of S or N, as Postgres \
+                          does when it cannot start a session (too many clients, out of \
+                          memory); its text is not shown, as it comes before the server is \
+                          authenticated"
+                    .into(),
+            });
+        }
         other => {
             return Err(PgError::Protocol {
                 addr: addr.to_owned(),
