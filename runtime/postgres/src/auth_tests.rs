@@ -78,7 +78,8 @@ impl Cluster {
     }
 
     fn start() -> Result<Option<Cluster>, String> {
-        let hba = "local all all trust\n\
+        let hba = "local all pw_user password\n\
+                   local all all trust\n\
                    host all md5_user 127.0.0.1/32 md5\n\
                    host all scram_user 127.0.0.1/32 scram-sha-256\n\
                    host all pw_user 127.0.0.1/32 password\n\
@@ -383,6 +384,30 @@ async fn password_methods_and_unix_socket() {
     cfg.host = cluster.dir.display().to_string();
     cfg.ssl_mode = SslMode::Require;
     stream_one_row(cfg, &admin, 100).await;
+
+    // A cleartext password over a Unix socket never crosses a network, so
+    // it needs no consent; the wrong one is refused, which shows the
+    // socket really asked for it.
+    let mut cfg = cluster.config("pw_user", Some("plain secret"), "slot_unix_pw");
+    cfg.host = cluster.dir.display().to_string();
+    assert!(!cfg.allow_cleartext_password);
+    let mut conn = ReplConn::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("pw_user over the socket: {e}"));
+    conn.identify_system().await.unwrap();
+    conn.close().await;
+    stream_one_row(cfg.clone(), &admin, 101).await;
+    cfg.password = Some("wrong".into());
+    for err in [
+        ReplConn::connect(&cfg).await.err().expect("wrong password"),
+        PostgresSource::prepare(cfg).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, PgError::Auth { message, .. }
+                if message.contains("password authentication failed")),
+            "{err:?}"
+        );
+    }
 }
 
 /// Impostor servers: each plays one trick on a client that has a password

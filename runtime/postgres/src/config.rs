@@ -71,7 +71,9 @@ pub struct PostgresConfig {
     /// `verify-full`; with `prefer` or `require` it turns on the CA check.
     pub ssl_root_cert: Option<PathBuf>,
     /// Send the password when the server asks for it in cleartext over an
-    /// unencrypted connection. Off: such a request is an authentication error.
+    /// unencrypted TCP connection. Off: such a request is an authentication
+    /// error. TLS and Unix sockets keep the password off the network, so
+    /// there it is always sent.
     pub allow_cleartext_password: bool,
     /// Largest message accepted from the replication stream, in bytes; a
     /// server announcing more is a protocol error rather than an allocation.

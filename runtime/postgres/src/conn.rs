@@ -215,8 +215,9 @@ pub(crate) struct ReplConn {
     pub(crate) addr: Arc<str>,
     /// Major version from the `server_version` parameter (15 for 15.4).
     pub(crate) server_major: u32,
-    /// Whether the connection is encrypted.
-    pub(crate) tls: bool,
+    /// Whether a cleartext password sent here stays off the network
+    /// (TLS, or a Unix socket).
+    pub(crate) private: bool,
 }
 
 impl ReplConn {
@@ -235,7 +236,7 @@ impl ReplConn {
 
     async fn connect_inner(cfg: &PostgresConfig, addr: Arc<str>) -> Result<ReplConn, PgError> {
         let stream = tls::open(cfg, &addr, "opening the replication connection").await?;
-        let tls = stream.is_tls();
+        let private = stream.is_private();
         let (rd, wr): (
             Box<dyn AsyncRead + Send + Unpin>,
             Box<dyn AsyncWrite + Send + Unpin>,
@@ -264,7 +265,7 @@ impl ReplConn {
             },
             addr,
             server_major: 0,
-            tls,
+            private,
         };
         conn.startup(cfg).await?;
         Ok(conn)
@@ -318,7 +319,7 @@ impl ReplConn {
                             }
                         }
                         3 => {
-                            if !self.tls && !cfg.allow_cleartext_password {
+                            if !self.private && !cfg.allow_cleartext_password {
                                 return Err(auth_err(CLEARTEXT_REFUSED.into()));
                             }
                             frontend::password_message(

@@ -33,7 +33,7 @@
 //! Both connections negotiate TLS as [`PostgresConfig::ssl_mode`] says,
 //! with libpq's `sslmode` meanings (see [`SslMode`]), over rustls with the
 //! ring provider. A cleartext password request over an unencrypted
-//! connection is refused unless
+//! TCP connection is refused unless
 //! [`PostgresConfig::allow_cleartext_password`]; a server that reports
 //! success before its SCRAM signature was checked is refused always. A
 //! refused certificate or a server without TLS under `require` is

@@ -42,7 +42,7 @@ async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError
     let opened = async {
         let stream = tls::open(cfg, addr, context).await?;
         // tokio-postgres would answer a cleartext request on any stream.
-        let guard = !stream.is_tls() && !cfg.allow_cleartext_password;
+        let guard = !stream.is_private() && !cfg.allow_cleartext_password;
         cfg.sql_config()
             .connect_raw(CleartextGuard::new(stream, guard), NoTls)
             .await

@@ -114,9 +114,16 @@ pub(crate) enum PgStream {
 }
 
 impl PgStream {
-    /// Whether what goes over this stream is encrypted.
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, PgStream::Tls(_))
+    /// Whether a password sent in cleartext stays off the network: it is
+    /// encrypted, or it goes to a Unix socket, which only this machine's
+    /// kernel carries.
+    pub(crate) fn is_private(&self) -> bool {
+        match self {
+            PgStream::Tcp(_) => false,
+            PgStream::Tls(_) => true,
+            #[cfg(unix)]
+            PgStream::Unix(_) => true,
+        }
     }
 }
 
@@ -429,7 +436,7 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// Refuses, on an unencrypted connection, a server's request for the
+/// Refuses, on an unencrypted TCP connection, a server's request for the
 /// password in cleartext, before tokio-postgres (which would simply send
 /// it) sees the request. It watches the backend messages up to the first
 /// ReadyForQuery and is a plain pass-through after that.
@@ -458,8 +465,8 @@ impl fmt::Display for CleartextRefused {
 impl std::error::Error for CleartextRefused {}
 
 /// Why a cleartext password request is refused, and the ways out.
-pub(crate) const CLEARTEXT_REFUSED: &str = "the server asks for the password in cleartext over an unencrypted connection, and Weir \
-     does not send it there; use TLS (sslmode), switch the role to scram-sha-256, or set \
+pub(crate) const CLEARTEXT_REFUSED: &str = "the server asks for the password in cleartext over an unencrypted TCP connection, and \
+     Weir does not send it there; use TLS (sslmode), switch the role to scram-sha-256, or set \
      allow_cleartext_password = true";
 
 impl<S> CleartextGuard<S> {
