@@ -1,11 +1,13 @@
 //! Connection and capture settings for the Postgres source.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::error::PgError;
-use crate::tls::SslMode;
 
 /// The default cap on one message from the replication stream: 1 GiB,
 /// Postgres's own limit on a single field value.
@@ -14,6 +16,88 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// Messages smaller than this are routine (startup, keepalives, small
 /// rows), so a lower cap could only break a healthy stream.
 const MIN_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Whether and how the connections to Postgres use TLS; libpq's `sslmode`.
+///
+/// Deserializes from libpq's names (`verify-ca`, `verify-full`); any
+/// other value is an error listing them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never encrypt.
+    Disable,
+    /// Encrypt when the server accepts TLS, else go on unencrypted. The
+    /// certificate is checked only against `sslrootcert`, when set.
+    #[default]
+    Prefer,
+    /// Always encrypt; fail when the server does not accept TLS. The
+    /// certificate is checked only against `sslrootcert`, when set (then
+    /// this is `verify-ca`, as in libpq).
+    Require,
+    /// Encrypt and check the certificate was issued by a CA in `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and check the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode's name, for messages.
+    pub const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
+
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether this mode needs a root certificate to mean anything.
+    pub(crate) fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
+    /// The one rule tying `sslmode` to `sslrootcert`: the `verify-*` modes
+    /// have nothing to verify against without it. `Err` says so, without
+    /// naming where the settings came from.
+    pub fn check_root_cert(self, root: Option<&Path>) -> Result<(), String> {
+        if self.verifies() && root.is_none() {
+            return Err(format!(
+                "sslmode = {self} needs sslrootcert, the CA certificate(s) to check the \
+                 server's certificate against"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "unknown sslmode {s:?}: use one of {}",
+                    SslMode::NAMES
+                ));
+            }
+        })
+    }
+}
 
 /// Everything the source needs to know: where Postgres is, who to log in
 /// as, and what to capture through which slot and publication.
@@ -194,13 +278,7 @@ impl PostgresConfig {
         if self.status_interval.is_zero() {
             return bad("postgres: status_interval must be positive".into());
         }
-        if self.ssl_mode.verifies() && self.ssl_root_cert.is_none() {
-            return bad(format!(
-                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
-                 server's certificate against",
-                self.ssl_mode
-            ));
-        }
+        self.validate_tls()?;
         if self.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
             return bad(format!(
                 "postgres: max_message_bytes {} is below the minimum of {MIN_MAX_MESSAGE_BYTES}",
@@ -208,6 +286,13 @@ impl PostgresConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Checks `ssl_mode` against `ssl_root_cert`; part of [`validate`](Self::validate).
+    pub fn validate_tls(&self) -> Result<(), PgError> {
+        self.ssl_mode
+            .check_root_cert(self.ssl_root_cert.as_deref())
+            .map_err(|m| PgError::Config(format!("postgres: {m}")))
     }
 
     /// The ordinary (non-replication) connection settings. TLS is
@@ -271,6 +356,35 @@ mod tests {
             ..no_tables
         };
         all.validate().unwrap();
+    }
+
+    #[test]
+    fn modes_parse_with_libpq_names() {
+        for m in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            assert_eq!(m.parse::<SslMode>().unwrap().to_string(), m);
+        }
+        let e = "verify_full".parse::<SslMode>().unwrap_err();
+        assert!(
+            e.contains("verify_full") && e.contains("verify-full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn verify_modes_need_a_root_certificate() {
+        let c = PostgresConfig {
+            tables: vec![("public".into(), "t".into())],
+            ssl_mode: SslMode::VerifyCa,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("verify-ca needs sslrootcert"), "{e}");
+        PostgresConfig {
+            ssl_root_cert: Some("ca.pem".into()),
+            ..c
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

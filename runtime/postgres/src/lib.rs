@@ -73,10 +73,9 @@ mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
 
-pub use config::{DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig};
+pub use config::{DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, SslMode};
 pub use error::{PgError, ServerError};
 pub use source::PostgresSource;
-pub use tls::SslMode;
 /// The shutdown signal [`PostgresSource::run`] takes, re-exported so callers
 /// need not depend on `tokio-util` themselves.
 pub use tokio_util::sync::CancellationToken;

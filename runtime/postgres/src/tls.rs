@@ -22,7 +22,6 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -37,73 +36,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, SslMode};
 use crate::error::PgError;
-
-/// Whether and how the connections to Postgres use TLS; libpq's `sslmode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SslMode {
-    /// Never encrypt.
-    Disable,
-    /// Encrypt when the server accepts TLS, else go on unencrypted. The
-    /// certificate is checked only against `sslrootcert`, when set.
-    #[default]
-    Prefer,
-    /// Always encrypt; fail when the server does not accept TLS. The
-    /// certificate is checked only against `sslrootcert`, when set (then
-    /// this is `verify-ca`, as in libpq).
-    Require,
-    /// Encrypt and check the certificate was issued by a CA in `sslrootcert`.
-    VerifyCa,
-    /// As `verify-ca`, and check the certificate names the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// Every mode's name, for messages.
-    pub const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
-
-    fn name(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// Whether this mode needs a root certificate to mean anything.
-    pub(crate) fn verifies(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => {
-                return Err(format!(
-                    "unknown sslmode {s:?}: use one of {}",
-                    SslMode::NAMES
-                ));
-            }
-        })
-    }
-}
 
 /// An open socket to Postgres, encrypted or not.
 pub(crate) enum PgStream {
@@ -336,15 +270,10 @@ fn bare_name(presented: &str) -> &str {
 /// A TLS connector checking what `sslmode` and `sslrootcert` ask for.
 fn connector(cfg: &PostgresConfig) -> Result<tokio_rustls::TlsConnector, PgError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Connections may be opened without `validate` having run.
+    cfg.validate_tls()?;
     let roots = match &cfg.ssl_root_cert {
         Some(path) => Some(Arc::new(load_roots(path)?)),
-        None if cfg.ssl_mode.verifies() => {
-            return Err(PgError::Config(format!(
-                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
-                 server's certificate against",
-                cfg.ssl_mode
-            )));
-        }
         None => None,
     };
     let verifier = Verifier {
@@ -599,18 +528,6 @@ mod tests {
         assert_eq!(bare_name("DnsName(\"localhost\")"), "localhost");
         assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
         assert_eq!(bare_name("db.example"), "db.example");
-    }
-
-    #[test]
-    fn modes_parse_with_libpq_names() {
-        for m in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
-            assert_eq!(m.parse::<SslMode>().unwrap().to_string(), m);
-        }
-        let e = "verify_full".parse::<SslMode>().unwrap_err();
-        assert!(
-            e.contains("verify_full") && e.contains("verify-full"),
-            "{e}"
-        );
     }
 
     #[test]
