@@ -378,6 +378,48 @@ async fn password_methods_and_unix_socket() {
         assert!(!err.is_retryable());
     }
 
+    // require_auth: SCRAM passes when required; a role whose server
+    // asks for another method, or none, is refused on both connections
+    // before anything is sent.
+    let cfg = PostgresConfig {
+        require_auth: "scram-sha-256".parse().unwrap(),
+        ..cluster.config("scram_user", Some("scram secret"), "slot_require_scram")
+    };
+    stream_one_row(cfg, &admin, 200).await;
+    for (user, password, needle) in [
+        (
+            "pw_user",
+            Some("plain secret"),
+            "password authentication, which",
+        ),
+        ("md5_user", Some("md5 secret"), "md5 authentication, which"),
+        ("postgres", None, "without authenticating"),
+    ] {
+        let cfg = PostgresConfig {
+            require_auth: "scram-sha-256".parse().unwrap(),
+            allow_cleartext_password: true,
+            ..cluster.config(user, password, "unused")
+        };
+        for err in [
+            ReplConn::connect(&cfg)
+                .await
+                .err()
+                .expect("require_auth ignored"),
+            PostgresSource::prepare(cfg).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, PgError::Auth { message, .. }
+                    if message.contains(needle) && message.contains("require_auth")),
+                "{user}: {err:?}"
+            );
+        }
+    }
+    let cfg = PostgresConfig {
+        require_auth: "none".parse().unwrap(),
+        ..cluster.config("postgres", None, "slot_require_none")
+    };
+    stream_one_row(cfg, &admin, 201).await;
+
     // Unix socket: the host is the socket directory. There is no TLS on
     // Unix sockets, so even `require` goes on in plaintext, as in libpq.
     let mut cfg = cluster.config("postgres", None, "slot_unix");
@@ -428,6 +470,9 @@ mod impostor {
         OkInsteadOfScramFinal,
         /// AuthenticationCleartextPassword over plaintext.
         Cleartext,
+        /// AuthenticationOk at once, as a trust server (or an impostor
+        /// not knowing the password) would.
+        ImmediateOk,
     }
 
     fn auth(code: i32, data: &[u8]) -> Vec<u8> {
@@ -468,6 +513,10 @@ mod impostor {
         );
         if trick == Trick::Cleartext {
             s.write_all(&auth(3, &[])).await.unwrap();
+        } else if trick == Trick::ImmediateOk {
+            let mut ok = auth(0, &[]);
+            ok.extend_from_slice(b"Z\0\0\0\x05I");
+            s.write_all(&ok).await.unwrap();
         } else {
             s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
             let (tag, first) = read_tagged(&mut s).await.unwrap();
@@ -551,6 +600,7 @@ mod impostor {
             Trick::OkAfterScramStart,
             Trick::OkInsteadOfScramFinal,
             Trick::Cleartext,
+            Trick::ImmediateOk,
         ] {
             for sql in [false, true] {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -562,6 +612,13 @@ mod impostor {
                     user: "weir".into(),
                     password: Some("secret".into()),
                     tables: vec![("public".into(), "t".into())],
+                    // Only require_auth stops a server that does not
+                    // authenticate at all.
+                    require_auth: if trick == Trick::ImmediateOk {
+                        "scram-sha-256".parse().unwrap()
+                    } else {
+                        Default::default()
+                    },
                     ..Default::default()
                 };
                 let which = if sql { "SQL" } else { "replication" };
@@ -582,7 +639,14 @@ mod impostor {
                     PgError::Auth { message, .. } => message.clone(),
                     other => other.to_string(),
                 };
-                if trick == Trick::Cleartext {
+                if trick == Trick::ImmediateOk {
+                    assert!(
+                        matches!(err, PgError::Auth { .. })
+                            && message.contains("without authenticating")
+                            && message.contains("scram-sha-256"),
+                        "{which}: {err:?}"
+                    );
+                } else if trick == Trick::Cleartext {
                     assert!(
                         matches!(err, PgError::Auth { .. }) && message.contains("in cleartext"),
                         "{which}: {err:?}"
@@ -598,5 +662,19 @@ mod impostor {
                 }
             }
         }
+        // What require_auth is for: without it, a server that skips
+        // authentication logs Weir in.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve(listener, Trick::ImmediateOk));
+        let cfg = PostgresConfig {
+            host: "127.0.0.1".into(),
+            port,
+            user: "weir".into(),
+            password: Some("secret".into()),
+            ..Default::default()
+        };
+        ReplConn::connect(&cfg).await.unwrap().close().await;
+        server.await.unwrap();
     }
 }

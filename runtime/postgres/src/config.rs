@@ -99,6 +99,125 @@ impl FromStr for SslMode {
     }
 }
 
+/// An authentication method `require_auth` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No authentication at all: the server reports success at once (trust).
+    None,
+    /// The password in cleartext.
+    Password,
+    /// The MD5 hash of the password.
+    Md5,
+    /// SCRAM-SHA-256, which also proves the server knows the password.
+    ScramSha256,
+}
+
+impl AuthMethod {
+    const ALL: [AuthMethod; 4] = [
+        AuthMethod::Password,
+        AuthMethod::Md5,
+        AuthMethod::ScramSha256,
+        AuthMethod::None,
+    ];
+
+    /// libpq's name for the method.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Password => "password",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// Which authentication methods the server may use; libpq 16's
+/// `require_auth`. The default allows any.
+///
+/// Parsed from a comma-separated list of `password`, `md5`,
+/// `scram-sha-256` and `none` (the server may skip authentication), or of
+/// the same names each prefixed with `!`, meaning any method but those. An
+/// empty list, as in libpq, sets no requirement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequireAuth {
+    /// Methods refused, one bit per [`AuthMethod`]; a refusal list rather
+    /// than an allow list so that the default allows everything.
+    refused: u8,
+    /// As written, for messages.
+    text: String,
+}
+
+impl RequireAuth {
+    /// Whether the server may authenticate Weir with `method`.
+    pub fn allows(&self, method: AuthMethod) -> bool {
+        self.refused & method.bit() == 0
+    }
+}
+
+impl fmt::Display for RequireAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for RequireAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Ok(RequireAuth::default());
+        }
+        let mut listed = 0u8;
+        let mut negated = None;
+        for item in s.split(',').map(str::trim) {
+            let (neg, name) = match item.strip_prefix('!') {
+                Some(n) => (true, n),
+                None => (false, item),
+            };
+            if *negated.get_or_insert(neg) != neg {
+                return Err(format!(
+                    "require_auth {s:?} mixes methods with and without '!': use one kind"
+                ));
+            }
+            let method = AuthMethod::ALL
+                .into_iter()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "require_auth {s:?}: unknown method {name:?}; use password, md5, \
+                         scram-sha-256 or none, separated by commas (or each with '!' for \
+                         all but those)"
+                    )
+                })?;
+            if listed & method.bit() != 0 {
+                return Err(format!("require_auth {s:?} lists {name} twice"));
+            }
+            listed |= method.bit();
+        }
+        let refused = match negated {
+            None => 0,
+            Some(true) => listed,
+            Some(false) => !listed & AuthMethod::ALL.iter().fold(0, |a, m| a | m.bit()),
+        };
+        Ok(RequireAuth {
+            refused,
+            text: s.to_owned(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RequireAuth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Everything the source needs to know: where Postgres is, who to log in
 /// as, and what to capture through which slot and publication.
 ///
@@ -162,6 +281,10 @@ pub struct PostgresConfig {
     /// Largest message accepted from the replication stream, in bytes; a
     /// server announcing more is a protocol error rather than an allocation.
     pub max_message_bytes: usize,
+    /// The authentication methods the server may use (libpq's
+    /// `require_auth`). A server asking for another, or reporting success
+    /// without any listed method completing, is an authentication error.
+    pub require_auth: RequireAuth,
 }
 
 impl Default for PostgresConfig {
@@ -187,6 +310,7 @@ impl Default for PostgresConfig {
             ssl_root_cert: None,
             allow_cleartext_password: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            require_auth: RequireAuth::default(),
         }
     }
 }
@@ -214,6 +338,7 @@ impl fmt::Debug for PostgresConfig {
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("allow_cleartext_password", &self.allow_cleartext_password)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("require_auth", &self.require_auth.text)
             .finish()
     }
 }
@@ -368,6 +493,31 @@ mod tests {
             e.contains("verify_full") && e.contains("verify-full"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn require_auth_lists() {
+        use AuthMethod::*;
+        let allowed = |s: &str| {
+            let r: RequireAuth = s.parse().unwrap();
+            AuthMethod::ALL
+                .into_iter()
+                .filter(|m| r.allows(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(allowed(""), [Password, Md5, ScramSha256, None]);
+        assert_eq!(allowed("scram-sha-256"), [ScramSha256]);
+        assert_eq!(allowed("md5, scram-sha-256"), [Md5, ScramSha256]);
+        assert_eq!(allowed("!password,!none"), [Md5, ScramSha256]);
+        for (bad, needle) in [
+            ("scram", "unknown method \"scram\""),
+            ("md5,!none", "mixes"),
+            ("md5,md5", "twice"),
+            ("md5,", "unknown method \"\""),
+        ] {
+            let e = bad.parse::<RequireAuth>().unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

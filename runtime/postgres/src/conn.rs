@@ -19,9 +19,10 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use weir_core::Lsn;
 
+use crate::auth::AuthPolicy;
 use crate::config::PostgresConfig;
 use crate::error::{PgError, ServerError};
-use crate::tls::{self, CLEARTEXT_REFUSED, PgStream};
+use crate::tls::{self, PgStream};
 
 /// How long opening a connection (TCP connect plus startup) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -294,7 +295,10 @@ impl ReplConn {
                 auth_err("the server asks for a password but none is configured".into())
             })
         };
+        let policy = AuthPolicy::new(cfg, self.private);
         let mut scram = Scram::NotStarted;
+        // An allowed method ran to its end, for require_auth.
+        let mut finished = false;
         loop {
             let f = self.reader.next_frame().await?;
             match f.tag {
@@ -303,11 +307,16 @@ impl ReplConn {
                     if b.len() < 4 {
                         return Err(self.protocol("short authentication message"));
                     }
-                    match b.get_i32() {
+                    let code = b.get_i32();
+                    policy.check_request(code).map_err(auth_err)?;
+                    match code {
                         0 => {
-                            // A server that ends SCRAM early never proved
-                            // it knows the password: an impostor could log
-                            // Weir in and feed it invented changes.
+                            // A relay that starts SCRAM with the real
+                            // server and then skips to success never
+                            // showed the server's proof; refuse that. This
+                            // does not stop an impostor that answers
+                            // success at once, as a trust server does:
+                            // require_auth or verify-full do.
                             if matches!(scram, Scram::Started(_) | Scram::Continued(_)) {
                                 return Err(auth_err(
                                     "the server reported success before completing the \
@@ -317,17 +326,16 @@ impl ReplConn {
                                         .into(),
                                 ));
                             }
+                            policy.check_ok(finished).map_err(auth_err)?;
                         }
                         3 => {
-                            if !self.private && !cfg.allow_cleartext_password {
-                                return Err(auth_err(CLEARTEXT_REFUSED.into()));
-                            }
                             frontend::password_message(
                                 password()?.as_bytes(),
                                 &mut self.writer.buf,
                             )
                             .map_err(|e| auth_err(e.to_string()))?;
                             self.writer.flush_buf("sending the password").await?;
+                            finished = true;
                         }
                         5 => {
                             if b.len() < 4 {
@@ -342,6 +350,7 @@ impl ReplConn {
                             frontend::password_message(hash.as_bytes(), &mut self.writer.buf)
                                 .map_err(|e| auth_err(e.to_string()))?;
                             self.writer.flush_buf("sending the MD5 password").await?;
+                            finished = true;
                         }
                         10 => {
                             let mechs: Vec<&[u8]> =
@@ -392,6 +401,7 @@ impl ReplConn {
                                 auth_err(format!("the server's SCRAM signature is invalid: {e}"))
                             })?;
                             scram = Scram::Verified;
+                            finished = true;
                         }
                         other => {
                             let name = match other {

@@ -159,6 +159,12 @@ pub struct SourceConfig {
     /// Largest replication message accepted, in MiB.
     #[serde(default = "default_max_message_mib")]
     pub max_message_mib: usize,
+    /// Authentication methods the server may use, as libpq's
+    /// `require_auth`: a comma-separated list of `password`, `md5`,
+    /// `scram-sha-256` and `none` (or each with `!`: all but those). Unset:
+    /// any.
+    #[serde(default)]
+    pub require_auth: weir_postgres::RequireAuth,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -175,6 +181,7 @@ impl fmt::Debug for SourceConfig {
             .field("all_tables", &self.all_tables)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
+            .field("require_auth", &self.require_auth.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -987,6 +994,16 @@ path = "-"
         let errs =
             parse(&MINIMAL.replace("[source]", "[source]\nmax_message_mib = 0")).unwrap_err();
         assert!(errs[0].starts_with("source.max_message_mib:"), "{errs:?}");
+        let text = MINIMAL.replace("[source]", "[source]\nrequire_auth = \"scram-sha-256\"");
+        let auth = parse(&text).unwrap().source.require_auth;
+        assert!(auth.allows(weir_postgres::AuthMethod::ScramSha256));
+        assert!(!auth.allows(weir_postgres::AuthMethod::None));
+        let text = MINIMAL.replace("[source]", "[source]\nrequire_auth = \"scram\"");
+        let errs = parse(&text).unwrap_err();
+        assert!(
+            errs[0].starts_with("source.require_auth:") && errs[0].contains("scram-sha-256"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         ssl_root_cert: s.sslrootcert.clone(),
         allow_cleartext_password: s.allow_cleartext_password,
         max_message_bytes: s.max_message_mib.saturating_mul(1 << 20),
+        require_auth: s.require_auth.clone(),
     }
 }
 
