@@ -1,8 +1,9 @@
 //! Password authentication (cleartext, MD5, SCRAM-SHA-256) and Unix
 //! sockets, tested against a private throwaway cluster: the shared server
 //! on this machine trusts every local connection, and its pg_hba.conf is
-//! not ours to change. The test skips, saying why, only when no `initdb`
-//! can be found.
+//! not ours to change. Without PostgreSQL's server binaries (`initdb`)
+//! these tests fail rather than skip: the suite needs a PostgreSQL server
+//! installed anyway, and a skip would report green for tests never run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,9 +25,13 @@ pub(crate) struct Cluster {
 }
 
 /// The newest PostgreSQL server binaries on this machine.
-fn find_bindir() -> Option<PathBuf> {
+fn find_bindir() -> Result<PathBuf, String> {
     if let Some(d) = std::env::var_os("WEIR_PG_BINDIR") {
-        return Some(PathBuf::from(d));
+        let d = PathBuf::from(d);
+        if !d.join("initdb").exists() {
+            return Err(format!("WEIR_PG_BINDIR {} holds no initdb", d.display()));
+        }
+        return Ok(d);
     }
     let mut best: Option<(u32, PathBuf)> = None;
     for root in ["/usr/lib/postgresql", "/usr/local/pgsql"] {
@@ -41,10 +46,17 @@ fn find_bindir() -> Option<PathBuf> {
             }
         }
     }
-    best.map(|(_, b)| b).or_else(|| {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path).find(|p| p.join("initdb").exists())
-    })
+    best.map(|(_, b)| b)
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).find(|p| p.join("initdb").exists())
+        })
+        .ok_or_else(|| {
+            "no PostgreSQL server binaries found (initdb in /usr/lib/postgresql/*/bin, \
+             /usr/local/pgsql/*/bin or PATH): install the PostgreSQL server, or set \
+             WEIR_PG_BINDIR to its bin directory"
+                .to_owned()
+        })
 }
 
 fn is_root() -> bool {
@@ -77,8 +89,9 @@ impl Cluster {
         Ok(())
     }
 
-    fn start() -> Result<Option<Cluster>, String> {
-        let hba = "local all all trust\n\
+    fn start() -> Result<Cluster, String> {
+        let hba = "local all pw_user password\n\
+                   local all all trust\n\
                    host all md5_user 127.0.0.1/32 md5\n\
                    host all scram_user 127.0.0.1/32 scram-sha-256\n\
                    host all pw_user 127.0.0.1/32 password\n\
@@ -88,14 +101,11 @@ impl Cluster {
 
     /// Starts a cluster with `hba` as its pg_hba.conf. `setup` may put files
     /// into the cluster's directory and returns extra postgresql.conf lines.
-    /// `Ok(None)` when no PostgreSQL server binaries are installed.
     pub(crate) fn start_with(
         hba: &str,
         setup: impl FnOnce(&Path) -> Result<String, String>,
-    ) -> Result<Option<Cluster>, String> {
-        let Some(bin) = find_bindir() else {
-            return Ok(None);
-        };
+    ) -> Result<Cluster, String> {
+        let bin = find_bindir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -155,7 +165,7 @@ impl Cluster {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 format!("{e}\nserver log:\n{log}")
             })?;
-        Ok(Some(cluster))
+        Ok(cluster)
     }
 
     fn data(&self) -> String {
@@ -240,16 +250,7 @@ pub(crate) async fn stream_one_row(cfg: PostgresConfig, admin: &tokio_postgres::
 
 #[tokio::test]
 async fn password_methods_and_unix_socket() {
-    let cluster = match Cluster::start() {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            println!(
-                "skipping: no initdb found (set WEIR_PG_BINDIR to a PostgreSQL bin directory)"
-            );
-            return;
-        }
-        Err(e) => panic!("starting a private cluster: {e}"),
-    };
+    let cluster = Cluster::start().unwrap_or_else(|e| panic!("starting a private cluster: {e}"));
     let admin = admin(&cluster).await;
     admin
         .batch_execute(
@@ -377,12 +378,78 @@ async fn password_methods_and_unix_socket() {
         assert!(!err.is_retryable());
     }
 
+    // require_auth: SCRAM passes when required; a role whose server
+    // asks for another method, or none, is refused on both connections
+    // before anything is sent.
+    let cfg = PostgresConfig {
+        require_auth: "scram-sha-256".parse().unwrap(),
+        ..cluster.config("scram_user", Some("scram secret"), "slot_require_scram")
+    };
+    stream_one_row(cfg, &admin, 200).await;
+    for (user, password, needle) in [
+        (
+            "pw_user",
+            Some("plain secret"),
+            "password authentication, which",
+        ),
+        ("md5_user", Some("md5 secret"), "md5 authentication, which"),
+        ("postgres", None, "without authenticating"),
+    ] {
+        let cfg = PostgresConfig {
+            require_auth: "scram-sha-256".parse().unwrap(),
+            allow_cleartext_password: true,
+            ..cluster.config(user, password, "unused")
+        };
+        for err in [
+            ReplConn::connect(&cfg)
+                .await
+                .err()
+                .expect("require_auth ignored"),
+            PostgresSource::prepare(cfg).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, PgError::Auth { message, .. }
+                    if message.contains(needle) && message.contains("require_auth")),
+                "{user}: {err:?}"
+            );
+        }
+    }
+    let cfg = PostgresConfig {
+        require_auth: "none".parse().unwrap(),
+        ..cluster.config("postgres", None, "slot_require_none")
+    };
+    stream_one_row(cfg, &admin, 201).await;
+
     // Unix socket: the host is the socket directory. There is no TLS on
     // Unix sockets, so even `require` goes on in plaintext, as in libpq.
     let mut cfg = cluster.config("postgres", None, "slot_unix");
     cfg.host = cluster.dir.display().to_string();
     cfg.ssl_mode = SslMode::Require;
     stream_one_row(cfg, &admin, 100).await;
+
+    // A cleartext password over a Unix socket never crosses a network, so
+    // it needs no consent; the wrong one is refused, which shows the
+    // socket really asked for it.
+    let mut cfg = cluster.config("pw_user", Some("plain secret"), "slot_unix_pw");
+    cfg.host = cluster.dir.display().to_string();
+    assert!(!cfg.allow_cleartext_password);
+    let mut conn = ReplConn::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("pw_user over the socket: {e}"));
+    conn.identify_system().await.unwrap();
+    conn.close().await;
+    stream_one_row(cfg.clone(), &admin, 101).await;
+    cfg.password = Some("wrong".into());
+    for err in [
+        ReplConn::connect(&cfg).await.err().expect("wrong password"),
+        PostgresSource::prepare(cfg).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, PgError::Auth { message, .. }
+                if message.contains("password authentication failed")),
+            "{err:?}"
+        );
+    }
 }
 
 /// Impostor servers: each plays one trick on a client that has a password
@@ -403,6 +470,9 @@ mod impostor {
         OkInsteadOfScramFinal,
         /// AuthenticationCleartextPassword over plaintext.
         Cleartext,
+        /// AuthenticationOk at once, as a trust server (or an impostor
+        /// not knowing the password) would.
+        ImmediateOk,
     }
 
     fn auth(code: i32, data: &[u8]) -> Vec<u8> {
@@ -443,6 +513,10 @@ mod impostor {
         );
         if trick == Trick::Cleartext {
             s.write_all(&auth(3, &[])).await.unwrap();
+        } else if trick == Trick::ImmediateOk {
+            let mut ok = auth(0, &[]);
+            ok.extend_from_slice(b"Z\0\0\0\x05I");
+            s.write_all(&ok).await.unwrap();
         } else {
             s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
             let (tag, first) = read_tagged(&mut s).await.unwrap();
@@ -470,12 +544,63 @@ mod impostor {
         tags
     }
 
+    /// Postgres answers the SSLRequest with a raw ErrorResponse when it
+    /// cannot start a backend (too many clients, out of memory at fork):
+    /// a passing condition, so both connections report something to
+    /// retry, and neither shows the unauthenticated server's words.
+    #[tokio::test]
+    async fn error_answer_to_the_tls_request_is_retryable() {
+        for sql in [false, true] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(read_untagged(&mut s).await, 80_877_103i32.to_be_bytes());
+                let fields = b"SFATAL\0C53300\0Msorry, too many clients already\0\0";
+                let mut e = vec![b'E'];
+                e.extend_from_slice(&(4 + fields.len() as i32).to_be_bytes());
+                e.extend_from_slice(fields);
+                s.write_all(&e).await.unwrap();
+                // Postgres closes right after; whatever the client sends
+                // now is counted.
+                let mut rest = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+                rest
+            });
+            let cfg = PostgresConfig {
+                host: "127.0.0.1".into(),
+                port,
+                user: "weir".into(),
+                password: Some("secret".into()),
+                tables: vec![("public".into(), "t".into())],
+                ..Default::default()
+            };
+            let err = if sql {
+                PostgresSource::prepare(cfg).await.err()
+            } else {
+                ReplConn::connect(&cfg).await.err()
+            };
+            let err = err.expect("connected to a server that answered with an error");
+            let which = if sql { "SQL" } else { "replication" };
+            assert!(
+                matches!(err, PgError::Connection { .. }) && err.is_retryable(),
+                "{which}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("error"), "{which}: {text}");
+            assert!(!text.contains("sorry"), "{which}: {text}");
+            assert!(server.await.unwrap().is_empty(), "{which}");
+        }
+    }
+
     #[tokio::test]
     async fn impostors_do_not_log_weir_in_nor_get_the_password() {
         for trick in [
             Trick::OkAfterScramStart,
             Trick::OkInsteadOfScramFinal,
             Trick::Cleartext,
+            Trick::ImmediateOk,
         ] {
             for sql in [false, true] {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -487,6 +612,13 @@ mod impostor {
                     user: "weir".into(),
                     password: Some("secret".into()),
                     tables: vec![("public".into(), "t".into())],
+                    // Only require_auth stops a server that does not
+                    // authenticate at all.
+                    require_auth: if trick == Trick::ImmediateOk {
+                        "scram-sha-256".parse().unwrap()
+                    } else {
+                        Default::default()
+                    },
                     ..Default::default()
                 };
                 let which = if sql { "SQL" } else { "replication" };
@@ -507,7 +639,14 @@ mod impostor {
                     PgError::Auth { message, .. } => message.clone(),
                     other => other.to_string(),
                 };
-                if trick == Trick::Cleartext {
+                if trick == Trick::ImmediateOk {
+                    assert!(
+                        matches!(err, PgError::Auth { .. })
+                            && message.contains("without authenticating")
+                            && message.contains("scram-sha-256"),
+                        "{which}: {err:?}"
+                    );
+                } else if trick == Trick::Cleartext {
                     assert!(
                         matches!(err, PgError::Auth { .. }) && message.contains("in cleartext"),
                         "{which}: {err:?}"
@@ -523,5 +662,19 @@ mod impostor {
                 }
             }
         }
+        // What require_auth is for: without it, a server that skips
+        // authentication logs Weir in.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve(listener, Trick::ImmediateOk));
+        let cfg = PostgresConfig {
+            host: "127.0.0.1".into(),
+            port,
+            user: "weir".into(),
+            password: Some("secret".into()),
+            ..Default::default()
+        };
+        ReplConn::connect(&cfg).await.unwrap().close().await;
+        server.await.unwrap();
     }
 }

@@ -1,11 +1,13 @@
 //! Connection and capture settings for the Postgres source.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::error::PgError;
-use crate::tls::SslMode;
 
 /// The default cap on one message from the replication stream: 1 GiB,
 /// Postgres's own limit on a single field value.
@@ -14,6 +16,207 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// Messages smaller than this are routine (startup, keepalives, small
 /// rows), so a lower cap could only break a healthy stream.
 const MIN_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Whether and how the connections to Postgres use TLS; libpq's `sslmode`.
+///
+/// Deserializes from libpq's names (`verify-ca`, `verify-full`); any
+/// other value is an error listing them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never encrypt.
+    Disable,
+    /// Encrypt when the server accepts TLS, else go on unencrypted. The
+    /// certificate is checked only against `sslrootcert`, when set.
+    #[default]
+    Prefer,
+    /// Always encrypt; fail when the server does not accept TLS. The
+    /// certificate is checked only against `sslrootcert`, when set (then
+    /// this is `verify-ca`, as in libpq).
+    Require,
+    /// Encrypt and check the certificate was issued by a CA in `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and check the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode's name, for messages.
+    pub const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
+
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether this mode needs a root certificate to mean anything.
+    pub(crate) fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
+    /// The one rule tying `sslmode` to `sslrootcert`: the `verify-*` modes
+    /// have nothing to verify against without it. `Err` says so, without
+    /// naming where the settings came from.
+    pub fn check_root_cert(self, root: Option<&Path>) -> Result<(), String> {
+        if self.verifies() && root.is_none() {
+            return Err(format!(
+                "sslmode = {self} needs sslrootcert, the CA certificate(s) to check the \
+                 server's certificate against"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "unknown sslmode {s:?}: use one of {}",
+                    SslMode::NAMES
+                ));
+            }
+        })
+    }
+}
+
+/// An authentication method `require_auth` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No authentication at all: the server reports success at once (trust).
+    None,
+    /// The password in cleartext.
+    Password,
+    /// The MD5 hash of the password.
+    Md5,
+    /// SCRAM-SHA-256, which also proves the server knows the password.
+    ScramSha256,
+}
+
+impl AuthMethod {
+    const ALL: [AuthMethod; 4] = [
+        AuthMethod::Password,
+        AuthMethod::Md5,
+        AuthMethod::ScramSha256,
+        AuthMethod::None,
+    ];
+
+    /// libpq's name for the method.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Password => "password",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// Which authentication methods the server may use; libpq 16's
+/// `require_auth`. The default allows any.
+///
+/// Parsed from a comma-separated list of `password`, `md5`,
+/// `scram-sha-256` and `none` (the server may skip authentication), or of
+/// the same names each prefixed with `!`, meaning any method but those. An
+/// empty list, as in libpq, sets no requirement.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequireAuth {
+    /// Methods refused, one bit per [`AuthMethod`]; a refusal list rather
+    /// than an allow list so that the default allows everything.
+    refused: u8,
+    /// As written, for messages.
+    text: String,
+}
+
+impl RequireAuth {
+    /// Whether the server may authenticate Weir with `method`.
+    pub fn allows(&self, method: AuthMethod) -> bool {
+        self.refused & method.bit() == 0
+    }
+}
+
+impl fmt::Display for RequireAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for RequireAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Ok(RequireAuth::default());
+        }
+        let mut listed = 0u8;
+        let mut negated = None;
+        for item in s.split(',').map(str::trim) {
+            let (neg, name) = match item.strip_prefix('!') {
+                Some(n) => (true, n),
+                None => (false, item),
+            };
+            if *negated.get_or_insert(neg) != neg {
+                return Err(format!(
+                    "require_auth {s:?} mixes methods with and without '!': use one kind"
+                ));
+            }
+            let method = AuthMethod::ALL
+                .into_iter()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "require_auth {s:?}: unknown method {name:?}; use password, md5, \
+                         scram-sha-256 or none, separated by commas (or each with '!' for \
+                         all but those)"
+                    )
+                })?;
+            if listed & method.bit() != 0 {
+                return Err(format!("require_auth {s:?} lists {name} twice"));
+            }
+            listed |= method.bit();
+        }
+        let refused = match negated {
+            None => 0,
+            Some(true) => listed,
+            Some(false) => !listed & AuthMethod::ALL.iter().fold(0, |a, m| a | m.bit()),
+        };
+        Ok(RequireAuth {
+            refused,
+            text: s.to_owned(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RequireAuth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// Everything the source needs to know: where Postgres is, who to log in
 /// as, and what to capture through which slot and publication.
@@ -71,11 +274,17 @@ pub struct PostgresConfig {
     /// `verify-full`; with `prefer` or `require` it turns on the CA check.
     pub ssl_root_cert: Option<PathBuf>,
     /// Send the password when the server asks for it in cleartext over an
-    /// unencrypted connection. Off: such a request is an authentication error.
+    /// unencrypted TCP connection. Off: such a request is an authentication
+    /// error. TLS and Unix sockets keep the password off the network, so
+    /// there it is always sent.
     pub allow_cleartext_password: bool,
     /// Largest message accepted from the replication stream, in bytes; a
     /// server announcing more is a protocol error rather than an allocation.
     pub max_message_bytes: usize,
+    /// The authentication methods the server may use (libpq's
+    /// `require_auth`). A server asking for another, or reporting success
+    /// without any listed method completing, is an authentication error.
+    pub require_auth: RequireAuth,
 }
 
 impl Default for PostgresConfig {
@@ -101,6 +310,7 @@ impl Default for PostgresConfig {
             ssl_root_cert: None,
             allow_cleartext_password: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            require_auth: RequireAuth::default(),
         }
     }
 }
@@ -128,6 +338,7 @@ impl fmt::Debug for PostgresConfig {
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("allow_cleartext_password", &self.allow_cleartext_password)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("require_auth", &self.require_auth.text)
             .finish()
     }
 }
@@ -192,13 +403,7 @@ impl PostgresConfig {
         if self.status_interval.is_zero() {
             return bad("postgres: status_interval must be positive".into());
         }
-        if self.ssl_mode.verifies() && self.ssl_root_cert.is_none() {
-            return bad(format!(
-                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
-                 server's certificate against",
-                self.ssl_mode
-            ));
-        }
+        self.validate_tls()?;
         if self.max_message_bytes < MIN_MAX_MESSAGE_BYTES {
             return bad(format!(
                 "postgres: max_message_bytes {} is below the minimum of {MIN_MAX_MESSAGE_BYTES}",
@@ -206,6 +411,13 @@ impl PostgresConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Checks `ssl_mode` against `ssl_root_cert`; part of [`validate`](Self::validate).
+    pub fn validate_tls(&self) -> Result<(), PgError> {
+        self.ssl_mode
+            .check_root_cert(self.ssl_root_cert.as_deref())
+            .map_err(|m| PgError::Config(format!("postgres: {m}")))
     }
 
     /// The ordinary (non-replication) connection settings. TLS is
@@ -269,6 +481,60 @@ mod tests {
             ..no_tables
         };
         all.validate().unwrap();
+    }
+
+    #[test]
+    fn modes_parse_with_libpq_names() {
+        for m in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            assert_eq!(m.parse::<SslMode>().unwrap().to_string(), m);
+        }
+        let e = "verify_full".parse::<SslMode>().unwrap_err();
+        assert!(
+            e.contains("verify_full") && e.contains("verify-full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn require_auth_lists() {
+        use AuthMethod::*;
+        let allowed = |s: &str| {
+            let r: RequireAuth = s.parse().unwrap();
+            AuthMethod::ALL
+                .into_iter()
+                .filter(|m| r.allows(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(allowed(""), [Password, Md5, ScramSha256, None]);
+        assert_eq!(allowed("scram-sha-256"), [ScramSha256]);
+        assert_eq!(allowed("md5, scram-sha-256"), [Md5, ScramSha256]);
+        assert_eq!(allowed("!password,!none"), [Md5, ScramSha256]);
+        for (bad, needle) in [
+            ("scram", "unknown method \"scram\""),
+            ("md5,!none", "mixes"),
+            ("md5,md5", "twice"),
+            ("md5,", "unknown method \"\""),
+        ] {
+            let e = bad.parse::<RequireAuth>().unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn verify_modes_need_a_root_certificate() {
+        let c = PostgresConfig {
+            tables: vec![("public".into(), "t".into())],
+            ssl_mode: SslMode::VerifyCa,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("verify-ca needs sslrootcert"), "{e}");
+        PostgresConfig {
+            ssl_root_cert: Some("ca.pem".into()),
+            ..c
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

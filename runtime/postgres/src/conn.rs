@@ -19,9 +19,10 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use weir_core::Lsn;
 
+use crate::auth::AuthPolicy;
 use crate::config::PostgresConfig;
 use crate::error::{PgError, ServerError};
-use crate::tls::{self, CLEARTEXT_REFUSED, PgStream};
+use crate::tls::{self, PgStream};
 
 /// How long opening a connection (TCP connect plus startup) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -228,8 +229,9 @@ pub(crate) struct ReplConn {
     pub(crate) addr: Arc<str>,
     /// Major version from the `server_version` parameter (15 for 15.4).
     pub(crate) server_major: u32,
-    /// Whether the connection is encrypted.
-    pub(crate) tls: bool,
+    /// Whether a cleartext password sent here stays off the network
+    /// (TLS, or a Unix socket).
+    pub(crate) private: bool,
 }
 
 impl ReplConn {
@@ -248,7 +250,7 @@ impl ReplConn {
 
     async fn connect_inner(cfg: &PostgresConfig, addr: Arc<str>) -> Result<ReplConn, PgError> {
         let stream = tls::open(cfg, &addr, "opening the replication connection").await?;
-        let tls = stream.is_tls();
+        let private = stream.is_private();
         let (rd, wr): (
             Box<dyn AsyncRead + Send + Unpin>,
             Box<dyn AsyncWrite + Send + Unpin>,
@@ -277,7 +279,7 @@ impl ReplConn {
             },
             addr,
             server_major: 0,
-            tls,
+            private,
         };
         conn.startup(cfg).await?;
         Ok(conn)
@@ -306,7 +308,10 @@ impl ReplConn {
                 auth_err("the server asks for a password but none is configured".into())
             })
         };
+        let policy = AuthPolicy::new(cfg, self.private);
         let mut scram = Scram::NotStarted;
+        // An allowed method ran to its end, for require_auth.
+        let mut finished = false;
         loop {
             let f = self.reader.next_frame().await?;
             match f.tag {
@@ -315,11 +320,16 @@ impl ReplConn {
                     if b.len() < 4 {
                         return Err(self.protocol("short authentication message"));
                     }
-                    match b.get_i32() {
+                    let code = b.get_i32();
+                    policy.check_request(code).map_err(auth_err)?;
+                    match code {
                         0 => {
-                            // A server that ends SCRAM early never proved
-                            // it knows the password: an impostor could log
-                            // Weir in and feed it invented changes.
+                            // A relay that starts SCRAM with the real
+                            // server and then skips to success never
+                            // showed the server's proof; refuse that. This
+                            // does not stop an impostor that answers
+                            // success at once, as a trust server does:
+                            // require_auth or verify-full do.
                             if matches!(scram, Scram::Started(_) | Scram::Continued(_)) {
                                 return Err(auth_err(
                                     "the server reported success before completing the \
@@ -329,17 +339,16 @@ impl ReplConn {
                                         .into(),
                                 ));
                             }
+                            policy.check_ok(finished).map_err(auth_err)?;
                         }
                         3 => {
-                            if !self.tls && !cfg.allow_cleartext_password {
-                                return Err(auth_err(CLEARTEXT_REFUSED.into()));
-                            }
                             frontend::password_message(
                                 password()?.as_bytes(),
                                 &mut self.writer.buf,
                             )
                             .map_err(|e| auth_err(e.to_string()))?;
                             self.writer.flush_buf("sending the password").await?;
+                            finished = true;
                         }
                         5 => {
                             if b.len() < 4 {
@@ -354,6 +363,7 @@ impl ReplConn {
                             frontend::password_message(hash.as_bytes(), &mut self.writer.buf)
                                 .map_err(|e| auth_err(e.to_string()))?;
                             self.writer.flush_buf("sending the MD5 password").await?;
+                            finished = true;
                         }
                         10 => {
                             let mechs: Vec<&[u8]> =
@@ -404,6 +414,7 @@ impl ReplConn {
                                 auth_err(format!("the server's SCRAM signature is invalid: {e}"))
                             })?;
                             scram = Scram::Verified;
+                            finished = true;
                         }
                         other => {
                             let name = match other {

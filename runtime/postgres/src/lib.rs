@@ -33,9 +33,14 @@
 //! Both connections negotiate TLS as [`PostgresConfig::ssl_mode`] says,
 //! with libpq's `sslmode` meanings (see [`SslMode`]), over rustls with the
 //! ring provider. A cleartext password request over an unencrypted
-//! connection is refused unless
-//! [`PostgresConfig::allow_cleartext_password`]; a server that reports
-//! success before its SCRAM signature was checked is refused always. A
+//! TCP connection is refused unless
+//! [`PostgresConfig::allow_cleartext_password`] (TLS and Unix sockets keep
+//! it off the network). A server that starts SCRAM and reports success
+//! before its signature was checked is refused always; that stops a relay
+//! skipping the proof, not an impostor, which can report success at once as
+//! a trust server does. [`PostgresConfig::require_auth`] (libpq's
+//! `require_auth`) refuses that too, on both connections; only
+//! `verify-full` keeps Weir from talking to an impostor at all. A
 //! refused certificate or a server without TLS under `require` is
 //! [`PgError::Tls`], which is not retryable.
 //!
@@ -60,6 +65,7 @@
 //! commit order); transactional ones become [`weir_core::Op::Message`]
 //! events.
 
+mod auth;
 #[cfg(all(test, unix))]
 mod auth_tests;
 mod config;
@@ -75,10 +81,9 @@ mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
 
-pub use config::{DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig};
+pub use config::{AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, RequireAuth, SslMode};
 pub use error::{PgError, ServerError};
 pub use source::PostgresSource;
-pub use tls::SslMode;
 /// The shutdown signal [`PostgresSource::run`] takes, re-exported so callers
 /// need not depend on `tokio-util` themselves.
 pub use tokio_util::sync::CancellationToken;

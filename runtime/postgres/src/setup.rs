@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 use weir_core::Lsn;
 
+use crate::auth::{AuthGuard, AuthPolicy};
 use crate::config::PostgresConfig;
 use crate::conn::{CONNECT_TIMEOUT, ReplConn, quote_ident};
 use crate::error::PgError;
-use crate::tls::{self, CLEARTEXT_REFUSED, CleartextGuard};
+use crate::tls;
 
 /// What preparation learned.
 pub(crate) struct Prepared {
@@ -41,10 +42,11 @@ async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError
     let context = "connecting";
     let opened = async {
         let stream = tls::open(cfg, addr, context).await?;
-        // tokio-postgres would answer a cleartext request on any stream.
-        let guard = !stream.is_tls() && !cfg.allow_cleartext_password;
+        // tokio-postgres would answer a cleartext request on any stream,
+        // and takes AuthenticationOk whenever it comes.
+        let policy = AuthPolicy::new(cfg, stream.is_private());
         cfg.sql_config()
-            .connect_raw(CleartextGuard::new(stream, guard), NoTls)
+            .connect_raw(AuthGuard::new(stream, policy), NoTls)
             .await
             .map_err(|e| auth_or_sql(cfg, addr, context, e))
     };
@@ -65,11 +67,11 @@ async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError
 
 /// Login failures (SQLSTATE class 28) become [`PgError::Auth`].
 fn auth_or_sql(cfg: &PostgresConfig, addr: &str, ctx: &str, e: tokio_postgres::Error) -> PgError {
-    if CleartextGuard::<()>::refused(&e) {
+    if let Some(message) = AuthGuard::<()>::refusal(&e) {
         return PgError::Auth {
             addr: addr.to_owned(),
             user: cfg.user.clone(),
-            message: CLEARTEXT_REFUSED.into(),
+            message,
         };
     }
     match PgError::sql(addr, ctx, e) {

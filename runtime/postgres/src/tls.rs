@@ -18,11 +18,9 @@
 //!
 //! Unix sockets never use TLS (the server does not offer it there).
 
-use std::fmt;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -37,73 +35,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, SslMode};
 use crate::error::PgError;
-
-/// Whether and how the connections to Postgres use TLS; libpq's `sslmode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SslMode {
-    /// Never encrypt.
-    Disable,
-    /// Encrypt when the server accepts TLS, else go on unencrypted. The
-    /// certificate is checked only against `sslrootcert`, when set.
-    #[default]
-    Prefer,
-    /// Always encrypt; fail when the server does not accept TLS. The
-    /// certificate is checked only against `sslrootcert`, when set (then
-    /// this is `verify-ca`, as in libpq).
-    Require,
-    /// Encrypt and check the certificate was issued by a CA in `sslrootcert`.
-    VerifyCa,
-    /// As `verify-ca`, and check the certificate names the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// Every mode's name, for messages.
-    pub const NAMES: &'static str = "disable, prefer, require, verify-ca, verify-full";
-
-    fn name(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// Whether this mode needs a root certificate to mean anything.
-    pub(crate) fn verifies(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => {
-                return Err(format!(
-                    "unknown sslmode {s:?}: use one of {}",
-                    SslMode::NAMES
-                ));
-            }
-        })
-    }
-}
 
 /// An open socket to Postgres, encrypted or not.
 pub(crate) enum PgStream {
@@ -114,9 +47,16 @@ pub(crate) enum PgStream {
 }
 
 impl PgStream {
-    /// Whether what goes over this stream is encrypted.
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, PgStream::Tls(_))
+    /// Whether a password sent in cleartext stays off the network: it is
+    /// encrypted, or it goes to a Unix socket, which only this machine's
+    /// kernel carries.
+    pub(crate) fn is_private(&self) -> bool {
+        match self {
+            PgStream::Tcp(_) => false,
+            PgStream::Tls(_) => true,
+            #[cfg(unix)]
+            PgStream::Unix(_) => true,
+        }
     }
 }
 
@@ -234,6 +174,21 @@ pub(crate) async fn open(
                 ),
             });
         }
+        // Postgres's answer when it cannot start a backend at all (too
+        // many clients, out of memory at fork): worth retrying. Like libpq,
+        // Weir does not read the message after the byte: nothing has
+        // authenticated the server yet, so its words could be anyone's.
+        b'E' => {
+            return Err(PgError::Connection {
+                addr: addr.to_owned(),
+                context: "asking the server for TLS".into(),
+                message: "the server sent an error response instead of S or N, as Postgres \
+                          does when it cannot start a session (too many clients, out of \
+                          memory); its text is not shown, as it comes before the server is \
+                          authenticated"
+                    .into(),
+            });
+        }
         other => {
             return Err(PgError::Protocol {
                 addr: addr.to_owned(),
@@ -314,15 +269,10 @@ fn bare_name(presented: &str) -> &str {
 /// A TLS connector checking what `sslmode` and `sslrootcert` ask for.
 fn connector(cfg: &PostgresConfig) -> Result<tokio_rustls::TlsConnector, PgError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Connections may be opened without `validate` having run.
+    cfg.validate_tls()?;
     let roots = match &cfg.ssl_root_cert {
         Some(path) => Some(Arc::new(load_roots(path)?)),
-        None if cfg.ssl_mode.verifies() => {
-            return Err(PgError::Config(format!(
-                "postgres: sslmode = {} needs sslrootcert, the CA certificate(s) to check the \
-                 server's certificate against",
-                cfg.ssl_mode
-            )));
-        }
         None => None,
     };
     let verifier = Verifier {
@@ -414,203 +364,14 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// Refuses, on an unencrypted connection, a server's request for the
-/// password in cleartext, before tokio-postgres (which would simply send
-/// it) sees the request. It watches the backend messages up to the first
-/// ReadyForQuery and is a plain pass-through after that.
-pub(crate) struct CleartextGuard<S> {
-    inner: S,
-    /// Tag, length and (for `R`) the authentication code of the message
-    /// being read.
-    head: [u8; 9],
-    have: usize,
-    /// Body bytes of the current message still to pass by.
-    skip: usize,
-    watching: bool,
-}
-
-/// The error [`CleartextGuard`] fails the read with; found again by
-/// [`CleartextGuard::refused`].
-#[derive(Debug)]
-struct CleartextRefused;
-
-impl fmt::Display for CleartextRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(CLEARTEXT_REFUSED)
-    }
-}
-
-impl std::error::Error for CleartextRefused {}
-
-/// Why a cleartext password request is refused, and the ways out.
-pub(crate) const CLEARTEXT_REFUSED: &str = "the server asks for the password in cleartext over an unencrypted connection, and Weir \
-     does not send it there; use TLS (sslmode), switch the role to scram-sha-256, or set \
-     allow_cleartext_password = true";
-
-impl<S> CleartextGuard<S> {
-    /// Wraps `inner`; `watch` false makes it a plain pass-through.
-    pub(crate) fn new(inner: S, watch: bool) -> Self {
-        CleartextGuard {
-            inner,
-            head: [0; 9],
-            have: 0,
-            skip: 0,
-            watching: watch,
-        }
-    }
-
-    /// Whether `e` (anywhere in its chain) is this guard's refusal.
-    pub(crate) fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
-        let mut cur = Some(e);
-        while let Some(err) = cur {
-            if let Some(io) = err.downcast_ref::<io::Error>()
-                && io
-                    .get_ref()
-                    .is_some_and(|i| i.downcast_ref::<CleartextRefused>().is_some())
-            {
-                return true;
-            }
-            cur = err.source();
-        }
-        false
-    }
-
-    /// Follows the message framing through `data`; `Err` on a cleartext
-    /// password request.
-    fn watch(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while self.watching && !data.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
-                continue;
-            }
-            let want = if self.have >= 1 && self.head[0] == b'R' {
-                9
-            } else {
-                5
-            };
-            let n = (want - self.have).min(data.len());
-            self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have < want || (want == 5 && self.head[0] == b'R') {
-                continue;
-            }
-            let len = u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]])
-                as usize;
-            let body = len.saturating_sub(4);
-            match self.head[0] {
-                b'R' => {
-                    let code = i32::from_be_bytes([
-                        self.head[5],
-                        self.head[6],
-                        self.head[7],
-                        self.head[8],
-                    ]);
-                    if code == 3 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::PermissionDenied,
-                            CleartextRefused,
-                        ));
-                    }
-                    self.skip = body.saturating_sub(4);
-                }
-                b'Z' => self.watching = false,
-                _ => self.skip = body,
-            }
-            self.have = 0;
-        }
-        Ok(())
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CleartextGuard<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if let Err(e) = this.watch(&buf.filled()[before..]) {
-            // Nothing of the refused request reaches the client.
-            buf.set_filled(before);
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CleartextGuard<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&(4 + body.len() as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn presented_names_lose_their_wrapping() {
         assert_eq!(bare_name("DnsName(\"localhost\")"), "localhost");
         assert_eq!(bare_name("IpAddress(127.0.0.1)"), "127.0.0.1");
         assert_eq!(bare_name("db.example"), "db.example");
-    }
-
-    #[test]
-    fn modes_parse_with_libpq_names() {
-        for m in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
-            assert_eq!(m.parse::<SslMode>().unwrap().to_string(), m);
-        }
-        let e = "verify_full".parse::<SslMode>().unwrap_err();
-        assert!(
-            e.contains("verify_full") && e.contains("verify-full"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn guard_finds_cleartext_request_split_anywhere() {
-        let mut stream = msg(b'N', b"SNOTICE\0Mhi\0\0");
-        stream.extend(msg(b'R', &3i32.to_be_bytes()));
-        for cut in 0..stream.len() {
-            let mut g = CleartextGuard::new((), true);
-            let r = g
-                .watch(&stream[..cut])
-                .and_then(|()| g.watch(&stream[cut..]));
-            assert!(r.is_err(), "cut at {cut}");
-        }
-        // SCRAM, MD5 and trust pass; after ReadyForQuery nothing is watched.
-        let mut ok = msg(b'R', &[0, 0, 0, 10, b'S', b'C', 0, 0]);
-        ok.extend(msg(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]));
-        ok.extend(msg(b'R', &0i32.to_be_bytes()));
-        ok.extend(msg(b'Z', b"I"));
-        ok.extend(msg(b'R', &3i32.to_be_bytes()));
-        let mut g = CleartextGuard::new((), true);
-        for b in &ok {
-            g.watch(std::slice::from_ref(b)).unwrap();
-        }
     }
 }

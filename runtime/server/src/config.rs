@@ -161,9 +161,9 @@ pub struct SourceConfig {
     #[serde(default = "default_slot_wait", with = "humantime_serde")]
     pub slot_wait: Duration,
     /// TLS for both connections, with libpq's meanings: `disable`,
-    /// `prefer`, `require`, `verify-ca` or `verify-full`.
-    #[serde(default = "default_sslmode")]
-    pub sslmode: String,
+    /// `prefer` (the default), `require`, `verify-ca` or `verify-full`.
+    #[serde(default)]
+    pub sslmode: weir_postgres::SslMode,
     /// PEM file of the CA certificate(s) the server's certificate must
     /// chain to, relative to the config file.
     pub sslrootcert: Option<PathBuf>,
@@ -174,6 +174,12 @@ pub struct SourceConfig {
     /// Largest replication message accepted, in MiB.
     #[serde(default = "default_max_message_mib")]
     pub max_message_mib: usize,
+    /// Authentication methods the server may use, as libpq's
+    /// `require_auth`: a comma-separated list of `password`, `md5`,
+    /// `scram-sha-256` and `none` (or each with `!`: all but those). Unset:
+    /// any.
+    #[serde(default)]
+    pub require_auth: weir_postgres::RequireAuth,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -190,6 +196,7 @@ impl fmt::Debug for SourceConfig {
             .field("all_tables", &self.all_tables)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
+            .field("require_auth", &self.require_auth.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -530,9 +537,6 @@ fn default_status_interval() -> Duration {
 fn default_slot_wait() -> Duration {
     Duration::from_secs(15)
 }
-fn default_sslmode() -> String {
-    "prefer".into()
-}
 fn default_max_message_mib() -> usize {
     weir_postgres::DEFAULT_MAX_MESSAGE_BYTES >> 20
 }
@@ -708,16 +712,8 @@ impl Config {
         if s.database.is_empty() {
             problems.push("source.database: must not be empty".into());
         }
-        match s.sslmode.parse::<weir_postgres::SslMode>() {
-            Err(e) => problems.push(format!("source.sslmode: {e}")),
-            Ok(m @ (weir_postgres::SslMode::VerifyCa | weir_postgres::SslMode::VerifyFull))
-                if s.sslrootcert.is_none() =>
-            {
-                problems.push(format!(
-                    "source.sslrootcert: sslmode = \"{m}\" needs the CA certificate file to check the server against"
-                ));
-            }
-            Ok(_) => {}
+        if let Err(e) = s.sslmode.check_root_cert(s.sslrootcert.as_deref()) {
+            problems.push(format!("source.sslrootcert: {e}"));
         }
         if s.max_message_mib == 0 {
             problems.push("source.max_message_mib: must be at least 1".into());
@@ -1073,7 +1069,7 @@ path = "-"
     #[test]
     fn source_tls_settings() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.source.sslmode, "prefer");
+        assert_eq!(c.source.sslmode, weir_postgres::SslMode::Prefer);
         assert_eq!(c.source.max_message_mib, 1024);
         assert!(!c.source.allow_cleartext_password);
         let text = MINIMAL.replace(
@@ -1085,18 +1081,33 @@ path = "-"
             c.source.sslrootcert.as_deref(),
             Some(Path::new("/etc/weir/certs/ca.pem"))
         );
-        let errs =
-            parse(&MINIMAL.replace("[source]", "[source]\nsslmode = \"verify\"")).unwrap_err();
-        assert!(
-            errs[0].starts_with("source.sslmode:") && errs[0].contains("verify-full"),
-            "{errs:?}"
-        );
+        assert_eq!(c.source.sslmode, weir_postgres::SslMode::VerifyFull);
+        for bad in ["verify", "verify_full", "Require", ""] {
+            let text = MINIMAL.replace("[source]", &format!("[source]\nsslmode = {bad:?}"));
+            let errs = parse(&text).unwrap_err();
+            assert!(
+                errs[0].starts_with("source.sslmode:")
+                    && errs[0].contains(&format!("`{bad}`"))
+                    && errs[0].contains("`verify-ca`, `verify-full`"),
+                "{errs:?}"
+            );
+        }
         let errs =
             parse(&MINIMAL.replace("[source]", "[source]\nsslmode = \"verify-ca\"")).unwrap_err();
         assert!(errs[0].starts_with("source.sslrootcert:"), "{errs:?}");
         let errs =
             parse(&MINIMAL.replace("[source]", "[source]\nmax_message_mib = 0")).unwrap_err();
         assert!(errs[0].starts_with("source.max_message_mib:"), "{errs:?}");
+        let text = MINIMAL.replace("[source]", "[source]\nrequire_auth = \"scram-sha-256\"");
+        let auth = parse(&text).unwrap().source.require_auth;
+        assert!(auth.allows(weir_postgres::AuthMethod::ScramSha256));
+        assert!(!auth.allows(weir_postgres::AuthMethod::None));
+        let text = MINIMAL.replace("[source]", "[source]\nrequire_auth = \"scram\"");
+        let errs = parse(&text).unwrap_err();
+        assert!(
+            errs[0].starts_with("source.require_auth:") && errs[0].contains("scram-sha-256"),
+            "{errs:?}"
+        );
     }
 
     #[test]

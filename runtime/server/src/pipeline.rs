@@ -161,11 +161,11 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         status_interval: s.status_interval,
         slot_wait: s.slot_wait,
         max_batch,
-        // Validated when the config was read.
-        ssl_mode: s.sslmode.parse().unwrap_or_default(),
+        ssl_mode: s.sslmode,
         ssl_root_cert: s.sslrootcert.clone(),
         allow_cleartext_password: s.allow_cleartext_password,
         max_message_bytes: s.max_message_mib.saturating_mul(1 << 20),
+        require_auth: s.require_auth.clone(),
     }
 }
 
