@@ -30,9 +30,9 @@ pub fn forbid_address(addr: SocketAddr) {
 
 fn is_forbidden(ip: IpAddr, port: u16) -> bool {
     let forbidden = FORBIDDEN.read().unwrap_or_else(|e| e.into_inner());
-    forbidden.iter().any(|f| {
-        f.port() == port && (f.ip().is_unspecified() || canonical(f.ip()) == ip)
-    })
+    forbidden
+        .iter()
+        .any(|f| f.port() == port && (f.ip().is_unspecified() || canonical(f.ip()) == ip))
 }
 
 /// What network access a plugin has.
