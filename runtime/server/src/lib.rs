@@ -16,6 +16,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+mod dead_letter;
 pub mod pipeline;
 mod processor;
 pub mod reload;

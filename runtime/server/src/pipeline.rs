@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -734,33 +734,8 @@ fn sink_dead_letter(sink: &str, error: &str, record: &SinkRecord) -> Result<RawM
         }
         SinkPayload::Change(event) => event,
     };
-    let encode = |e: weir_sinks::EncodeError| {
-        HaltError::Internal(format!("cannot encode a dead letter: {e}"))
-    };
-    let mut value = Vec::with_capacity(512);
-    value.extend_from_slice(b"{\"sink\":");
-    serde_json::to_writer(&mut value, sink).expect("writing to a Vec");
-    value.extend_from_slice(b",\"error\":");
-    serde_json::to_writer(&mut value, error).expect("writing to a Vec");
-    value.extend_from_slice(b",\"failed_at\":\"");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    weir_sinks::write_utc_timestamp(&mut value, now);
-    value.extend_from_slice(b"\",\"event\":");
-    weir_sinks::encode_native_json(event, &mut value).map_err(encode)?;
-    value.push(b'}');
-    let mut key = Vec::new();
-    let key = match weir_sinks::encode_key_json(event, &mut key).map_err(encode)? {
-        true => Some(key),
-        false => None,
-    };
-    Ok(RawMessage {
-        key,
-        value: Some(value),
-        headers,
-        source: event.source,
-    })
+    crate::dead_letter::letter(&[("sink", sink), ("error", error)], headers, event)
+        .map_err(|e| HaltError::Internal(format!("cannot encode a dead letter: {e}")))
 }
 
 /// A record, described for an operator.

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -541,35 +540,14 @@ fn dead_letter(
     error: &str,
     event: &ChangeEvent,
 ) -> Result<RawMessage, HaltError> {
-    let encode = |e: weir_sinks::EncodeError| {
-        HaltError::Internal(format!("cannot encode a dead letter: {e}"))
-    };
-    let mut value = Vec::with_capacity(512);
-    value.extend_from_slice(b"{\"plugin\":");
-    serde_json::to_writer(&mut value, plugin).expect("writing to a Vec");
-    value.extend_from_slice(b",\"plugin_kind\":");
-    serde_json::to_writer(&mut value, kind).expect("writing to a Vec");
-    value.extend_from_slice(b",\"plugin_version\":");
-    serde_json::to_writer(&mut value, version).expect("writing to a Vec");
-    value.extend_from_slice(b",\"error\":");
-    serde_json::to_writer(&mut value, error).expect("writing to a Vec");
-    value.extend_from_slice(b",\"failed_at\":\"");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    weir_sinks::write_utc_timestamp(&mut value, now);
-    value.extend_from_slice(b"\",\"event\":");
-    weir_sinks::encode_native_json(event, &mut value).map_err(encode)?;
-    value.push(b'}');
-    let mut key = Vec::new();
-    let key = match weir_sinks::encode_key_json(event, &mut key).map_err(encode)? {
-        true => Some(key),
-        false => None,
-    };
-    Ok(RawMessage {
-        key,
-        value: Some(value),
-        headers: vec![
+    crate::dead_letter::letter(
+        &[
+            ("plugin", plugin),
+            ("plugin_kind", kind),
+            ("plugin_version", version),
+            ("error", error),
+        ],
+        vec![
             ("weir.plugin".to_owned(), plugin.as_bytes().to_vec()),
             (
                 "weir.plugin_version".to_owned(),
@@ -577,6 +555,7 @@ fn dead_letter(
             ),
             ("weir.error".to_owned(), error.as_bytes().to_vec()),
         ],
-        source: event.source,
-    })
+        event,
+    )
+    .map_err(|e| HaltError::Internal(format!("cannot encode a dead letter: {e}")))
 }
