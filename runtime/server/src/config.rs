@@ -903,6 +903,37 @@ impl Config {
                     dir.guest
                 ));
             }
+            // The cache holds native code and the key that vouches for it:
+            // a plugin that could read the key could plant code Weir runs.
+            if let Some(cache) = self.plugins.cache_dir() {
+                let (host, cache) = (resolved(&dir.host), resolved(&cache));
+                if cache.starts_with(&host) || host.starts_with(&cache) {
+                    problems.push(format!(
+                        "{field}.sandbox.dirs[{i}].host: {} holds or lies in the compiled-code cache {}; grant a directory outside it, or move plugins.cache_dir",
+                        dir.host.display(),
+                        cache.display()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `path` with links resolved as far as it exists, so two spellings of one
+/// directory compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut base = path;
+    loop {
+        if let Ok(real) = base.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                base = parent;
+            }
+            _ => return path.to_path_buf(),
         }
     }
 }
@@ -1341,6 +1372,17 @@ path = "-"
             "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\nfuel = 1000\non_failure = \"dead-letter\"\nbreaker = {{ max_failures = 3, window = \"30s\" }}\nsandbox = {{ env = {{ TZ = \"UTC\" }}, network = true, dirs = [{{ host = \"src\", guest = \"/src\" }}] }}\n\n[[transforms]]\nname = \"listed\"\npath = \"Cargo.toml\"\nsandbox = {{ network = [\"10.0.0.0/8\", \"api.example.com:443\"] }}\n\n[dead_letter]\nsink = \"out\"\ntopic = \"dlq\"\n\n[plugins]\nwatch = false\ncache_dir = \"compiled\"\ncache_max_mib = 64\n"
         );
         let c = Config::parse(&good, base, &|_| None).unwrap();
+        // A grant holding the cache (here: the crate dir, which holds
+        // `compiled`) would hand a plugin the key that vouches for native
+        // code.
+        let cache_granted = good.replace("host = \"src\"", "host = \".\"");
+        let errs = Config::parse(&cache_granted, base, &|_| None).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("transforms[0].sandbox.dirs[0].host:")
+                    && e.contains("compiled-code cache")),
+            "{errs:?}"
+        );
         let t = &c.transforms[0];
         assert_eq!(t.fuel, Some(1000));
         assert_eq!(t.on_failure, FailurePolicy::DeadLetter);

@@ -111,8 +111,13 @@ impl streams::Host for BoundedIo<'_> {
 }
 
 impl streams::HostInputStream for BoundedIo<'_> {
+    // Dropping a stream waits for its background work to stop (a socket's
+    // pending write, say): bounded like every other wait.
     fn drop(&mut self, stream: Resource<DynInputStream>) -> wasmtime::Result<()> {
-        streams::HostInputStream::drop(&mut *self.table, stream)
+        until(
+            self.deadline,
+            async_streams::HostInputStream::drop(&mut *self.table, stream),
+        )?
     }
 
     fn read(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<Vec<u8>> {
@@ -150,8 +155,13 @@ impl streams::HostInputStream for BoundedIo<'_> {
 }
 
 impl streams::HostOutputStream for BoundedIo<'_> {
+    // A TCP writer's drop waits for the write in flight, which a peer that
+    // never reads holds up for ever.
     fn drop(&mut self, stream: Resource<DynOutputStream>) -> wasmtime::Result<()> {
-        streams::HostOutputStream::drop(&mut *self.table, stream)
+        until(
+            self.deadline,
+            async_streams::HostOutputStream::drop(&mut *self.table, stream),
+        )?
     }
 
     fn check_write(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<u64> {

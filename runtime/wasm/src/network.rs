@@ -76,6 +76,7 @@ impl NetworkGrant {
                 for rule in rules {
                     if let Target::Host(host) = &rule.target
                         && rule.port.is_none_or(|p| p == addr.port())
+                        && name_may_reach(host, ip)
                         && resolves_to(host.clone(), ip).await
                     {
                         return true;
@@ -85,6 +86,13 @@ impl NetworkGrant {
             }
         }
     }
+}
+
+/// Whether a host name rule may lead to `ip` at all. Whoever runs a name's
+/// DNS must not steer a plugin to this machine or a metadata service, so
+/// reserved addresses are reached through a name only if it is `localhost`.
+fn name_may_reach(host: &str, ip: IpAddr) -> bool {
+    reserved_prefix(ip).is_none() || host.eq_ignore_ascii_case("localhost")
 }
 
 /// Whether `host` has `ip` among its addresses.
@@ -272,11 +280,17 @@ fn contains(base: IpAddr, prefix: u8, ip: IpAddr) -> bool {
 }
 
 /// The prefix length of the reserved range holding `ip` (canonical), if
-/// any: loopback, link-local, unspecified ("this network").
+/// any: loopback, link-local, unspecified ("this network"), and cloud
+/// metadata services outside those (AWS's IPv6 one, Alibaba's).
 fn reserved_prefix(ip: IpAddr) -> Option<u8> {
     const RANGES: &[(IpAddr, u8)] = &[
         (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
         (IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)), 16),
+        (IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)), 32),
+        (
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+            128,
+        ),
         (IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)), 8),
         (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
         (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
@@ -301,6 +315,20 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(grant.allows(addr.parse().unwrap()))
+    }
+
+    #[test]
+    fn a_host_name_never_leads_to_a_reserved_address_unless_it_is_localhost() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(name_may_reach("LocalHost", ip("127.0.0.1")));
+        assert!(name_may_reach("api.example.com", ip("93.184.216.34")));
+        for reserved in ["127.0.0.1", "::1", "169.254.169.254", "fd00:ec2::254"] {
+            assert!(
+                !name_may_reach("api.example.com", ip(reserved)),
+                "{reserved}"
+            );
+        }
+        assert!(allows(&only(&["localhost"]), "127.0.0.1:9000"));
     }
 
     #[test]
@@ -338,6 +366,8 @@ mod tests {
             "[fe80::1]:80",
             "[::ffff:127.0.0.1]:9000",
             "[::ffff:169.254.169.254]:80",
+            "[fd00:ec2::254]:80",
+            "100.100.100.200:80",
         ] {
             assert!(!allows(&public, addr), "{addr}");
         }
