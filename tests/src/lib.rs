@@ -59,6 +59,21 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+const STAMP_MARKER: &[u8] = b"weir-stamp:000";
+
+/// The stamp plugin with its marker rewritten to `weir-stamp:NNN`: a valid
+/// component with another hash, that stamps changes with another marker,
+/// for deploying "new versions" in tests.
+pub fn stamp_version(n: u32) -> Vec<u8> {
+    let mut bytes = std::fs::read(plugin("stamp")).unwrap();
+    let at = bytes
+        .windows(STAMP_MARKER.len())
+        .position(|w| w == STAMP_MARKER)
+        .expect("the stamp plugin holds its marker");
+    bytes[at..at + STAMP_MARKER.len()].copy_from_slice(format!("weir-stamp:{n:03}").as_bytes());
+    bytes
+}
+
 /// The path of a Python or JavaScript example component (`redact_pii`,
 /// `normalize`, `py_passthrough`, `js_passthrough`), built by
 /// `scripts/build-polyglot-plugins`.

@@ -287,20 +287,6 @@ fn listening_off_loopback_needs_a_token() {
     }
 }
 
-const MARKER: &[u8] = b"weir-stamp:000";
-
-/// The stamp plugin with another marker: a valid component with another
-/// hash (as in the hot-swap test).
-fn stamp_version(n: u32) -> Vec<u8> {
-    let mut bytes = std::fs::read(plugin("stamp")).unwrap();
-    let at = bytes
-        .windows(MARKER.len())
-        .position(|w| w == MARKER)
-        .expect("the stamp plugin holds its marker");
-    bytes[at..at + MARKER.len()].copy_from_slice(format!("weir-stamp:{n:03}").as_bytes());
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn few_new_versions_wait_for_a_transaction_boundary() {
     let db = TestDb::new("admin_swaps", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;

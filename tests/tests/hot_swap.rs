@@ -13,20 +13,6 @@ use std::time::Duration;
 
 use weir_tests::*;
 
-const MARKER: &[u8] = b"weir-stamp:000";
-
-/// The stamp plugin with its marker rewritten to `weir-stamp:NNN`: a valid
-/// component with another hash, that stamps changes with another marker.
-fn stamp_version(n: u32) -> Vec<u8> {
-    let mut bytes = std::fs::read(plugin("stamp")).unwrap();
-    let at = bytes
-        .windows(MARKER.len())
-        .position(|w| w == MARKER)
-        .expect("the stamp plugin holds its marker");
-    bytes[at..at + MARKER.len()].copy_from_slice(format!("weir-stamp:{n:03}").as_bytes());
-    bytes
-}
-
 /// The running version of the plugin, once the pipeline reports it.
 fn running_version(admin: u16) -> String {
     wait_for(Duration::from_secs(30), || {
