@@ -191,6 +191,35 @@ pub struct SinkRecord {
 }
 
 impl SinkRecord {
+    /// Roughly how many bytes the record takes once encoded: its values'
+    /// sizes plus a little per column. For splitting batches by
+    /// [`Capabilities::max_batch_bytes`](crate::Capabilities), not for
+    /// anything exact.
+    pub fn estimated_size(&self) -> usize {
+        match &self.payload {
+            SinkPayload::Raw(m) => {
+                m.key.as_ref().map_or(0, Vec::len)
+                    + m.value.as_ref().map_or(0, Vec::len)
+                    + m.headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            }
+            SinkPayload::Change(e) => {
+                let row = |r: &Option<Vec<Value>>| {
+                    r.as_ref().map_or(0, |r| {
+                        r.iter().map(|v| v.estimated_size() + 8).sum::<usize>()
+                    })
+                };
+                64 + row(&e.before)
+                    + row(&e.after)
+                    + e.message
+                        .as_ref()
+                        .map_or(0, |m| m.prefix.len() + m.content.len())
+            }
+        }
+    }
+
     /// The source position of the record.
     pub fn source(&self) -> &SourceInfo {
         match &self.payload {

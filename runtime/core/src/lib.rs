@@ -16,8 +16,10 @@
 //! This crate does no I/O and depends on nothing heavy, so every other crate
 //! (and plugin tooling) can share it.
 
+pub mod duration;
 mod event;
 mod lsn;
+mod position;
 mod schema;
 mod sink;
 mod value;
@@ -27,6 +29,7 @@ pub use event::{
     SourceItem, TxnBegin, TxnCommit, TxnId,
 };
 pub use lsn::{Lsn, ParseLsnError};
+pub use position::Position;
 pub use schema::{Column, ReplicaIdentity, TableSchema};
-pub use sink::{Rejected, Sink, SinkError, SinkErrorKind};
+pub use sink::{Capabilities, Rejected, RetryPolicy, Sink, SinkError, SinkErrorKind};
 pub use value::Value;

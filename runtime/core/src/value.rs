@@ -47,4 +47,16 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
+
+    /// Roughly how many bytes the value takes as text.
+    pub fn estimated_size(&self) -> usize {
+        match self {
+            Value::Null | Value::Unchanged | Value::Bool(_) => 4,
+            Value::Int(_) | Value::Float(_) | Value::Date(_) | Value::Time(_) => 12,
+            Value::Timestamp(_) | Value::TimestampTz(_) | Value::Uuid(_) => 36,
+            Value::Numeric(s) | Value::Text(s) | Value::Json(s) | Value::Other(s) => s.len(),
+            // base64 in JSON, hex in text: between 4/3 and 2 bytes per byte.
+            Value::Bytes(b) => b.len() * 2,
+        }
+    }
 }

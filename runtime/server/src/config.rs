@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use weir_sinks::{FileSinkConfig, KafkaSinkConfig};
+use weir_codec::TemplateUse;
+use weir_sinks::SinkSpec;
 use weir_wasm::{NetworkGrant, NetworkRule};
 
 /// The whole configuration file.
@@ -31,8 +32,17 @@ pub struct Config {
     /// without a router) every change goes to every sink.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
-    /// Named sinks.
-    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Named sinks, as written: `[sinks.NAME]` with a `type` (see
+    /// `weir_sinks::SINK_TYPES`). Read into [`sinks`](Self::sinks) and
+    /// emptied, so that no secret in them stays behind.
+    #[serde(rename = "sinks")]
+    sink_sections: BTreeMap<String, toml::Table>,
+    /// The configured sink names, whether or not their sections are valid.
+    #[serde(skip)]
+    sink_names: Vec<String>,
+    /// Named sinks, each validated by its own type.
+    #[serde(skip)]
+    pub sinks: BTreeMap<String, Box<dyn SinkSpec>>,
     /// Tuning of the pipeline between source and sinks.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -66,7 +76,10 @@ pub struct PluginsConfig {
     #[serde(default = "yes")]
     pub watch: bool,
     /// How often plugin files are checked for changes.
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_poll_interval",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub poll_interval: Duration,
     /// Where compiled plugin code is kept across restarts and reloads.
     /// Defaults to `$XDG_CACHE_HOME/weir/compiled` (or
@@ -155,10 +168,16 @@ pub struct SourceConfig {
     #[serde(default)]
     pub binary: bool,
     /// How often to report progress to Postgres even when nothing changes.
-    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_status_interval",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub status_interval: Duration,
     /// How long to wait for a slot still held by a previous process.
-    #[serde(default = "default_slot_wait", with = "humantime_serde")]
+    #[serde(
+        default = "default_slot_wait",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub slot_wait: Duration,
     /// TLS for both connections, with libpq's meanings: `disable`,
     /// `prefer` (the default), `require`, `verify-ca` or `verify-full`.
@@ -216,7 +235,10 @@ pub struct PluginConfig {
     #[serde(default = "default_memory_mib")]
     pub memory_limit_mib: usize,
     /// Wall-clock deadline for one call into the plugin.
-    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_call_timeout",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Fuel per call: a deterministic bound on the work of one call
     /// (roughly one unit per instruction). Unset: no metering, which is
@@ -272,7 +294,10 @@ pub struct BreakerConfig {
     #[serde(default = "default_breaker_failures")]
     pub max_failures: u32,
     /// The sliding window failures are counted in.
-    #[serde(default = "default_breaker_window", with = "humantime_serde")]
+    #[serde(
+        default = "default_breaker_window",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub window: Duration,
 }
 
@@ -392,18 +417,6 @@ pub struct RouteConfig {
     pub topic: Option<String>,
 }
 
-/// A sink, tagged by `type`.
-// One per configured sink, read once: the size of the Kafka variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkConfig {
-    /// JSON Lines into a file or stdout.
-    File(FileSinkConfig),
-    /// Kafka topics.
-    Kafka(KafkaSinkConfig),
-}
-
 /// Pipeline tuning.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -416,11 +429,17 @@ pub struct PipelineConfig {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Longest wait between retries of a sink that is down.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub max_retry_backoff: Duration,
     /// How long a sink may keep failing before `/health` reports the
     /// pipeline as degraded (503) and `weir_sink_degraded` turns 1.
-    #[serde(default = "default_degraded_after", with = "humantime_serde")]
+    #[serde(
+        default = "default_degraded_after",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
     pub degraded_after: Duration,
 }
 
@@ -647,7 +666,24 @@ impl Config {
         {
             *dir = base.join(&*dir);
         }
-        let problems = config.validate();
+        let mut problems = Vec::new();
+        for (name, section) in std::mem::take(&mut config.sink_sections) {
+            config.sink_names.push(name.clone());
+            match weir_sinks::parse_sink(section) {
+                Ok(spec) => {
+                    problems.extend(
+                        spec.validate()
+                            .into_iter()
+                            .map(|p| format!("sinks.{name}.{p}")),
+                    );
+                    config.sinks.insert(name.clone(), spec);
+                }
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|p| format!("sinks.{name}.{p}")));
+                }
+            }
+        }
+        problems.extend(config.validate());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -655,24 +691,23 @@ impl Config {
         }
     }
 
-    /// Topics given outside a Kafka sink's own section (a dead-letter
-    /// topic, a route's topic) must make valid Kafka topic names too.
-    fn validate_kafka_topics(&self, problems: &mut Vec<String>) {
-        use weir_sinks::kafka::TemplateUse;
-        let is_kafka = |sink: &str| matches!(self.sinks.get(sink), Some(SinkConfig::Kafka(_)));
+    /// Topics given outside a sink's own section (a dead-letter topic, a
+    /// route's topic) must make names that sink can use.
+    fn validate_topics(&self, problems: &mut Vec<String>) {
         if let Some(dl) = &self.dead_letter
             && let Some(topic) = &dl.topic
-            && is_kafka(&dl.sink)
-            && let Err(e) = KafkaSinkConfig::check_topic_template(topic, TemplateUse::Raw)
+            && let Some(spec) = self.sinks.get(&dl.sink)
+            && let Err(e) = spec.check_topic(topic, TemplateUse::Raw)
         {
             problems.push(format!("dead_letter.topic: {topic:?} {e}"));
         }
         for (i, r) in self.routes.iter().enumerate() {
-            if let Some(topic) = &r.topic
-                && r.sinks.iter().any(|s| is_kafka(s))
-                && let Err(e) = KafkaSinkConfig::check_topic_template(topic, TemplateUse::Change)
-            {
-                problems.push(format!("routes[{i}].topic: {topic:?} {e}"));
+            let Some(topic) = &r.topic else { continue };
+            for spec in r.sinks.iter().filter_map(|s| self.sinks.get(s)) {
+                if let Err(e) = spec.check_topic(topic, TemplateUse::Change) {
+                    problems.push(format!("routes[{i}].topic: {topic:?} {e}"));
+                    break;
+                }
             }
         }
     }
@@ -718,19 +753,8 @@ impl Config {
         if s.max_message_mib == 0 {
             problems.push("source.max_message_mib: must be at least 1".into());
         }
-        if self.sinks.is_empty() {
+        if self.sink_names.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());
-        }
-        for (name, sink) in &self.sinks {
-            let sink_problems = match sink {
-                SinkConfig::File(c) => c.validate(),
-                SinkConfig::Kafka(c) => c.validate(),
-            };
-            problems.extend(
-                sink_problems
-                    .into_iter()
-                    .map(|p| format!("sinks.{name}.{p}")),
-            );
         }
         for (i, p) in self.transforms.iter().enumerate() {
             self.check_plugin(&format!("transforms[{i}]"), p, &mut problems);
@@ -751,7 +775,7 @@ impl Config {
             }
         }
         if let Some(dl) = &self.dead_letter
-            && !self.sinks.contains_key(&dl.sink)
+            && !self.sink_names.contains(&dl.sink)
         {
             problems.push(format!(
                 "dead_letter.sink: no sink named {:?} (configured: {})",
@@ -759,7 +783,7 @@ impl Config {
                 self.sink_names()
             ));
         }
-        self.validate_kafka_topics(&mut problems);
+        self.validate_topics(&mut problems);
         if self.plugins.cache_max_mib == 0 {
             problems.push("plugins.cache_max_mib: must be at least 1 (set cache_dir = \"\" to keep compiled code in memory only)".into());
         }
@@ -779,7 +803,7 @@ impl Config {
                 problems.push(format!("routes[{i}].sinks: name at least one sink"));
             }
             for sink in &r.sinks {
-                if !self.sinks.contains_key(sink) {
+                if !self.sink_names.contains(sink) {
                     problems.push(format!(
                         "routes[{i}].sinks: no sink named {sink:?} (configured: {})",
                         self.sink_names()
@@ -801,7 +825,7 @@ impl Config {
 
     /// Sink names, comma-separated, for messages.
     pub fn sink_names(&self) -> String {
-        self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+        self.sink_names.join(", ")
     }
 }
 
@@ -1094,7 +1118,7 @@ path = "-"
         assert_eq!(c.source.port, 5432);
         assert!(c.source.create_slot);
         assert_eq!(c.source.status_interval, Duration::from_secs(10));
-        assert!(matches!(c.sinks["out"], SinkConfig::File(_)));
+        assert!(c.sinks["out"].as_any().is::<weir_sinks::FileSinkConfig>());
     }
 
     #[test]
@@ -1538,9 +1562,10 @@ path = "-"
             .replace("topic = \"{table}\"", "topic = \"dlq\"")
             .replace("cdc/{table}", "cdc.{table}");
         let c = parse(&fixed).unwrap();
-        let SinkConfig::Kafka(k) = &c.sinks["k"] else {
-            panic!("not kafka");
-        };
+        let k = c.sinks["k"]
+            .as_any()
+            .downcast_ref::<weir_sinks::KafkaSinkConfig>()
+            .expect("a kafka sink");
         assert_eq!(k.sasl_password.as_deref(), Some("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.pipeline.degraded_after, Duration::from_secs(60));

@@ -5,8 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use weir_codec::EncodeError;
 use weir_core::{ChangeEvent, RawMessage};
-use weir_sinks::EncodeError;
 
 /// `{"<why>":…, "failed_at":…, "event":…}` for `event`, keyed like the
 /// change (so a compacted topic keeps the last failure per row), with
@@ -31,12 +31,12 @@ pub(crate) fn letter(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
-    weir_sinks::write_utc_timestamp(&mut value, now);
+    weir_codec::write_utc_timestamp(&mut value, now);
     value.extend_from_slice(b"\",\"event\":");
-    weir_sinks::encode_native_json(event, &mut value)?;
+    weir_codec::encode_native_json(event, &mut value)?;
     value.push(b'}');
     let mut key = Vec::new();
-    let key = weir_sinks::encode_key_json(event, &mut key)?.then_some(key);
+    let key = weir_codec::encode_key_json(event, &mut key)?.then_some(key);
     Ok(RawMessage {
         key,
         value: Some(value),

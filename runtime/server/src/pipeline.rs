@@ -13,7 +13,7 @@
 //! OS thread because wasmtime calls are synchronous and may take up to
 //! their deadline; new plugin versions reach it from the [`Deployer`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,28 +23,28 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_core::{
-    ChangeEvent, Destination, RawMessage, Rejected, Sink, SinkError, SinkErrorKind, SinkPayload,
-    SinkRecord, SourceItem, Value,
+    Capabilities, ChangeEvent, Destination, Op, RawMessage, Rejected, Sink, SinkError,
+    SinkErrorKind, SinkPayload, SinkRecord, SourceItem, Value,
 };
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
-use weir_sinks::{FileSink, KafkaSink};
+use weir_sinks::retry::Backoff;
 use weir_wasm::{
     DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
 };
 
 use crate::checkpoint::{AckError, Checkpointer, txn_runs};
-use crate::config::{Config, PluginConfig, SinkConfig, SourceConfig, parse_table};
+use crate::config::{Config, PluginConfig, SourceConfig, parse_table};
 use crate::processor::Processor;
 use crate::reload::Deployer;
 use crate::routing::RouteRules;
 use crate::stages::Stage;
-use crate::status::{State, Status};
+use crate::status::{SinkCounters, State, Status};
 
 /// Why the pipeline could not start. Nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A sink could not be opened or reached. (Sink errors name the sink.)
-    #[error("{error}")]
+    /// A sink could not be opened or reached.
+    #[error("sink {sink}: {error}")]
     Sink {
         /// The sink's name.
         sink: String,
@@ -107,8 +107,8 @@ pub enum HaltError {
         /// The configured sinks.
         known: String,
     },
-    /// A sink failed in a way retrying cannot fix. (Sink errors name the sink.)
-    #[error("{error}")]
+    /// A sink failed in a way retrying cannot fix.
+    #[error("sink {sink}: {error}")]
     Sink {
         /// The sink's name.
         sink: String,
@@ -249,14 +249,8 @@ pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError>
 
 async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    for (name, sink) in &config.sinks {
-        let opened: Result<Box<dyn Sink>, SinkError> = match sink {
-            SinkConfig::File(c) => FileSink::open(name, c).map(|s| Box::new(s) as _),
-            SinkConfig::Kafka(c) => KafkaSink::connect(name, c.clone())
-                .await
-                .map(|s| Box::new(s) as _),
-        };
-        sinks.push(opened.map_err(|error| StartError::Sink {
+    for (name, spec) in &config.sinks {
+        sinks.push(spec.build(name).await.map_err(|error| StartError::Sink {
             sink: name.clone(),
             error,
         })?);
@@ -321,8 +315,10 @@ impl Pipeline {
                         tx: sink_txs[i].clone(),
                     })
                 });
+            let caps = config.sinks[sink.name()].capabilities();
             tasks.spawn(sink_task(
                 sink,
+                caps,
                 rx,
                 letters,
                 checkpointer.clone(),
@@ -573,9 +569,12 @@ struct DeadLetters {
 
 /// Writes batches to one sink, retrying while it is unavailable, and
 /// reports each durable batch to the checkpointer. Records the sink
-/// refuses for good go to the dead-letter sink, or halt the pipeline.
+/// refuses for good, or that it cannot take at all (see
+/// [`refusal`]), go to the dead-letter sink, or halt the pipeline.
+#[allow(clippy::too_many_arguments)]
 async fn sink_task(
     mut sink: Box<dyn Sink>,
+    caps: Capabilities,
     mut rx: mpsc::Receiver<Vec<SinkRecord>>,
     dead_letters: Option<DeadLetters>,
     checkpointer: Arc<Checkpointer>,
@@ -588,49 +587,61 @@ async fn sink_task(
     // Coalescing small batches that queued up while the sink was busy
     // amortises the per-write fsync or delivery round trip.
     const COALESCE_RECORDS: usize = 16_384;
+    let coalesce = COALESCE_RECORDS.min(caps.max_batch_records.max(1));
+    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     while let Some(mut batch) = rx.recv().await {
-        while batch.len() < COALESCE_RECORDS {
+        while batch.len() < coalesce {
             match rx.try_recv() {
                 Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
-        let mut backoff = Duration::from_millis(100);
-        let mut rejected = Vec::new();
-        loop {
-            let written = tokio::select! {
-                written = sink.write(&batch) => written,
-                _ = abort.cancelled() => return Ok(()),
+        // Records the sink cannot take never reach it; the others are
+        // written in chunks it can take, in order.
+        let mut rejected: Vec<Rejected> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                refusal(record, caps).map(|reason| Rejected { index, reason })
+            })
+            .collect();
+        let kept: Vec<usize> = if rejected.is_empty() {
+            Vec::new()
+        } else {
+            let refused: HashSet<usize> = rejected.iter().map(|r| r.index).collect();
+            (0..batch.len()).filter(|i| !refused.contains(i)).collect()
+        };
+        let screened: Vec<SinkRecord>;
+        let writable: &[SinkRecord] = if rejected.is_empty() {
+            &batch
+        } else {
+            screened = kept.iter().map(|&i| batch[i].clone()).collect();
+            &screened
+        };
+        let mut offset = 0;
+        for chunk in chunks(writable, caps) {
+            let Some(refused) =
+                write_chunk(&mut *sink, chunk, counters, &mut backoff, &abort).await
+            else {
+                return Ok(());
             };
-            let error = match written {
-                Ok(()) => break,
-                Err(error) => error,
-            };
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            match error.kind() {
-                SinkErrorKind::Retryable => {
-                    tracing::warn!(sink = %name, error = %error, retry_in = ?backoff, "sink write failed; retrying the batch");
-                    counters.set_error(Some(error.to_string()));
-                    counters.failing();
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = abort.cancelled() => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-                SinkErrorKind::Rejected => {
-                    if let SinkError::Rejected(list) = error {
-                        rejected = list;
-                    }
-                    break;
-                }
-                SinkErrorKind::Fatal => {
-                    counters.failing();
-                    return Err(HaltError::Sink { sink: name, error });
-                }
+            let refused = refused.map_err(|error| HaltError::Sink {
+                sink: name.clone(),
+                error,
+            })?;
+            for r in refused {
+                let at = offset + r.index;
+                let index = if kept.is_empty() { at } else { kept[at] };
+                rejected.push(Rejected {
+                    index,
+                    reason: r.reason,
+                });
             }
+            offset += chunk.len();
         }
+        backoff.reset();
         if !rejected.is_empty() {
+            rejected.sort_by_key(|r| r.index);
             let Some(letters) = &dead_letters else {
                 let first = &rejected[0];
                 return Err(HaltError::RecordRejected {
@@ -658,6 +669,109 @@ async fn sink_task(
     sink.close()
         .await
         .map_err(|error| HaltError::Sink { sink: name, error })
+}
+
+/// Writes one chunk until it is durable, waiting between tries as the
+/// error's kind decides ([`Backoff::after`]). `Some(Ok(refused))` once it
+/// is (but for the refused records, indexes into `chunk`), `Some(Err(_))`
+/// for an error that is not retried, `None` when stopping.
+async fn write_chunk(
+    sink: &mut dyn Sink,
+    chunk: &[SinkRecord],
+    counters: &SinkCounters,
+    backoff: &mut Backoff,
+    abort: &CancellationToken,
+) -> Option<Result<Vec<Rejected>, SinkError>> {
+    loop {
+        let written = tokio::select! {
+            written = sink.write(chunk) => written,
+            _ = abort.cancelled() => return None,
+        };
+        let error = match written {
+            Ok(()) => return Some(Ok(Vec::new())),
+            Err(SinkError::Rejected(list)) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Some(Ok(list));
+            }
+            Err(error) => error,
+        };
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        let Some(wait) = backoff.after(&error) else {
+            counters.failing();
+            return Some(Err(error));
+        };
+        let kind = error.kind();
+        if kind == SinkErrorKind::Auth {
+            tracing::error!(sink = %sink.name(), error = %error, retry_in = ?wait, "the sink refused Weir's credentials; retrying until an operator fixes them");
+        } else {
+            tracing::warn!(sink = %sink.name(), error = %error, kind = ?kind, retry_in = ?wait, "sink write failed; retrying the batch");
+        }
+        counters.set_error(Some(error.to_string()));
+        counters.failing();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = abort.cancelled() => return None,
+        }
+    }
+}
+
+/// Why a sink with capabilities `caps` cannot take `record` at all, or
+/// `None` when it can.
+fn refusal(record: &SinkRecord, caps: Capabilities) -> Option<String> {
+    match &record.payload {
+        SinkPayload::Raw(_) if !caps.accepts_raw => Some(
+            "a raw record (bytes a plugin made) cannot be applied by this sink, which writes \
+             row changes; route raw records to a log sink (file, Kafka)"
+                .to_owned(),
+        ),
+        SinkPayload::Change(e)
+            if caps.needs_key
+                && matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::Read)
+                && e.key_values().is_empty() =>
+        {
+            let table = e
+                .table
+                .as_ref()
+                .map_or_else(String::new, |t| format!("{}.{}", t.schema, t.name));
+            Some(format!(
+                "table {table} has no key columns, and this sink keeps one entry per row, so \
+                 it needs a key: give the table a primary key (or REPLICA IDENTITY USING INDEX), \
+                 or route its changes to a log sink"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `batch` cut into runs within `caps`' record and byte limits, in order.
+/// A record larger than the byte limit goes alone.
+fn chunks(batch: &[SinkRecord], caps: Capabilities) -> Vec<&[SinkRecord]> {
+    let max_records = caps.max_batch_records.max(1);
+    if batch.len() <= max_records && caps.max_batch_bytes == usize::MAX {
+        return vec![batch];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (i, record) in batch.iter().enumerate() {
+        let size = if caps.max_batch_bytes == usize::MAX {
+            0
+        } else {
+            record.estimated_size()
+        };
+        if i > start
+            && (i - start >= max_records || bytes.saturating_add(size) > caps.max_batch_bytes)
+        {
+            out.push(&batch[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < batch.len() {
+        out.push(&batch[start..]);
+    }
+    out
 }
 
 /// Hands the dead letters of `rejected` records to the dead-letter sink,

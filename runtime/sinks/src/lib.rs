@@ -8,7 +8,7 @@
 //!
 //! The server hands each sink batches of [`SinkRecord`](weir_core::SinkRecord)s
 //! in commit order. A record's payload is either a change event, which the
-//! sink encodes with its encoder (see [`encode`]), or raw bytes a plugin
+//! sink encodes with its encoder (see [`weir_codec`]), or raw bytes a plugin
 //! made, which are written exactly as they are.
 //!
 //! # The delivery contract
@@ -29,23 +29,51 @@
 //! sends a key to one partition, and the idempotent producer keeps order
 //! within a partition even across retries).
 //!
+//! # Sinks that apply state
+//!
+//! A cache, a search index, an analytics table or another database holds
+//! *rows*, not a log. Such a sink declares
+//! [`applies_state`](weir_core::Capabilities::applies_state) and guards
+//! every write with the record's [`Position`](weir_core::Position) (commit
+//! LSN, then place in the transaction), so that a replay after a crash, or
+//! a late retry, never puts an older row over a newer one, and a delete is
+//! remembered against older writes of the same key. It declares
+//! [`needs_key`](weir_core::Capabilities::needs_key), and the pipeline
+//! refuses keyless row changes (dead letter or halt) before they reach it.
+//! The conformance kit (`tests/src/conformance.rs`) checks every such sink
+//! for per-key order, replays, older versions, truncates, unchanged TOAST
+//! values and key changes.
+//!
+//! # Errors
+//!
+//! A sink reports *what kind* of failure it met
+//! ([`SinkError`](weir_core::SinkError): transient, throttled, auth, config,
+//! rejected records); one table ([`SinkErrorKind::policy`](weir_core::SinkErrorKind::policy))
+//! decides what the pipeline does, and [`retry::Backoff`] how long it
+//! waits. Messages do not name the sink: the pipeline prefixes the name.
+//!
 //! # Layout
 //!
-//! One folder per sink, the same files in each: `config.rs` (the
-//! configuration as the user writes it under `[sinks.NAME]`; its doc
-//! comments are the user documentation), `sink.rs` (the I/O), `tests.rs`
-//! (unit tests), and `encode.rs` where a sink has its own encoding work
-//! (Kafka topics and headers). Encoders shared by all sinks live in
-//! [`encode`]. Integration tests against real services live in `tests/`.
+//! [`registry`] lists every sink type; each is a cargo feature. One folder
+//! per sink, the same files in each: `mod.rs` (what the sink does and
+//! guarantees, and its registry entry), `config.rs` (the configuration as
+//! the user writes it under `[sinks.NAME]`, validated without I/O; its doc
+//! comments are the user documentation; it implements
+//! [`SinkSpec`](registry::SinkSpec)), `sink.rs` (the I/O), `tests.rs` (unit
+//! tests), and `encode.rs` where a sink has its own encoding work. Encoders
+//! and name templates shared by all sinks live in the `weir-codec` crate.
+//! Integration tests against real services live in `tests/`.
 
-mod duration;
-pub mod encode;
+#[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod registry;
+pub mod retry;
 
-pub use encode::{
-    DecodeContext, DecodeError, EncodeError, Encoding, JsonEncoder, decode_native_json,
-    encode_key_json, encode_native_json, write_utc_timestamp,
-};
+#[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
+pub use weir_codec::Encoding;

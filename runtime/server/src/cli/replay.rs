@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use weir_codec::{DecodeContext, JsonEncoder, decode_native_json};
 use weir_core::{ChangeEvent, Destination, RawMessage};
-use weir_sinks::{DecodeContext, JsonEncoder, decode_native_json};
 use weir_wasm::{
     Emit, EmitPayload, Grants, Outcome, PluginSpec, PluginWorld, RouterPlugin, Transaction,
     TransformPlugin,

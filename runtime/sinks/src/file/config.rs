@@ -1,6 +1,12 @@
 //! Configuration of the `file` sink, as written under `[sinks.NAME]`.
 
-use crate::encode::Encoding;
+use std::any::Any;
+
+use futures::future::BoxFuture;
+use weir_core::{Capabilities, Sink, SinkError};
+
+use crate::Encoding;
+use crate::registry::SinkSpec;
 
 /// Settings of a `file` sink.
 ///
@@ -40,5 +46,25 @@ impl FileSinkConfig {
             problems.push("path: must not be empty (use \"-\" for standard output)".to_owned());
         }
         problems
+    }
+}
+
+impl SinkSpec for FileSinkConfig {
+    fn validate(&self) -> Vec<String> {
+        FileSinkConfig::validate(self)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::LOG
+    }
+
+    fn build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
+        Box::pin(
+            async move { super::FileSink::open(name, self).map(|s| Box::new(s) as Box<dyn Sink>) },
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }

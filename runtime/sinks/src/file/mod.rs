@@ -15,3 +15,11 @@ mod tests;
 
 pub use config::FileSinkConfig;
 pub use sink::FileSink;
+
+use crate::registry::{SinkType, parse_as};
+
+/// The `file` entry of the sink registry.
+pub(crate) const TYPE: SinkType = SinkType {
+    name: "file",
+    parse: parse_as::<FileSinkConfig>,
+};

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use weir_core::{Sink, SinkError, SinkPayload, SinkRecord};
 
 use super::FileSinkConfig;
-use crate::encode::{EncodeError, Encoding, JsonEncoder};
+use weir_codec::{EncodeError, JsonEncoder};
+
+use crate::Encoding;
 
 /// A sink that appends one line per record to a file and fsyncs each batch.
 ///
@@ -49,10 +51,7 @@ impl FileSink {
     pub fn open(name: &str, config: &FileSinkConfig) -> Result<FileSink, SinkError> {
         let problems = config.validate();
         if !problems.is_empty() {
-            return Err(SinkError::Config(format!(
-                "sink {name}: {}",
-                problems.join("; ")
-            )));
+            return Err(SinkError::Config(problems.join("; ")));
         }
         let target = if config.path == "-" {
             Target::Stdout
@@ -71,15 +70,12 @@ impl FileSink {
     }
 
     fn io_error(&self, action: &str, e: io::Error) -> SinkError {
-        io_error(&self.name, &self.path, action, e)
+        io_error(&self.path, action, e)
     }
 }
 
-fn io_error(name: &str, path: &str, action: &str, e: io::Error) -> SinkError {
-    SinkError::Io(io::Error::new(
-        e.kind(),
-        format!("sink {name}: {action} {path}: {e}"),
-    ))
+fn io_error(path: &str, action: &str, e: io::Error) -> SinkError {
+    SinkError::Io(io::Error::new(e.kind(), format!("{action} {path}: {e}")))
 }
 
 fn open_file(name: &str, path_text: &str) -> Result<File, SinkError> {
@@ -91,7 +87,7 @@ fn open_file(name: &str, path_text: &str) -> Result<File, SinkError> {
     // Creating the directory could hide a typo in the path; say what is missing instead.
     if !dir.is_dir() {
         return Err(SinkError::Config(format!(
-            "sink {name}: cannot open {path_text}: directory {} does not exist",
+            "cannot open {path_text}: directory {} does not exist",
             dir.display()
         )));
     }
@@ -101,17 +97,16 @@ fn open_file(name: &str, path_text: &str) -> Result<File, SinkError> {
         .append(true)
         .create(true)
         .open(path)
-        .map_err(|e| io_error(name, path_text, "opening", e))?;
+        .map_err(|e| io_error(path_text, "opening", e))?;
     let len = file
         .metadata()
-        .map_err(|e| io_error(name, path_text, "reading the length of", e))?
+        .map_err(|e| io_error(path_text, "reading the length of", e))?
         .len();
-    let kept =
-        complete_lines_len(&file, len).map_err(|e| io_error(name, path_text, "reading", e))?;
+    let kept = complete_lines_len(&file, len).map_err(|e| io_error(path_text, "reading", e))?;
     if kept < len {
         file.set_len(kept)
             .and_then(|()| file.sync_data())
-            .map_err(|e| io_error(name, path_text, "truncating the torn last line of", e))?;
+            .map_err(|e| io_error(path_text, "truncating the torn last line of", e))?;
         tracing::warn!(
             sink = name,
             path = path_text,
@@ -125,7 +120,7 @@ fn open_file(name: &str, path_text: &str) -> Result<File, SinkError> {
         // A new file's directory entry is only durable once the directory is synced.
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(name, &dir.display().to_string(), "syncing directory", e))?;
+            .map_err(|e| io_error(&dir.display().to_string(), "syncing directory", e))?;
     }
     Ok(file)
 }
@@ -202,7 +197,7 @@ impl Sink for FileSink {
         self.buf.clear();
         for record in batch {
             encode_line(record, self.encoding, &mut self.encoder, &mut self.buf)
-                .map_err(|e| SinkError::Encode(format!("sink {}: {e}", self.name)))?;
+                .map_err(|e| SinkError::Encode(e.to_string()))?;
         }
         if self.buf.is_empty() {
             return Ok(());

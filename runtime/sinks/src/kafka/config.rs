@@ -6,8 +6,16 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use super::encode::{TemplateUse, TopicTemplate};
-use crate::encode::Encoding;
+use std::any::Any;
+
+use futures::future::BoxFuture;
+use weir_codec::{NameTemplate, TemplateUse};
+use weir_core::{Capabilities, Sink, SinkError};
+
+use crate::registry::SinkSpec;
+
+use super::encode::check_topic_template;
+use crate::Encoding;
 
 /// Settings of a `kafka` sink.
 ///
@@ -84,14 +92,14 @@ pub struct KafkaSinkConfig {
     /// whole). Written with a unit, like `"30s"` or `"2m"`. Default: `"30s"`.
     #[serde(
         default = "default_delivery_timeout",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "weir_core::duration::deserialize"
     )]
     pub delivery_timeout: Duration,
     /// How long to wait for the brokers when connecting and when looking up
     /// or creating a topic. Default: `"10s"`.
     #[serde(
         default = "default_connect_timeout",
-        deserialize_with = "crate::duration::deserialize"
+        deserialize_with = "weir_core::duration::deserialize"
     )]
     pub connect_timeout: Duration,
     /// How to talk to the brokers: `"plaintext"` (the default), `"ssl"`
@@ -255,7 +263,7 @@ impl KafkaSinkConfig {
     /// topic) for records of kind `used_for`, as [`validate`](Self::validate)
     /// checks the sink's own.
     pub fn check_topic_template(template: &str, used_for: TemplateUse) -> Result<(), String> {
-        TopicTemplate::parse(template)?.check(used_for)
+        check_topic_template(&NameTemplate::parse(template)?, used_for)
     }
 
     /// Problems that make this configuration unusable, each as
@@ -464,5 +472,33 @@ impl fmt::Debug for KafkaSinkConfig {
                 &self.sasl_password.as_ref().map(|_| "<redacted>"),
             )
             .finish()
+    }
+}
+
+impl SinkSpec for KafkaSinkConfig {
+    fn validate(&self) -> Vec<String> {
+        KafkaSinkConfig::validate(self)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // The producer splits batches into requests itself; a record over
+        // the brokers' size limit is refused alone.
+        Capabilities::LOG
+    }
+
+    fn check_topic(&self, template: &str, used_for: TemplateUse) -> Result<(), String> {
+        KafkaSinkConfig::check_topic_template(template, used_for)
+    }
+
+    fn build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
+        Box::pin(async move {
+            super::KafkaSink::connect(name, self.clone())
+                .await
+                .map(|s| Box::new(s) as Box<dyn Sink>)
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }

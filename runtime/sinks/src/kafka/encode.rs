@@ -3,176 +3,49 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use weir_core::{Op, SinkPayload, SinkRecord};
 
-use crate::encode::{EncodeError, Encoding, JsonEncoder, write_lsn};
+use weir_codec::{EncodeError, JsonEncoder, NameTemplate, TemplateUse, write_lsn};
 
-/// A topic name with `{schema}`, `{table}`, `{op}` and `{prefix}`
-/// placeholders, parsed once and expanded per record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TopicTemplate {
-    parts: Vec<Part>,
-}
+use crate::Encoding;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Schema,
-    Table,
-    Op,
-    Prefix,
-}
-
-/// The values a record gives to the placeholders; empty when it has none
-/// (a message has no table, a row change no prefix, a raw record neither).
-#[derive(Default)]
-pub(crate) struct TopicFields<'a> {
-    schema: &'a str,
-    table: &'a str,
-    op: &'a str,
-    prefix: &'a str,
-}
-
-impl<'a> TopicFields<'a> {
-    pub(crate) fn of(record: &'a SinkRecord) -> Self {
-        let SinkPayload::Change(event) = &record.payload else {
-            return TopicFields::default();
-        };
-        let (schema, table) = match &event.table {
-            Some(t) => (t.schema.as_str(), t.name.as_str()),
-            None => ("", ""),
-        };
-        TopicFields {
-            schema,
-            table,
-            op: event.op.as_str(),
-            prefix: event.message.as_ref().map_or("", |m| m.prefix.as_str()),
-        }
-    }
-}
-
-impl TopicTemplate {
-    /// Parses a template; fails on an unknown or unclosed placeholder.
-    pub(crate) fn parse(template: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
+/// Checks that a topic template cannot expand to an invalid topic name for
+/// records of kind `used_for`: its own text must be legal, and it must not
+/// rest only on placeholders that can be empty. What a record fills in can
+/// still be illegal (a table named `a b`); that record is refused on its own.
+pub(crate) fn check_topic_template(
+    template: &NameTemplate,
+    used_for: TemplateUse,
+) -> Result<(), String> {
+    let shortest = template.shortest(used_for);
+    if shortest.is_empty() {
+        let why = match used_for {
+            TemplateUse::Change => "a row change has no {prefix}",
+            TemplateUse::Message => {
+                "a logical message has no {schema}, {table} or {key}, and its {prefix} may be empty"
             }
-            let Some(close) = rest[open..].find('}') else {
-                return Err(format!("unclosed '{{' in topic template {template:?}"));
-            };
-            parts.push(match &rest[open + 1..open + close] {
-                "schema" => Part::Schema,
-                "table" => Part::Table,
-                "op" => Part::Op,
-                "prefix" => Part::Prefix,
-                other => {
-                    return Err(format!(
-                        "unknown placeholder {{{other}}} in topic template {template:?} \
-                         (known: {{schema}}, {{table}}, {{op}}, {{prefix}})"
-                    ));
-                }
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        Ok(TopicTemplate { parts })
-    }
-
-    /// Writes the topic for `fields` into `out` (replacing its content).
-    pub(crate) fn expand(&self, fields: &TopicFields<'_>, out: &mut String) {
-        out.clear();
-        for part in &self.parts {
-            out.push_str(match part {
-                Part::Text(text) => text,
-                Part::Schema => fields.schema,
-                Part::Table => fields.table,
-                Part::Op => fields.op,
-                Part::Prefix => fields.prefix,
-            });
-        }
-    }
-}
-
-/// The kind of record a topic template is expanded for, which decides the
-/// placeholders that can be empty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TemplateUse {
-    /// Row changes: `{schema}`, `{table}` and `{op}` are never empty,
-    /// `{prefix}` always is.
-    Change,
-    /// Logical decoding messages: `{op}` is `message`, `{prefix}` may be
-    /// empty, `{schema}` and `{table}` are.
-    Message,
-    /// Raw records (a plugin's own bytes, dead letters): every placeholder
-    /// is empty.
-    Raw,
-}
-
-impl TopicTemplate {
-    /// Checks that the template cannot expand to an invalid topic name for
-    /// records of kind `used_for`: its own text must be legal, and it must
-    /// not rest only on placeholders that can be empty. What a record fills
-    /// in can still be illegal (a table named `a b`); that record is
-    /// refused on its own.
-    pub(crate) fn check(&self, used_for: TemplateUse) -> Result<(), String> {
-        // A stand-in for values that are never empty; any legal text works.
-        let some = "x";
-        let fields = match used_for {
-            TemplateUse::Change => TopicFields {
-                schema: some,
-                table: some,
-                op: some,
-                prefix: "",
-            },
-            TemplateUse::Message => TopicFields {
-                op: "message",
-                ..TopicFields::default()
-            },
-            TemplateUse::Raw => TopicFields::default(),
+            TemplateUse::Raw => {
+                "a raw record (a plugin's own bytes, a dead letter) has no schema, table, \
+                 op, prefix or key to fill in"
+            }
         };
-        let mut shortest = String::new();
-        self.expand(&fields, &mut shortest);
-        if shortest.is_empty() {
-            let why = match used_for {
-                TemplateUse::Change => "a row change has no {prefix}",
-                TemplateUse::Message => {
-                    "a logical message has no {schema} or {table}, and its {prefix} may be empty"
-                }
-                TemplateUse::Raw => {
-                    "a raw record (a plugin's own bytes, a dead letter) has no schema, table, \
-                     op or prefix to fill in"
-                }
-            };
-            return Err(format!(
-                "can expand to an empty topic name ({why}); add fixed text, like \"cdc.\" or \"weir.raw\""
-            ));
-        }
-        if shortest == "." || shortest == ".." {
-            return Err(format!(
-                "can expand to {shortest:?}, which is not a valid topic name"
-            ));
-        }
-        let text: String = self
-            .parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Text(t) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
-        if let Some(c) = text.chars().find(|c| !is_topic_char(*c)) {
-            return Err(format!(
-                "contains {c:?}; Kafka allows only ASCII letters, digits, '.', '_' and '-'"
-            ));
-        }
-        if text.len() > 249 {
-            return Err("is longer than Kafka's limit of 249 characters".to_owned());
-        }
-        Ok(())
+        return Err(format!(
+            "can expand to an empty topic name ({why}); add fixed text, like \"cdc.\" or \"weir.raw\""
+        ));
     }
+    if shortest == "." || shortest == ".." {
+        return Err(format!(
+            "can expand to {shortest:?}, which is not a valid topic name"
+        ));
+    }
+    let text = template.fixed_text();
+    if let Some(c) = text.chars().find(|c| !is_topic_char(*c)) {
+        return Err(format!(
+            "contains {c:?}; Kafka allows only ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    if text.len() > 249 {
+        return Err("is longer than Kafka's limit of 249 characters".to_owned());
+    }
+    Ok(())
 }
 
 fn is_topic_char(c: char) -> bool {

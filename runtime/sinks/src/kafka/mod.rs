@@ -26,5 +26,12 @@ mod sink;
 mod tests;
 
 pub use config::{KafkaSinkConfig, SecurityProtocol};
-pub use encode::TemplateUse;
 pub use sink::KafkaSink;
+
+use crate::registry::{SinkType, parse_as};
+
+/// The `kafka` entry of the sink registry.
+pub(crate) const TYPE: SinkType = SinkType {
+    name: "kafka",
+    parse: parse_as::<KafkaSinkConfig>,
+};

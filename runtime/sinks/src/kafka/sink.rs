@@ -31,8 +31,8 @@ use weir_core::{Op, Rejected, Sink, SinkError, SinkPayload, SinkRecord};
 
 use super::KafkaSinkConfig;
 use super::config::is_secret_property;
-use super::encode::{TopicFields, TopicTemplate, check_topic_name, encode_key_value, headers};
-use crate::encode::JsonEncoder;
+use super::encode::{check_topic_name, encode_key_value, headers};
+use weir_codec::{JsonEncoder, NameTemplate};
 
 type Producer = ThreadedProducer<DeliveryContext>;
 
@@ -56,11 +56,11 @@ pub struct KafkaSink {
     producer: Arc<Producer>,
     /// Created on first need: only a sink that creates topics uses it.
     admin: Option<AdminClient<DefaultClientContext>>,
-    topic_template: TopicTemplate,
-    message_template: TopicTemplate,
-    raw_template: TopicTemplate,
+    topic_template: NameTemplate,
+    message_template: NameTemplate,
+    raw_template: NameTemplate,
     /// Topics the router chose, parsed once each.
-    routed_templates: TopicCache<TopicTemplate>,
+    routed_templates: TopicCache<NameTemplate>,
     /// Topics checked to exist (or created) and known to be valid names.
     known_topics: TopicCache<()>,
     /// Values that must never appear in a message: the SASL password and
@@ -82,7 +82,7 @@ impl KafkaSink {
     ///
     /// Fails with [`SinkError::Config`] when the configuration is invalid
     /// (every problem listed, as `sinks.NAME.field: message`) and with
-    /// [`SinkError::Unavailable`] when no broker answers in time, naming
+    /// [`SinkError::Transient`] when no broker answers in time, naming
     /// the brokers and librdkafka's last connection error.
     pub async fn connect(name: &str, config: KafkaSinkConfig) -> Result<KafkaSink, SinkError> {
         let problems = config.validate();
@@ -92,14 +92,14 @@ impl KafkaSink {
                 .map(|p| format!("sinks.{name}.{p}"))
                 .collect();
             return Err(SinkError::Config(format!(
-                "sink {name}: invalid configuration: {}",
+                "invalid configuration: {}",
                 listed.join("; ")
             )));
         }
-        let topic_template = TopicTemplate::parse(&config.topic).map_err(SinkError::Config)?;
+        let topic_template = NameTemplate::parse(&config.topic).map_err(SinkError::Config)?;
         let message_template =
-            TopicTemplate::parse(&config.message_topic).map_err(SinkError::Config)?;
-        let raw_template = TopicTemplate::parse(&config.raw_topic).map_err(SinkError::Config)?;
+            NameTemplate::parse(&config.message_topic).map_err(SinkError::Config)?;
+        let raw_template = NameTemplate::parse(&config.raw_topic).map_err(SinkError::Config)?;
         for (field, file) in [
             ("tls_ca_file", &config.tls_ca_file),
             ("tls_cert_file", &config.tls_cert_file),
@@ -109,7 +109,7 @@ impl KafkaSink {
                 && !std::path::Path::new(file).is_file()
             {
                 return Err(SinkError::Config(format!(
-                    "sink {name}: sinks.{name}.{field}: {file} is not a readable file"
+                    "sinks.{name}.{field}: {file} is not a readable file"
                 )));
             }
         }
@@ -136,9 +136,7 @@ impl KafkaSink {
         let metadata =
             tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout))
                 .await
-                .map_err(|e| {
-                    SinkError::Unavailable(format!("sink {name}: metadata request panicked: {e}"))
-                })?;
+                .map_err(|e| SinkError::Transient(format!("metadata request panicked: {e}")))?;
         match metadata {
             Ok(metadata) => tracing::info!(
                 sink = name,
@@ -154,7 +152,7 @@ impl KafkaSink {
                     // configured: retrying cannot help.
                     Some((RDKafkaErrorCode::Authentication, _, reason)) => {
                         SinkError::Config(format!(
-                            "sink {name}: SASL authentication at the Kafka brokers {brokers} failed \
+                            "SASL authentication at the Kafka brokers {brokers} failed \
                              (check sinks.{name}.sasl_mechanism, sasl_username and sasl_password): {reason}"
                         ))
                     }
@@ -164,12 +162,12 @@ impl KafkaSink {
                             || reason.contains("SSL handshake") =>
                     {
                         SinkError::Config(format!(
-                            "sink {name}: the TLS handshake with the Kafka brokers {brokers} failed \
+                            "the TLS handshake with the Kafka brokers {brokers} failed \
                          (check sinks.{name}.security_protocol and tls_ca_file): {reason}"
                         ))
                     }
-                    Some((_, _, reason)) => SinkError::Unavailable(format!(
-                        "sink {name}: no Kafka broker at {brokers} answered within {timeout:?}: {e} \
+                    Some((_, _, reason)) => SinkError::Transient(format!(
+                        "no Kafka broker at {brokers} answered within {timeout:?}: {e} \
                          (last error: {reason})"
                     )),
                     None => {
@@ -178,8 +176,8 @@ impl KafkaSink {
                         } else {
                             ""
                         };
-                        SinkError::Unavailable(format!(
-                            "sink {name}: no Kafka broker at {brokers} answered within {timeout:?}: {e}{hint}"
+                        SinkError::Transient(format!(
+                            "no Kafka broker at {brokers} answered within {timeout:?}: {e}{hint}"
                         ))
                     }
                 });
@@ -214,8 +212,7 @@ impl KafkaSink {
         let template = match &record.topic {
             Some(routed) => {
                 if self.routed_templates.get(routed).is_none() {
-                    let parsed = TopicTemplate::parse(routed)
-                        .map_err(|e| format!("sink {}: {e}", self.name))?;
+                    let parsed = NameTemplate::parse(routed)?;
                     self.routed_templates.insert(routed.clone(), parsed);
                 }
                 self.routed_templates.get(routed).expect("inserted above")
@@ -226,7 +223,9 @@ impl KafkaSink {
                 SinkPayload::Raw(_) => &self.raw_template,
             },
         };
-        template.expand(&TopicFields::of(record), &mut self.topic_buf);
+        template
+            .expand(record, &mut self.topic_buf)
+            .map_err(|e| format!("{e}"))?;
         if self.known_topics.get(&self.topic_buf).is_none()
             && let Err(e) = check_topic_name(&self.topic_buf)
         {
@@ -239,8 +238,7 @@ impl KafkaSink {
                 (None, SinkPayload::Change(_)) => ("topic", self.config.topic.as_str()),
             };
             return Err(format!(
-                "sink {}: {e} (made from {source} {text:?} for a record at LSN {})",
-                self.name,
+                "{e} (made from {source} {text:?} for a record at LSN {})",
                 record.source().lsn
             ));
         }
@@ -253,7 +251,7 @@ impl KafkaSink {
         if !self.topic_exists(topic).await? {
             if !self.config.create_topics {
                 return Err(SinkError::Config(format!(
-                    "sink {name}: topic {topic} does not exist and sinks.{name}.create_topics is false"
+                    "topic {topic} does not exist and sinks.{name}.create_topics is false"
                 )));
             }
             self.create_topic(topic).await?;
@@ -273,12 +271,10 @@ impl KafkaSink {
                 .fetch_metadata(Some(&owned_topic), timeout)
         })
         .await
+        .map_err(|e| SinkError::Transient(format!("metadata request panicked: {e}")))?
         .map_err(|e| {
-            SinkError::Unavailable(format!("sink {name}: metadata request panicked: {e}"))
-        })?
-        .map_err(|e| {
-            SinkError::Unavailable(format!(
-                "sink {name}: looking up topic {topic} at {}: {e}",
+            SinkError::Transient(format!(
+                "looking up topic {topic} at {}: {e}",
                 self.config.brokers
             ))
         })?;
@@ -291,11 +287,11 @@ impl KafkaSink {
                 Ok(false)
             }
             Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(SinkError::Config(format!(
-                "sink {name}: not authorized to use topic {topic}"
+                "not authorized to use topic {topic}"
             ))),
             Some(RDKafkaErrorCode::InvalidTopic) => Err(SinkError::Rejected(vec![Rejected {
                 index: 0,
-                reason: format!("sink {name}: the brokers call {topic:?} an invalid topic name"),
+                reason: format!("the brokers call {topic:?} an invalid topic name"),
             }])),
             // Anything else (a leader election, a topic being created) is
             // transient: the producer waits for the topic to become usable.
@@ -315,7 +311,7 @@ impl KafkaSink {
                 .create::<AdminClient<DefaultClientContext>>()
                 .map_err(|e| {
                     SinkError::Config(format!(
-                        "sink {name}: creating admin client: {}",
+                        "creating admin client: {}",
                         describe_client_error(&e, &self.secrets)
                     ))
                 })?;
@@ -334,9 +330,7 @@ impl KafkaSink {
         let results = admin
             .create_topics([&new_topic], &options)
             .await
-            .map_err(|e| {
-                SinkError::Unavailable(format!("sink {name}: creating topic {topic}: {e}"))
-            })?;
+            .map_err(|e| SinkError::Transient(format!("creating topic {topic}: {e}")))?;
         for result in results {
             match result {
                 Ok(_) => tracing::info!(
@@ -349,7 +343,7 @@ impl KafkaSink {
                 // Another writer won the race: the topic is there, which is all we need.
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
-                    let message = format!("sink {name}: creating topic {topic}: {code}");
+                    let message = format!("creating topic {topic}: {code}");
                     return Err(match code {
                         // The name came from a record: only that record is at fault.
                         RDKafkaErrorCode::InvalidTopic => SinkError::Rejected(vec![Rejected {
@@ -357,7 +351,7 @@ impl KafkaSink {
                             reason: message,
                         }]),
                         code if is_config_error(code) => SinkError::Config(message),
-                        _ => SinkError::Unavailable(message),
+                        _ => SinkError::Transient(message),
                     });
                 }
             }
@@ -387,7 +381,6 @@ impl KafkaSink {
                 Err(e) => return Err(e),
             }
         }
-        let name = &self.name;
         let encoded = match encode_key_value(
             record,
             self.config.encoding,
@@ -396,7 +389,7 @@ impl KafkaSink {
             &mut self.value_buf,
         ) {
             Ok(encoded) => encoded,
-            Err(e) => return Ok(Some(format!("sink {name}: {e}"))),
+            Err(e) => return Ok(Some(format!("{e}"))),
         };
         let mut message = BaseRecord::<[u8], [u8], Box<Delivery>>::with_opaque_to(
             &self.topic_buf,
@@ -419,11 +412,11 @@ impl KafkaSink {
                 }
                 Err((e, back)) => {
                     tracker.remove();
-                    let text = format!("sink {name}: producing to topic {}: {e}", back.topic);
+                    let text = format!("producing to topic {}: {e}", back.topic);
                     return match e.rdkafka_error_code().map(classify) {
                         Some(Class::Record) => Ok(Some(text)),
                         Some(Class::Sink) => Err(SinkError::Config(text)),
-                        _ => Err(SinkError::Unavailable(text)),
+                        _ => Err(SinkError::Transient(text)),
                     };
                 }
             }
@@ -547,7 +540,7 @@ fn create_producer(
         })
         .map_err(|e| {
             SinkError::Config(format!(
-                "sink {name}: creating Kafka producer: {}",
+                "creating Kafka producer: {}",
                 describe_client_error(&e, secrets)
             ))
         })
@@ -589,9 +582,8 @@ impl Sink for KafkaSink {
             .await
             .is_err()
         {
-            return Err(SinkError::Unavailable(format!(
-                "sink {}: {} records had no delivery report after {bound:?}",
-                self.name,
+            return Err(SinkError::Transient(format!(
+                "{} records had no delivery report after {bound:?}",
                 tracker.outstanding.load(Ordering::Acquire)
             )));
         }
@@ -600,10 +592,9 @@ impl Sink for KafkaSink {
             return Err(e);
         }
         let failures = tracker.take_failures();
-        let name = &self.name;
         if let Some(fatal) = failures.iter().find(|f| f.class == Class::Sink) {
             return Err(SinkError::Config(format!(
-                "sink {name}: the brokers refuse to take records: {}",
+                "the brokers refuse to take records: {}",
                 fatal.reason
             )));
         }
@@ -618,8 +609,8 @@ impl Sink for KafkaSink {
                 self.producer.context().last_error()
                 && at >= started
             {
-                return Err(SinkError::Config(format!(
-                    "sink {name}: SASL authentication at {} failed: {reason}",
+                return Err(SinkError::Auth(format!(
+                    "SASL authentication at {} failed: {reason}",
                     self.config.brokers
                 )));
             }
@@ -637,14 +628,14 @@ impl Sink for KafkaSink {
             // OutOfOrderSequenceNumber on every later attempt).
             self.known_topics.clear();
             self.renew_producer = true;
-            return Err(SinkError::Unavailable(format!(
-                "sink {name}: {retryable} of {} records were not delivered; first failure: {first}",
+            return Err(SinkError::Transient(format!(
+                "{retryable} of {} records were not delivered; first failure: {first}",
                 batch.len()
             )));
         }
         rejected.extend(failures.into_iter().map(|f| Rejected {
             index: f.index,
-            reason: format!("sink {name}: the brokers refused the record: {}", f.reason),
+            reason: format!("the brokers refused the record: {}", f.reason),
         }));
         if rejected.is_empty() {
             return Ok(());
@@ -658,11 +649,10 @@ impl Sink for KafkaSink {
         // librdkafka finish anything of its own before the producer goes.
         let producer = Arc::clone(&self.producer);
         let timeout = self.config.delivery_timeout;
-        let name = &self.name;
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
-            .map_err(|e| SinkError::Unavailable(format!("sink {name}: flush panicked: {e}")))?
-            .map_err(|e| SinkError::Unavailable(format!("sink {name}: flushing producer: {e}")))
+            .map_err(|e| SinkError::Transient(format!("flush panicked: {e}")))?
+            .map_err(|e| SinkError::Transient(format!("flushing producer: {e}")))
     }
 }
 

@@ -7,13 +7,16 @@ use weir_core::{
 };
 
 use super::KafkaSinkConfig;
-use super::encode::{TemplateUse, TopicFields, TopicTemplate, check_topic_name};
+use weir_codec::{NameTemplate, TemplateUse};
+
+use super::encode::check_topic_name;
 
 fn expand(template: &str, record: &SinkRecord) -> String {
     let mut out = String::from("stale");
-    TopicTemplate::parse(template)
+    NameTemplate::parse(template)
         .unwrap()
-        .expand(&TopicFields::of(record), &mut out);
+        .expand(record, &mut out)
+        .unwrap();
     out
 }
 
@@ -92,9 +95,9 @@ fn topic_templates_expand_per_event() {
 
 #[test]
 fn bad_templates_are_rejected() {
-    let err = TopicTemplate::parse("{schema}.{tabel}").unwrap_err();
+    let err = NameTemplate::parse("{schema}.{tabel}").unwrap_err();
     assert!(err.contains("unknown placeholder {tabel}"), "{err}");
-    let err = TopicTemplate::parse("x.{schema").unwrap_err();
+    let err = NameTemplate::parse("x.{schema").unwrap_err();
     assert!(err.contains("unclosed"), "{err}");
 }
 
@@ -160,7 +163,7 @@ fn config_defaults_and_parsing() {
     assert!(err.to_string().contains("unknown field `topics`"), "{err}");
     let err = toml::from_str::<KafkaSinkConfig>("brokers = \"x\"\ndelivery_timeout = \"30\"")
         .unwrap_err();
-    assert!(err.to_string().contains("invalid duration"), "{err}");
+    assert!(err.to_string().contains("like 500ms"), "{err}");
     assert!(toml::from_str::<KafkaSinkConfig>("topic = \"x\"").is_err());
 }
 

@@ -17,7 +17,7 @@ use weir_core::{
     Value,
 };
 
-use super::calendar::{MICROS_PER_DAY, civil_from_days};
+use crate::calendar::{MICROS_PER_DAY, civil_from_days};
 
 /// An envelope could not be read: the text says which field and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -450,7 +450,7 @@ fn parse_utc_timestamp(text: &str) -> Result<i64, String> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err(format!("{text:?} is not a time of day"));
     }
-    let days = super::calendar::days_from_civil(i64::from(year), month, day);
+    let days = crate::calendar::days_from_civil(i64::from(year), month, day);
     // The calendar code is the reference: a date it does not give back
     // (February 30th, month 13) does not exist.
     if !(1..=12).contains(&month) || civil_from_days(days) != (i64::from(year), month, day) {
@@ -685,7 +685,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::encode_native_json;
+    use crate::encode_native_json;
 
     fn column(name: &str, type_name: &str, key: bool) -> Column {
         Column {

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use weir_core::{ChangeEvent, Column, Lsn, Op, SourceInfo, TableSchema, Value};
 
-use super::EncodeError;
-use super::calendar;
+use crate::EncodeError;
+use crate::calendar;
 
 /// Appends the native JSON envelope of `event` to `out`: one JSON object on
 /// one line, without a trailing newline.
@@ -467,10 +467,15 @@ const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn write_uuid(out: &mut Vec<u8>, bytes: &[u8; 16]) {
-    let mut text = [0u8; 38];
-    text[0] = b'"';
-    text[37] = b'"';
-    let mut pos = 1;
+    out.push(b'"');
+    write_uuid_text(out, bytes);
+    out.push(b'"');
+}
+
+/// Appends a UUID in its canonical form, lower-case, without quotes.
+pub(crate) fn write_uuid_text(out: &mut Vec<u8>, bytes: &[u8; 16]) {
+    let mut text = [0u8; 36];
+    let mut pos = 0;
     for (i, b) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             text[pos] = b'-';
@@ -485,7 +490,7 @@ fn write_uuid(out: &mut Vec<u8>, bytes: &[u8; 16]) {
 
 /// Appends an LSN as Postgres prints it (`16/B374D848`): two upper-case hex
 /// numbers without leading zeros.
-pub(crate) fn write_lsn(out: &mut Vec<u8>, lsn: Lsn) {
+pub fn write_lsn(out: &mut Vec<u8>, lsn: Lsn) {
     let mut text = [0u8; 17];
     let mut len = hex_u32(&mut text, 0, (lsn.0 >> 32) as u32);
     text[len] = b'/';
@@ -548,7 +553,7 @@ fn needs_escape(word: u64) -> bool {
 /// escape is appended as one fixed-size copy (the short tail is padded and
 /// the padding cut off again): column names and most values are short, and
 /// a call to `memcpy` per piece would cost more than the copying.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 10);
     out.push(b'"');

@@ -17,7 +17,7 @@
 //! * timestamp: date `T` time of day, and `Z` for `timestamptz` (always UTC).
 //! * The infinities are `infinity` and `-infinity`, as in Postgres.
 
-use super::EncodeError;
+use crate::EncodeError;
 
 /// Microseconds in one second.
 const MICROS_PER_SECOND: i64 = 1_000_000;

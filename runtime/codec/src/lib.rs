@@ -1,10 +1,22 @@
-//! Encoders shared by all sinks.
+//! Weir's codecs: how change events become bytes and names, with no I/O.
 //!
-//! Today there is one: the native JSON envelope ([`encode_native_json`]),
-//! with its companion key encoding ([`encode_key_json`]); [`JsonEncoder`]
-//! writes both, faster, for a sink that encodes many events. A record whose
-//! payload is [`SinkPayload::Raw`](weir_core::SinkPayload::Raw) is never
-//! encoded: its bytes go out as the plugin made them.
+//! ```text
+//! source ──▶ transforms ──▶ router ──▶ sinks ──▶ (this crate: encode, name) ──▶ Kafka, Redis, ...
+//! ```
+//!
+//! Every sink encodes with what lives here, and tools that only read Weir's
+//! output (`weir replay`, plugin tests) decode with it without linking any
+//! sink's client library:
+//!
+//! * the native JSON envelope ([`encode_native_json`], [`JsonEncoder`]) and
+//!   its decoder ([`decode_native_json`]);
+//! * column values as plain text ([`write_text`]);
+//! * name templates ([`NameTemplate`]): `{schema}`, `{table}`, `{op}`,
+//!   `{prefix}`, `{key}`, `{key.COLUMN}`, the one grammar for Kafka topics,
+//!   Redis keys, NATS subjects, index and table names.
+//!
+//! A record whose payload is [`SinkPayload::Raw`](weir_core::SinkPayload::Raw)
+//! is never encoded: its bytes go out as the plugin made them.
 //!
 //! The encoders write straight into a caller-owned `Vec<u8>` that the sink
 //! reuses from record to record, without building a `serde_json::Value`
@@ -12,14 +24,17 @@
 
 mod calendar;
 mod decode;
-pub(crate) mod json;
+mod json;
+mod template;
+mod text;
 
 #[cfg(test)]
 mod tests;
 
 pub use decode::{DecodeContext, DecodeError, decode_native_json};
-pub(crate) use json::write_lsn;
-pub use json::{JsonEncoder, encode_key_json, encode_native_json};
+pub use json::{JsonEncoder, encode_key_json, encode_native_json, write_lsn, write_str};
+pub use template::{ExpandError, NameTemplate, TemplateUse, write_key};
+pub use text::{to_text, write_text};
 
 /// Appends an instant (microseconds since 1970-01-01 UTC) as the envelope
 /// writes `timestamptz` values: ISO 8601 with a `Z`.
