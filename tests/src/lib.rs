@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 pub use serde_json::Value as Json;
 
+pub mod conformance;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
