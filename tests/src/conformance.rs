@@ -58,14 +58,40 @@ pub trait StateTarget {
     async fn rows(&self, table: &TableSchema) -> Vec<Json>;
 }
 
-/// Runs every scenario against `target`; panics naming the first that fails.
+/// The scenarios' tables, `kit_<tag>_<scenario>` in schema `public`, for a
+/// destination whose tables (or indexes) must be declared before it starts.
+pub fn table_names(tag: &str) -> Vec<String> {
+    SCENARIO_TABLES
+        .iter()
+        .map(|s| format!("kit_{tag}_{s}"))
+        .collect()
+}
+
+const SCENARIO_TABLES: &[&str] = &[
+    "basic", "order", "replay", "older", "trunc_a", "trunc_b", "toast", "rekey", "keyless",
+];
+
+/// A fresh tag for [`run_tagged`]: six hex digits.
+pub fn new_tag() -> String {
+    format!("{:06x}", rand::rng().random_range(0..0xff_ffffu32))
+}
+
+/// Runs every scenario against `target` under a fresh tag; panics naming
+/// the first that fails.
 pub async fn run(target: &impl StateTarget) {
+    run_tagged(target, &new_tag()).await;
+}
+
+/// Runs every scenario, on the tables [`table_names`] gives for `tag`.
+pub async fn run_tagged(target: &impl StateTarget, tag: &str) {
     let caps = target.capabilities();
     assert!(
         caps.applies_state,
         "the conformance kit is for sinks that apply state"
     );
-    let run = Run::new();
+    let run = Run {
+        tag: tag.to_owned(),
+    };
     run.basic(target).await;
     run.per_key_order(target).await;
     run.replay_after_crash(target).await;
@@ -209,14 +235,9 @@ fn column(name: &str, type_name: &str, type_oid: u32, key: bool) -> Column {
 }
 
 impl Run {
-    fn new() -> Self {
-        Run {
-            tag: format!("{:06x}", rand::rng().random_range(0..0xff_ffffu32)),
-        }
-    }
-
     /// The kit's table for one scenario, named `kit_<run>_<scenario>` in `public`.
     fn table(&self, scenario: &str, keyed: bool) -> Arc<TableSchema> {
+        debug_assert!(SCENARIO_TABLES.contains(&scenario));
         Arc::new(TableSchema {
             id: 90_000 + scenario.len() as u32,
             version: 1,
