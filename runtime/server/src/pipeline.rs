@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weir_core::{
-    Capabilities, ChangeEvent, Destination, Op, RawMessage, Rejected, Sink, SinkError,
-    SinkErrorKind, SinkPayload, SinkRecord, SourceItem, Value,
+    Capabilities, ChangeEvent, Destination, RawMessage, Rejected, Sink, SinkError, SinkErrorKind,
+    SinkPayload, SinkRecord, SourceItem, Value,
 };
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 use weir_sinks::retry::Backoff;
@@ -570,7 +570,7 @@ struct DeadLetters {
 /// Writes batches to one sink, retrying while it is unavailable, and
 /// reports each durable batch to the checkpointer. Records the sink
 /// refuses for good, or that it cannot take at all (see
-/// [`refusal`]), go to the dead-letter sink, or halt the pipeline.
+/// `weir_sinks::batch::refusal`), go to the dead-letter sink, or halt the pipeline.
 #[allow(clippy::too_many_arguments)]
 async fn sink_task(
     mut sink: Box<dyn Sink>,
@@ -602,7 +602,7 @@ async fn sink_task(
             .iter()
             .enumerate()
             .filter_map(|(index, record)| {
-                refusal(record, caps).map(|reason| Rejected { index, reason })
+                weir_sinks::batch::refusal(record, caps).map(|reason| Rejected { index, reason })
             })
             .collect();
         let kept: Vec<usize> = if rejected.is_empty() {
@@ -619,7 +619,7 @@ async fn sink_task(
             &screened
         };
         let mut offset = 0;
-        for chunk in chunks(writable, caps) {
+        for chunk in weir_sinks::batch::chunks(writable, caps) {
             let Some(refused) =
                 write_chunk(&mut *sink, chunk, counters, &mut backoff, &abort).await
             else {
@@ -713,65 +713,6 @@ async fn write_chunk(
             _ = abort.cancelled() => return None,
         }
     }
-}
-
-/// Why a sink with capabilities `caps` cannot take `record` at all, or
-/// `None` when it can.
-fn refusal(record: &SinkRecord, caps: Capabilities) -> Option<String> {
-    match &record.payload {
-        SinkPayload::Raw(_) if !caps.accepts_raw => Some(
-            "a raw record (bytes a plugin made) cannot be applied by this sink, which writes \
-             row changes; route raw records to a log sink (file, Kafka)"
-                .to_owned(),
-        ),
-        SinkPayload::Change(e)
-            if caps.needs_key
-                && matches!(e.op, Op::Insert | Op::Update | Op::Delete | Op::Read)
-                && e.key_values().is_empty() =>
-        {
-            let table = e
-                .table
-                .as_ref()
-                .map_or_else(String::new, |t| format!("{}.{}", t.schema, t.name));
-            Some(format!(
-                "table {table} has no key columns, and this sink keeps one entry per row, so \
-                 it needs a key: give the table a primary key (or REPLICA IDENTITY USING INDEX), \
-                 or route its changes to a log sink"
-            ))
-        }
-        _ => None,
-    }
-}
-
-/// `batch` cut into runs within `caps`' record and byte limits, in order.
-/// A record larger than the byte limit goes alone.
-fn chunks(batch: &[SinkRecord], caps: Capabilities) -> Vec<&[SinkRecord]> {
-    let max_records = caps.max_batch_records.max(1);
-    if batch.len() <= max_records && caps.max_batch_bytes == usize::MAX {
-        return vec![batch];
-    }
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0usize;
-    for (i, record) in batch.iter().enumerate() {
-        let size = if caps.max_batch_bytes == usize::MAX {
-            0
-        } else {
-            record.estimated_size()
-        };
-        if i > start
-            && (i - start >= max_records || bytes.saturating_add(size) > caps.max_batch_bytes)
-        {
-            out.push(&batch[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes = bytes.saturating_add(size);
-    }
-    if start < batch.len() {
-        out.push(&batch[start..]);
-    }
-    out
 }
 
 /// Hands the dead letters of `rejected` records to the dead-letter sink,

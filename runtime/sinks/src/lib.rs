@@ -64,6 +64,7 @@
 //! and name templates shared by all sinks live in the `weir-codec` crate.
 //! Integration tests against real services live in `tests/`.
 
+pub mod batch;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "kafka")]

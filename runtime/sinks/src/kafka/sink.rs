@@ -286,7 +286,7 @@ impl KafkaSink {
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                 Ok(false)
             }
-            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(SinkError::Config(format!(
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(SinkError::Auth(format!(
                 "not authorized to use topic {topic}"
             ))),
             Some(RDKafkaErrorCode::InvalidTopic) => Err(SinkError::Rejected(vec![Rejected {
