@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 mod dead_letter;
+mod delivery;
 pub mod pipeline;
 mod processor;
 pub mod reload;
