@@ -17,7 +17,7 @@ use weir_sinks::retry::Backoff;
 
 use crate::checkpoint::{Checkpointer, txn_runs};
 use crate::config::Config;
-use crate::pipeline::{HaltError, StartError, describe_record};
+use crate::halt::{HaltError, StartError, describe_record};
 use crate::status::{SinkCounters, Status};
 
 pub(crate) async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {

@@ -15,124 +15,25 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weir_core::{ChangeEvent, Destination, SinkError, SinkPayload, SinkRecord, SourceItem, Value};
+use weir_core::{Destination, SourceItem};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
-use weir_wasm::{
-    DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
-};
 
-use crate::checkpoint::{AckError, Checkpointer};
-use crate::config::{Config, PluginConfig, SourceConfig, parse_table};
+use crate::checkpoint::Checkpointer;
+use crate::config::{Config, SourceConfig, parse_table};
 use crate::delivery::{DeadLetters, open_sinks, sink_task};
+use crate::halt::{HaltError, StartError};
+use crate::plugins::load_plugins;
 use crate::processor::Processor;
 use crate::reload::Deployer;
 use crate::routing::RouteRules;
 use crate::stages::Stage;
 use crate::status::{State, Status};
-
-/// Why the pipeline could not start. Nothing was acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A sink could not be opened or reached.
-    #[error("sink {sink}: {error}")]
-    Sink {
-        /// The sink's name.
-        sink: String,
-        /// What went wrong.
-        error: SinkError,
-    },
-    /// A plugin could not be loaded or initialised.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// Postgres is not ready for capture, or unreachable.
-    #[error(transparent)]
-    Source(#[from] PgError),
-    /// The operating system refused a thread.
-    #[error("cannot start the processor thread: {0}")]
-    Thread(std::io::Error),
-}
-
-/// Why a running pipeline stopped without being asked to. Nothing past the
-/// failing change was acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum HaltError {
-    /// A plugin whose policy is `halt` failed on a change: trapped, timed
-    /// out, ran out of memory or fuel, broke the contract, or rejected it.
-    #[error("plugin {plugin} failed on {event}: {error}")]
-    PluginFailed {
-        /// The plugin's name.
-        plugin: String,
-        /// The change it failed on.
-        event: String,
-        /// The failure.
-        error: String,
-    },
-    /// A plugin failed without it being tied to one change.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// A plugin failed more often than its circuit breaker allows.
-    #[error(
-        "plugin {plugin} failed {failures} times within {}; its circuit breaker halted the pipeline (raise breaker.max_failures or fix the plugin); last failure: {last}",
-        humantime::format_duration(*window)
-    )]
-    CircuitOpen {
-        /// The plugin's name.
-        plugin: String,
-        /// Failures within the window.
-        failures: usize,
-        /// The breaker's window.
-        window: Duration,
-        /// The last change it failed on, and the error.
-        last: String,
-    },
-    /// A plugin or rule sent a change to a sink that does not exist.
-    #[error("{by} routed {event} to sink {sink:?}, which is not configured (configured: {known})")]
-    UnknownSink {
-        /// Who chose the destination.
-        by: String,
-        /// The change.
-        event: String,
-        /// The missing sink.
-        sink: String,
-        /// The configured sinks.
-        known: String,
-    },
-    /// A sink failed in a way retrying cannot fix.
-    #[error("sink {sink}: {error}")]
-    Sink {
-        /// The sink's name.
-        sink: String,
-        /// What went wrong.
-        error: SinkError,
-    },
-    /// A sink refused a record for good and no dead-letter sink takes it.
-    #[error(
-        "sink {sink} refused {record} for good: {reason}; nothing from it on was acknowledged (a [dead_letter] section would set such records aside)"
-    )]
-    RecordRejected {
-        /// The sink's name.
-        sink: String,
-        /// The record: its table, key and commit LSN.
-        record: String,
-        /// Why the sink refused it.
-        reason: String,
-    },
-    /// The source failed in a way reconnecting cannot fix.
-    #[error(transparent)]
-    Source(#[from] PgError),
-    /// Acknowledgement bookkeeping failed: a bug.
-    #[error(transparent)]
-    Ack(#[from] AckError),
-    /// A pipeline thread panicked: a bug.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
 
 /// Translates the `[source]` section for the Postgres crate.
 pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
@@ -165,84 +66,6 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
     }
 }
 
-/// The spec the WASM host loads a configured plugin by.
-pub fn plugin_spec(p: &PluginConfig) -> PluginSpec {
-    PluginSpec {
-        name: p.display_name(),
-        path: p.path.clone(),
-        config: p.config_pairs(),
-        memory_limit_bytes: p.memory_limit_mib * 1024 * 1024,
-        call_timeout: p.timeout,
-        fuel: p.fuel,
-        grants: Grants {
-            env: p
-                .sandbox
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            dirs: p
-                .sandbox
-                .dirs
-                .iter()
-                .map(|d| DirGrant {
-                    host: d.host.clone(),
-                    guest: d.guest.clone(),
-                    writable: d.writable,
-                })
-                .collect(),
-            network: p.sandbox.network.grant(),
-        },
-    }
-}
-
-/// The configuration's plugins, compiled and initialised.
-pub struct LoadedPlugins {
-    /// The engine they were compiled by; later versions must be too.
-    pub engine: PluginEngine,
-    /// The transform chain.
-    pub transforms: Vec<TransformPlugin>,
-    /// The router.
-    pub router: Option<RouterPlugin>,
-}
-
-/// Compiles and initialises every plugin of the configuration once, so a
-/// bad plugin is reported before anything connects. Compilation is CPU
-/// work; it runs off the async runtime.
-pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError> {
-    let transforms: Vec<PluginSpec> = config.transforms.iter().map(plugin_spec).collect();
-    let router = config.router.as_ref().map(plugin_spec);
-    let cache_dir = config.plugins.cache_dir();
-    let cache_max = config.plugins.cache_max_bytes();
-    tokio::task::spawn_blocking(move || {
-        let engine = match cache_dir {
-            Some(dir) => PluginEngine::with_cache(dir, cache_max)?,
-            None => PluginEngine::new()?,
-        };
-        let mut loaded = Vec::new();
-        for spec in transforms {
-            let plugin = TransformPlugin::load(&engine, spec)?;
-            plugin.instantiate()?;
-            loaded.push(plugin);
-        }
-        let router = match router {
-            Some(spec) => {
-                let plugin = RouterPlugin::load(&engine, spec)?;
-                plugin.instantiate()?;
-                Some(plugin)
-            }
-            None => None,
-        };
-        Ok(LoadedPlugins {
-            engine,
-            transforms: loaded,
-            router,
-        })
-    })
-    .await
-    .expect("plugin loading panicked")
-}
-
 /// A started pipeline.
 pub struct Pipeline {
     status: Arc<Status>,
@@ -260,8 +83,15 @@ const DRAIN_GRACE: Duration = Duration::from_secs(20);
 
 impl Pipeline {
     /// Opens sinks, loads plugins, prepares the slot and starts streaming.
-    /// Any failure here is reported before a single change is read.
-    pub async fn start(config: Config, status: Arc<Status>) -> Result<Pipeline, StartError> {
+    /// Any failure here is reported before a single change is read. The
+    /// plugins' deployer is published in `deployers` (the admin endpoint
+    /// is up before the pipeline and finds it there) before the state
+    /// turns to running.
+    pub async fn start(
+        config: Config,
+        status: Arc<Status>,
+        deployers: &OnceLock<Arc<Deployer>>,
+    ) -> Result<Pipeline, StartError> {
         let sinks = open_sinks(&config).await?;
         let plugins = load_plugins(&config).await?;
         let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
@@ -269,7 +99,8 @@ impl Pipeline {
         let start = source.start_lsn();
         tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
 
-        let checkpointer = Arc::new(Checkpointer::new(start, status.clone()));
+        let checkpointer = Arc::new(Checkpointer::new(start));
+        status.follow_watermark(checkpointer.subscribe());
         let capacity = config.pipeline.channel_batches;
         let mut tasks = JoinSet::new();
 
@@ -334,7 +165,7 @@ impl Pipeline {
         status.plugins.set_engine(plugins.engine.clone());
         let (swap_tx, swaps) = crate::reload::swap_channel();
         let deployer = Arc::new(Deployer::new(&config, &plugins, swap_tx, status.clone()));
-        status.plugins.set_deployer(deployer.clone());
+        let _ = deployers.set(deployer.clone());
         let watcher_stop = CancellationToken::new();
         if config.plugins.watch && deployer.has_plugins() {
             tasks.spawn(
@@ -543,52 +374,6 @@ async fn source_task(
             }
             Err(e) => break Err(e.into()),
         }
-    }
-}
-
-/// A record, described for an operator.
-pub(crate) fn describe_record(record: &SinkRecord) -> String {
-    match &record.payload {
-        SinkPayload::Change(e) => describe(e),
-        SinkPayload::Raw(m) => format!(
-            "a raw message (xid {}, commit LSN {}, LSN {})",
-            m.source.xid, m.source.commit_lsn, m.source.lsn
-        ),
-    }
-}
-
-/// A change, described for an operator.
-pub fn describe(e: &ChangeEvent) -> String {
-    let what = match &e.table {
-        Some(t) => format!("{} on {}.{}", e.op.as_str(), t.schema, t.name),
-        None => e.op.as_str().to_owned(),
-    };
-    let key: Vec<String> = e
-        .key_values()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", short_value(v)))
-        .collect();
-    let key = if key.is_empty() {
-        String::new()
-    } else {
-        format!(" key {}", key.join(","))
-    };
-    format!(
-        "{what}{key} (xid {}, commit LSN {}, change #{} of the transaction)",
-        e.source.xid, e.source.commit_lsn, e.source.seq
-    )
-}
-
-fn short_value(v: &Value) -> String {
-    let s = match v {
-        Value::Int(i) => i.to_string(),
-        Value::Text(s) | Value::Numeric(s) | Value::Other(s) | Value::Json(s) => s.clone(),
-        other => format!("{other:?}"),
-    };
-    if s.chars().count() > 64 {
-        format!("{}…", s.chars().take(64).collect::<String>())
-    } else {
-        s
     }
 }
 

@@ -19,18 +19,11 @@ use weir_wasm::{Emit, EmitPayload, Outcome, RouterPlugin, Transaction, Transform
 
 use crate::checkpoint::{Checkpointer, txn_runs};
 use crate::config::FailurePolicy;
-use crate::pipeline::{HaltError, describe};
+use crate::halt::{HaltError, describe};
+use crate::plugins::Swap;
 use crate::routing::RouteRules;
 use crate::stages::{Stage, StagePlugin};
 use crate::status::Status;
-
-/// A validated new version of a configured plugin, waiting to take over.
-pub enum Swap {
-    /// The transform at this position of the chain.
-    Transform(usize, TransformPlugin),
-    /// The router.
-    Router(RouterPlugin),
-}
 
 /// One item travelling through the transform chain.
 enum Work {
