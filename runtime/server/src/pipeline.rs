@@ -192,6 +192,8 @@ impl Pipeline {
                 .router
                 .zip(config.router.as_ref())
                 .map(|(p, c)| Stage::new(p, c.on_failure, &c.breaker)),
+            transform_tables: config.transforms.iter().map(|c| c.tables.clone()).collect(),
+            router_tables: config.router.as_ref().and_then(|c| c.tables.clone()),
             rules: RouteRules::new(&config.routes, routed_sinks),
             dead_letter,
             sink_names: config.sink_names(),
