@@ -2,7 +2,8 @@
 //! `filter` drops changes by table and by a column predicate, `mask` hashes
 //! or redacts columns, `route-by-table` sends each table to its own sink,
 //! `enrich` adds computed columns, `outbox` publishes outbox rows as
-//! messages, and the Python and JavaScript examples run in one chain.
+//! messages, and the Python and JavaScript examples run in one chain; a
+//! plugin's `tables` filter keeps it to the tables it names.
 
 use std::time::Duration;
 
@@ -150,6 +151,93 @@ path = {:?}
     assert_eq!(tables(&everything), ["customers", "misc"]);
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
+}
+
+/// A plugin's `tables` filter: `mask` redacts emails of `customers` only,
+/// and the router only decides for `orders` (any change it got would land
+/// in `orders`); the other tables pass both untouched and go by the routes.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_tables_filters_leave_other_tables_untouched() {
+    let db = TestDb::new(
+        "plugin_tables",
+        "CREATE TABLE customers (id int PRIMARY KEY, email text);
+         CREATE TABLE staff (id int PRIMARY KEY, email text);
+         CREATE TABLE orders (id int PRIMARY KEY, email text);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| dir.path().join(format!("{n}.jsonl"));
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[[transforms]]
+path = {:?}
+tables = ["public.cust*"]
+config = {{ columns = "email", mode = "redact" }}
+
+[router]
+path = {:?}
+tables = ["orders"]
+config = {{ default = "orders" }}
+
+[[routes]]
+sinks = ["rest"]
+
+[sinks.orders]
+type = "file"
+path = {:?}
+
+[sinks.rest]
+type = "file"
+path = {:?}
+"#,
+            db.source_toml(&["customers", "staff", "orders"]),
+            plugin("mask"),
+            plugin("route-by-table"),
+            file("orders"),
+            file("rest"),
+        ),
+    )
+    .unwrap();
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec(
+        "INSERT INTO customers VALUES (1, 'ada@example.com');
+         INSERT INTO staff VALUES (2, 'bob@example.com');
+         INSERT INTO orders VALUES (3, 'cy@example.com');",
+    )
+    .await;
+    let rest = wait_lines(&file("rest"), 2, Duration::from_secs(60));
+    let orders = wait_lines(&file("orders"), 1, Duration::from_secs(60));
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+    let seen = |lines: &[Json]| -> Vec<(String, String)> {
+        lines
+            .iter()
+            .map(|l| {
+                (
+                    l["table"].as_str().unwrap().to_owned(),
+                    l["after"]["email"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        seen(&read_jsonl(&file("rest"))),
+        [
+            ("customers".into(), "***".into()),
+            ("staff".into(), "bob@example.com".into())
+        ],
+        "{rest:#?}"
+    );
+    assert_eq!(
+        seen(&read_jsonl(&file("orders"))),
+        [("orders".into(), "cy@example.com".into())],
+        "{orders:#?}"
+    );
 }
 
 /// The Python and JavaScript examples in one chain: `redact_pii` (Python)

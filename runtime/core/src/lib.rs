@@ -22,6 +22,7 @@ mod lsn;
 mod position;
 mod schema;
 mod sink;
+mod table_pattern;
 mod value;
 
 pub use event::{
@@ -32,4 +33,5 @@ pub use lsn::{Lsn, ParseLsnError};
 pub use position::Position;
 pub use schema::{Column, ReplicaIdentity, TableSchema};
 pub use sink::{Capabilities, Rejected, RetryPolicy, Sink, SinkError, SinkErrorKind};
+pub use table_pattern::{TablePattern, TablePatternError};
 pub use value::Value;

@@ -14,7 +14,7 @@
 //! neither holds row values.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,16 +27,29 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
-use crate::reload::DeployError;
+use crate::reload::{DeployError, Deployer};
 use crate::status::{State, Status};
 
 /// How long an upload may take to arrive. 64 MiB needs well under a
 /// second on any link an admin endpoint should be reached over.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// What the endpoint serves from, given by whoever starts it: the
+/// pipeline's status, which it only reads, and the place the pipeline
+/// publishes its deployer in once it has started (the endpoint is up
+/// before that, to report a slow or failed start).
+#[derive(Clone)]
+pub struct AdminState {
+    /// The pipeline's status.
+    pub status: Arc<Status>,
+    /// The pipeline's deployer, once it has started.
+    pub deployer: Arc<OnceLock<Arc<Deployer>>>,
+}
+
 /// What the request handlers share.
 struct Admin {
     status: Arc<Status>,
+    deployer: Arc<OnceLock<Arc<Deployer>>>,
     /// SHA-256 of the token: compared digest to digest, so the comparison
     /// takes the same time whatever the length or content of a guess.
     token: Option<[u8; 32]>,
@@ -52,13 +65,14 @@ struct Admin {
 /// address (useful when `listen` has port 0).
 pub async fn serve(
     admin: &AdminConfig,
-    status: Arc<Status>,
+    serves: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(admin.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(Admin {
-        status,
+        status: serves.status,
+        deployer: serves.deployer,
         token: admin.token.as_deref().map(digest),
         hosts: allowed_hosts(admin),
         max_body: admin.max_body_mib.saturating_mul(1 << 20),
@@ -287,7 +301,7 @@ async fn deploy(
             ),
         )
     };
-    let Some(deployer) = admin.status.plugins.deployer() else {
+    let Some(deployer) = admin.deployer.get() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the pipeline is not running yet",

@@ -12,13 +12,10 @@
 //! never per event.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::watch;
 use weir_core::{Lsn, SinkRecord, TxnId};
-
-use crate::status::Status;
 
 #[derive(Debug, Default)]
 struct TxnState {
@@ -141,27 +138,24 @@ impl AckTracker {
 }
 
 /// The tracker shared by the processor and the sink tasks, publishing each
-/// new watermark to the source (which reports it to Postgres).
+/// new watermark to its subscribers: the source (which reports it to
+/// Postgres) and the status.
 #[derive(Debug)]
 pub struct Checkpointer {
     tracker: Mutex<AckTracker>,
     watermark: watch::Sender<Lsn>,
-    status: Arc<Status>,
 }
 
 impl Checkpointer {
-    /// A checkpointer starting at the slot's confirmed position, which
-    /// also shows the watermark in `status`.
-    pub fn new(start: Lsn, status: Arc<Status>) -> Self {
-        status.acked_lsn.store(start.0, Ordering::Relaxed);
+    /// A checkpointer starting at the slot's confirmed position.
+    pub fn new(start: Lsn) -> Self {
         Checkpointer {
             tracker: Mutex::new(AckTracker::new(start)),
             watermark: watch::Sender::new(start),
-            status,
         }
     }
 
-    /// Receives every new watermark.
+    /// Receives every new watermark, starting with the current one.
     pub fn subscribe(&self) -> watch::Receiver<Lsn> {
         self.watermark.subscribe()
     }
@@ -175,7 +169,6 @@ impl Checkpointer {
         let out = f(&mut tracker)?;
         if let Some(lsn) = tracker.advance() {
             self.watermark.send_replace(lsn);
-            self.status.acked_lsn.store(lsn.0, Ordering::Relaxed);
         }
         Ok(out)
     }

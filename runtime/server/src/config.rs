@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use weir_codec::TemplateUse;
+use weir_core::TablePattern;
 use weir_sinks::SinkSpec;
 use weir_wasm::{NetworkGrant, NetworkRule};
 
@@ -259,6 +260,12 @@ pub struct PluginConfig {
     /// What the plugin may reach beyond its own memory. Nothing by default.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// Table patterns (as in `[[routes]]`, see [`TablePattern`]) of the
+    /// changes the plugin gets, such as `["public.*"]`. Changes of other
+    /// tables, and raw messages, pass it untouched: on to the next
+    /// transform, or, past a router, to the `[[routes]]` rules (every
+    /// sink without rules). Unset: every change.
+    pub tables: Option<Vec<TablePattern>>,
 }
 
 /// What happens to a change a plugin fails on.
@@ -406,10 +413,12 @@ pub struct DirConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Table patterns, `schema.table`, where `*` matches any run of
-    /// characters (`public.*`, `*.orders`). Empty matches every table.
+    /// Table patterns (see [`TablePattern`]): `schema.table`, or `table`
+    /// for one in `public`, where `*` matches any run of characters
+    /// (`public.*`, `*.orders`) and double quotes keep capitals and dots
+    /// (`"Sales".*`). Empty matches every table.
     #[serde(default)]
-    pub tables: Vec<String>,
+    pub tables: Vec<TablePattern>,
     /// Sinks that receive matching changes.
     pub sinks: Vec<String>,
     /// Topic within those sinks, with `{schema}`, `{table}`, `{op}`
@@ -792,9 +801,10 @@ impl Config {
         }
         if let Some(r) = &self.router {
             self.check_plugin("router", r, &mut problems);
-            if !self.routes.is_empty() {
+            // With `tables`, the routes take the changes the router does not.
+            if !self.routes.is_empty() && r.tables.is_none() {
                 problems.push(
-                    "routes: a router plugin is configured; remove `routes` or `router`".into(),
+                    "routes: a router plugin is configured for every table; remove `routes` or `router`, or give the router `tables` so the routes take the other tables".into(),
                 );
             }
         }
@@ -877,6 +887,11 @@ impl PluginConfig {
 
 impl Config {
     fn check_plugin(&self, field: &str, p: &PluginConfig, problems: &mut Vec<String>) {
+        if p.tables.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(format!(
+                "{field}.tables: an empty list gives the plugin no change; list table patterns, or remove `tables` for every change"
+            ));
+        }
         if !p.path.is_file() {
             problems.push(format!(
                 "{field}.path: {} does not exist or is not a file",
@@ -1368,6 +1383,54 @@ path = "-"
             errs.iter().any(|e| e.starts_with("transforms[0].path")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn route_and_plugin_tables_are_table_patterns() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = format!(
+            "{MINIMAL}\n[[transforms]]\npath = \"Cargo.toml\"\ntables = [\"public.*\", '\"Sales\".orders']\n[[routes]]\ntables = [\"*.orders\"]\nsinks = [\"out\"]\n"
+        );
+        let c = Config::parse(&text, dir, &|_| None).unwrap();
+        let tables = c.transforms[0].tables.as_ref().unwrap();
+        assert!(tables[0].matches("public", "x"));
+        assert!(tables[1].matches("Sales", "orders"));
+        assert!(c.routes[0].tables[0].matches("s", "orders"));
+
+        let bad_route = text.replace("\"*.orders\"", "\"a.b.c\"");
+        let errs = Config::parse(&bad_route, dir, &|_| None).unwrap_err();
+        assert!(
+            errs[0].starts_with("routes[0].tables[0]: ") && errs[0].contains("second dot"),
+            "{errs:?}"
+        );
+        let bad_plugin = text.replace("\"public.*\"", "\"public.Orders\"");
+        let errs = Config::parse(&bad_plugin, dir, &|_| None).unwrap_err();
+        assert!(
+            errs[0].starts_with("transforms[0].tables[0]: ") && errs[0].contains("capital"),
+            "{errs:?}"
+        );
+        let empty = text.replace("tables = [\"public.*\", '\"Sales\".orders']", "tables = []");
+        let errs = Config::parse(&empty, dir, &|_| None).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("transforms[0].tables: an empty list")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn routes_take_what_a_router_with_tables_leaves() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let routes = "[[routes]]\ntables = [\"*\"]\nsinks = [\"out\"]\n";
+        let every = format!("{MINIMAL}\n[router]\npath = \"Cargo.toml\"\n{routes}");
+        let errs = Config::parse(&every, dir, &|_| None).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes: a router plugin")),
+            "{errs:?}"
+        );
+        let some = every.replace("[router]\n", "[router]\ntables = [\"audit.*\"]\n");
+        Config::parse(&some, dir, &|_| None).unwrap();
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use weir::admin::AdminState;
 use weir::config::Config;
 use weir::pipeline::Pipeline;
 use weir::status::Status;
@@ -112,9 +113,14 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     let status = Arc::new(Status::new(config.sinks.keys().cloned()));
+    let deployer = Arc::new(OnceLock::new());
     let admin_stop = CancellationToken::new();
     if let Some(admin) = &config.admin {
-        match weir::admin::serve(admin, status.clone(), admin_stop.clone()).await {
+        let serves = AdminState {
+            status: status.clone(),
+            deployer: deployer.clone(),
+        };
+        match weir::admin::serve(admin, serves, admin_stop.clone()).await {
             Ok(addr) => {
                 // A plugin granted the network must not deploy plugins.
                 weir_wasm::forbid_address(addr);
@@ -129,7 +135,7 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
             }
         }
     }
-    let pipeline = match Pipeline::start(config, status.clone()).await {
+    let pipeline = match Pipeline::start(config, status.clone(), &deployer).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

@@ -13,130 +13,27 @@
 //! OS thread because wasmtime calls are synchronous and may take up to
 //! their deadline; new plugin versions reach it from the [`Deployer`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use weir_core::{
-    Capabilities, ChangeEvent, Destination, RawMessage, Rejected, Sink, SinkError, SinkErrorKind,
-    SinkPayload, SinkRecord, SourceItem, Value,
-};
+use weir_core::{Destination, SourceItem};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
-use weir_sinks::retry::Backoff;
-use weir_wasm::{
-    DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
-};
 
-use crate::checkpoint::{AckError, Checkpointer, txn_runs};
-use crate::config::{Config, PluginConfig, SourceConfig, parse_table};
+use crate::checkpoint::Checkpointer;
+use crate::config::{Config, SourceConfig, parse_table};
+use crate::delivery::{DeadLetters, open_sinks, sink_task};
+use crate::halt::{HaltError, StartError};
+use crate::plugins::load_plugins;
 use crate::processor::Processor;
 use crate::reload::Deployer;
 use crate::routing::RouteRules;
 use crate::stages::Stage;
-use crate::status::{SinkCounters, State, Status};
-
-/// Why the pipeline could not start. Nothing was acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A sink could not be opened or reached.
-    #[error("sink {sink}: {error}")]
-    Sink {
-        /// The sink's name.
-        sink: String,
-        /// What went wrong.
-        error: SinkError,
-    },
-    /// A plugin could not be loaded or initialised.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// Postgres is not ready for capture, or unreachable.
-    #[error(transparent)]
-    Source(#[from] PgError),
-    /// The operating system refused a thread.
-    #[error("cannot start the processor thread: {0}")]
-    Thread(std::io::Error),
-}
-
-/// Why a running pipeline stopped without being asked to. Nothing past the
-/// failing change was acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum HaltError {
-    /// A plugin whose policy is `halt` failed on a change: trapped, timed
-    /// out, ran out of memory or fuel, broke the contract, or rejected it.
-    #[error("plugin {plugin} failed on {event}: {error}")]
-    PluginFailed {
-        /// The plugin's name.
-        plugin: String,
-        /// The change it failed on.
-        event: String,
-        /// The failure.
-        error: String,
-    },
-    /// A plugin failed without it being tied to one change.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// A plugin failed more often than its circuit breaker allows.
-    #[error(
-        "plugin {plugin} failed {failures} times within {}; its circuit breaker halted the pipeline (raise breaker.max_failures or fix the plugin); last failure: {last}",
-        humantime::format_duration(*window)
-    )]
-    CircuitOpen {
-        /// The plugin's name.
-        plugin: String,
-        /// Failures within the window.
-        failures: usize,
-        /// The breaker's window.
-        window: Duration,
-        /// The last change it failed on, and the error.
-        last: String,
-    },
-    /// A plugin or rule sent a change to a sink that does not exist.
-    #[error("{by} routed {event} to sink {sink:?}, which is not configured (configured: {known})")]
-    UnknownSink {
-        /// Who chose the destination.
-        by: String,
-        /// The change.
-        event: String,
-        /// The missing sink.
-        sink: String,
-        /// The configured sinks.
-        known: String,
-    },
-    /// A sink failed in a way retrying cannot fix.
-    #[error("sink {sink}: {error}")]
-    Sink {
-        /// The sink's name.
-        sink: String,
-        /// What went wrong.
-        error: SinkError,
-    },
-    /// A sink refused a record for good and no dead-letter sink takes it.
-    #[error(
-        "sink {sink} refused {record} for good: {reason}; nothing from it on was acknowledged (a [dead_letter] section would set such records aside)"
-    )]
-    RecordRejected {
-        /// The sink's name.
-        sink: String,
-        /// The record: its table, key and commit LSN.
-        record: String,
-        /// Why the sink refused it.
-        reason: String,
-    },
-    /// The source failed in a way reconnecting cannot fix.
-    #[error(transparent)]
-    Source(#[from] PgError),
-    /// Acknowledgement bookkeeping failed: a bug.
-    #[error(transparent)]
-    Ack(#[from] AckError),
-    /// A pipeline thread panicked: a bug.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
+use crate::status::{State, Status};
 
 /// Translates the `[source]` section for the Postgres crate.
 pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
@@ -169,95 +66,6 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
     }
 }
 
-/// The spec the WASM host loads a configured plugin by.
-pub fn plugin_spec(p: &PluginConfig) -> PluginSpec {
-    PluginSpec {
-        name: p.display_name(),
-        path: p.path.clone(),
-        config: p.config_pairs(),
-        memory_limit_bytes: p.memory_limit_mib * 1024 * 1024,
-        call_timeout: p.timeout,
-        fuel: p.fuel,
-        grants: Grants {
-            env: p
-                .sandbox
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            dirs: p
-                .sandbox
-                .dirs
-                .iter()
-                .map(|d| DirGrant {
-                    host: d.host.clone(),
-                    guest: d.guest.clone(),
-                    writable: d.writable,
-                })
-                .collect(),
-            network: p.sandbox.network.grant(),
-        },
-    }
-}
-
-/// The configuration's plugins, compiled and initialised.
-pub struct LoadedPlugins {
-    /// The engine they were compiled by; later versions must be too.
-    pub engine: PluginEngine,
-    /// The transform chain.
-    pub transforms: Vec<TransformPlugin>,
-    /// The router.
-    pub router: Option<RouterPlugin>,
-}
-
-/// Compiles and initialises every plugin of the configuration once, so a
-/// bad plugin is reported before anything connects. Compilation is CPU
-/// work; it runs off the async runtime.
-pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError> {
-    let transforms: Vec<PluginSpec> = config.transforms.iter().map(plugin_spec).collect();
-    let router = config.router.as_ref().map(plugin_spec);
-    let cache_dir = config.plugins.cache_dir();
-    let cache_max = config.plugins.cache_max_bytes();
-    tokio::task::spawn_blocking(move || {
-        let engine = match cache_dir {
-            Some(dir) => PluginEngine::with_cache(dir, cache_max)?,
-            None => PluginEngine::new()?,
-        };
-        let mut loaded = Vec::new();
-        for spec in transforms {
-            let plugin = TransformPlugin::load(&engine, spec)?;
-            plugin.instantiate()?;
-            loaded.push(plugin);
-        }
-        let router = match router {
-            Some(spec) => {
-                let plugin = RouterPlugin::load(&engine, spec)?;
-                plugin.instantiate()?;
-                Some(plugin)
-            }
-            None => None,
-        };
-        Ok(LoadedPlugins {
-            engine,
-            transforms: loaded,
-            router,
-        })
-    })
-    .await
-    .expect("plugin loading panicked")
-}
-
-async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    for (name, spec) in &config.sinks {
-        sinks.push(spec.build(name).await.map_err(|error| StartError::Sink {
-            sink: name.clone(),
-            error,
-        })?);
-    }
-    Ok(sinks)
-}
-
 /// A started pipeline.
 pub struct Pipeline {
     status: Arc<Status>,
@@ -275,8 +83,15 @@ const DRAIN_GRACE: Duration = Duration::from_secs(20);
 
 impl Pipeline {
     /// Opens sinks, loads plugins, prepares the slot and starts streaming.
-    /// Any failure here is reported before a single change is read.
-    pub async fn start(config: Config, status: Arc<Status>) -> Result<Pipeline, StartError> {
+    /// Any failure here is reported before a single change is read. The
+    /// plugins' deployer is published in `deployers` (the admin endpoint
+    /// is up before the pipeline and finds it there) before the state
+    /// turns to running.
+    pub async fn start(
+        config: Config,
+        status: Arc<Status>,
+        deployers: &OnceLock<Arc<Deployer>>,
+    ) -> Result<Pipeline, StartError> {
         let sinks = open_sinks(&config).await?;
         let plugins = load_plugins(&config).await?;
         let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
@@ -284,7 +99,8 @@ impl Pipeline {
         let start = source.start_lsn();
         tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
 
-        let checkpointer = Arc::new(Checkpointer::new(start, status.clone()));
+        let checkpointer = Arc::new(Checkpointer::new(start));
+        status.follow_watermark(checkpointer.subscribe());
         let capacity = config.pipeline.channel_batches;
         let mut tasks = JoinSet::new();
 
@@ -349,7 +165,7 @@ impl Pipeline {
         status.plugins.set_engine(plugins.engine.clone());
         let (swap_tx, swaps) = crate::reload::swap_channel();
         let deployer = Arc::new(Deployer::new(&config, &plugins, swap_tx, status.clone()));
-        status.plugins.set_deployer(deployer.clone());
+        let _ = deployers.set(deployer.clone());
         let watcher_stop = CancellationToken::new();
         if config.plugins.watch && deployer.has_plugins() {
             tasks.spawn(
@@ -376,6 +192,8 @@ impl Pipeline {
                 .router
                 .zip(config.router.as_ref())
                 .map(|(p, c)| Stage::new(p, c.on_failure, &c.breaker)),
+            transform_tables: config.transforms.iter().map(|c| c.tables.clone()).collect(),
+            router_tables: config.router.as_ref().and_then(|c| c.tables.clone()),
             rules: RouteRules::new(&config.routes, routed_sinks),
             dead_letter,
             sink_names: config.sink_names(),
@@ -558,284 +376,6 @@ async fn source_task(
             }
             Err(e) => break Err(e.into()),
         }
-    }
-}
-
-/// Where a sink task sends the records its sink refused for good.
-struct DeadLetters {
-    destination: Destination,
-    tx: mpsc::Sender<Vec<SinkRecord>>,
-}
-
-/// Writes batches to one sink, retrying while it is unavailable, and
-/// reports each durable batch to the checkpointer. Records the sink
-/// refuses for good, or that it cannot take at all (see
-/// `weir_sinks::batch::refusal`), go to the dead-letter sink, or halt the pipeline.
-#[allow(clippy::too_many_arguments)]
-async fn sink_task(
-    mut sink: Box<dyn Sink>,
-    caps: Capabilities,
-    mut rx: mpsc::Receiver<Vec<SinkRecord>>,
-    dead_letters: Option<DeadLetters>,
-    checkpointer: Arc<Checkpointer>,
-    status: Arc<Status>,
-    max_backoff: Duration,
-    abort: CancellationToken,
-) -> Result<(), HaltError> {
-    let name = sink.name().to_owned();
-    let counters = &status.sinks[&name];
-    // Coalescing small batches that queued up while the sink was busy
-    // amortises the per-write fsync or delivery round trip.
-    const COALESCE_RECORDS: usize = 16_384;
-    let coalesce = COALESCE_RECORDS.min(caps.max_batch_records.max(1));
-    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < coalesce {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        // Records the sink cannot take never reach it; the others are
-        // written in chunks it can take, in order.
-        let mut rejected: Vec<Rejected> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(index, record)| {
-                weir_sinks::batch::refusal(record, caps).map(|reason| Rejected { index, reason })
-            })
-            .collect();
-        let kept: Vec<usize> = if rejected.is_empty() {
-            Vec::new()
-        } else {
-            let refused: HashSet<usize> = rejected.iter().map(|r| r.index).collect();
-            (0..batch.len()).filter(|i| !refused.contains(i)).collect()
-        };
-        let screened: Vec<SinkRecord>;
-        let writable: &[SinkRecord] = if rejected.is_empty() {
-            &batch
-        } else {
-            screened = kept.iter().map(|&i| batch[i].clone()).collect();
-            &screened
-        };
-        let mut offset = 0;
-        for chunk in weir_sinks::batch::chunks(writable, caps) {
-            let Some(refused) =
-                write_chunk(&mut *sink, chunk, counters, &mut backoff, &abort).await
-            else {
-                return Ok(());
-            };
-            let refused = refused.map_err(|error| HaltError::Sink {
-                sink: name.clone(),
-                error,
-            })?;
-            for r in refused {
-                let at = offset + r.index;
-                let index = if kept.is_empty() { at } else { kept[at] };
-                rejected.push(Rejected {
-                    index,
-                    reason: r.reason,
-                });
-            }
-            offset += chunk.len();
-        }
-        backoff.reset();
-        if !rejected.is_empty() {
-            rejected.sort_by_key(|r| r.index);
-            let Some(letters) = &dead_letters else {
-                let first = &rejected[0];
-                return Err(HaltError::RecordRejected {
-                    sink: name,
-                    record: describe_record(&batch[first.index]),
-                    reason: first.reason.clone(),
-                });
-            };
-            if !send_dead_letters(&name, &batch, &rejected, letters, &checkpointer, &abort).await? {
-                return Ok(());
-            }
-            counters
-                .rejected
-                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        }
-        counters.set_error(None);
-        counters.recovered();
-        counters
-            .records
-            .fetch_add((batch.len() - rejected.len()) as u64, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        // A rejected record is settled by its dead letter, counted above.
-        checkpointer.delivered(&batch)?;
-    }
-    sink.close()
-        .await
-        .map_err(|error| HaltError::Sink { sink: name, error })
-}
-
-/// Writes one chunk until it is durable, waiting between tries as the
-/// error's kind decides ([`Backoff::after`]). `Some(Ok(refused))` once it
-/// is (but for the refused records, indexes into `chunk`), `Some(Err(_))`
-/// for an error that is not retried, `None` when stopping.
-async fn write_chunk(
-    sink: &mut dyn Sink,
-    chunk: &[SinkRecord],
-    counters: &SinkCounters,
-    backoff: &mut Backoff,
-    abort: &CancellationToken,
-) -> Option<Result<Vec<Rejected>, SinkError>> {
-    loop {
-        let written = tokio::select! {
-            written = sink.write(chunk) => written,
-            _ = abort.cancelled() => return None,
-        };
-        let error = match written {
-            Ok(()) => return Some(Ok(Vec::new())),
-            Err(SinkError::Rejected(list)) => {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Some(Ok(list));
-            }
-            Err(error) => error,
-        };
-        counters.errors.fetch_add(1, Ordering::Relaxed);
-        let Some(wait) = backoff.after(&error) else {
-            counters.failing();
-            return Some(Err(error));
-        };
-        let kind = error.kind();
-        if kind == SinkErrorKind::Auth {
-            tracing::error!(sink = %sink.name(), error = %error, retry_in = ?wait, "the sink refused Weir's credentials; retrying until an operator fixes them");
-        } else {
-            tracing::warn!(sink = %sink.name(), error = %error, kind = ?kind, retry_in = ?wait, "sink write failed; retrying the batch");
-        }
-        counters.set_error(Some(error.to_string()));
-        counters.failing();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = abort.cancelled() => return None,
-        }
-    }
-}
-
-/// Hands the dead letters of `rejected` records to the dead-letter sink,
-/// counted for the checkpointer before the originals are settled, so their
-/// transactions are acknowledged only once the dead letters are durable.
-/// `false` when stopping.
-async fn send_dead_letters(
-    sink: &str,
-    batch: &[SinkRecord],
-    rejected: &[Rejected],
-    letters: &DeadLetters,
-    checkpointer: &Checkpointer,
-    abort: &CancellationToken,
-) -> Result<bool, HaltError> {
-    let records: Vec<SinkRecord> = rejected
-        .iter()
-        .map(|r| {
-            let record = &batch[r.index];
-            tracing::warn!(
-                sink,
-                record = %describe_record(record),
-                error = %r.reason,
-                dead_letter_sink = %letters.destination.sink,
-                "sent a record the sink refused to the dead-letter sink"
-            );
-            Ok(SinkRecord {
-                topic: letters.destination.topic.clone(),
-                payload: SinkPayload::Raw(Arc::new(sink_dead_letter(sink, &r.reason, record)?)),
-                txn: record.txn,
-            })
-        })
-        .collect::<Result<_, HaltError>>()?;
-    checkpointer.update(|t| {
-        for (txn, n) in txn_runs(&records) {
-            t.dispatched(txn, n)?;
-        }
-        Ok(())
-    })?;
-    tokio::select! {
-        sent = letters.tx.send(records) => {
-            if sent.is_err() {
-                if abort.is_cancelled() {
-                    return Ok(false);
-                }
-                return Err(HaltError::Internal(format!(
-                    "the dead-letter sink {} stopped while sink {sink} had dead letters for it",
-                    letters.destination.sink
-                )));
-            }
-        }
-        _ = abort.cancelled() => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// The dead letter of a record a sink refused. A change becomes a JSON
-/// document naming the sink and the error, with the change in the native
-/// envelope, keyed like the change; a raw record keeps its key, value and
-/// headers. Either way the headers `weir.sink` and `weir.error` say why.
-fn sink_dead_letter(sink: &str, error: &str, record: &SinkRecord) -> Result<RawMessage, HaltError> {
-    let mut headers = vec![
-        ("weir.sink".to_owned(), sink.as_bytes().to_vec()),
-        ("weir.error".to_owned(), error.as_bytes().to_vec()),
-    ];
-    let event = match &record.payload {
-        SinkPayload::Raw(m) => {
-            headers.extend(m.headers.iter().cloned());
-            return Ok(RawMessage {
-                key: m.key.clone(),
-                value: m.value.clone(),
-                headers,
-                source: m.source,
-            });
-        }
-        SinkPayload::Change(event) => event,
-    };
-    crate::dead_letter::letter(&[("sink", sink), ("error", error)], headers, event)
-        .map_err(|e| HaltError::Internal(format!("cannot encode a dead letter: {e}")))
-}
-
-/// A record, described for an operator.
-fn describe_record(record: &SinkRecord) -> String {
-    match &record.payload {
-        SinkPayload::Change(e) => describe(e),
-        SinkPayload::Raw(m) => format!(
-            "a raw message (xid {}, commit LSN {}, LSN {})",
-            m.source.xid, m.source.commit_lsn, m.source.lsn
-        ),
-    }
-}
-
-/// A change, described for an operator.
-pub fn describe(e: &ChangeEvent) -> String {
-    let what = match &e.table {
-        Some(t) => format!("{} on {}.{}", e.op.as_str(), t.schema, t.name),
-        None => e.op.as_str().to_owned(),
-    };
-    let key: Vec<String> = e
-        .key_values()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", short_value(v)))
-        .collect();
-    let key = if key.is_empty() {
-        String::new()
-    } else {
-        format!(" key {}", key.join(","))
-    };
-    format!(
-        "{what}{key} (xid {}, commit LSN {}, change #{} of the transaction)",
-        e.source.xid, e.source.commit_lsn, e.source.seq
-    )
-}
-
-fn short_value(v: &Value) -> String {
-    let s = match v {
-        Value::Int(i) => i.to_string(),
-        Value::Text(s) | Value::Numeric(s) | Value::Other(s) | Value::Json(s) => s.clone(),
-        other => format!("{other:?}"),
-    };
-    if s.chars().count() > 64 {
-        format!("{}…", s.chars().take(64).collect::<String>())
-    } else {
-        s
     }
 }
 

@@ -14,23 +14,18 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weir_core::{ChangeEvent, Destination, RawMessage, SinkPayload, SinkRecord, SourceItem, TxnId};
+use weir_core::{
+    ChangeEvent, Destination, RawMessage, SinkPayload, SinkRecord, SourceItem, TablePattern, TxnId,
+};
 use weir_wasm::{Emit, EmitPayload, Outcome, RouterPlugin, Transaction, TransformPlugin};
 
 use crate::checkpoint::{Checkpointer, txn_runs};
 use crate::config::FailurePolicy;
-use crate::pipeline::{HaltError, describe};
-use crate::routing::RouteRules;
+use crate::halt::{HaltError, describe};
+use crate::plugins::Swap;
+use crate::routing::{RouteRules, in_tables};
 use crate::stages::{Stage, StagePlugin};
 use crate::status::Status;
-
-/// A validated new version of a configured plugin, waiting to take over.
-pub enum Swap {
-    /// The transform at this position of the chain.
-    Transform(usize, TransformPlugin),
-    /// The router.
-    Router(RouterPlugin),
-}
 
 /// One item travelling through the transform chain.
 enum Work {
@@ -44,6 +39,10 @@ enum Work {
 pub(crate) struct Processor {
     pub(crate) transforms: Vec<Stage<TransformPlugin>>,
     pub(crate) router: Option<Stage<RouterPlugin>>,
+    /// The `tables` filter of each transform, in chain order.
+    pub(crate) transform_tables: Vec<Option<Vec<TablePattern>>>,
+    /// The router's `tables` filter.
+    pub(crate) router_tables: Option<Vec<TablePattern>>,
     pub(crate) rules: RouteRules,
     /// Where dead letters go.
     pub(crate) dead_letter: Option<Destination>,
@@ -246,7 +245,8 @@ impl Processor {
             dead_letter: self.dead_letter.as_ref(),
         };
         let stage = &mut self.transforms[i];
-        let changes = work.iter().any(|w| matches!(w, Work::Change(_, None)));
+        let tables = self.transform_tables[i].as_deref();
+        let changes = work.iter().any(|w| takes(tables, w));
         // A transaction's commit may come in a batch of its own.
         let commits = work.iter().any(|w| matches!(w, Work::Commit(_)));
         let hooked_commit = commits && stage.wants_commit()?;
@@ -255,7 +255,7 @@ impl Processor {
         }
         let mut out = Vec::with_capacity(work.len());
         if !stage.wants_commit()? {
-            transform_run(stage, &failures, work, &mut out)?;
+            transform_run(stage, tables, &failures, work, &mut out)?;
             return Ok(out);
         }
         let mut run = Vec::new();
@@ -264,7 +264,7 @@ impl Processor {
                 run.push(w);
                 continue;
             };
-            transform_run(stage, &failures, std::mem::take(&mut run), &mut out)?;
+            transform_run(stage, tables, &failures, std::mem::take(&mut run), &mut out)?;
             // A swap never lands inside a transaction, but the plugin may
             // have been re-instantiated after a failure; ask again.
             if stage.wants_commit()? {
@@ -277,7 +277,7 @@ impl Processor {
             }
             out.push(Work::Commit(txn));
         }
-        transform_run(stage, &failures, run, &mut out)?;
+        transform_run(stage, tables, &failures, run, &mut out)?;
         Ok(out)
     }
 
@@ -291,7 +291,10 @@ impl Processor {
         for w in work {
             match w {
                 Work::Commit(_) => {}
-                Work::Change(e, None) if self.router.is_some() => {
+                Work::Change(e, None)
+                    if self.router.is_some()
+                        && (self.router_tables.as_deref()).is_none_or(|t| in_tables(t, &e)) =>
+                {
                     to_route.push(e);
                     slots.push(None);
                 }
@@ -425,10 +428,21 @@ enum ChosenBy {
     DeadLetter,
 }
 
-/// Runs one transform over `work` (no commit markers inside but maybe at
-/// the end) and appends the result to `out`.
+/// Whether a plugin with the `tables` filter gets `work`: a change that has
+/// no destination yet, of a table the filter matches.
+fn takes(tables: Option<&[TablePattern]>, work: &Work) -> bool {
+    match work {
+        Work::Change(e, None) => tables.is_none_or(|t| in_tables(t, e)),
+        _ => false,
+    }
+}
+
+/// Runs one transform over what it takes of `work` (no commit markers
+/// inside but maybe at the end) and appends the result to `out`, with
+/// what it does not take where it was.
 fn transform_run(
     stage: &mut Stage<TransformPlugin>,
+    tables: Option<&[TablePattern]>,
     failures: &Failures<'_>,
     work: Vec<Work>,
     out: &mut Vec<Work>,
@@ -441,7 +455,7 @@ fn transform_run(
     let mut slots = Vec::with_capacity(work.len());
     for w in work {
         match w {
-            Work::Change(e, None) => {
+            Work::Change(e, None) if tables.is_none_or(|t| in_tables(t, &e)) => {
                 batch.push(e);
                 slots.push(Slot::Batch);
             }

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use weir_wasm::{PluginEngine, PluginSpec, RouterPlugin, TransformPlugin};
 
 use crate::config::Config;
-use crate::pipeline::{HaltError, LoadedPlugins, plugin_spec};
-use crate::processor::Swap;
+use crate::halt::HaltError;
+use crate::plugins::{LoadedPlugins, Swap, plugin_spec};
 use crate::status::Status;
 
 /// Takes new versions of the pipeline's plugins.

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use weir_core::{ChangeEvent, Destination};
+use weir_core::{ChangeEvent, Destination, TablePattern};
 
 use crate::config::RouteConfig;
 
@@ -16,7 +16,7 @@ pub struct RouteRules {
 
 #[derive(Debug)]
 struct Rule {
-    patterns: Vec<String>,
+    patterns: Vec<TablePattern>,
     destinations: Vec<Destination>,
 }
 
@@ -28,18 +28,7 @@ impl RouteRules {
             rules: routes
                 .iter()
                 .map(|r| Rule {
-                    // Qualified once here, not per event.
-                    patterns: r
-                        .tables
-                        .iter()
-                        .map(|p| {
-                            if p.contains('.') || p == "*" {
-                                p.clone()
-                            } else {
-                                format!("public.{p}")
-                            }
-                        })
-                        .collect(),
+                    patterns: r.tables.clone(),
                     destinations: r
                         .sinks
                         .iter()
@@ -63,17 +52,9 @@ impl RouteRules {
         if self.rules.is_empty() {
             return Cow::Borrowed(&self.all_sinks);
         }
-        let name = event
-            .table
-            .as_ref()
-            .map(|t| format!("{}.{}", t.schema, t.name));
         let mut out: Vec<Destination> = Vec::new();
         for rule in &self.rules {
-            let matches = rule.patterns.is_empty()
-                || name
-                    .as_deref()
-                    .is_some_and(|n| rule.patterns.iter().any(|p| glob_match(p, n)));
-            if matches {
+            if rule.patterns.is_empty() || in_tables(&rule.patterns, event) {
                 for d in &rule.destinations {
                     if !out.iter().any(|o| o.sink == d.sink) {
                         out.push(d.clone());
@@ -103,20 +84,13 @@ impl RouteRules {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-/// A pattern without a dot (other than a lone `*`) is a table in `public`.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    if !pattern.contains('.') && pattern != "*" {
-        return glob_match(&format!("public.{pattern}"), name);
-    }
-    fn rec(p: &[u8], n: &[u8]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some((b'*', rest)) => (0..=n.len()).any(|i| rec(rest, &n[i..])),
-            Some((c, rest)) => n.first() == Some(c) && rec(rest, &n[1..]),
-        }
-    }
-    rec(pattern.as_bytes(), name.as_bytes())
+/// Whether `event` is a change of a table one of `patterns` matches; a
+/// change of no table (a logical message) matches none.
+pub fn in_tables(patterns: &[TablePattern], event: &ChangeEvent) -> bool {
+    event
+        .table
+        .as_ref()
+        .is_some_and(|t| patterns.iter().any(|p| p.matches(&t.schema, &t.name)))
 }
 
 #[cfg(test)]
@@ -148,7 +122,7 @@ mod tests {
 
     fn route(tables: &[&str], sinks: &[&str], topic: Option<&str>) -> RouteConfig {
         RouteConfig {
-            tables: tables.iter().map(|s| s.to_string()).collect(),
+            tables: tables.iter().map(|s| s.parse().unwrap()).collect(),
             sinks: sinks.iter().map(|s| s.to_string()).collect(),
             topic: topic.map(str::to_owned),
         }
@@ -188,10 +162,25 @@ mod tests {
     }
 
     #[test]
-    fn glob() {
-        assert!(glob_match("*.orders", "sales.orders"));
-        assert!(glob_match("public.ord*", "public.orders"));
-        assert!(!glob_match("public.ord*", "public.customers"));
-        assert!(glob_match("*", "a.b"));
+    fn patterns_match_tables_in_either_part() {
+        let r = RouteRules::new(
+            &[
+                route(&["*.orders"], &["orders"], None),
+                route(&["public.ord*"], &["ord"], None),
+                route(&["\"Sales\".*"], &["sales"], None),
+                route(&["*"], &["all"], None),
+            ],
+            [],
+        );
+        assert_eq!(
+            sinks_of(r.route(&event("sales", "orders"))),
+            ["orders", "all"]
+        );
+        assert_eq!(
+            sinks_of(r.route(&event("public", "orders"))),
+            ["orders", "ord", "all"]
+        );
+        assert_eq!(sinks_of(r.route(&event("Sales", "q1"))), ["sales", "all"]);
+        assert_eq!(sinks_of(r.route(&event("sales", "q1"))), ["all"]);
     }
 }

@@ -19,7 +19,7 @@ use weir_wasm::{
 };
 
 use crate::config::{BreakerConfig, FailurePolicy};
-use crate::pipeline::{HaltError, describe};
+use crate::halt::{HaltError, describe};
 
 /// How many times in a row a batch may fail and then pass when re-run on
 /// a fresh instance before the stage gives up: a plugin that fails at

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::watch;
+use weir_core::Lsn;
 use weir_wasm::PluginEngine;
 
 use crate::config::FailurePolicy;
-use crate::reload::Deployer;
 
 /// Lifecycle of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,8 +93,8 @@ pub struct Status {
     pub dropped: AtomicU64,
     /// Changes that no route sent anywhere.
     pub unrouted: AtomicU64,
-    /// The acknowledged LSN, as a number.
-    pub acked_lsn: AtomicU64,
+    /// The checkpointer's watermark, once the pipeline has one.
+    watermark: OnceLock<watch::Receiver<Lsn>>,
     /// Per-sink counters, fixed at startup.
     pub sinks: BTreeMap<String, SinkCounters>,
     /// The plugins, their versions, failures and deploys.
@@ -111,7 +112,7 @@ impl Status {
             transactions_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
-            acked_lsn: AtomicU64::new(0),
+            watermark: OnceLock::new(),
             sinks: sink_names
                 .into_iter()
                 .map(|n| (n, SinkCounters::default()))
@@ -119,6 +120,17 @@ impl Status {
             plugins: PluginsStatus::default(),
             degraded_after_ms: AtomicU64::new(60_000),
         }
+    }
+
+    /// Reports the watermark `watermark` receives as the acknowledged
+    /// position (the pipeline's checkpointer; the first one given stays).
+    pub fn follow_watermark(&self, watermark: watch::Receiver<Lsn>) {
+        let _ = self.watermark.set(watermark);
+    }
+
+    /// The acknowledged source position; zero before the pipeline started.
+    pub fn acked_lsn(&self) -> Lsn {
+        self.watermark.get().map_or(Lsn::ZERO, |w| *w.borrow())
     }
 
     /// Sets how long a sink may fail before it counts as degraded.
@@ -175,7 +187,7 @@ impl Status {
             .collect();
         serde_json::json!({
             "status": self.state(),
-            "acked_lsn": weir_core::Lsn(self.acked_lsn.load(Ordering::Relaxed)).to_string(),
+            "acked_lsn": self.acked_lsn().to_string(),
             "changes_in": self.changes_in.load(Ordering::Relaxed),
             "transactions_in": self.transactions_in.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
@@ -201,7 +213,7 @@ impl Status {
         gauge(
             "weir_acked_lsn",
             "Acknowledged source position.",
-            self.acked_lsn.load(Ordering::Relaxed),
+            self.acked_lsn().0,
         );
         gauge(
             "weir_changes_in_total",
@@ -295,13 +307,11 @@ pub struct PluginState {
     pub per_call: Option<usize>,
 }
 
-/// The plugins of the pipeline, as reported by `/status` and `/metrics`;
-/// also where the admin endpoint finds the [`Deployer`].
+/// The plugins of the pipeline, as reported by `/status` and `/metrics`.
 #[derive(Default)]
 pub struct PluginsStatus {
     states: Mutex<BTreeMap<String, PluginState>>,
     engine: OnceLock<PluginEngine>,
-    deployer: OnceLock<Arc<Deployer>>,
 }
 
 impl fmt::Debug for PluginsStatus {
@@ -353,16 +363,6 @@ impl PluginsStatus {
     /// The engine whose plugin counters `/metrics` reports.
     pub fn set_engine(&self, engine: PluginEngine) {
         let _ = self.engine.set(engine);
-    }
-
-    /// The deployer of the running pipeline.
-    pub fn set_deployer(&self, deployer: Arc<Deployer>) {
-        let _ = self.deployer.set(deployer);
-    }
-
-    /// The deployer, once the pipeline has started.
-    pub fn deployer(&self) -> Option<Arc<Deployer>> {
-        self.deployer.get().cloned()
     }
 
     /// Counts a change the plugin failed on, by what was done with it.
@@ -473,4 +473,30 @@ fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_core::TxnId;
+
+    use super::*;
+    use crate::checkpoint::Checkpointer;
+
+    #[test]
+    fn the_acked_position_follows_the_checkpointer() {
+        let status = Status::new(["out".to_owned()]);
+        assert_eq!(status.acked_lsn(), Lsn::ZERO);
+        let checkpointer = Checkpointer::new(Lsn(16));
+        status.follow_watermark(checkpointer.subscribe());
+        assert_eq!(status.acked_lsn(), Lsn(16));
+        checkpointer
+            .update(|t| {
+                t.begin(TxnId(1));
+                t.commit(TxnId(1), Lsn(0x64))
+            })
+            .unwrap();
+        assert_eq!(status.acked_lsn(), Lsn(0x64));
+        assert_eq!(status.snapshot()["acked_lsn"], "0/64");
+        assert!(status.metrics().contains("\nweir_acked_lsn 100\n"));
+    }
 }
