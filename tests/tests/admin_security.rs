@@ -101,7 +101,13 @@ async fn deploys_and_row_values_need_the_token_and_an_allowed_host() {
         assert!(body(&refused).contains("admin token"), "{refused}");
     }
     assert_eq!(std::fs::read(&trap).unwrap(), original);
-    let plugins = get(admin, "/plugins", &bearer(TOKEN));
+    // Plugins are listed once the pipeline has started them, a little after
+    // the slot exists.
+    let plugins = wait_for(Duration::from_secs(30), || {
+        let plugins = get(admin, "/plugins", &bearer(TOKEN));
+        (!http_json(&plugins)["trapper"].is_null()).then_some(plugins)
+    })
+    .expect("the plugin is listed on /plugins");
     assert_eq!(http_json(&plugins)["trapper"]["deploys"], 0, "{plugins}");
 
     // Reads that can quote rows need it too; probes do not.

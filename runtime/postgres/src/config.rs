@@ -248,6 +248,10 @@ pub struct PostgresConfig {
     pub publication: String,
     /// Tables to capture, as `(schema, table)`.
     pub tables: Vec<(String, String)>,
+    /// Patterns with wildcards (`sales.*`, `public.order_*`), expanded at
+    /// start to the tables that match then, which join `tables`. A table
+    /// created later is captured from the next start on.
+    pub table_patterns: Vec<weir_core::TablePattern>,
     /// Capture every table: the publication is (or is created) `FOR ALL TABLES`.
     pub all_tables: bool,
     /// Create the slot when it does not exist (otherwise that is an error).
@@ -299,6 +303,7 @@ impl Default for PostgresConfig {
             slot: "weir".to_owned(),
             publication: "weir".to_owned(),
             tables: Vec::new(),
+            table_patterns: Vec::new(),
             all_tables: false,
             create_slot: true,
             create_publication: true,
@@ -327,6 +332,7 @@ impl fmt::Debug for PostgresConfig {
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("tables", &self.tables)
+            .field("table_patterns", &self.table_patterns)
             .field("all_tables", &self.all_tables)
             .field("create_slot", &self.create_slot)
             .field("create_publication", &self.create_publication)
@@ -391,7 +397,7 @@ impl PostgresConfig {
                 self.publication
             ));
         }
-        if !self.all_tables && self.tables.is_empty() {
+        if !self.all_tables && self.tables.is_empty() && self.table_patterns.is_empty() {
             return bad(format!(
                 "postgres: no tables to capture for publication {:?}: list tables or set all_tables",
                 self.publication

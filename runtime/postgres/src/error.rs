@@ -57,6 +57,19 @@ pub enum PgError {
         tables: Vec<String>,
     },
 
+    /// A table pattern matches no table.
+    #[error(
+        "postgres at {addr}, database {dbname:?}: no table matches {pattern:?} (source.tables)"
+    )]
+    NoTableMatches {
+        /// `host:port`.
+        addr: String,
+        /// The database searched.
+        dbname: String,
+        /// The pattern as written.
+        pattern: String,
+    },
+
     /// The publication does not exist and may not be created.
     #[error(
         "postgres at {addr}, database {dbname:?}: publication {publication:?} does not exist \

@@ -121,11 +121,43 @@ async fn prepare_with(
         });
     }
 
-    let (schemas, names): (Vec<&str>, Vec<&str>) = cfg
-        .tables
-        .iter()
-        .map(|(s, t)| (s.as_str(), t.as_str()))
-        .unzip();
+    let mut tables = cfg.tables.clone();
+    if !cfg.table_patterns.is_empty() {
+        let all = client
+            .query(
+                "SELECT ns.nspname, c.relname FROM pg_class c \
+                 JOIN pg_namespace ns ON ns.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                   AND ns.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND ns.nspname NOT LIKE 'pg\\_%' \
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(sql("listing the tables that patterns may match"))?;
+        for pattern in &cfg.table_patterns {
+            let matched: Vec<(String, String)> = all
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                .filter(|(s, t)| pattern.matches(s, t))
+                .collect();
+            if matched.is_empty() {
+                return Err(PgError::NoTableMatches {
+                    addr: addr.to_owned(),
+                    dbname: dbname.clone(),
+                    pattern: pattern.as_str().to_owned(),
+                });
+            }
+            tracing::info!(pattern = %pattern.as_str(), tables = matched.len(), "a table pattern matched");
+            for t in matched {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+    }
+    let (schemas, names): (Vec<&str>, Vec<&str>) =
+        tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
     let missing = client
         .query(
             "SELECT x.s, x.t FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, n) \

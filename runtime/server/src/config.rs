@@ -152,7 +152,10 @@ pub struct SourceConfig {
     /// Publication name.
     #[serde(default = "default_weir")]
     pub publication: String,
-    /// Tables to capture, as `schema.table` (or `table` for `public`).
+    /// Tables to capture, as table patterns: `schema.table` (or `table`
+    /// for `public`), with `*` wildcards (`sales.*`) expanded at start to
+    /// the tables that exist then (a table created later is captured from
+    /// the next start on), and double quotes for names with capitals or dots.
     #[serde(default)]
     pub tables: Vec<String>,
     /// Capture every table (`FOR ALL TABLES` publication) instead of `tables`.
@@ -732,7 +735,7 @@ impl Config {
             problems.push("source.tables: list the tables to capture (schema.table), or set `all_tables = true`".into());
         }
         for (i, t) in s.tables.iter().enumerate() {
-            if let Err(e) = parse_table(t) {
+            if let Err(e) = weir_core::TablePattern::parse(t) {
                 problems.push(format!("source.tables[{i}]: {e}"));
             }
         }
@@ -975,15 +978,6 @@ fn resolved(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
-}
-
-/// Splits `schema.table` (or `table`, meaning `public.table`).
-pub fn parse_table(s: &str) -> Result<(String, String), String> {
-    let (schema, table) = s.split_once('.').unwrap_or(("public", s));
-    if schema.is_empty() || table.is_empty() || table.contains('.') {
-        return Err(format!("{s:?} is not a table name; write schema.table"));
-    }
-    Ok((schema.to_owned(), table.to_owned()))
 }
 
 /// Replaces `${NAME}` (and `${NAME:-default}`) with environment values in
@@ -1632,15 +1626,5 @@ path = "-"
         assert_eq!(k.sasl_password.as_deref(), Some("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.pipeline.degraded_after, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn table_names() {
-        assert_eq!(
-            parse_table("orders").unwrap(),
-            ("public".into(), "orders".into())
-        );
-        assert_eq!(parse_table("s.t").unwrap(), ("s".into(), "t".into()));
-        assert!(parse_table(".t").is_err());
     }
 }

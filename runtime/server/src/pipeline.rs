@@ -25,7 +25,7 @@ use weir_core::{Destination, SourceItem};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 
 use crate::checkpoint::Checkpointer;
-use crate::config::{Config, SourceConfig, parse_table};
+use crate::config::{Config, SourceConfig};
 use crate::delivery::{DeadLetters, open_sinks, sink_task};
 use crate::halt::{HaltError, StartError};
 use crate::plugins::load_plugins;
@@ -37,6 +37,12 @@ use crate::status::{State, Status};
 
 /// Translates the `[source]` section for the Postgres crate.
 pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
+    // Checked when the configuration was read.
+    let patterns: Vec<weir_core::TablePattern> = s
+        .tables
+        .iter()
+        .filter_map(|t| weir_core::TablePattern::parse(t).ok())
+        .collect();
     PostgresConfig {
         host: s.host.clone(),
         port: s.port,
@@ -46,10 +52,15 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         application_name: "weir".into(),
         slot: s.slot.clone(),
         publication: s.publication.clone(),
-        tables: s
-            .tables
+        tables: patterns
             .iter()
-            .filter_map(|t| parse_table(t).ok())
+            .filter_map(|p| p.exact())
+            .map(|(schema, table)| (schema.to_owned(), table.to_owned()))
+            .collect(),
+        table_patterns: patterns
+            .iter()
+            .filter(|p| p.exact().is_none())
+            .cloned()
             .collect(),
         all_tables: s.all_tables,
         create_slot: s.create_slot,
