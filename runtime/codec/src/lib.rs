@@ -13,7 +13,10 @@
 //! * column values as plain text ([`write_text`]);
 //! * name templates ([`NameTemplate`]): `{schema}`, `{table}`, `{op}`,
 //!   `{prefix}`, `{key}`, `{key.COLUMN}`, the one grammar for Kafka topics,
-//!   Redis keys, NATS subjects, index and table names.
+//!   Redis keys, NATS subjects, index and table names;
+//! * the shared pieces every crate that handles Postgres values needs: the
+//!   calendar ([`calendar`]), UUID text ([`parse_uuid`], [`write_uuid_text`])
+//!   and built-in type names ([`PgType`]).
 //!
 //! A record whose payload is [`SinkPayload::Raw`](weir_core::SinkPayload::Raw)
 //! is never encoded: its bytes go out as the plugin made them.
@@ -22,11 +25,13 @@
 //! reuses from record to record, without building a `serde_json::Value`
 //! per event: this runs once per event on the hot path.
 
-mod calendar;
+pub mod calendar;
 mod decode;
 mod json;
 mod template;
 mod text;
+mod types;
+mod uuid;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +40,8 @@ pub use decode::{DecodeContext, DecodeError, decode_native_json};
 pub use json::{JsonEncoder, encode_key_json, encode_native_json, write_lsn, write_str};
 pub use template::{ExpandError, NameTemplate, TemplateUse, write_key};
 pub use text::{to_text, write_text};
+pub use types::PgType;
+pub use uuid::{UUID_TEXT_LEN, parse_uuid, push_bytea_hex, push_uuid_text, write_uuid_text};
 
 /// Appends an instant (microseconds since 1970-01-01 UTC) as the envelope
 /// writes `timestamptz` values: ISO 8601 with a `Z`.
