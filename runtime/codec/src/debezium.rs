@@ -46,9 +46,10 @@
 //! commit's LSN; this one orders the same way); `source.xmin` is always
 //! `null`; the envelope has no `transaction` block.
 //!
-//! Truncates are written as `op = "t"` events (Debezium writes them only
-//! when `truncate` is in `skipped.operations`' complement, off by default
-//! before 2.0) with no key. An unchanged TOAST column (an UPDATE that did
+//! Truncates are always written, as `op = "t"` events with no key and
+//! null `before` and `after` (Debezium writes them only when its
+//! `skipped.operations` does not list `t`, and by default it does). A
+//! consumer that does not expect them must skip `op = "t"`. An unchanged TOAST column (an UPDATE that did
 //! not touch a large value, with REPLICA IDENTITY other than FULL) is
 //! Debezium's placeholder `__debezium_unavailable_value` (its bytes, in
 //! base64, for a `bytes` column). A logical message is Debezium's `op = "m"`
@@ -174,6 +175,8 @@ pub struct DebeziumEncoder {
     /// Avro-safe `topic_prefix`, the first part of every schema name.
     server: String,
     tables: HashMap<usize, TableSchemas>,
+    /// The value schema of logical messages.
+    message_schema: String,
     clock: fn() -> i64,
 }
 
@@ -265,7 +268,7 @@ impl Kind {
         }
     }
 
-    /// The Connect type, the semantic name, and the schema parameters.
+    /// The Connect type and the semantic (logical type) name.
     fn schema(self) -> (&'static str, Option<&'static str>) {
         match self {
             Kind::Boolean => ("boolean", None),
@@ -435,7 +438,7 @@ impl TableSchemas {
     }
 }
 
-/// The message value's schema, which names the server: built once.
+/// The value schema of a logical message.
 fn message_value_schema() -> String {
     [
         r#"{"type":"struct","fields":[{"type":"string","optional":false,"field":"op"},"#,
@@ -452,12 +455,19 @@ fn message_value_schema() -> String {
 impl DebeziumEncoder {
     /// An encoder with these settings, nothing cached yet.
     pub fn new(config: DebeziumConfig) -> Self {
+        // Dots separate Avro namespaces, so the prefix keeps its own.
         let mut server = String::new();
-        avro_name(&mut server, &config.topic_prefix.replace('.', "_"));
+        for (i, part) in config.topic_prefix.split('.').enumerate() {
+            if i > 0 {
+                server.push('.');
+            }
+            avro_name(&mut server, part);
+        }
         DebeziumEncoder {
             config,
             server,
             tables: HashMap::new(),
+            message_schema: message_value_schema(),
             clock: now_ms,
         }
     }
@@ -474,13 +484,18 @@ impl DebeziumEncoder {
         &self.config
     }
 
-    fn schemas(&mut self, table: &Arc<TableSchema>) -> &TableSchemas {
+    /// The cached schemas of `table`, built on first sight.
+    fn schemas<'a>(
+        tables: &'a mut HashMap<usize, TableSchemas>,
+        table: &Arc<TableSchema>,
+        server: &str,
+        decimals: DecimalHandling,
+    ) -> &'a TableSchemas {
         let address = Arc::as_ptr(table) as usize;
-        if self.tables.len() >= MAX_CACHED_TABLES && !self.tables.contains_key(&address) {
-            self.tables.clear();
+        if tables.len() >= MAX_CACHED_TABLES && !tables.contains_key(&address) {
+            tables.clear();
         }
-        let (server, decimals) = (&self.server, self.config.decimal_handling);
-        self.tables
+        tables
             .entry(address)
             .or_insert_with(|| TableSchemas::new(table, server, decimals))
     }
@@ -519,8 +534,13 @@ impl DebeziumEncoder {
                 event.op.as_str()
             )));
         };
-        let config = self.config.clone();
-        let schemas = self.schemas(table);
+        let config = &self.config;
+        let schemas = Self::schemas(
+            &mut self.tables,
+            table,
+            &self.server,
+            config.decimal_handling,
+        );
         if with_schemas {
             out.extend_from_slice(b"{\"schema\":");
             out.extend_from_slice(&schemas.value_schema);
@@ -533,7 +553,7 @@ impl DebeziumEncoder {
         out.extend_from_slice(b",\"source\":");
         write_source(
             out,
-            &config,
+            config,
             &event.source,
             Some(table),
             event.op == Op::Read,
@@ -580,7 +600,7 @@ impl DebeziumEncoder {
         if with_schemas {
             key.push(b'}');
             out.extend_from_slice(b"{\"schema\":");
-            out.extend_from_slice(message_value_schema().as_bytes());
+            out.extend_from_slice(self.message_schema.as_bytes());
             out.extend_from_slice(b",\"payload\":");
         }
         out.extend_from_slice(b"{\"op\":\"m\",\"ts_ms\":");
