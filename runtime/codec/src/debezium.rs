@@ -48,12 +48,13 @@
 //!
 //! Truncates are always written, as `op = "t"` events with no key and
 //! null `before` and `after` (Debezium writes them only when its
-//! `skipped.operations` does not list `t`, and by default it does). A
-//! consumer that does not expect them must skip `op = "t"`. An unchanged TOAST column (an UPDATE that did
-//! not touch a large value, with REPLICA IDENTITY other than FULL) is
-//! Debezium's placeholder `__debezium_unavailable_value` (its bytes, in
-//! base64, for a `bytes` column). A logical message is Debezium's `op = "m"`
-//! event: key `{"prefix": ...}`, value `{"op", "ts_ms", "source",
+//! `skipped.operations` does not list `t`, and by default it does); a
+//! consumer that does not expect them must skip `op = "t"`. An unchanged
+//! TOAST column (an UPDATE that did not touch a large value, with REPLICA
+//! IDENTITY other than FULL) is Debezium's placeholder
+//! `__debezium_unavailable_value` (its bytes, in base64, for a `bytes`
+//! column). A logical message is Debezium's `op = "m"` event: key
+//! `{"prefix": ...}`, value `{"op", "ts_ms", "source",
 //! "message": {"prefix", "content" (base64)}}`.
 
 use std::collections::HashMap;

@@ -12,8 +12,9 @@ use crate::registry::SinkSpec;
 /// Settings of a `file` sink.
 ///
 /// The file holds one line per record: the native JSON envelope of a
-/// change event (or its Debezium value with `encoding = "debezium"`), or the bytes of a raw record (followed by a newline unless
-/// they end with one; a raw record without a value writes nothing).
+/// change event (its Debezium value with `encoding = "debezium"`), or the
+/// bytes of a raw record (followed by a newline unless they end with one;
+/// a raw record without a value writes nothing).
 /// Every batch is fsynced before it is acknowledged, so after a crash the
 /// file holds every acknowledged record; records after the last
 /// acknowledged transaction may appear twice, since they are written again.

@@ -36,8 +36,11 @@ use crate::Encoding;
 /// and the headers carry the event's position (`weir.commit_lsn`,
 /// `weir.lsn`, `weir.xid`) and identity (`weir.op`, and `weir.schema` and
 /// `weir.table`, or `weir.prefix` for a logical message). A raw record
-/// keeps its own key, value and headers, after the three position headers. The producer is idempotent with `acks=all`: a
-/// batch counts as written only when every in-sync replica has it.
+/// keeps its own key, value and headers, after the three position headers.
+/// With `encoding = "debezium"` the key and value are Debezium's instead,
+/// and a delete is followed by a tombstone. The producer is idempotent
+/// with `acks=all`: a batch counts as written only when every in-sync
+/// replica has it.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
