@@ -495,7 +495,7 @@ pub struct KafkaMessage {
     pub topic: String,
     /// Key bytes.
     pub key: Option<Vec<u8>>,
-    /// Value parsed as JSON.
+    /// Value parsed as JSON; `null` for a tombstone (no value).
     pub value: Json,
     /// Headers.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -566,8 +566,10 @@ pub async fn consume(
         out.push(KafkaMessage {
             topic: msg.topic().to_owned(),
             key: msg.key().map(<[u8]>::to_vec),
-            value: serde_json::from_slice(msg.payload().unwrap_or_default())
-                .expect("message value is JSON"),
+            // A tombstone (no value at all) reads as `null`.
+            value: msg.payload().map_or(Json::Null, |p| {
+                serde_json::from_slice(p).expect("message value is JSON")
+            }),
             headers,
         });
     }

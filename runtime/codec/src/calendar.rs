@@ -1,4 +1,5 @@
-//! Dates and times as text, computed by hand.
+//! Dates and times as text, computed by hand, and the proleptic Gregorian
+//! calendar arithmetic behind them (also used by the Postgres decoder).
 //!
 //! The encoder formats every date and timestamp it meets, so this works on
 //! plain integers and appends ASCII to the output buffer: no date library,
@@ -34,7 +35,7 @@ const EPOCH_FROM_MARCH_ZERO: i64 = 719_468;
 /// Counting years from 1 March puts the leap day at the very end of each
 /// year, so the month lengths within a year never depend on leapness, and a
 /// year's position in its 400-year era determines everything else.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + EPOCH_FROM_MARCH_ZERO;
     let era = z.div_euclid(DAYS_PER_ERA);
     let day_of_era = z.rem_euclid(DAYS_PER_ERA); // 0..=146_096
@@ -59,7 +60,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The day count since 1970-01-01 of a (year, month, day): the inverse of
 /// [`civil_from_days`].
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = year - i64::from(month <= 2);
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400);
@@ -67,6 +68,21 @@ pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * DAYS_PER_ERA + day_of_era - EPOCH_FROM_MARCH_ZERO
+}
+
+/// Whether `year` (astronomical numbering: 1 BC is year 0) is a leap year.
+pub fn is_leap_year(year: i64) -> bool {
+    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
+}
+
+/// The number of days in `month` (1..=12) of `year`.
+pub fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Appends a `date` (days since 1970-01-01; `i32::MAX`/`i32::MIN` are the infinities).
@@ -212,5 +228,46 @@ impl Ascii {
             }
             self.len += digits;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days_round_trip_and_known_points() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 1, 1), 10_957);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        // 2024 is a leap year: Feb 29 exists and March 1 follows it.
+        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+        assert_eq!(days_from_civil(2024, 3, 1), 19_783);
+        // 1900 is not a leap year, 2000 is.
+        assert_eq!(
+            days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28),
+            1
+        );
+        assert_eq!(
+            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28),
+            2
+        );
+        // Postgres: SELECT date '0044-03-15 BC' - date '1970-01-01' = -735_160.
+        assert_eq!(days_from_civil(-43, 3, 15), -735_160);
+        for d in (-1_000_000..1_000_000).step_by(997) {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d, "{y}-{m}-{dd}");
+        }
+    }
+
+    #[test]
+    fn month_lengths() {
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(days_in_month(2000, 2), 29);
+        // 1 BC (year 0) is a leap year.
+        assert_eq!(days_in_month(0, 2), 29);
+        assert_eq!(days_in_month(2023, 4), 30);
+        assert_eq!(days_in_month(2023, 12), 31);
     }
 }

@@ -221,7 +221,7 @@ impl<'a> Names<'a> {
 }
 
 /// Runs `write`, cutting `out` back to where it was if it fails.
-fn undo_on_error<T>(
+pub(crate) fn undo_on_error<T>(
     out: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<T, EncodeError>,
 ) -> Result<T, EncodeError> {
@@ -361,7 +361,11 @@ fn write_row(
     Ok(())
 }
 
-fn check_row_len(table: &TableSchema, row: &[Value], which: &str) -> Result<(), EncodeError> {
+pub(crate) fn check_row_len(
+    table: &TableSchema,
+    row: &[Value],
+    which: &str,
+) -> Result<(), EncodeError> {
     if row.len() == table.columns.len() {
         return Ok(());
     }
@@ -374,7 +378,7 @@ fn check_row_len(table: &TableSchema, row: &[Value], which: &str) -> Result<(), 
     )))
 }
 
-fn column_error(table: &TableSchema, column: &Column, e: EncodeError) -> EncodeError {
+pub(crate) fn column_error(table: &TableSchema, column: &Column, e: EncodeError) -> EncodeError {
     EncodeError::new(format!(
         "column {}.{}.{} ({}): {e}",
         table.schema, table.name, column.name, column.type_name
@@ -417,7 +421,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn write_float(out: &mut Vec<u8>, f: f64) {
+pub(crate) fn write_float(out: &mut Vec<u8>, f: f64) {
     if f.is_finite() {
         out.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes());
     } else if f.is_nan() {
@@ -448,7 +452,7 @@ fn write_embedded_json(out: &mut Vec<u8>, text: &str) -> Result<(), EncodeError>
     Ok(())
 }
 
-fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
     // 4 output bytes per 3 input bytes, padded: cannot overflow for any
     // slice that fits in memory.
@@ -468,24 +472,8 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn write_uuid(out: &mut Vec<u8>, bytes: &[u8; 16]) {
     out.push(b'"');
-    write_uuid_text(out, bytes);
+    crate::uuid::write_uuid_text(out, bytes);
     out.push(b'"');
-}
-
-/// Appends a UUID in its canonical form, lower-case, without quotes.
-pub(crate) fn write_uuid_text(out: &mut Vec<u8>, bytes: &[u8; 16]) {
-    let mut text = [0u8; 36];
-    let mut pos = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            text[pos] = b'-';
-            pos += 1;
-        }
-        text[pos] = HEX_LOWER[usize::from(b >> 4)];
-        text[pos + 1] = HEX_LOWER[usize::from(b & 0xf)];
-        pos += 2;
-    }
-    out.extend_from_slice(&text);
 }
 
 /// Appends an LSN as Postgres prints it (`16/B374D848`): two upper-case hex

@@ -23,15 +23,7 @@ pub fn write_text(out: &mut String, value: &Value) {
         Value::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
         Value::Float(f) => write_float(out, *f),
         Value::Numeric(s) | Value::Text(s) | Value::Other(s) | Value::Json(s) => out.push_str(s),
-        Value::Bytes(b) => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.reserve(2 + 2 * b.len());
-            out.push_str("\\x");
-            for byte in b {
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0xf)]));
-            }
-        }
+        Value::Bytes(b) => crate::uuid::push_bytea_hex(out, b),
         Value::Date(days) => calendar::write_date(&mut bytes, *days),
         Value::Time(micros) => {
             if calendar::write_time(&mut bytes, *micros).is_err() {
@@ -41,7 +33,7 @@ pub fn write_text(out: &mut String, value: &Value) {
         }
         Value::Timestamp(micros) => calendar::write_timestamp(&mut bytes, *micros, false),
         Value::TimestampTz(micros) => calendar::write_timestamp(&mut bytes, *micros, true),
-        Value::Uuid(u) => crate::json::write_uuid_text(&mut bytes, u),
+        Value::Uuid(u) => crate::uuid::push_uuid_text(out, u),
     }
     if !bytes.is_empty() {
         out.push_str(std::str::from_utf8(&bytes).expect("calendar and UUID text is ASCII"));

@@ -4,13 +4,15 @@
 //! forces (`DateStyle=ISO`, `TimeZone=UTC`, `extra_float_digits=3`,
 //! `bytea_output=hex`), so each type has exactly one shape to parse. The
 //! type of each column is resolved once per Relation message into a
-//! [`TypeKind`], so per-value work is one `match` and the parse itself.
+//! [`PgType`], so per-value work is one `match` and the parse itself.
 //!
-//! Date and time arithmetic is done here by hand: Postgres uses the
-//! proleptic Gregorian calendar for every date, with astronomical year
-//! numbering behind its `BC` suffix (`0001-01-01 BC` is year 0), and its
-//! binary forms count from 2000-01-01.
+//! Dates are parsed here by hand, on the calendar arithmetic of
+//! [`weir_codec::calendar`]: Postgres uses the proleptic Gregorian calendar
+//! for every date, with astronomical year numbering behind its `BC` suffix
+//! (`0001-01-01 BC` is year 0), and its binary forms count from 2000-01-01.
 
+use weir_codec::PgType;
+use weir_codec::calendar::{civil_from_days, days_from_civil, days_in_month};
 use weir_core::Value;
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
@@ -20,57 +22,6 @@ const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Above the last year of Postgres's `date` (5874897), far below overflow.
 const MAX_YEAR: i64 = 10_000_000;
-
-/// How a column's values are decoded, resolved from its type OID.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum TypeKind {
-    Bool,
-    Int2,
-    Int4,
-    Int8,
-    Oid,
-    Float4,
-    Float8,
-    Numeric,
-    Text,
-    Bytea,
-    Date,
-    Time,
-    Timestamp,
-    TimestampTz,
-    Uuid,
-    Json,
-    Jsonb,
-    Other,
-}
-
-impl TypeKind {
-    /// The decoding for a built-in type, by its name: the one table for
-    /// both built-in OIDs (named through `postgres_types`) and domains
-    /// (whose Type message names the base type).
-    pub(crate) fn from_builtin_name(name: &str) -> TypeKind {
-        match name {
-            "bool" => TypeKind::Bool,
-            "bytea" => TypeKind::Bytea,
-            "name" | "text" | "bpchar" | "varchar" => TypeKind::Text,
-            "int8" => TypeKind::Int8,
-            "int2" => TypeKind::Int2,
-            "int4" => TypeKind::Int4,
-            "oid" => TypeKind::Oid,
-            "json" => TypeKind::Json,
-            "float4" => TypeKind::Float4,
-            "float8" => TypeKind::Float8,
-            "date" => TypeKind::Date,
-            "time" => TypeKind::Time,
-            "timestamp" => TypeKind::Timestamp,
-            "timestamptz" => TypeKind::TimestampTz,
-            "numeric" => TypeKind::Numeric,
-            "uuid" => TypeKind::Uuid,
-            "jsonb" => TypeKind::Jsonb,
-            _ => TypeKind::Other,
-        }
-    }
-}
 
 /// Why a value could not be decoded.
 pub(crate) type DecodeResult = Result<Value, &'static str>;
@@ -84,57 +35,57 @@ fn string(b: &[u8]) -> Result<String, &'static str> {
 }
 
 /// Decodes the text output form of a value.
-pub(crate) fn decode_text(kind: TypeKind, b: &[u8]) -> DecodeResult {
+pub(crate) fn decode_text(kind: PgType, b: &[u8]) -> DecodeResult {
     Ok(match kind {
-        TypeKind::Bool => match b {
+        PgType::Bool => match b {
             b"t" => Value::Bool(true),
             b"f" => Value::Bool(false),
             _ => return Err("invalid boolean"),
         },
-        TypeKind::Int2 | TypeKind::Int4 | TypeKind::Int8 | TypeKind::Oid => {
+        PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
             Value::Int(utf8(b)?.parse().map_err(|_| "invalid integer")?)
         }
-        TypeKind::Float4 => Value::Float(parse_float4(b)?),
-        TypeKind::Float8 => Value::Float(parse_float8(b)?),
-        TypeKind::Numeric => Value::Numeric(string(b)?),
-        TypeKind::Text => Value::Text(string(b)?),
-        TypeKind::Bytea => Value::Bytes(parse_bytea_text(b)?),
-        TypeKind::Date => Value::Date(parse_date(b)?),
-        TypeKind::Time => Value::Time(parse_time(b)?),
-        TypeKind::Timestamp => match parse_timestamp(b, false)? {
+        PgType::Float4 => Value::Float(parse_float4(b)?),
+        PgType::Float8 => Value::Float(parse_float8(b)?),
+        PgType::Numeric => Value::Numeric(string(b)?),
+        PgType::Text => Value::Text(string(b)?),
+        PgType::Bytea => Value::Bytes(parse_bytea_text(b)?),
+        PgType::Date => Value::Date(parse_date(b)?),
+        PgType::Time => Value::Time(parse_time(b)?),
+        PgType::Timestamp => match parse_timestamp(b, false)? {
             Some(t) => Value::Timestamp(t),
             None => Value::Other(string(b)?),
         },
-        TypeKind::TimestampTz => match parse_timestamp(b, true)? {
+        PgType::TimestampTz => match parse_timestamp(b, true)? {
             Some(t) => Value::TimestampTz(t),
             None => Value::Other(string(b)?),
         },
-        TypeKind::Uuid => Value::Uuid(parse_uuid(b)?),
-        TypeKind::Json | TypeKind::Jsonb => Value::Json(string(b)?),
-        TypeKind::Other => Value::Other(string(b)?),
+        PgType::Uuid => Value::Uuid(weir_codec::parse_uuid(b).ok_or("invalid uuid")?),
+        PgType::Json | PgType::Jsonb => Value::Json(string(b)?),
+        PgType::Other => Value::Other(string(b)?),
     })
 }
 
-/// Decodes the binary send form of a value. Types outside [`TypeKind`]'s
+/// Decodes the binary send form of a value. Types outside [`PgType`]'s
 /// list become `Value::Other("\\x<hex of the binary form>")`: lossless as
 /// bytes, but not Postgres's text form.
-pub(crate) fn decode_binary(kind: TypeKind, b: &[u8]) -> DecodeResult {
+pub(crate) fn decode_binary(kind: PgType, b: &[u8]) -> DecodeResult {
     fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], &'static str> {
         b.try_into()
             .map_err(|_| "binary value has the wrong length")
     }
     Ok(match kind {
-        TypeKind::Bool => Value::Bool(fixed::<1>(b)?[0] != 0),
-        TypeKind::Int2 => Value::Int(i16::from_be_bytes(fixed(b)?).into()),
-        TypeKind::Int4 => Value::Int(i32::from_be_bytes(fixed(b)?).into()),
-        TypeKind::Int8 => Value::Int(i64::from_be_bytes(fixed(b)?)),
-        TypeKind::Oid => Value::Int(u32::from_be_bytes(fixed(b)?).into()),
-        TypeKind::Float4 => Value::Float(f32::from_be_bytes(fixed(b)?).into()),
-        TypeKind::Float8 => Value::Float(f64::from_be_bytes(fixed(b)?)),
-        TypeKind::Numeric => Value::Numeric(numeric_binary_to_text(b)?),
-        TypeKind::Text => Value::Text(string(b)?),
-        TypeKind::Bytea => Value::Bytes(b.to_vec()),
-        TypeKind::Date => {
+        PgType::Bool => Value::Bool(fixed::<1>(b)?[0] != 0),
+        PgType::Int2 => Value::Int(i16::from_be_bytes(fixed(b)?).into()),
+        PgType::Int4 => Value::Int(i32::from_be_bytes(fixed(b)?).into()),
+        PgType::Int8 => Value::Int(i64::from_be_bytes(fixed(b)?)),
+        PgType::Oid => Value::Int(u32::from_be_bytes(fixed(b)?).into()),
+        PgType::Float4 => Value::Float(f32::from_be_bytes(fixed(b)?).into()),
+        PgType::Float8 => Value::Float(f64::from_be_bytes(fixed(b)?)),
+        PgType::Numeric => Value::Numeric(numeric_binary_to_text(b)?),
+        PgType::Text => Value::Text(string(b)?),
+        PgType::Bytea => Value::Bytes(b.to_vec()),
+        PgType::Date => {
             let d = i32::from_be_bytes(fixed(b)?);
             Value::Date(match d {
                 i32::MAX | i32::MIN => d,
@@ -143,9 +94,9 @@ pub(crate) fn decode_binary(kind: TypeKind, b: &[u8]) -> DecodeResult {
                     .ok_or("date out of range")?,
             })
         }
-        TypeKind::Time => Value::Time(i64::from_be_bytes(fixed(b)?)),
-        TypeKind::Timestamp | TypeKind::TimestampTz => {
-            let tz = kind == TypeKind::TimestampTz;
+        PgType::Time => Value::Time(i64::from_be_bytes(fixed(b)?)),
+        PgType::Timestamp | PgType::TimestampTz => {
+            let tz = kind == PgType::TimestampTz;
             let t = i64::from_be_bytes(fixed(b)?);
             let unix = match t {
                 i64::MAX | i64::MIN => Some(t),
@@ -161,26 +112,20 @@ pub(crate) fn decode_binary(kind: TypeKind, b: &[u8]) -> DecodeResult {
                 (None, _) => Value::Other(format_pg_timestamp(t, tz)),
             }
         }
-        TypeKind::Uuid => Value::Uuid(fixed(b)?),
-        TypeKind::Json => Value::Json(string(b)?),
-        TypeKind::Jsonb => match b.split_first() {
+        PgType::Uuid => Value::Uuid(fixed(b)?),
+        PgType::Json => Value::Json(string(b)?),
+        PgType::Jsonb => match b.split_first() {
             Some((1, text)) => Value::Json(string(text)?),
             _ => return Err("unknown jsonb binary version"),
         },
-        TypeKind::Other => Value::Other(hex_string(b)),
+        PgType::Other => Value::Other(hex_string(b)),
     })
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// `\x` followed by lower-case hex, the way Postgres prints bytea.
 pub(crate) fn hex_string(b: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + 2 * b.len());
-    s.push_str("\\x");
-    for &c in b {
-        s.push(HEX[usize::from(c >> 4)] as char);
-        s.push(HEX[usize::from(c & 15)] as char);
-    }
+    let mut s = String::new();
+    weir_codec::push_bytea_hex(&mut s, b);
     s
 }
 
@@ -251,70 +196,6 @@ fn parse_float4(b: &[u8]) -> Result<f64, &'static str> {
             .parse::<f32>()
             .map(f64::from)
             .map_err(|_| "invalid float"),
-    }
-}
-
-fn parse_uuid(b: &[u8]) -> Result<[u8; 16], &'static str> {
-    let mut out = [0u8; 16];
-    let mut n = 0;
-    let mut hi: Option<u8> = None;
-    for &c in b {
-        if c == b'-' {
-            continue;
-        }
-        let v = hex_val(c).ok_or("invalid uuid")?;
-        match hi.take() {
-            None => hi = Some(v),
-            Some(h) => {
-                *out.get_mut(n).ok_or("invalid uuid")? = h << 4 | v;
-                n += 1;
-            }
-        }
-    }
-    if n != 16 || hi.is_some() {
-        return Err("invalid uuid");
-    }
-    Ok(out)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date with astronomical
-/// year numbering (1 BC is year 0).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    // Count from 0000-03-01 so the leap day falls at the end of each
-    // (March-based) year; then 400-year eras repeat exactly.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`].
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn is_leap(y: i64) -> bool {
-    y.rem_euclid(4) == 0 && (y.rem_euclid(100) != 0 || y.rem_euclid(400) == 0)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }
 
@@ -620,31 +501,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_days_round_trip_and_known_points() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 1, 1), 10_957);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
-        // 2024 is a leap year: Feb 29 exists and March 1 follows it.
-        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
-        assert_eq!(days_from_civil(2024, 3, 1), 19_783);
-        // 1900 is not a leap year, 2000 is.
-        assert_eq!(
-            days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28),
-            1
-        );
-        assert_eq!(
-            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28),
-            2
-        );
-        // Postgres: SELECT date '0044-03-15 BC' - date '1970-01-01' = -735_160.
-        assert_eq!(days_from_civil(-43, 3, 15), -735_160);
-        for d in (-1_000_000..1_000_000).step_by(997) {
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d, "{y}-{m}-{dd}");
-        }
-    }
-
-    #[test]
     fn dates() {
         assert_eq!(parse_date(b"1970-01-01"), Ok(0));
         assert_eq!(parse_date(b"2024-02-29"), Ok(19_782));
@@ -661,11 +517,11 @@ mod tests {
             Ok(days_from_civil(10_000, 1, 1) as i32)
         );
         assert_eq!(
-            decode_binary(TypeKind::Date, &0i32.to_be_bytes()),
+            decode_binary(PgType::Date, &0i32.to_be_bytes()),
             Ok(Value::Date(10_957))
         );
         assert_eq!(
-            decode_binary(TypeKind::Date, &i32::MAX.to_be_bytes()),
+            decode_binary(PgType::Date, &i32::MAX.to_be_bytes()),
             Ok(Value::Date(i32::MAX))
         );
     }
@@ -749,21 +605,21 @@ mod tests {
     fn binary_timestamps_and_overflow() {
         let pg = |unix: i64| (unix - PG_EPOCH_OFFSET_MICROS).to_be_bytes();
         assert_eq!(
-            decode_binary(TypeKind::Timestamp, &pg(1_709_210_096_789_012)),
+            decode_binary(PgType::Timestamp, &pg(1_709_210_096_789_012)),
             Ok(Value::Timestamp(1_709_210_096_789_012))
         );
         assert_eq!(
-            decode_binary(TypeKind::TimestampTz, &i64::MIN.to_be_bytes()),
+            decode_binary(PgType::TimestampTz, &i64::MIN.to_be_bytes()),
             Ok(Value::TimestampTz(i64::MIN))
         );
         // 294276-12-31 23:59:59.999999, Postgres's END_TIMESTAMP - 1.
         let max = 9_223_371_331_199_999_999i64;
         assert_eq!(
-            decode_binary(TypeKind::Timestamp, &max.to_be_bytes()),
+            decode_binary(PgType::Timestamp, &max.to_be_bytes()),
             Ok(Value::Other("294276-12-31 23:59:59.999999".into()))
         );
         assert_eq!(
-            decode_binary(TypeKind::TimestampTz, &max.to_be_bytes()),
+            decode_binary(PgType::TimestampTz, &max.to_be_bytes()),
             Ok(Value::Other("294276-12-31 23:59:59.999999+00".into()))
         );
         assert_eq!(
@@ -819,33 +675,33 @@ mod tests {
 
     #[test]
     fn scalars() {
-        assert_eq!(decode_text(TypeKind::Bool, b"t"), Ok(Value::Bool(true)));
+        assert_eq!(decode_text(PgType::Bool, b"t"), Ok(Value::Bool(true)));
         assert_eq!(
-            decode_text(TypeKind::Int8, b"-9223372036854775808"),
+            decode_text(PgType::Int8, b"-9223372036854775808"),
             Ok(Value::Int(i64::MIN))
         );
         assert_eq!(
-            decode_text(TypeKind::Float4, b"1.1"),
-            decode_binary(TypeKind::Float4, &1.1f32.to_be_bytes())
+            decode_text(PgType::Float4, b"1.1"),
+            decode_binary(PgType::Float4, &1.1f32.to_be_bytes())
         );
-        match decode_text(TypeKind::Float8, b"NaN") {
+        match decode_text(PgType::Float8, b"NaN") {
             Ok(Value::Float(f)) => assert!(f.is_nan()),
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            decode_text(TypeKind::Float8, b"-Infinity"),
+            decode_text(PgType::Float8, b"-Infinity"),
             Ok(Value::Float(f64::NEG_INFINITY))
         );
         assert_eq!(
-            decode_text(TypeKind::Bytea, b"\\x00ff10"),
+            decode_text(PgType::Bytea, b"\\x00ff10"),
             Ok(Value::Bytes(vec![0, 255, 16]))
         );
         assert_eq!(
-            decode_text(TypeKind::Bytea, b"a\\000\\\\b"),
+            decode_text(PgType::Bytea, b"a\\000\\\\b"),
             Ok(Value::Bytes(vec![b'a', 0, b'\\', b'b']))
         );
-        assert!(decode_text(TypeKind::Bytea, b"\\x0").is_err());
-        let u = decode_text(TypeKind::Uuid, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        assert!(decode_text(PgType::Bytea, b"\\x0").is_err());
+        let u = decode_text(PgType::Uuid, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
         assert_eq!(
             u,
             Value::Uuid([
@@ -853,19 +709,19 @@ mod tests {
                 0x0a, 0x11
             ])
         );
-        assert!(decode_text(TypeKind::Uuid, b"a0eebc99").is_err());
+        assert!(decode_text(PgType::Uuid, b"a0eebc99").is_err());
         assert_eq!(
-            decode_binary(TypeKind::Jsonb, b"\x01{\"a\": 1}"),
+            decode_binary(PgType::Jsonb, b"\x01{\"a\": 1}"),
             Ok(Value::Json("{\"a\": 1}".into()))
         );
         assert_eq!(
-            decode_binary(TypeKind::Other, &[0, 1, 0xab]),
+            decode_binary(PgType::Other, &[0, 1, 0xab]),
             Ok(Value::Other("\\x0001ab".into()))
         );
         assert_eq!(
-            decode_binary(TypeKind::Oid, &u32::MAX.to_be_bytes()),
+            decode_binary(PgType::Oid, &u32::MAX.to_be_bytes()),
             Ok(Value::Int(4_294_967_295))
         );
-        assert!(decode_binary(TypeKind::Int4, &[0, 0]).is_err());
+        assert!(decode_binary(PgType::Int4, &[0, 0]).is_err());
     }
 }

@@ -17,13 +17,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use weir_codec::PgType;
 use weir_core::{
     ChangeEvent, Column, LogicalMessage, Lsn, Op, ReplicaIdentity, SourceInfo, SourceItem,
     TableSchema, TxnBegin, TxnCommit, TxnId, Value,
 };
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
-use crate::decode::{TypeKind, decode_binary, decode_text};
+use crate::decode::{decode_binary, decode_text};
 use crate::error::PgError;
 
 /// Weir's transaction numbers come from one process-wide counter, so a
@@ -73,7 +74,7 @@ fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
 
 struct CachedRelation {
     schema: Arc<TableSchema>,
-    kinds: Box<[TypeKind]>,
+    kinds: Box<[PgType]>,
 }
 
 struct OpenTxn {
@@ -89,7 +90,7 @@ pub(crate) struct Decoder {
     db_key: Arc<str>,
     relations: HashMap<u32, CachedRelation>,
     /// Non-built-in types announced by Type messages: name and decoding.
-    types: HashMap<u32, (String, TypeKind)>,
+    types: HashMap<u32, (String, PgType)>,
     txn: Option<OpenTxn>,
     last_commit_end: Lsn,
 }
@@ -243,9 +244,9 @@ impl Decoder {
                 // base type's name; an empty namespace means pg_catalog, so
                 // a domain over a built-in type decodes like that type.
                 let entry = if ns.is_empty() {
-                    (name.to_owned(), TypeKind::from_builtin_name(name))
+                    (name.to_owned(), PgType::from_name(name))
                 } else {
-                    (format!("{ns}.{name}"), TypeKind::Other)
+                    (format!("{ns}.{name}"), PgType::Other)
                 };
                 self.types.insert(oid, entry);
             }
@@ -448,13 +449,13 @@ impl Decoder {
 
     /// A column type's name and decoding: built-in types by OID, others
     /// from their Type message, else `oid:N` decoded as text.
-    fn resolve_type(&self, oid: u32) -> (String, TypeKind) {
+    fn resolve_type(&self, oid: u32) -> (String, PgType) {
         if let Some(t) = postgres_types::Type::from_oid(oid) {
-            return (t.name().to_owned(), TypeKind::from_builtin_name(t.name()));
+            return (t.name().to_owned(), PgType::from_name(t.name()));
         }
         match self.types.get(&oid) {
             Some((name, kind)) => (name.clone(), *kind),
-            None => (format!("oid:{oid}"), TypeKind::Other),
+            None => (format!("oid:{oid}"), PgType::Other),
         }
     }
 }
@@ -723,7 +724,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(d2.relations[&5].schema.columns[0].type_name, "int4");
-        assert_eq!(d2.relations[&5].kinds[0], TypeKind::Int4);
+        assert_eq!(d2.relations[&5].kinds[0], PgType::Int4);
         assert_eq!(d2.relations[&2].schema.schema, "pg_catalog");
         assert!(out.is_empty());
     }

@@ -460,7 +460,7 @@ async fn a_full_producer_queue_delays_records_but_never_drops_them() {
     let broker = Broker::start();
     let mut config = KafkaSinkConfig::new(&broker.address);
     config.create_topics = true;
-    config.topic = "small-queue".into();
+    config.topic = Some("small-queue".into());
     // A queue far smaller than the batch, so sending must wait for room.
     config
         .properties
@@ -567,7 +567,7 @@ async fn an_oversized_record_is_rejected_and_the_rest_of_the_batch_written() {
     let broker = Broker::start();
     let mut config = KafkaSinkConfig::new(&broker.address);
     config.create_topics = true;
-    config.topic = "sized".into();
+    config.topic = Some("sized".into());
     config
         .properties
         .insert("message.max.bytes".into(), "2000".into());
@@ -711,7 +711,7 @@ async fn produces_over_tls_with_a_client_certificate_and_checks_the_broker() {
 
     let mut config = KafkaSinkConfig::new(&tls_address);
     config.create_topics = true;
-    config.topic = "secure".into();
+    config.topic = Some("secure".into());
     config.security_protocol = weir_sinks::kafka::SecurityProtocol::Ssl;
     config.tls_ca_file = Some(pki.file("ca.pem"));
     config.tls_cert_file = Some(pki.file("client.pem"));

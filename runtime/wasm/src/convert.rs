@@ -7,13 +7,14 @@
 //! strings move rather than copy.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use weir_core::{
     ChangeEvent, Destination, LogicalMessage, Lsn, Op, RawMessage, SourceInfo, TableSchema, TxnId,
     Value,
 };
+
+use weir_codec::{UUID_TEXT_LEN, parse_uuid, push_uuid_text};
 
 use crate::bindings::wit;
 
@@ -108,7 +109,7 @@ impl Lowering {
         for row in rows(batch) {
             for value in row {
                 if let Value::Uuid(bytes) = value {
-                    write_uuid(&mut self.uuids, bytes);
+                    push_uuid_text(&mut self.uuids, bytes);
                 }
             }
         }
@@ -156,18 +157,6 @@ fn rows(batch: &[ChangeEvent]) -> impl Iterator<Item = &[Value]> {
         .flatten()
 }
 
-const UUID_TEXT_LEN: usize = 36;
-
-fn write_uuid(out: &mut String, bytes: &[u8; 16]) {
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-}
-
 fn lower_value<'a>(value: &'a Value, uuids: &'a str, next_uuid: &mut usize) -> wit::ValueParam<'a> {
     use wit::ValueParam as W;
     match value {
@@ -208,32 +197,12 @@ fn lift_value(value: wit::ValueResult) -> Result<Value, String> {
         W::Time(t) => Value::Time(t),
         W::Timestamp(t) => Value::Timestamp(t),
         W::Timestamptz(t) => Value::TimestampTz(t),
-        W::Uuid(s) => Value::Uuid(parse_uuid(&s).ok_or_else(|| format!("invalid uuid {s:?}"))?),
+        W::Uuid(s) => {
+            Value::Uuid(parse_uuid(s.as_bytes()).ok_or_else(|| format!("invalid uuid {s:?}"))?)
+        }
         W::Json(s) => Value::Json(s),
         W::Other(s) => Value::Other(s),
     })
-}
-
-/// Parses a UUID in its canonical hyphenated form (or as 32 bare hex
-/// digits), in either case.
-fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex = s.as_bytes();
-    let hyphenated = hex.len() == UUID_TEXT_LEN;
-    if hyphenated {
-        if [8, 13, 18, 23].iter().any(|&i| hex[i] != b'-') {
-            return None;
-        }
-    } else if hex.len() != 32 {
-        return None;
-    }
-    let mut digits = hex.iter().filter(|&&c| !(hyphenated && c == b'-'));
-    let mut out = [0; 16];
-    for byte in &mut out {
-        let hi = (*digits.next()? as char).to_digit(16)?;
-        let lo = (*digits.next()? as char).to_digit(16)?;
-        *byte = (hi << 4 | lo) as u8;
-    }
-    digits.next().is_none().then_some(out)
 }
 
 /// The tables an instance has announced, by id: what `table` ids in the
@@ -367,19 +336,6 @@ mod tests {
         0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd,
         0xef,
     ];
-
-    #[test]
-    fn uuids_round_trip() {
-        let mut s = String::new();
-        write_uuid(&mut s, &UUID);
-        assert_eq!(s, "12345678-9abc-def0-0123-456789abcdef");
-        assert_eq!(parse_uuid(&s), Some(UUID));
-        assert_eq!(parse_uuid(&s.to_uppercase()), Some(UUID));
-        assert_eq!(parse_uuid("123456789abcdef00123456789abcdef"), Some(UUID));
-        assert_eq!(parse_uuid("12345678-9abc-def0-0123-456789abcde"), None);
-        assert_eq!(parse_uuid("12345678_9abc-def0-0123-456789abcdef"), None);
-        assert_eq!(parse_uuid("g2345678-9abc-def0-0123-456789abcdef"), None);
-    }
 
     #[test]
     fn rows_are_lowered_in_place() {

@@ -3,6 +3,7 @@
 use std::any::Any;
 
 use futures::future::BoxFuture;
+use weir_codec::DebeziumConfig;
 use weir_core::{Capabilities, Sink, SinkError};
 
 use crate::Encoding;
@@ -11,8 +12,9 @@ use crate::registry::SinkSpec;
 /// Settings of a `file` sink.
 ///
 /// The file holds one line per record: the native JSON envelope of a
-/// change event, or the bytes of a raw record (followed by a newline unless
-/// they end with one; a raw record without a value writes nothing).
+/// change event (its Debezium value with `encoding = "debezium"`), or the
+/// bytes of a raw record (followed by a newline unless they end with one;
+/// a raw record without a value writes nothing).
 /// Every batch is fsynced before it is acknowledged, so after a crash the
 /// file holds every acknowledged record; records after the last
 /// acknowledged transaction may appear twice, since they are written again.
@@ -23,10 +25,15 @@ pub struct FileSinkConfig {
     /// if it does not. `"-"` writes to standard output instead, which is
     /// flushed but cannot be fsynced, so it gives no durability.
     pub path: String,
-    /// How change events are written. Only `"json"`, the native JSON
-    /// envelope, for now (the default).
+    /// How change events are written: `"json"`, the native JSON envelope
+    /// (the default), or `"debezium"`, the value of Debezium's PostgreSQL
+    /// connector envelope (a file has no keys and no tombstones).
     #[serde(default)]
     pub encoding: Encoding,
+    /// Settings of `encoding = "debezium"`, as a `[sinks.NAME.debezium]`
+    /// table (`schemas`, `topic_prefix`, `decimal_handling`, `database`;
+    /// `tombstones_on_delete` has no effect here).
+    pub debezium: Option<DebeziumConfig>,
 }
 
 impl FileSinkConfig {
@@ -35,6 +42,7 @@ impl FileSinkConfig {
         FileSinkConfig {
             path: path.into(),
             encoding: Encoding::default(),
+            debezium: None,
         }
     }
 
@@ -45,6 +53,7 @@ impl FileSinkConfig {
         if self.path.is_empty() {
             problems.push("path: must not be empty (use \"-\" for standard output)".to_owned());
         }
+        problems.extend(self.encoding.validate(self.debezium.as_ref()));
         problems
     }
 }

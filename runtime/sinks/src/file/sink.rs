@@ -9,9 +9,7 @@ use std::sync::Arc;
 use weir_core::{Sink, SinkError, SinkPayload, SinkRecord};
 
 use super::FileSinkConfig;
-use weir_codec::{EncodeError, JsonEncoder};
-
-use crate::Encoding;
+use weir_codec::{EncodeError, Encoder};
 
 /// A sink that appends one line per record to a file and fsyncs each batch.
 ///
@@ -19,8 +17,10 @@ use crate::Encoding;
 pub struct FileSink {
     name: String,
     path: String,
-    encoding: Encoding,
-    encoder: JsonEncoder,
+    encoder: Encoder,
+    /// The key and value of a Debezium event before its value is copied
+    /// into `buf` (the file has no keys).
+    scratch: (Vec<u8>, Vec<u8>),
     target: Target,
     /// Set when a failed write could not be cut back off the file: the
     /// length to truncate to before the next write, so that a torn batch
@@ -61,8 +61,8 @@ impl FileSink {
         Ok(FileSink {
             name: name.to_owned(),
             path: config.path.clone(),
-            encoding: config.encoding,
-            encoder: JsonEncoder::new(),
+            encoder: Encoder::new(config.encoding, config.debezium.as_ref()),
+            scratch: (Vec::new(), Vec::new()),
             target,
             repair_to: None,
             buf: Vec::new(),
@@ -145,14 +145,20 @@ fn complete_lines_len(file: &File, len: u64) -> io::Result<u64> {
 /// Appends the line of one record to `out`.
 fn encode_line(
     record: &SinkRecord,
-    encoding: Encoding,
-    encoder: &mut JsonEncoder,
+    encoder: &mut Encoder,
+    scratch: &mut (Vec<u8>, Vec<u8>),
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     match &record.payload {
         SinkPayload::Change(event) => {
-            match encoding {
-                Encoding::Json => encoder.encode(event, out)?,
+            match encoder {
+                // Straight into the batch: no key, no copy.
+                Encoder::Json(json) => json.encode(event, out)?,
+                other => {
+                    let (key, value) = scratch;
+                    other.encode(event, key, value)?;
+                    out.extend_from_slice(value);
+                }
             }
             out.push(b'\n');
         }
@@ -196,7 +202,7 @@ impl Sink for FileSink {
     async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkError> {
         self.buf.clear();
         for record in batch {
-            encode_line(record, self.encoding, &mut self.encoder, &mut self.buf)
+            encode_line(record, &mut self.encoder, &mut self.scratch, &mut self.buf)
                 .map_err(|e| SinkError::Encode(e.to_string()))?;
         }
         if self.buf.is_empty() {

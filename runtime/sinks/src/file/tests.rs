@@ -287,3 +287,32 @@ fn config_from_toml() {
         Err(SinkError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn debezium_encoding_writes_one_value_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbz.jsonl");
+    let config: FileSinkConfig = toml::from_str(&format!(
+        "path = {:?}\nencoding = \"debezium\"\n[debezium]\nschemas = false\ntopic_prefix = \"srv\"",
+        path.to_str().unwrap()
+    ))
+    .unwrap();
+    assert!(config.validate().is_empty());
+    let mut sink = FileSink::open("audit", &config).unwrap();
+    sink.write(&[simple(0, 7), simple(1, 8)]).await.unwrap();
+    let text = read(&path);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["after"], serde_json::json!({"id": 7}));
+    assert_eq!(lines[1]["after"], serde_json::json!({"id": 8}));
+    assert_eq!(lines[0]["op"], "c");
+    assert_eq!(lines[0]["source"]["name"], "srv");
+    assert_eq!(lines[0]["source"]["table"], "every_type");
+
+    let mut json_with_debezium = FileSinkConfig::new("x");
+    json_with_debezium.debezium = Some(weir_codec::DebeziumConfig::default());
+    assert_eq!(json_with_debezium.validate().len(), 1);
+}

@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use std::any::Any;
 
 use futures::future::BoxFuture;
-use weir_codec::{NameTemplate, TemplateUse};
+use weir_codec::{DebeziumConfig, NameTemplate, TemplateUse};
 use weir_core::{Capabilities, Sink, SinkError};
 
 use crate::registry::SinkSpec;
@@ -36,8 +36,11 @@ use crate::Encoding;
 /// and the headers carry the event's position (`weir.commit_lsn`,
 /// `weir.lsn`, `weir.xid`) and identity (`weir.op`, and `weir.schema` and
 /// `weir.table`, or `weir.prefix` for a logical message). A raw record
-/// keeps its own key, value and headers, after the three position headers. The producer is idempotent with `acks=all`: a
-/// batch counts as written only when every in-sync replica has it.
+/// keeps its own key, value and headers, after the three position headers.
+/// With `encoding = "debezium"` the key and value are Debezium's instead,
+/// and a delete is followed by a tombstone. The producer is idempotent
+/// with `acks=all`: a batch counts as written only when every in-sync
+/// replica has it.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
@@ -47,15 +50,16 @@ pub struct KafkaSinkConfig {
     /// `{schema}`, `{table}` and `{op}` are replaced by the event's schema,
     /// table and operation (`insert`, `update`, `delete`, `truncate`).
     /// A topic chosen by the router may use the same placeholders.
-    /// Default: `"{schema}.{table}"`.
-    #[serde(default = "default_topic")]
-    pub topic: String,
+    /// Default: `"{schema}.{table}"`, or Debezium's
+    /// `"PREFIX.{schema}.{table}"` (`PREFIX` is `debezium.topic_prefix`)
+    /// with `encoding = "debezium"`.
+    pub topic: Option<String>,
     /// The topic of a logical decoding message (`pg_logical_emit_message`)
     /// that the router did not give one; `{prefix}` is replaced by the
     /// message's prefix, which may be empty, so the template needs fixed
-    /// text too. Default: `"weir.{prefix}"`.
-    #[serde(default = "default_message_topic")]
-    pub message_topic: String,
+    /// text too. Default: `"weir.{prefix}"`, or Debezium's
+    /// `"PREFIX.message"` with `encoding = "debezium"`.
+    pub message_topic: Option<String>,
     /// The topic of a raw record (bytes a plugin emitted, a dead letter)
     /// that the router did not give one. A raw record fills in no
     /// placeholder. Default: `"weir.raw"`.
@@ -74,9 +78,15 @@ pub struct KafkaSinkConfig {
     #[serde(default = "default_one")]
     pub replication_factor: i32,
     /// How change events are encoded: `"json"`, the native JSON envelope
-    /// (the default).
+    /// (the default), or `"debezium"`, Debezium's PostgreSQL connector
+    /// envelope (key and value as Kafka Connect JSON; each delete followed
+    /// by a tombstone unless `debezium.tombstones_on_delete = false`).
     #[serde(default)]
     pub encoding: Encoding,
+    /// Settings of `encoding = "debezium"`, as a `[sinks.NAME.debezium]`
+    /// table: `schemas`, `topic_prefix`, `decimal_handling`,
+    /// `tombstones_on_delete`, `database`. Default: Debezium's defaults.
+    pub debezium: Option<DebeziumConfig>,
     /// Extra librdkafka settings (compression, batching, timeouts...), for
     /// example `{ "compression.type" = "lz4", "batch.size" = "1000000" }`.
     /// They override the sink's defaults (`linger.ms = 5`,
@@ -182,14 +192,6 @@ pub(crate) fn is_secret_property(key: &str) -> bool {
         )
 }
 
-fn default_topic() -> String {
-    "{schema}.{table}".to_owned()
-}
-
-fn default_message_topic() -> String {
-    "weir.{prefix}".to_owned()
-}
-
 fn default_raw_topic() -> String {
     "weir.raw".to_owned()
 }
@@ -239,13 +241,14 @@ impl KafkaSinkConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaSinkConfig {
             brokers: brokers.into(),
-            topic: default_topic(),
-            message_topic: default_message_topic(),
+            topic: None,
+            message_topic: None,
             raw_topic: default_raw_topic(),
             create_topics: false,
             partitions: 1,
             replication_factor: 1,
             encoding: Encoding::default(),
+            debezium: None,
             properties: BTreeMap::new(),
             delivery_timeout: default_delivery_timeout(),
             connect_timeout: default_connect_timeout(),
@@ -257,6 +260,31 @@ impl KafkaSinkConfig {
             sasl_username: None,
             sasl_password: None,
         }
+    }
+
+    /// The topic template of row changes: `topic`, or its default for the
+    /// encoding.
+    pub fn topic_template(&self) -> String {
+        match (&self.topic, self.encoding) {
+            (Some(topic), _) => topic.clone(),
+            (None, Encoding::Debezium) => self.debezium_config().default_topic(),
+            (None, Encoding::Json) => "{schema}.{table}".to_owned(),
+        }
+    }
+
+    /// The topic template of logical messages: `message_topic`, or its
+    /// default for the encoding.
+    pub fn message_topic_template(&self) -> String {
+        match (&self.message_topic, self.encoding) {
+            (Some(topic), _) => topic.clone(),
+            (None, Encoding::Debezium) => self.debezium_config().default_message_topic(),
+            (None, Encoding::Json) => "weir.{prefix}".to_owned(),
+        }
+    }
+
+    /// The Debezium settings, their defaults when the table is absent.
+    pub(crate) fn debezium_config(&self) -> DebeziumConfig {
+        self.debezium.clone().unwrap_or_default()
     }
 
     /// Checks a topic template (a route's or the dead-letter section's
@@ -273,9 +301,14 @@ impl KafkaSinkConfig {
         if self.brokers.trim().is_empty() {
             problems.push("brokers: must list at least one host:port".to_owned());
         }
+        problems.extend(self.encoding.validate(self.debezium.as_ref()));
         for (field, template, used_for) in [
-            ("topic", &self.topic, TemplateUse::Change),
-            ("message_topic", &self.message_topic, TemplateUse::Message),
+            ("topic", &self.topic_template(), TemplateUse::Change),
+            (
+                "message_topic",
+                &self.message_topic_template(),
+                TemplateUse::Message,
+            ),
             ("raw_topic", &self.raw_topic, TemplateUse::Raw),
         ] {
             if let Err(e) = Self::check_topic_template(template, used_for) {
@@ -458,6 +491,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("encoding", &self.encoding)
+            .field("debezium", &self.debezium)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .field("delivery_timeout", &self.delivery_timeout)
             .field("connect_timeout", &self.connect_timeout)

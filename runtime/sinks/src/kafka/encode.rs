@@ -3,9 +3,7 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use weir_core::{Op, SinkPayload, SinkRecord};
 
-use weir_codec::{EncodeError, JsonEncoder, NameTemplate, TemplateUse, write_lsn};
-
-use crate::Encoding;
+use weir_codec::{EncodeError, Encoder, NameTemplate, TemplateUse, write_lsn};
 
 /// Checks that a topic template cannot expand to an invalid topic name for
 /// records of kind `used_for`: its own text must be legal, and it must not
@@ -71,37 +69,35 @@ pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A message's key and value, either of which may be absent.
+/// A message's key and value, either of which may be absent, and whether
+/// a tombstone (the same key, no value) follows it.
 pub(crate) struct KeyValue<'a> {
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: Option<&'a [u8]>,
+    pub(crate) tombstone: bool,
 }
 
 /// Encodes a record's key and value: for a change event into the two
 /// buffers (replacing their content), for a raw record by borrowing its bytes.
 pub(crate) fn encode_key_value<'a>(
     record: &'a SinkRecord,
-    encoding: Encoding,
-    encoder: &mut JsonEncoder,
+    encoder: &mut Encoder,
     key_buf: &'a mut Vec<u8>,
     value_buf: &'a mut Vec<u8>,
 ) -> Result<KeyValue<'a>, EncodeError> {
     match &record.payload {
         SinkPayload::Change(event) => {
-            key_buf.clear();
-            value_buf.clear();
-            let has_key = encoder.encode_key(event, key_buf)?;
-            match encoding {
-                Encoding::Json => encoder.encode(event, value_buf)?,
-            }
+            let encoded = encoder.encode(event, key_buf, value_buf)?;
             Ok(KeyValue {
-                key: has_key.then_some(&key_buf[..]),
+                key: encoded.has_key.then_some(&key_buf[..]),
                 value: Some(&value_buf[..]),
+                tombstone: encoded.tombstone,
             })
         }
         SinkPayload::Raw(message) => Ok(KeyValue {
             key: message.key.as_deref(),
             value: message.value.as_deref(),
+            tombstone: false,
         }),
     }
 }

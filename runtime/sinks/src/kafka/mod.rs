@@ -14,6 +14,13 @@
 //! The first time a topic is used the sink checks that it exists and
 //! creates it when `create_topics` is set.
 //!
+//! With `encoding = "debezium"` keys and values are Debezium's PostgreSQL
+//! connector events (see [`weir_codec::DebeziumEncoder`]), topics default
+//! to Debezium's `PREFIX.SCHEMA.TABLE` and `PREFIX.message`, and each
+//! delete is followed by a tombstone (same key, no value) unless
+//! `[sinks.NAME.debezium] tombstones_on_delete = false`; a delete and its
+//! tombstone are one record for acknowledgement and rejection.
+//!
 //! A record the brokers refuse for good (too large, an illegal topic name)
 //! is reported as [`weir_core::SinkError::Rejected`] while the rest of its
 //! batch is written, so that the pipeline can dead-letter it.

@@ -32,7 +32,7 @@ use weir_core::{Op, Rejected, Sink, SinkError, SinkPayload, SinkRecord};
 use super::KafkaSinkConfig;
 use super::config::is_secret_property;
 use super::encode::{check_topic_name, encode_key_value, headers};
-use weir_codec::{JsonEncoder, NameTemplate};
+use weir_codec::{Encoder, NameTemplate};
 
 type Producer = ThreadedProducer<DeliveryContext>;
 
@@ -68,7 +68,7 @@ pub struct KafkaSink {
     secrets: Arc<Vec<String>>,
     /// Set after a batch failed: the next write starts a fresh producer.
     renew_producer: bool,
-    encoder: JsonEncoder,
+    encoder: Encoder,
     // Buffers reused from record to record.
     topic_buf: String,
     key_buf: Vec<u8>,
@@ -96,9 +96,10 @@ impl KafkaSink {
                 listed.join("; ")
             )));
         }
-        let topic_template = NameTemplate::parse(&config.topic).map_err(SinkError::Config)?;
+        let topic_template =
+            NameTemplate::parse(&config.topic_template()).map_err(SinkError::Config)?;
         let message_template =
-            NameTemplate::parse(&config.message_topic).map_err(SinkError::Config)?;
+            NameTemplate::parse(&config.message_topic_template()).map_err(SinkError::Config)?;
         let raw_template = NameTemplate::parse(&config.raw_topic).map_err(SinkError::Config)?;
         for (field, file) in [
             ("tls_ca_file", &config.tls_ca_file),
@@ -184,6 +185,7 @@ impl KafkaSink {
             }
         }
 
+        let encoder = Encoder::new(config.encoding, config.debezium.as_ref());
         Ok(KafkaSink {
             name: name.to_owned(),
             config,
@@ -197,7 +199,7 @@ impl KafkaSink {
             known_topics: TopicCache::new(MAX_CACHED_TOPICS),
             secrets,
             renew_producer: false,
-            encoder: JsonEncoder::new(),
+            encoder,
             topic_buf: String::new(),
             key_buf: Vec::new(),
             value_buf: Vec::new(),
@@ -230,12 +232,12 @@ impl KafkaSink {
             && let Err(e) = check_topic_name(&self.topic_buf)
         {
             let (source, text) = match (&record.topic, &record.payload) {
-                (Some(routed), _) => ("the router's topic", routed.as_str()),
-                (None, SinkPayload::Raw(_)) => ("raw_topic", self.config.raw_topic.as_str()),
+                (Some(routed), _) => ("the router's topic", routed.clone()),
+                (None, SinkPayload::Raw(_)) => ("raw_topic", self.config.raw_topic.clone()),
                 (None, SinkPayload::Change(event)) if event.op == Op::Message => {
-                    ("message_topic", self.config.message_topic.as_str())
+                    ("message_topic", self.config.message_topic_template())
                 }
-                (None, SinkPayload::Change(_)) => ("topic", self.config.topic.as_str()),
+                (None, SinkPayload::Change(_)) => ("topic", self.config.topic_template()),
             };
             return Err(format!(
                 "{e} (made from {source} {text:?} for a record at LSN {})",
@@ -383,7 +385,6 @@ impl KafkaSink {
         }
         let encoded = match encode_key_value(
             record,
-            self.config.encoding,
             &mut self.encoder,
             &mut self.key_buf,
             &mut self.value_buf,
@@ -391,36 +392,31 @@ impl KafkaSink {
             Ok(encoded) => encoded,
             Err(e) => return Ok(Some(format!("{e}"))),
         };
-        let mut message = BaseRecord::<[u8], [u8], Box<Delivery>>::with_opaque_to(
-            &self.topic_buf,
+        let delivery = || {
             Box::new(Delivery {
                 tracker: Arc::clone(tracker),
                 index,
-            }),
-        )
-        .headers(headers(record, &mut self.header_buf));
+            })
+        };
+        let mut message =
+            BaseRecord::<[u8], [u8], Box<Delivery>>::with_opaque_to(&self.topic_buf, delivery())
+                .headers(headers(record, &mut self.header_buf));
         message.key = encoded.key;
         message.payload = encoded.value;
-        tracker.add();
-        loop {
-            match self.producer.send(message) {
-                Ok(()) => return Ok(None),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // Never drop a record: wait for deliveries to make room.
-                    message = back;
-                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-                }
-                Err((e, back)) => {
-                    tracker.remove();
-                    let text = format!("producing to topic {}: {e}", back.topic);
-                    return match e.rdkafka_error_code().map(classify) {
-                        Some(Class::Record) => Ok(Some(text)),
-                        Some(Class::Sink) => Err(SinkError::Config(text)),
-                        _ => Err(SinkError::Transient(text)),
-                    };
-                }
-            }
+        if let Some(reason) = produce(&self.producer, message, tracker).await? {
+            return Ok(Some(reason));
         }
+        if encoded.tombstone {
+            // Same key, no value: log compaction may then drop the row.
+            let mut tombstone = BaseRecord::<[u8], [u8], Box<Delivery>>::with_opaque_to(
+                &self.topic_buf,
+                delivery(),
+            )
+            .headers(headers(record, &mut self.header_buf));
+            tombstone.key = encoded.key;
+            return produce(&self.producer, tombstone, tracker).await;
+        }
+        Ok(None)
     }
 
     /// A producer hit by a fatal error (an idempotence violation the broker
@@ -546,6 +542,35 @@ fn create_producer(
         })
 }
 
+/// Hands one message to librdkafka, waiting while its queue is full.
+/// `Ok(Some(reason))` when the message can never be produced.
+async fn produce(
+    producer: &Producer,
+    mut message: BaseRecord<'_, [u8], [u8], Box<Delivery>>,
+    tracker: &BatchTracker,
+) -> Result<Option<String>, SinkError> {
+    tracker.add();
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(None),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // Never drop a record: wait for deliveries to make room.
+                message = back;
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            Err((e, back)) => {
+                tracker.remove();
+                let text = format!("producing to topic {}: {e}", back.topic);
+                return match e.rdkafka_error_code().map(classify) {
+                    Some(Class::Record) => Ok(Some(text)),
+                    Some(Class::Sink) => Err(SinkError::Config(text)),
+                    _ => Err(SinkError::Transient(text)),
+                };
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
     fn name(&self) -> &str {
@@ -641,6 +666,8 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         rejected.sort_by_key(|r| r.index);
+        // A delete and its tombstone are one record: refused once.
+        rejected.dedup_by_key(|r| r.index);
         Err(SinkError::Rejected(rejected))
     }
 

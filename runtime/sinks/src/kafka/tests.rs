@@ -7,6 +7,7 @@ use weir_core::{
 };
 
 use super::KafkaSinkConfig;
+use crate::Encoding;
 use weir_codec::{NameTemplate, TemplateUse};
 
 use super::encode::check_topic_name;
@@ -115,8 +116,8 @@ fn topic_names_follow_kafka_rules() {
 fn config_defaults_and_parsing() {
     let config: KafkaSinkConfig = toml::from_str(r#"brokers = "127.0.0.1:9092""#).unwrap();
     assert_eq!(config, KafkaSinkConfig::new("127.0.0.1:9092"));
-    assert_eq!(config.topic, "{schema}.{table}");
-    assert_eq!(config.message_topic, "weir.{prefix}");
+    assert_eq!(config.topic_template(), "{schema}.{table}");
+    assert_eq!(config.message_topic_template(), "weir.{prefix}");
     assert_eq!(config.raw_topic, "weir.raw");
     assert!(!config.create_topics);
     assert_eq!((config.partitions, config.replication_factor), (1, 1));
@@ -170,7 +171,7 @@ fn config_defaults_and_parsing() {
 #[test]
 fn validation_lists_every_problem() {
     let mut config = KafkaSinkConfig::new(" ");
-    config.topic = "{nope}".into();
+    config.topic = Some("{nope}".into());
     config.partitions = 0;
     config.replication_factor = -1;
     config.properties.insert("acks".into(), "1".into());
@@ -199,7 +200,7 @@ fn validation_lists_every_problem() {
 async fn connect_reports_every_config_problem_at_once() {
     let mut config = KafkaSinkConfig::new("127.0.0.1:9");
     config.partitions = 0;
-    config.message_topic = "{x}".into();
+    config.message_topic = Some("{x}".into());
     let Err(err) = super::KafkaSink::connect("events", config).await else {
         panic!("connected with an invalid configuration");
     };
@@ -250,7 +251,7 @@ fn templates_that_can_expand_to_an_invalid_topic_are_refused() {
 fn the_defaults_and_bad_templates_in_validation() {
     assert!(KafkaSinkConfig::new("k:9092").validate().is_empty());
     let mut config = KafkaSinkConfig::new("k:9092");
-    config.message_topic = "{prefix}".into();
+    config.message_topic = Some("{prefix}".into());
     config.raw_topic = "{table}".into();
     let problems = config.validate();
     assert_eq!(problems.len(), 2, "{problems:?}");
@@ -371,4 +372,52 @@ async fn a_refused_secret_setting_is_not_repeated_in_the_error() {
     );
     assert!(!text.contains("pw-9f3e"), "{text}");
     assert!(!text.contains("key-pw-77"), "{text}");
+}
+
+#[test]
+fn debezium_encoding_settings_and_default_topics() {
+    let config: KafkaSinkConfig = toml::from_str(
+        r#"
+        brokers = "k:9092"
+        encoding = "debezium"
+        [debezium]
+        topic_prefix = "dbserver1"
+        schemas = false
+        decimal_handling = "string"
+        tombstones_on_delete = false
+        "#,
+    )
+    .unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    assert_eq!(config.encoding, Encoding::Debezium);
+    assert_eq!(config.topic_template(), "dbserver1.{schema}.{table}");
+    assert_eq!(config.message_topic_template(), "dbserver1.message");
+    let debezium = config.debezium.clone().unwrap();
+    assert!(!debezium.schemas && !debezium.tombstones_on_delete);
+    assert_eq!(
+        debezium.decimal_handling,
+        weir_codec::DecimalHandling::String
+    );
+
+    // `topic` still wins, and the default prefix is Debezium's "weir".
+    let config: KafkaSinkConfig =
+        toml::from_str("brokers = \"k:9092\"\nencoding = \"debezium\"\ntopic = \"cdc.{table}\"")
+            .unwrap();
+    assert_eq!(config.topic_template(), "cdc.{table}");
+    assert_eq!(config.message_topic_template(), "weir.message");
+
+    let config: KafkaSinkConfig =
+        toml::from_str("brokers = \"k:9092\"\n[debezium]\ntopic_prefix = \"a b\"").unwrap();
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("debezium: settings for encoding = \"debezium\"")),
+        "{problems:?}"
+    );
+    let err = toml::from_str::<KafkaSinkConfig>(
+        "brokers = \"k:9092\"\nencoding = \"debezium\"\n[debezium]\ndecimal_handling = \"exact\"",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("precise"), "{err}");
 }
