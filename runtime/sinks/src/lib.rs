@@ -20,6 +20,7 @@
 //!   (`File::sync_data`).
 //! * [`KafkaSink`] produces with an idempotent producer and `acks=all`, and
 //!   waits for the delivery report of every record.
+//! * [`HttpSink`] POSTs the batch and counts it written on a 2xx answer.
 //!
 //! Only then may the server count the batch's transactions as delivered and
 //! let the replication slot advance. Anything not acknowledged is written
@@ -66,6 +67,8 @@
 
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod registry;
@@ -73,6 +76,8 @@ pub mod retry;
 
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
+#[cfg(feature = "http")]
+pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
