@@ -331,18 +331,21 @@ fn http_sink_toml(name: &str, receiver: &Receiver, extra: &str) -> String {
 }
 
 /// Writes the configuration and starts Weir, waiting for its slot.
-/// The pipeline's longest wait is `max_backoff`, which also caps a `Retry-After`.
+const FAST_RETRIES: &str = "max_retry_backoff = \"500ms\"";
+
+/// `pipeline` is the `[pipeline]` section's lines; its `max_retry_backoff`
+/// also caps a `Retry-After`.
 fn start_weir(
     db: &TestDb,
     dir: &std::path::Path,
-    max_backoff: &str,
+    pipeline: &str,
     body: &str,
 ) -> (WeirProcess, std::path::PathBuf) {
     let config = dir.join("weir.toml");
     std::fs::write(
         &config,
         format!(
-            "{}\n[pipeline]\nmax_retry_backoff = {max_backoff:?}\n\n{body}",
+            "{}\n[pipeline]\n{pipeline}\n\n{body}",
             db.source_toml(&["t"])
         ),
     )
@@ -364,7 +367,7 @@ async fn changes_arrive_in_order_once_each_through_endpoint_outages() {
     let (mut weir, _) = start_weir(
         &db,
         dir.path(),
-        "500ms",
+        FAST_RETRIES,
         &http_sink_toml(
             "hook",
             &receiver,
@@ -448,7 +451,7 @@ async fn retry_after_is_honoured_by_the_pipeline() {
     let (weir, _) = start_weir(
         &db,
         dir.path(),
-        "5s",
+        "max_retry_backoff = \"5s\"",
         &http_sink_toml("hook", &receiver, ""),
     );
     db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
@@ -498,7 +501,10 @@ async fn after_kill_9_replayed_requests_carry_the_keys_they_had() {
         http_sink_toml("blocker", &blocker, ""),
     );
     let dir = tempfile::tempdir().unwrap();
-    let (mut weir, config) = start_weir(&db, dir.path(), "500ms", &body);
+    // Room for every batch while the blocker holds them: a full channel
+    // would stop the other sinks too.
+    let pipeline = format!("{FAST_RETRIES}\nchannel_batches = 10000");
+    let (mut weir, config) = start_weir(&db, dir.path(), &pipeline, &body);
     for txn in 0..5 {
         let rows: Vec<String> = (0..4).map(|i| format!("({}, 'v')", txn * 4 + i)).collect();
         db.exec(&format!("INSERT INTO t VALUES {}", rows.join(", ")))
@@ -527,7 +533,21 @@ async fn after_kill_9_replayed_requests_carry_the_keys_they_had() {
     let batched_got = batched.wait_until(
         Duration::from_secs(90),
         |got| delivered(&got[first_run.1..]).len() >= 20,
-        || weir.log(),
+        || {
+            let got = batched.received();
+            let summary: Vec<(u16, &str, Vec<Json>)> = got
+                .iter()
+                .map(|r| {
+                    let ids = r
+                        .records()
+                        .iter()
+                        .map(|x| x["after"]["id"].clone())
+                        .collect();
+                    (r.status, r.key(), ids)
+                })
+                .collect();
+            format!("first run {}: {summary:?}\n{}", first_run.1, weir.log())
+        },
     );
     blocker.wait_until(
         Duration::from_secs(90),
@@ -599,7 +619,7 @@ async fn a_400_is_dead_lettered_with_the_reason() {
         "{}[dead_letter]\nsink = \"dlq\"\n\n[sinks.dlq]\ntype = \"file\"\npath = {dlq:?}\n",
         http_sink_toml("hook", &receiver, "max_batch_records = 1"),
     );
-    let (weir, _) = start_weir(&db, dir.path(), "500ms", &body);
+    let (weir, _) = start_weir(&db, dir.path(), FAST_RETRIES, &body);
     db.exec("INSERT INTO t VALUES (1, 'ok')").await;
     db.exec("INSERT INTO t VALUES (2, 'poison')").await;
     db.exec("INSERT INTO t VALUES (3, 'fine')").await;
