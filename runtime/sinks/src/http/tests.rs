@@ -242,7 +242,9 @@ fn requests_are_cut_by_records_and_bytes_the_same_way_every_time() {
         })
         .collect();
     assert_eq!(cut(&spans, Format::Json, 2, usize::MAX), [0..2, 2..4, 4..5]);
-    assert_eq!(cut(&spans, Format::Json, 100, usize::MAX), [0..5]);
+    let whole = cut(&spans, Format::Json, 100, usize::MAX);
+    assert_eq!(whole.len(), 1);
+    assert_eq!(whole[0], 0..5);
     // `[a,b]` is 23 bytes: three do not fit in 30, two do.
     assert_eq!(cut(&spans, Format::Json, 100, 23), [0..2, 2..4, 4..5]);
     assert_eq!(
