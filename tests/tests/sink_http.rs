@@ -655,3 +655,87 @@ async fn a_400_is_dead_lettered_with_the_reason() {
     })
     .unwrap_or_else(|| panic!("not acknowledged past {last}:\n{}", weir.log()));
 }
+
+/// A CA's PEM and a TLS front on a free port that forwards to `backend`
+/// with a certificate for 127.0.0.1 signed by that CA.
+fn tls_front(backend: u16) -> (String, u16) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let params = |names: Vec<String>, common_name: &str| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params
+    };
+    let mut ca_params = params(vec![], "weir test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params(vec!["127.0.0.1".to_owned()], "127.0.0.1")
+        .signed_by(&key, &*ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (ca.pem(), port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_internal_ca_file_is_trusted_for_https() {
+    let receiver = Receiver::start();
+    let (ca_pem, port) = tls_front(receiver.port);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let url = format!("https://127.0.0.1:{port}/hook");
+
+    // Without the CA the certificate is not trusted: a transient error
+    // naming the endpoint (an operator can fix the certificate).
+    let mut untrusted = HttpSink::new("hook", HttpSinkConfig::new(&url)).unwrap();
+    let err = untrusted.write(&[change(0, 1)]).await.unwrap_err();
+    assert!(matches!(err, SinkError::Transient(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&url), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(receiver.received().is_empty());
+
+    let mut config = HttpSinkConfig::new(&url);
+    config.tls_ca_file = Some(ca_file.to_str().unwrap().to_owned());
+    let mut trusted = HttpSink::new("hook", config).unwrap();
+    trusted.write(&[change(0, 1)]).await.unwrap();
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].records()[0]["after"]["id"], 1);
+}
