@@ -1,9 +1,10 @@
 //! The `http` (webhook) sink against a real HTTP server written here
 //! (`weir_tests::services::http`): first the sink alone (signatures,
-//! idempotency keys across retries, every kind of answer), then through
-//! the `weir` binary (changes in order through outages, `Retry-After`
-//! honoured by the pipeline, replays after SIGKILL carrying the keys they
-//! had, a 400 dead-lettered with its reason).
+//! idempotency keys across retries, every kind of answer, NDJSON and raw
+//! records, an internal CA), then through the `weir` binary (changes in
+//! order through outages, `Retry-After` honoured by the pipeline, replays
+//! after SIGKILL carrying the keys they had, a 400 dead-lettered with its
+//! reason, every column type as the file sink writes it).
 //!
 //! The conformance kit is for sinks that apply state; a webhook appends,
 //! so it does not run here.
@@ -738,4 +739,85 @@ async fn an_internal_ca_file_is_trusted_for_https() {
     let got = receiver.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].records()[0]["after"]["id"], 1);
+}
+
+/// The table and rows of `types_roundtrip.rs`, whose expected values the
+/// file sink is checked against one by one there.
+const TABLE: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY,
+    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+    t text, vc varchar(20), bp char(5), nm name, by bytea,
+    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
+    addr inet, span interval, arr int4[]
+)";
+
+const ROWS: &str = r#"
+INSERT INTO typed VALUES (1,
+    true, -32768, 2147483647, 9223372036854775807, 1.5, -2.25e300,
+    '-12345678901234567890.123456789', 42.5,
+    E'héllo "quoted"\n\ttab \\ done', 'abc', 'ab', 'a_name', '\x00ff10',
+    '2024-02-29', '13:14:15.123456', '2024-02-29 13:14:15.5', '2024-02-29 13:14:15.123+02',
+    'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}, "d": [true]}',
+    '10.1.2.3/24', '1 day 02:00:03', '{1,2,3}');
+INSERT INTO typed (id) VALUES (2);
+INSERT INTO typed VALUES (3,
+    false, 0, -2147483648, -9223372036854775808, 'NaN', 'Infinity',
+    'NaN', 0,
+    '', '', '', '', '',
+    '-infinity', '00:00:00', 'infinity', '-infinity',
+    '00000000-0000-0000-0000-000000000000', '[]', '{}',
+    '::1', '-1 mons', '{}');
+INSERT INTO typed (id, f4, f8, n, d, tm, ts, tstz) VALUES (4,
+    '-Infinity', 1e-300, '0.000000000000000000001', '0044-03-15 BC', '23:59:59.999999',
+    '0044-03-15 12:00:00 BC', '1970-01-01 00:00:00.000001+00');
+INSERT INTO typed (id, n, d, ts) VALUES (5, 'Infinity', '9999-12-31', '2000-01-01 00:00:00');
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_reaches_the_webhook_as_in_the_file_sink() {
+    let db = TestDb::new("http_types", TABLE).await;
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n{}[sinks.file]\ntype = \"file\"\npath = {out:?}\n",
+            db.source_toml(&["typed"]),
+            http_sink_toml("hook", &receiver, "format = \"ndjson\""),
+        ),
+    )
+    .unwrap();
+    let weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(120), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec(ROWS).await;
+    let lines = wait_lines(&out, 5, Duration::from_secs(60));
+    let got = receiver.wait_until(
+        Duration::from_secs(60),
+        |got| delivered(got).len() >= 5,
+        || weir.log(),
+    );
+    let records = delivered(&got);
+    assert_eq!(records.len(), 5);
+    for (record, line) in records.iter().zip(&lines) {
+        let id = &line["after"]["id"];
+        for (column, value) in line["after"].as_object().unwrap() {
+            assert_eq!(
+                &record["after"][column], value,
+                "column {column} of row {id}: the webhook got {}, the file {value}",
+                record["after"][column]
+            );
+        }
+        assert_eq!(record, line);
+    }
+    // A few values as types_roundtrip.rs expects them, so that two equally
+    // wrong outputs cannot pass.
+    assert_eq!(records[0]["after"]["i8"], 9223372036854775807i64);
+    assert_eq!(records[0]["after"]["n"], "-12345678901234567890.123456789");
+    assert_eq!(records[0]["after"]["by"], "AP8Q");
+    assert_eq!(records[0]["after"]["tstz"], "2024-02-29T11:14:15.123Z");
+    assert_eq!(records[2]["after"]["f4"], "NaN");
+    assert_eq!(records[3]["after"]["d"], "-0043-03-15");
 }
