@@ -20,6 +20,7 @@
 //!   (`File::sync_data`).
 //! * [`KafkaSink`] produces with an idempotent producer and `acks=all`, and
 //!   waits for the delivery report of every record.
+//! * [`HttpSink`] POSTs the batch and counts it written on a 2xx answer.
 //!
 //! Only then may the server count the batch's transactions as delivered and
 //! let the replication slot advance. Anything not acknowledged is written
@@ -67,6 +68,8 @@
 pub mod batch;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod registry;
@@ -74,6 +77,8 @@ pub mod retry;
 
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
+#[cfg(feature = "http")]
+pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
