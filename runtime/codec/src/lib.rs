@@ -126,6 +126,25 @@ impl Encoder {
         }
     }
 
+    /// Appends the event's value alone to `out`, for sinks that write no
+    /// key (a file line, a webhook element); `scratch` holds the key the
+    /// Debezium encoder makes on the way.
+    pub fn encode_value(
+        &mut self,
+        event: &weir_core::ChangeEvent,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        match self {
+            // Straight into the output: no key, no copy.
+            Encoder::Json(encoder) => encoder.encode(event, out),
+            Encoder::Debezium(encoder) => {
+                scratch.clear();
+                encoder.encode(event, scratch, out).map(|_| ())
+            }
+        }
+    }
+
     /// Replaces the content of `key` and `value` with the event's key and
     /// value.
     pub fn encode(

@@ -20,7 +20,8 @@ pub struct FileSink {
     encoder: Encoder,
     /// The key and value of a Debezium event before its value is copied
     /// into `buf` (the file has no keys).
-    scratch: (Vec<u8>, Vec<u8>),
+    /// The Debezium key, made on the way to the value and not written.
+    scratch: Vec<u8>,
     target: Target,
     /// Set when a failed write could not be cut back off the file: the
     /// length to truncate to before the next write, so that a torn batch
@@ -62,7 +63,7 @@ impl FileSink {
             name: name.to_owned(),
             path: config.path.clone(),
             encoder: Encoder::new(config.encoding, config.debezium.as_ref()),
-            scratch: (Vec::new(), Vec::new()),
+            scratch: Vec::new(),
             target,
             repair_to: None,
             buf: Vec::new(),
@@ -146,20 +147,12 @@ fn complete_lines_len(file: &File, len: u64) -> io::Result<u64> {
 fn encode_line(
     record: &SinkRecord,
     encoder: &mut Encoder,
-    scratch: &mut (Vec<u8>, Vec<u8>),
+    scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     match &record.payload {
         SinkPayload::Change(event) => {
-            match encoder {
-                // Straight into the batch: no key, no copy.
-                Encoder::Json(json) => json.encode(event, out)?,
-                other => {
-                    let (key, value) = scratch;
-                    other.encode(event, key, value)?;
-                    out.extend_from_slice(value);
-                }
-            }
+            encoder.encode_value(event, scratch, out)?;
             out.push(b'\n');
         }
         SinkPayload::Raw(message) => {

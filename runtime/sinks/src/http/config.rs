@@ -40,9 +40,12 @@ pub struct HttpSinkConfig {
     #[serde(default)]
     pub format: Format,
     /// How change events are encoded: `"json"`, the native JSON envelope
-    /// (the default).
+    /// (the default), or `"debezium"`, the value of Debezium's PostgreSQL
+    /// connector events.
     #[serde(default)]
     pub encoding: Encoding,
+    /// Settings of `encoding = "debezium"`, as a `[sinks.NAME.debezium]` table.
+    pub debezium: Option<weir_codec::DebeziumConfig>,
     /// How long one request may take, from connecting to the end of the
     /// answer, before it fails (and the pipeline retries it). Default: `"30s"`.
     #[serde(
@@ -152,6 +155,7 @@ impl HttpSinkConfig {
             url: url.into(),
             format: Format::default(),
             encoding: Encoding::default(),
+            debezium: None,
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             max_batch_records: default_max_batch_records(),
@@ -167,7 +171,7 @@ impl HttpSinkConfig {
     /// Problems that make this configuration unusable, each as
     /// `field: message`; empty when it is valid. Does no I/O.
     pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.encoding.validate(self.debezium.as_ref());
         match reqwest::Url::parse(&self.url) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => problems.push(format!(
                 "url: the scheme must be http or https, not {:?}",
@@ -277,6 +281,7 @@ impl fmt::Debug for HttpSinkConfig {
             .field("url", &redact_url(&self.url))
             .field("format", &self.format)
             .field("encoding", &self.encoding)
+            .field("debezium", &self.debezium)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_batch_records", &self.max_batch_records)

@@ -5,26 +5,25 @@ use std::ops::Range;
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use weir_codec::JsonEncoder;
+use weir_codec::Encoder;
 use weir_core::{Position, SinkPayload, SinkRecord};
 
 use super::Format;
-use crate::Encoding;
 
 /// Appends the element of one record (without separator) to `out`, or
 /// says why the record cannot be sent; `out` is then left as it was.
 pub(crate) fn encode_element(
     record: &SinkRecord,
     format: Format,
-    encoding: Encoding,
-    encoder: &mut JsonEncoder,
+    encoder: &mut Encoder,
+    scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let start = out.len();
     let result = match &record.payload {
-        SinkPayload::Change(event) => match encoding {
-            Encoding::Json => encoder.encode(event, out).map_err(|e| e.to_string()),
-        },
+        SinkPayload::Change(event) => encoder
+            .encode_value(event, scratch, out)
+            .map_err(|e| e.to_string()),
         SinkPayload::Raw(message) => match message.value.as_deref() {
             // A raw record without a value (a tombstone) has nothing but its absence to say.
             None => {

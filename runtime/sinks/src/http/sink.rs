@@ -6,13 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
-use weir_codec::JsonEncoder;
+use weir_codec::Encoder;
 use weir_core::{Rejected, Sink, SinkError, SinkRecord};
 
 use super::config::{IDEMPOTENCY_HEADER, redact_url};
 use super::encode::{body, cut, encode_element, idempotency_key, signature};
 use super::{Format, HttpSinkConfig};
-use crate::Encoding;
 
 /// Most bytes of an answer's body kept for an error message.
 const BODY_EXCERPT_BYTES: usize = 512;
@@ -29,12 +28,13 @@ pub struct HttpSink {
     shown_url: String,
     client: reqwest::Client,
     format: Format,
-    encoding: Encoding,
     max_records: usize,
     max_bytes: usize,
     timeout: Duration,
     signing: Option<Signing>,
-    encoder: JsonEncoder,
+    encoder: Encoder,
+    /// The Debezium key, made on the way to the value and not sent.
+    scratch: Vec<u8>,
     /// The encoded records of the batch being written, one after the other;
     /// reused from batch to batch.
     elements: Vec<u8>,
@@ -129,12 +129,12 @@ impl HttpSink {
             url,
             client,
             format: config.format,
-            encoding: config.encoding,
             max_records: config.max_batch_records,
             max_bytes: config.max_batch_bytes,
             timeout: config.timeout,
             signing,
-            encoder: JsonEncoder::new(),
+            encoder: Encoder::new(config.encoding, config.debezium.as_ref()),
+            scratch: Vec::new(),
             elements: Vec::new(),
         })
     }
@@ -346,8 +346,8 @@ impl Sink for HttpSink {
             match encode_element(
                 record,
                 self.format,
-                self.encoding,
                 &mut self.encoder,
+                &mut self.scratch,
                 &mut self.elements,
             ) {
                 Ok(()) => {

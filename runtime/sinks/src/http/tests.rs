@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use weir_codec::JsonEncoder;
+use weir_codec::Encoder;
 use weir_core::{
     ChangeEvent, Column, Lsn, Op, Position, RawMessage, ReplicaIdentity, SinkError, SinkPayload,
     SinkRecord, SourceInfo, TableSchema, TxnId, Value,
@@ -76,8 +76,8 @@ fn element(record: &SinkRecord, format: Format) -> Result<String, String> {
     let result = encode_element(
         record,
         format,
-        Encoding::Json,
-        &mut JsonEncoder::new(),
+        &mut Encoder::new(Encoding::Json, None),
+        &mut Vec::new(),
         &mut out,
     );
     match result {
@@ -365,5 +365,41 @@ fn a_bad_ca_file_is_a_config_error_naming_it() {
         err.to_string()
             .starts_with("invalid configuration: sinks.hook.url"),
         "{err}"
+    );
+}
+
+#[test]
+fn debezium_elements_are_the_debezium_value() {
+    let spec = crate::parse_sink(section(
+        "type = \"http\"\nurl = \"http://127.0.0.1:1/x\"\nencoding = \"debezium\"\n[debezium]\nschemas = false\n",
+    ))
+    .unwrap();
+    assert!(spec.validate().is_empty(), "{:?}", spec.validate());
+    let config = spec
+        .as_any()
+        .downcast_ref::<super::HttpSinkConfig>()
+        .unwrap();
+    let mut encoder = Encoder::new(config.encoding, config.debezium.as_ref());
+    let mut out = Vec::new();
+    encode_element(
+        &change(0, 7),
+        Format::Json,
+        &mut encoder,
+        &mut Vec::new(),
+        &mut out,
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["op"], "c", "{value}");
+    assert_eq!(value["after"]["id"], 7, "{value}");
+    assert_eq!(value["source"]["connector"], "postgresql", "{value}");
+    let mismatched = crate::parse_sink(section(
+        "type = \"http\"\nurl = \"http://127.0.0.1:1/x\"\n[debezium]\nschemas = false\n",
+    ))
+    .unwrap();
+    assert!(
+        mismatched.validate()[0].starts_with("debezium:"),
+        "{:?}",
+        mismatched.validate()
     );
 }
