@@ -83,6 +83,7 @@ mod tls_tests;
 
 pub use config::{AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, RequireAuth, SslMode};
 pub use error::{PgError, ServerError};
+pub use setup::connect;
 pub use source::PostgresSource;
 /// The shutdown signal [`PostgresSource::run`] takes, re-exported so callers
 /// need not depend on `tokio-util` themselves.

@@ -38,6 +38,19 @@ pub(crate) async fn prepare(cfg: &PostgresConfig) -> Result<Prepared, PgError> {
     result
 }
 
+/// Opens an ordinary SQL connection (not a replication one) to the server
+/// `cfg` names, with the same TLS (`sslmode`, `sslrootcert`) and
+/// authentication rules (`require_auth`, cleartext passwords) as the
+/// source's own connections, for components that write to Postgres (the
+/// `postgres` sink). Only the connection settings of `cfg` are used; its
+/// capture settings (slot, publication, tables) are ignored. The
+/// connection's task runs on the current Tokio runtime and ends when the
+/// client is dropped.
+pub async fn connect(cfg: &PostgresConfig) -> Result<Client, PgError> {
+    cfg.validate_tls()?;
+    connect_sql(cfg, &cfg.address()).await
+}
+
 async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError> {
     let context = "connecting";
     let opened = async {

@@ -72,6 +72,8 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod registry;
 pub mod retry;
 
@@ -81,5 +83,7 @@ pub use file::{FileSink, FileSinkConfig};
 pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresSink, PostgresSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;

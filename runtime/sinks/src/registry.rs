@@ -35,6 +35,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::kafka::TYPE,
     #[cfg(feature = "http")]
     crate::http::TYPE,
+    #[cfg(feature = "postgres")]
+    crate::postgres::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.

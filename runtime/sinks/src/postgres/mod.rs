@@ -1,0 +1,98 @@
+//! The `postgres` sink: applies row changes to tables of another Postgres
+//! database (a replica, an analytics copy), each batch in one transaction,
+//! exactly once.
+//!
+//! ```toml
+//! [sinks.replica]
+//! type = "postgres"
+//! host = "replica.internal"
+//! database = "analytics"
+//! table = "{schema}.{table}"
+//! ```
+//!
+//! # What a batch does
+//!
+//! One target transaction per [`write`](weir_core::Sink::write): an insert
+//! or update becomes `INSERT … ON CONFLICT (key columns) DO UPDATE SET …`
+//! (columns whose value is an unchanged TOAST value are left out, so the
+//! target keeps its own), a delete `DELETE … WHERE key = …`, an update that
+//! changes the key deletes the old key and upserts the new one, a truncate
+//! `TRUNCATE` (instant, whatever the table's size; it takes an ACCESS
+//! EXCLUSIVE lock until the batch commits). Logical messages change
+//! nothing and count as delivered. `write` returns once `COMMIT` has
+//! returned, with `synchronous_commit = on` for the session. A batch may
+//! hold many source transactions (Weir catching up: one commit for all of
+//! them, up to `max_batch_records`) or part of one (a large source
+//! transaction split across batches).
+//!
+//! # Exactly once
+//!
+//! The same transaction stores the sink's position in `progress_table`
+//! (`sink` → commit LSN, sequence, and how many records at that very
+//! position were taken, since several records may share one). Every batch
+//! first reads that row (`FOR UPDATE`) and skips the records at or before
+//! it, so a batch written again after a crash, or a late retry, changes
+//! nothing, and an older version can never overwrite a newer one or bring
+//! back a deleted row. No tombstones are needed: the one progress row per
+//! sink is all the bookkeeping. A source transaction split over batches
+//! is safe because each batch commits its part with the position of its
+//! last record; a replay starts again at the transaction's first record,
+//! and the part already committed is skipped by position.
+//!
+//! The guarantee holds for one writer per sink name: two Weirs writing as
+//! the same sink serialise on the progress row but would skip each
+//! other's changes.
+//!
+//! # Names and types
+//!
+//! The target table comes from the `table` template (or the route's
+//! `topic`), split at its `.` into schema and table, each quoted as an
+//! identifier. Values are sent as text parameters cast to the target
+//! column's type (`$1::pg_catalog.int4`, without the column's modifier so that
+//! `varchar(n)` and `numeric(p,s)` check on assignment rather than
+//! truncate), in the forms of [`weir_codec::write_text`]:
+//!
+//! | source value                 | text sent                                |
+//! |------------------------------|------------------------------------------|
+//! | bool, integers, numeric      | `true`, `42`, `-1.50`, `NaN`, `Infinity` |
+//! | float4/8                     | shortest round-trip digits, `NaN`, `±Infinity` |
+//! | text, varchar, char, name    | as is                                    |
+//! | bytea                        | `\x` and hex                             |
+//! | date, timestamp(tz)          | ISO 8601 (`T`, `Z`), `±infinity`, `BC` before year 1 |
+//! | time, uuid, json, jsonb      | ISO time, canonical uuid, the JSON text  |
+//! | any other type (inet, interval, arrays, enums…) | Postgres's own text output |
+//!
+//! With `create_tables`, a missing table is created with the source's
+//! columns and types (built-in types with their modifiers; other types by
+//! their source name, which must exist in the target) and the key as
+//! primary key. Columns added to the source later are not added.
+//!
+//! # Errors
+//!
+//! A refused connection or a lost one is transient (the pipeline retries
+//! the batch: nothing of it was committed, or all of it was, and the
+//! position tells which); refused credentials or permissions are an
+//! authentication error; a missing table or column, or a key without a
+//! unique index for `ON CONFLICT`, is a configuration error naming it. A
+//! value or row the target refuses (a constraint, a type) fails the
+//! transaction; the sink then applies the batch again record by record,
+//! each in a savepoint, and reports the refused ones as rejected (to the
+//! dead-letter sink) while the rest commits, still exactly once.
+
+mod config;
+mod encode;
+mod sink;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::PostgresSinkConfig;
+pub use sink::PostgresSink;
+
+use crate::registry::{SinkType, parse_as};
+
+/// The `postgres` entry of the sink registry.
+pub(crate) const TYPE: SinkType = SinkType {
+    name: "postgres",
+    parse: parse_as::<PostgresSinkConfig>,
+};

@@ -1,0 +1,903 @@
+//! The `postgres` sink's I/O: one target transaction per batch, holding the
+//! batch's changes and the sink's new position together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement};
+use weir_core::{
+    ChangeEvent, Lsn, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord,
+    TableSchema, TxnId, Value,
+};
+use weir_postgres::PgError;
+
+use super::config::{PostgresSinkConfig, TableTemplate, split_fixed_name};
+use super::encode::{column_text, quote_ident, quote_name};
+
+/// A sink applying row changes to tables of a Postgres database.
+pub struct PostgresSink {
+    name: String,
+    config: PostgresSinkConfig,
+    template: TableTemplate,
+    /// `progress_table`, quoted.
+    progress_sql: String,
+    /// Where the target is, for messages.
+    place: String,
+    client: Option<Client>,
+    /// Target tables by quoted name.
+    targets: HashMap<String, Arc<Target>>,
+    /// Prepared statements by SQL text (one connection's).
+    statements: HashMap<String, Statement>,
+    /// What this sink's last successful commit stored, and the
+    /// transaction (as this process delivered it) of its last record, to
+    /// tell a batch that continues that delivery from a replay; see [`plan`].
+    last_committed: Option<(Progress, TxnId)>,
+}
+
+/// A target table as the catalog describes it.
+struct Target {
+    /// Quoted, possibly schema-qualified name, for SQL.
+    sql: String,
+    /// As the user would write it, for messages.
+    display: String,
+    /// Column name → the type its values are cast to: the type's own
+    /// qualified name, without the column's modifier, so that the column's
+    /// `varchar(n)` or `numeric(p,s)` check applies on assignment rather
+    /// than a silent truncation by the cast (and `bpchar` is not `char(1)`).
+    columns: HashMap<String, String>,
+}
+
+/// A sink's applied position as `progress_table` stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The last applied record's position.
+    pub(crate) position: Position,
+    /// How many records at exactly that position have been taken, counted
+    /// from the first of them: several records may share a position (a
+    /// plugin may turn one change into several), and a batch may end
+    /// between two of them.
+    pub(crate) taken: u64,
+}
+
+/// What to do with one record of a batch.
+pub(crate) struct Decision {
+    /// Whether it was already applied (or is older than what was).
+    pub(crate) skip: bool,
+}
+
+/// Which records of `batch` to apply, and the progress after it, given
+/// the stored progress and whether the batch continues from this sink's
+/// own last commit.
+///
+/// A record is skipped when its position is before the stored one, or at
+/// it and among the first `taken` records there. The ordinal of a record
+/// within its position counts from the start of that position's run: in a
+/// batch that continues the stream (the stored progress is what this sink
+/// itself last committed, and the batch starts at it), the run continues
+/// from `taken`; otherwise the
+/// batch is a replay, which starts at a transaction boundary, so the run
+/// starts in the batch. A replay within one process (the source
+/// reconnected) delivers the transaction again under a new [`TxnId`], so
+/// only a batch whose first record belongs to the very delivery this sink
+/// last committed from continues it.
+pub(crate) fn plan(
+    positions: &[Position],
+    stored: Option<Progress>,
+    continuing: bool,
+) -> (Vec<Decision>, Option<Progress>) {
+    let mut decisions = Vec::with_capacity(positions.len());
+    let mut run: Option<Progress> = None;
+    let mut latest = stored;
+    for &p in positions {
+        let ordinal = match (run, stored) {
+            (Some(r), _) if r.position == p => r.taken,
+            // Only a batch that starts in the stored run can continue it.
+            (None, Some(s)) if continuing && s.position == p => s.taken,
+            _ => 0,
+        };
+        run = Some(Progress {
+            position: p,
+            taken: ordinal + 1,
+        });
+        let skip = match stored {
+            Some(s) => p < s.position || (p == s.position && ordinal < s.taken),
+            None => false,
+        };
+        decisions.push(Decision { skip });
+        if let Some(r) = run
+            && latest.is_none_or(|l| (r.position, r.taken) > (l.position, l.taken))
+        {
+            latest = Some(r);
+        }
+    }
+    (decisions, latest)
+}
+
+/// A statement with its text parameters.
+struct Step {
+    sql: String,
+    params: Vec<Option<String>>,
+}
+
+impl PostgresSink {
+    /// Connects to the target, creates `progress_table` when missing, and
+    /// makes the sink.
+    pub async fn connect(
+        name: &str,
+        config: PostgresSinkConfig,
+    ) -> Result<PostgresSink, SinkError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|p| format!("sinks.{name}.{p}"))
+                .collect();
+            return Err(SinkError::Config(format!(
+                "invalid configuration: {}",
+                listed.join("; ")
+            )));
+        }
+        let template = TableTemplate::parse(&config.table).map_err(SinkError::Config)?;
+        let (schema, table) =
+            split_fixed_name(&config.progress_table).map_err(SinkError::Config)?;
+        let progress_sql = quote_name(schema, table);
+        let place = format!(
+            "postgres at {}, database {:?}",
+            config.connection(name).address(),
+            config.database
+        );
+        let mut sink = PostgresSink {
+            name: name.to_owned(),
+            config,
+            template,
+            progress_sql,
+            place,
+            client: None,
+            targets: HashMap::new(),
+            statements: HashMap::new(),
+            last_committed: None,
+        };
+        sink.ensure_client().await?;
+        Ok(sink)
+    }
+
+    async fn ensure_client(&mut self) -> Result<(), SinkError> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        self.statements.clear();
+        let cfg = self.config.connection(&self.name);
+        let client = weir_postgres::connect(&cfg).await.map_err(connect_error)?;
+        // Commit must mean durable whatever the server's default, and the
+        // text forms sent back must be read the way Weir writes them.
+        let setup = format!(
+            "SET synchronous_commit = on; SET DateStyle = ISO; SET IntervalStyle = postgres; \
+             SET TimeZone = 'UTC';
+             CREATE TABLE IF NOT EXISTS {} (
+                 sink text PRIMARY KEY,
+                 commit_lsn pg_lsn NOT NULL,
+                 seq bigint NOT NULL,
+                 taken bigint NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now()
+             )",
+            self.progress_sql
+        );
+        client
+            .batch_execute(&setup)
+            .await
+            .map_err(|e| self.error(&format!("creating {}", self.config.progress_table), &e))?;
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("connected before use")
+    }
+
+    /// A statement-level error as a [`SinkError`] of its kind.
+    fn error(&self, doing: &str, e: &tokio_postgres::Error) -> SinkError {
+        let message = format!("{}: {doing}: {}", self.place, describe(e));
+        match kind(e) {
+            Kind::Transient => SinkError::Transient(message),
+            Kind::Auth => SinkError::Auth(message),
+            Kind::Config | Kind::Record => SinkError::Config(message),
+        }
+    }
+
+    /// The target table of `event` (routed by `topic` when given), looked
+    /// up in the catalog the first time, or created when allowed.
+    async fn target(
+        &mut self,
+        event: &ChangeEvent,
+        topic: Option<&str>,
+    ) -> Result<Arc<Target>, SinkError> {
+        let routed;
+        let template = match topic {
+            Some(t) => {
+                routed = TableTemplate::parse(t)
+                    .map_err(|e| SinkError::Config(format!("table name {t:?} {e}")))?;
+                &routed
+            }
+            None => &self.template,
+        };
+        let expand = |t: &weir_codec::NameTemplate| -> Result<String, SinkError> {
+            let mut out = String::new();
+            t.expand_event(event, &mut out)
+                .map_err(|e| SinkError::Config(e.to_string()))?;
+            Ok(out)
+        };
+        let schema = template.schema.as_ref().map(expand).transpose()?;
+        let table = expand(&template.table)?;
+        let sql = quote_name(schema.as_deref(), &table);
+        if let Some(t) = self.targets.get(&sql) {
+            return Ok(Arc::clone(t));
+        }
+        let display = match &schema {
+            Some(s) => format!("{s}.{table}"),
+            None => table.clone(),
+        };
+        let mut target = self.describe_table(&sql, &display).await?;
+        if target.is_none() {
+            let Some(source) = &event.table else {
+                return Err(SinkError::Config(format!(
+                    "{}: table {display} does not exist",
+                    self.place
+                )));
+            };
+            if !self.config.create_tables {
+                return Err(SinkError::Config(format!(
+                    "{}: table {display} does not exist (for source table {}.{}); create it, \
+                     or set create_tables = true",
+                    self.place, source.schema, source.name
+                )));
+            }
+            self.create_table(schema.as_deref(), &sql, &display, source)
+                .await?;
+            target = self.describe_table(&sql, &display).await?;
+        }
+        let target = Arc::new(target.ok_or_else(|| {
+            SinkError::Config(format!("{}: table {display} does not exist", self.place))
+        })?);
+        self.targets.insert(sql, Arc::clone(&target));
+        Ok(target)
+    }
+
+    async fn describe_table(&self, sql: &str, display: &str) -> Result<Option<Target>, SinkError> {
+        let doing = format!("looking up table {display}");
+        let rows = self
+            .client()
+            .query(
+                "SELECT c.oid IS NOT NULL, a.attname::text, quote_ident(n.nspname) || '.' || quote_ident(t.typname) \
+                 FROM (SELECT to_regclass($1) AS oid) c \
+                 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
+                 AND NOT a.attisdropped \
+                 LEFT JOIN pg_type t ON t.oid = a.atttypid \
+                 LEFT JOIN pg_namespace n ON n.oid = t.typnamespace",
+                &[&sql],
+            )
+            .await
+            .map_err(|e| self.error(&doing, &e))?;
+        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(None);
+        }
+        let columns = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get::<_, String>(2))))
+            .collect();
+        Ok(Some(Target {
+            sql: sql.to_owned(),
+            display: display.to_owned(),
+            columns,
+        }))
+    }
+
+    async fn create_table(
+        &self,
+        schema: Option<&str>,
+        sql: &str,
+        shown: &str,
+        source: &TableSchema,
+    ) -> Result<(), SinkError> {
+        let doing = format!("creating table {shown}");
+        let mut columns = Vec::new();
+        for c in &source.columns {
+            let ty = if c.type_oid < 16384 {
+                // Built-in types have the same OID everywhere; the target
+                // spells them with their modifier (`varchar(20)`).
+                self.client()
+                    .query_one(
+                        "SELECT format_type($1::text::oid, $2::text::int4)",
+                        &[&c.type_oid.to_string(), &c.type_modifier.to_string()],
+                    )
+                    .await
+                    .map_err(|e| self.error(&doing, &e))?
+                    .get::<_, String>(0)
+            } else if c.type_name.starts_with("oid:") {
+                return Err(SinkError::Config(format!(
+                    "{}: cannot create table {shown}: the type of column {:?} of {}.{} is \
+                     unknown (type {}); create the table yourself",
+                    self.place, c.name, source.schema, source.name, c.type_name
+                )));
+            } else {
+                match c.type_name.split_once('.') {
+                    Some((s, t)) => quote_name(Some(s), t),
+                    None => quote_ident(&c.type_name),
+                }
+            };
+            columns.push(format!("{} {ty}", quote_ident(&c.name)));
+        }
+        let keys: Vec<String> = source
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        if !keys.is_empty() {
+            columns.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+        }
+        let mut ddl = String::new();
+        if let Some(s) = schema {
+            ddl.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {};\n",
+                quote_ident(s)
+            ));
+        }
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {sql} ({})",
+            columns.join(", ")
+        ));
+        tracing::info!(sink = %self.name, table = %shown, "creating the target table");
+        self.client()
+            .batch_execute(&ddl)
+            .await
+            .map_err(|e| self.error(&doing, &e))
+    }
+
+    /// The statements that apply one record.
+    fn steps(
+        &self,
+        record: &SinkRecord,
+        target: Option<&Target>,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), String> {
+        let event = match &record.payload {
+            SinkPayload::Change(e) => e,
+            SinkPayload::Raw(_) => {
+                return Err("a raw record cannot be applied to a table".to_owned());
+            }
+        };
+        let Some(target) = target else {
+            // Logical messages change no table.
+            return Ok(());
+        };
+        let Some(table) = &event.table else {
+            return Ok(());
+        };
+        for c in &table.columns {
+            if !target.columns.contains_key(&c.name) {
+                return Err(format!("missing column {:?}", c.name));
+            }
+        }
+        match event.op {
+            Op::Truncate => steps.push(Step {
+                sql: format!("TRUNCATE {}", target.sql),
+                params: Vec::new(),
+            }),
+            Op::Delete => {
+                let row = event.before.as_ref().or(event.after.as_ref());
+                steps.push(delete(target, table, row.ok_or("a delete without a row")?)?);
+            }
+            Op::Insert | Op::Update | Op::Read => {
+                let after = event.after.as_ref().ok_or("a change without a new row")?;
+                if let Some(before) = &event.before
+                    && key_of(table, before) != key_of(table, after)
+                {
+                    steps.push(delete(target, table, before)?);
+                }
+                steps.push(upsert(target, table, after)?);
+            }
+            Op::Message => {}
+        }
+        Ok(())
+    }
+
+    async fn statement(&mut self, sql: &str, n: usize) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let types = vec![Type::TEXT; n];
+        let statement = self.client().prepare_typed(sql, &types).await?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    async fn read_progress(&self) -> Result<Option<Progress>, SinkError> {
+        let row = self
+            .client()
+            .query_opt(
+                &format!(
+                    "SELECT commit_lsn::text, seq, taken FROM {} WHERE sink = $1 FOR UPDATE",
+                    self.progress_sql
+                ),
+                &[&self.name],
+            )
+            .await
+            .map_err(|e| self.error("reading the applied position", &e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let lsn: String = row.get(0);
+        let commit_lsn: Lsn = lsn.parse().map_err(|_| {
+            SinkError::Config(format!(
+                "{}: {} holds commit_lsn {lsn:?}, not an LSN",
+                self.place, self.config.progress_table
+            ))
+        })?;
+        let (seq, taken): (i64, i64) = (row.get(1), row.get(2));
+        Ok(Some(Progress {
+            position: Position {
+                commit_lsn,
+                seq: u32::try_from(seq).unwrap_or(u32::MAX),
+            },
+            taken: u64::try_from(taken).unwrap_or(0),
+        }))
+    }
+
+    fn progress_step(&self, p: Progress) -> Step {
+        Step {
+            sql: format!(
+                "INSERT INTO {} (sink, commit_lsn, seq, taken, updated_at) \
+                 VALUES ($1::text, $2::pg_lsn, $3::int8, $4::int8, now()) \
+                 ON CONFLICT (sink) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, \
+                 seq = EXCLUDED.seq, taken = EXCLUDED.taken, updated_at = EXCLUDED.updated_at",
+                self.progress_sql
+            ),
+            params: vec![
+                Some(self.name.clone()),
+                Some(p.position.commit_lsn.to_string()),
+                Some(p.position.seq.to_string()),
+                Some(p.taken.to_string()),
+            ],
+        }
+    }
+
+    /// Runs `steps` in order, sent together; the index of the first that
+    /// failed, with its error.
+    async fn run(&mut self, steps: &[Step]) -> Result<(), (usize, tokio_postgres::Error)> {
+        let mut prepared = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            prepared.push(
+                self.statement(&step.sql, step.params.len())
+                    .await
+                    .map_err(|e| (i, e))?,
+            );
+        }
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps
+            .iter()
+            .map(|s| s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let client = self.client();
+        // Sent without waiting for each answer: the server runs them in
+        // order, and after a failure refuses the rest of the transaction.
+        let results = futures::future::join_all(
+            prepared
+                .iter()
+                .zip(&params)
+                .map(|(s, p)| client.execute(s, p)),
+        )
+        .await;
+        for (i, r) in results.into_iter().enumerate() {
+            r.map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
+    async fn simple(&self, sql: &str) -> Result<(), SinkError> {
+        self.client()
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.error(sql, &e))
+    }
+
+    async fn apply(&mut self, batch: &[SinkRecord]) -> Result<(), SinkError> {
+        // Tables are looked up (and created) outside the batch's
+        // transaction, so that a rolled-back batch leaves no stale entry.
+        let mut targets: Vec<Option<Arc<Target>>> = Vec::with_capacity(batch.len());
+        for record in batch {
+            targets.push(match &record.payload {
+                SinkPayload::Change(e) if e.op != Op::Message && e.table.is_some() => {
+                    Some(self.target(e, record.topic.as_deref()).await?)
+                }
+                _ => None,
+            });
+        }
+        self.simple("BEGIN").await?;
+        let result = self.apply_in_transaction(batch, &targets).await;
+        if result.is_err() && self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            let _ = self.client().batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn apply_in_transaction(
+        &mut self,
+        batch: &[SinkRecord],
+        targets: &[Option<Arc<Target>>],
+    ) -> Result<(), SinkError> {
+        let stored = self.read_progress().await?;
+        let continuing = match (stored, self.last_committed, batch.first()) {
+            (Some(s), Some((mine, txn)), Some(first)) => s == mine && first.txn == txn,
+            _ => false,
+        };
+        let positions: Vec<Position> = batch.iter().map(|r| r.source().position()).collect();
+        let (decisions, latest) = plan(&positions, stored, continuing);
+        tracing::debug!(
+            sink = %self.name,
+            ?stored,
+            continuing,
+            first = ?positions.first(),
+            last = ?positions.last(),
+            skipped = decisions.iter().filter(|d| d.skip).count(),
+            "applying a batch"
+        );
+        // Per record, its statements: `owner[i]` is the record of step i.
+        let mut steps = Vec::new();
+        let mut owner = Vec::new();
+        let mut refused = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            if decisions[index].skip {
+                continue;
+            }
+            let before = steps.len();
+            if let Err(reason) = self.steps(record, targets[index].as_deref(), &mut steps) {
+                if reason.starts_with("missing column") {
+                    let target = targets[index].as_ref().map_or("", |t| t.display.as_str());
+                    return Err(SinkError::Config(format!(
+                        "{}: table {target} has no column {} that the source table has; add \
+                         it (ALTER TABLE … ADD COLUMN)",
+                        self.place,
+                        reason.trim_start_matches("missing column ")
+                    )));
+                }
+                refused.push(Rejected {
+                    index,
+                    reason: format!("{}: {reason}", describe_record(record)),
+                });
+                steps.truncate(before);
+                continue;
+            }
+            owner.extend(std::iter::repeat_n(index, steps.len() - before));
+        }
+        if let Some(p) = latest
+            && Some(p) != stored
+        {
+            steps.push(self.progress_step(p));
+        }
+        match self.run(&steps).await {
+            Ok(()) => {}
+            Err((i, e)) => {
+                let Some(&index) = owner.get(i) else {
+                    return Err(self.error("storing the applied position", &e));
+                };
+                match kind(&e) {
+                    Kind::Record => {
+                        self.simple("ROLLBACK").await?;
+                        return self
+                            .apply_one_by_one(batch, targets, &decisions, latest, stored)
+                            .await;
+                    }
+                    _ => {
+                        let doing = format!("applying {}", describe_record(&batch[index]));
+                        return Err(self.error(&doing, &e));
+                    }
+                }
+            }
+        }
+        self.commit(latest, batch).await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Rejected(refused))
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        latest: Option<Progress>,
+        batch: &[SinkRecord],
+    ) -> Result<(), SinkError> {
+        self.simple("COMMIT").await?;
+        // Only a batch that ended in the stored run can be continued; a
+        // replayed batch that stopped short of it (all skipped) cannot.
+        self.last_committed = match (latest, batch.last()) {
+            (Some(p), Some(last)) if last.source().position() == p.position => Some((p, last.txn)),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// After a record-level failure: every record again in its own
+    /// savepoint, so that the refused ones are found and the others
+    /// applied, still in one transaction with the position.
+    async fn apply_one_by_one(
+        &mut self,
+        batch: &[SinkRecord],
+        targets: &[Option<Arc<Target>>],
+        decisions: &[Decision],
+        latest: Option<Progress>,
+        stored: Option<Progress>,
+    ) -> Result<(), SinkError> {
+        self.simple("BEGIN").await?;
+        let again = self.read_progress().await?;
+        if again != stored {
+            // Another writer moved the position meanwhile: start over.
+            return Err(SinkError::Transient(format!(
+                "{}: the applied position of this sink changed during the batch (is another \
+                 Weir writing as the same sink?)",
+                self.place
+            )));
+        }
+        let mut refused = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            if decisions[index].skip {
+                continue;
+            }
+            let mut steps = Vec::new();
+            if let Err(reason) = self.steps(record, targets[index].as_deref(), &mut steps) {
+                refused.push(Rejected {
+                    index,
+                    reason: format!("{}: {reason}", describe_record(record)),
+                });
+                continue;
+            }
+            if steps.is_empty() {
+                continue;
+            }
+            self.simple("SAVEPOINT weir_record").await?;
+            match self.run(&steps).await {
+                Ok(()) => self.simple("RELEASE SAVEPOINT weir_record").await?,
+                Err((_, e)) if kind(&e) == Kind::Record => {
+                    self.simple("ROLLBACK TO SAVEPOINT weir_record").await?;
+                    refused.push(Rejected {
+                        index,
+                        reason: format!(
+                            "{}: the target refused it: {}",
+                            describe_record(record),
+                            describe(&e)
+                        ),
+                    });
+                }
+                Err((_, e)) => {
+                    let doing = format!("applying {}", describe_record(record));
+                    return Err(self.error(&doing, &e));
+                }
+            }
+        }
+        if let Some(p) = latest
+            && Some(p) != stored
+        {
+            let step = self.progress_step(p);
+            self.run(std::slice::from_ref(&step))
+                .await
+                .map_err(|(_, e)| self.error("storing the applied position", &e))?;
+        }
+        self.commit(latest, batch).await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Rejected(refused))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for PostgresSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.ensure_client().await?;
+        let result = self.apply(batch).await;
+        if let Err(e) = &result
+            && e.is_retryable()
+            && self.client.as_ref().is_none_or(Client::is_closed)
+        {
+            // Whether the COMMIT happened is unknown; the next write reads
+            // the stored position again on a new connection.
+            self.client = None;
+        }
+        result
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.client = None;
+        Ok(())
+    }
+}
+
+fn upsert(target: &Target, table: &TableSchema, row: &[Value]) -> Result<Step, String> {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let mut params = Vec::new();
+    let mut updates = Vec::new();
+    let mut keys = Vec::new();
+    for (c, v) in table.columns.iter().zip(row) {
+        if matches!(v, Value::Unchanged) {
+            if c.key {
+                return Err(format!("key column {:?} has no value", c.name));
+            }
+            continue;
+        }
+        let name = quote_ident(&c.name);
+        params.push(column_text(v));
+        values.push(format!("${}::{}", params.len(), target.columns[&c.name]));
+        if c.key {
+            keys.push(name.clone());
+        } else {
+            updates.push(format!("{name} = EXCLUDED.{name}"));
+        }
+        names.push(name);
+    }
+    if keys.is_empty() {
+        return Err("the row has no key columns".to_owned());
+    }
+    let action = if updates.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!("UPDATE SET {}", updates.join(", "))
+    };
+    Ok(Step {
+        sql: format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+            target.sql,
+            names.join(", "),
+            values.join(", "),
+            keys.join(", ")
+        ),
+        params,
+    })
+}
+
+fn delete(target: &Target, table: &TableSchema, row: &[Value]) -> Result<Step, String> {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    for (c, v) in table.columns.iter().zip(row) {
+        if !c.key {
+            continue;
+        }
+        params.push(column_text(v));
+        conditions.push(format!(
+            "{} = ${}::{}",
+            quote_ident(&c.name),
+            params.len(),
+            target.columns[&c.name]
+        ));
+    }
+    if conditions.is_empty() {
+        return Err("the row has no key columns".to_owned());
+    }
+    Ok(Step {
+        sql: format!(
+            "DELETE FROM {} WHERE {}",
+            target.sql,
+            conditions.join(" AND ")
+        ),
+        params,
+    })
+}
+
+fn key_of<'a>(table: &TableSchema, row: &'a [Value]) -> Vec<&'a Value> {
+    table
+        .columns
+        .iter()
+        .zip(row)
+        .filter(|(c, _)| c.key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// `table public.t, key id=5 (update at 0/16B3F28#2)`, for messages.
+fn describe_record(record: &SinkRecord) -> String {
+    match &record.payload {
+        SinkPayload::Change(e) => {
+            let table = e
+                .table
+                .as_ref()
+                .map_or_else(String::new, |t| format!("{}.{}", t.schema, t.name));
+            let key: Vec<String> = e
+                .key_values()
+                .into_iter()
+                .map(|(c, v)| format!("{c}={}", weir_codec::to_text(v)))
+                .collect();
+            format!(
+                "{} of table {table}{} at {}",
+                e.op.as_str(),
+                if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(", key {}", key.join(","))
+                },
+                e.source.position()
+            )
+        }
+        SinkPayload::Raw(m) => format!("raw record at {}", m.source.position()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Transient,
+    Auth,
+    Config,
+    /// The record's data was refused (a constraint, a value the type
+    /// does not accept): the record, not the batch, is at fault.
+    Record,
+}
+
+fn kind(e: &tokio_postgres::Error) -> Kind {
+    let Some(db) = e.as_db_error() else {
+        // A closed or broken connection, a timeout.
+        return Kind::Transient;
+    };
+    sqlstate_kind(db.code().code())
+}
+
+/// What a SQLSTATE says about who is at fault.
+pub(crate) fn sqlstate_kind(code: &str) -> Kind {
+    match code {
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("58") => Kind::Transient,
+        "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" | "55P03" | "25P02" => {
+            Kind::Transient
+        }
+        c if c.starts_with("28") => Kind::Auth,
+        "42501" => Kind::Auth,
+        // Undefined table, column, object, function, schema; no unique
+        // index for ON CONFLICT; a read-only target.
+        "42P01" | "42703" | "42704" | "42883" | "3F000" | "3D000" | "42P10" | "25006" => {
+            Kind::Config
+        }
+        _ => Kind::Record,
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" (detail: {d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!(" (hint: {h})"));
+            }
+            s
+        }
+        None => {
+            let mut message = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                src = s.source();
+            }
+            message
+        }
+    }
+}
+
+fn connect_error(e: PgError) -> SinkError {
+    let message = e.to_string();
+    match &e {
+        PgError::Auth { .. } => SinkError::Auth(message),
+        PgError::Server { error, .. } if error.code.starts_with("28") => SinkError::Auth(message),
+        PgError::Server { error, .. } if error.code == "3D000" => SinkError::Config(message),
+        _ if e.is_retryable() => SinkError::Transient(message),
+        _ => SinkError::Config(message),
+    }
+}

@@ -1,0 +1,217 @@
+//! Unit tests of the `postgres` sink that need no server: configuration,
+//! names, value texts, and which records a batch skips.
+
+use weir_core::{Lsn, Position, Value};
+
+use super::config::{PostgresSinkConfig, TableTemplate};
+use super::encode::{bc_form, column_text, quote_name};
+use super::sink::{Progress, plan};
+use crate::registry::parse_sink;
+
+fn pos(lsn: u64, seq: u32) -> Position {
+    Position {
+        commit_lsn: Lsn(lsn),
+        seq,
+    }
+}
+
+fn skipped(positions: &[Position], stored: Option<Progress>, continuing: bool) -> Vec<bool> {
+    plan(positions, stored, continuing)
+        .0
+        .iter()
+        .map(|d| d.skip)
+        .collect()
+}
+
+#[test]
+fn config_parses_validates_and_hides_the_password() {
+    let spec = parse_sink(
+        "type = \"postgres\"\ndatabase = \"d\"\npassword = \"hunter2\"\n"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(spec.validate().is_empty(), "{:?}", spec.validate());
+    let caps = spec.capabilities();
+    assert!(caps.applies_state && caps.needs_key && !caps.accepts_raw);
+    assert_eq!(caps.max_batch_records, 5000);
+    let shown = format!("{spec:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+
+    let mut bad = PostgresSinkConfig::new("");
+    bad.table = "a.b.{table}".into();
+    bad.progress_table = "x.".into();
+    bad.max_batch_records = 0;
+    bad.sslmode = weir_postgres::SslMode::VerifyFull;
+    let problems = bad.validate();
+    for field in [
+        "database:",
+        "table:",
+        "progress_table:",
+        "max_batch_records:",
+        "sslrootcert:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(field)),
+            "{field} {problems:?}"
+        );
+    }
+    let errs = parse_sink(
+        "type = \"postgres\"\ndatabase = \"d\"\ntabel = \"x\""
+            .parse()
+            .unwrap(),
+    )
+    .unwrap_err();
+    assert!(errs[0].contains("unknown field `tabel`"), "{errs:?}");
+}
+
+#[test]
+fn table_templates_split_at_the_dot_outside_placeholders() {
+    let t = TableTemplate::parse("{schema}.{table}").unwrap();
+    assert!(t.schema.is_some());
+    let t = TableTemplate::parse("mirror_{table}").unwrap();
+    assert!(t.schema.is_none());
+    assert!(TableTemplate::parse("{key}").unwrap_err().contains("{key}"));
+    assert!(TableTemplate::parse("{key.id}").is_err());
+    assert!(
+        TableTemplate::parse("a.b.c")
+            .unwrap_err()
+            .contains("more than one")
+    );
+    assert!(
+        TableTemplate::parse(".t")
+            .unwrap_err()
+            .contains("empty schema")
+    );
+    assert!(
+        TableTemplate::parse("{prefix}")
+            .unwrap_err()
+            .contains("empty table")
+    );
+    assert_eq!(
+        quote_name(Some("My \"S\""), "t.x"),
+        "\"My \"\"S\"\"\".\"t.x\""
+    );
+}
+
+#[test]
+fn values_take_the_forms_postgres_reads_back() {
+    assert_eq!(column_text(&Value::Null), None);
+    assert_eq!(column_text(&Value::Unchanged), None);
+    assert_eq!(column_text(&Value::Date(i32::MAX)).unwrap(), "infinity");
+    assert_eq!(
+        column_text(&Value::Timestamp(i64::MIN)).unwrap(),
+        "-infinity"
+    );
+    assert_eq!(
+        column_text(&Value::TimestampTz(1_500_000)).unwrap(),
+        "1970-01-01T00:00:01.5Z"
+    );
+    assert_eq!(bc_form("-0043-03-15".into()), "0044-03-15 BC");
+    assert_eq!(
+        bc_form("-0043-03-15T12:00:00".into()),
+        "0044-03-15T12:00:00 BC"
+    );
+    assert_eq!(
+        bc_form("0000-01-01T00:00:00Z".into()),
+        "0001-01-01T00:00:00Z BC"
+    );
+    assert_eq!(bc_form("0001-01-01".into()), "0001-01-01");
+    assert_eq!(bc_form("12345-01-01".into()), "12345-01-01");
+    assert_eq!(bc_form("-infinity".into()), "-infinity");
+}
+
+#[test]
+fn records_at_or_before_the_stored_position_are_skipped() {
+    let stored = Some(Progress {
+        position: pos(20, 1),
+        taken: 1,
+    });
+    let batch = [pos(10, 0), pos(20, 0), pos(20, 1), pos(20, 2), pos(30, 0)];
+    assert_eq!(
+        skipped(&batch, stored, false),
+        [true, true, true, false, false]
+    );
+    let (_, latest) = plan(&batch, stored, false);
+    assert_eq!(
+        latest,
+        Some(Progress {
+            position: pos(30, 0),
+            taken: 1
+        })
+    );
+    assert_eq!(skipped(&batch, None, false), [false; 5]);
+    // An old batch leaves the stored position where it was.
+    let (_, latest) = plan(&[pos(1, 0)], stored, false);
+    assert_eq!(latest, stored);
+}
+
+#[test]
+fn records_sharing_a_position_are_counted_across_batches() {
+    // Three records at one position, the batch ending after the second.
+    let p = pos(50, 4);
+    let first = [pos(50, 3), p, p];
+    let (_, after_first) = plan(&first, None, false);
+    assert_eq!(
+        after_first,
+        Some(Progress {
+            position: p,
+            taken: 2
+        })
+    );
+    // The next batch continues the stream: its first record at `p` is the third.
+    assert_eq!(skipped(&[p, pos(60, 0)], after_first, true), [false, false]);
+    let (_, after_second) = plan(&[p], after_first, true);
+    assert_eq!(
+        after_second,
+        Some(Progress {
+            position: p,
+            taken: 3
+        })
+    );
+    // A replay after a crash starts at the transaction: the first two at
+    // `p` were applied, the third was not.
+    assert_eq!(
+        skipped(&[pos(50, 3), p, p, p], after_first, false),
+        [true, true, true, false]
+    );
+}
+
+#[test]
+fn sqlstates_say_who_is_at_fault() {
+    use super::sink::{Kind, sqlstate_kind};
+    for (code, kind) in [
+        ("08006", Kind::Transient),
+        ("57P01", Kind::Transient),
+        ("40P01", Kind::Transient),
+        ("28P01", Kind::Auth),
+        ("42501", Kind::Auth),
+        ("42P01", Kind::Config),
+        ("42703", Kind::Config),
+        ("42P10", Kind::Config),
+        ("23505", Kind::Record),
+        ("23514", Kind::Record),
+        ("22P02", Kind::Record),
+        ("22001", Kind::Record),
+    ] {
+        assert_eq!(sqlstate_kind(code), kind, "{code}");
+    }
+}
+
+#[test]
+fn a_replay_that_reaches_the_stored_position_later_skips_it() {
+    // The stored position is seq 8; this sink's last batch (a replay, all
+    // skipped) ended at seq 2, and the next one starts at seq 3: record 8
+    // was applied before the crash and must be skipped again.
+    let stored = Some(Progress {
+        position: pos(70, 8),
+        taken: 1,
+    });
+    let batch: Vec<Position> = (3..12).map(|s| pos(70, s)).collect();
+    let skips = skipped(&batch, stored, true);
+    assert_eq!(skips[..6], [true; 6]);
+    assert_eq!(skips[6..], [false; 3]);
+}

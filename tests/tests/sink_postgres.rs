@@ -1,0 +1,513 @@
+//! The `postgres` sink against a real server: the conformance kit, end to
+//! end through the `weir` binary, exactly-once effect across SIGKILLs, the
+//! types table, and its errors. Each test's target is a fresh database of
+//! its own, dropped afterwards.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use weir_core::{Capabilities, Sink, TableSchema};
+use weir_sinks::PostgresSinkConfig;
+use weir_sinks::registry::SinkSpec;
+use weir_tests::conformance::{self, StateTarget};
+use weir_tests::*;
+
+/// A `[sinks.pg]` section writing to `target`, plus `extra` lines.
+fn sink_toml(target: &TestDb, extra: &str) -> String {
+    format!(
+        "[sinks.pg]\ntype = \"postgres\"\nhost = {:?}\nport = {}\nuser = {:?}\ndatabase = {:?}\n{extra}\n",
+        pg_host(),
+        pg_port(),
+        pg_user(),
+        target.name
+    )
+}
+
+/// Every row of `table` in `db` as one JSON array text, ordered by `id`.
+fn rows_json(db: &str, table: &str, columns: &str) -> String {
+    psql(
+        db,
+        &format!(
+            "SELECT coalesce(json_agg(x ORDER BY id)::text, '[]') FROM (SELECT {columns} FROM {table}) x"
+        ),
+    )
+    .unwrap_or_else(|e| format!("error: {e}"))
+}
+
+/// Waits until `table` holds the same rows in the target as in the source.
+fn wait_equal(source: &TestDb, target: &TestDb, table: &str, columns: &str, weir: &WeirProcess) {
+    let mut last = (String::new(), String::new());
+    let same = wait_for(Duration::from_secs(90), || {
+        let want = rows_json(&source.name, table, columns);
+        let got = rows_json(&target.name, table, columns);
+        let same = want == got;
+        last = (want, got);
+        same.then_some(())
+    });
+    if same.is_none() {
+        panic!(
+            "target differs from source for {table}:\n  source: {}\n  target: {}\n{}",
+            last.0,
+            last.1,
+            weir.log()
+        );
+    }
+}
+
+struct KitTarget {
+    db: TestDb,
+    /// The last table prepared: each kit scenario is a stream of its own,
+    /// with positions starting again, so each gets its own sink name (and
+    /// so its own applied position).
+    scenario: Mutex<String>,
+}
+
+impl KitTarget {
+    fn config(&self) -> PostgresSinkConfig {
+        let mut c = PostgresSinkConfig::new(&self.db.name);
+        c.host = pg_host();
+        c.port = pg_port();
+        c.user = pg_user();
+        c
+    }
+}
+
+impl StateTarget for KitTarget {
+    fn capabilities(&self) -> Capabilities {
+        self.config().capabilities()
+    }
+
+    async fn prepare(&self, table: &TableSchema) {
+        self.db
+            .exec(&format!(
+                "CREATE TABLE {}.{} (id int8 PRIMARY KEY, name text, qty int4, note text)",
+                table.schema, table.name
+            ))
+            .await;
+        *self.scenario.lock().unwrap() = table.name.clone();
+    }
+
+    async fn open(&self) -> Box<dyn Sink> {
+        let name = self.scenario.lock().unwrap().clone();
+        self.config()
+            .build(&name)
+            .await
+            .unwrap_or_else(|e| panic!("opening the sink: {e}"))
+    }
+
+    async fn rows(&self, table: &TableSchema) -> Vec<Json> {
+        let text = rows_json(
+            &self.db.name,
+            &format!("{}.{}", table.schema, table.name),
+            "id, name, qty, note",
+        );
+        serde_json::from_str::<Json>(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_kit() {
+    let target = KitTarget {
+        db: TestDb::new("pgsink_kit", "").await,
+        scenario: Mutex::new(String::new()),
+    };
+    conformance::run(&target).await;
+    // The kit's records carry positions, and the sink stored them.
+    let stored = psql(&target.db.name, "SELECT count(*) FROM weir_progress").unwrap();
+    assert!(stored.parse::<u32>().unwrap() >= 7, "{stored}");
+}
+
+const SOURCE_TABLE: &str =
+    "CREATE TABLE t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0, \"Mixed Case\" text);
+     CREATE TABLE other (k text PRIMARY KEY, w int)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn end_to_end_target_equals_source() {
+    let source = TestDb::new("pgsink_e2e_src", SOURCE_TABLE).await;
+    let target = TestDb::new("pgsink_e2e_dst", "").await;
+    let mut p = FilePipeline::start(
+        &source,
+        &["t", "other"],
+        "",
+        &sink_toml(&target, "create_tables = true"),
+    );
+    let cols = "id, v, n, \"Mixed Case\"";
+    source
+        .exec(
+            "INSERT INTO t SELECT g, 'v' || g, g, 'm' FROM generate_series(1, 50) g;
+             INSERT INTO other VALUES ('a', 1), ('b', 2);",
+        )
+        .await;
+    wait_equal(&source, &target, "t", cols, &p.weir);
+    source
+        .exec(
+            "UPDATE t SET v = NULL, n = n * 10 WHERE id % 3 = 0;
+             UPDATE t SET id = id + 1000 WHERE id = 7;
+             DELETE FROM t WHERE id % 5 = 0;
+             BEGIN; DELETE FROM t WHERE id = 1; INSERT INTO t VALUES (1, 'again', 1, NULL); COMMIT;
+             UPDATE other SET w = 20 WHERE k = 'b';",
+        )
+        .await;
+    wait_equal(&source, &target, "t", cols, &p.weir);
+    source
+        .exec("TRUNCATE other; INSERT INTO other VALUES ('c', 3)")
+        .await;
+    wait_equal(&source, &target, "other", "k AS id, w", &p.weir);
+    wait_equal(&source, &target, "t", cols, &p.weir);
+    p.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkills_never_apply_a_change_twice() {
+    let source = TestDb::new(
+        "pgsink_crash_src",
+        "CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL, pad text);
+         INSERT INTO c SELECT g, 0, repeat('x', 50) FROM generate_series(1, 300) g;",
+    )
+    .await;
+    let target = TestDb::new(
+        "pgsink_crash_dst",
+        "CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL, pad text)",
+    )
+    .await;
+    // Small batches, so source transactions are split across target ones.
+    let mut p = FilePipeline::start(
+        &source,
+        &["c"],
+        "",
+        &sink_toml(&target, "max_batch_records = 17"),
+    );
+    // The rows inserted before the slot existed are not captured: seed the
+    // target with them.
+    target
+        .exec("INSERT INTO c SELECT g, 0, repeat('x', 50) FROM generate_series(1, 300) g")
+        .await;
+    // Every change the sink applies to a row is logged by a trigger, so a
+    // change applied twice shows even though its row image is the same.
+    target
+        .exec(
+            "CREATE TABLE applied (id int, n int);
+             CREATE FUNCTION log_applied() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO applied VALUES (NEW.id, NEW.n); RETURN NEW; END $$;
+             CREATE TRIGGER log_applied AFTER INSERT OR UPDATE ON c
+               FOR EACH ROW EXECUTE FUNCTION log_applied();
+             ALTER TABLE c ENABLE ALWAYS TRIGGER log_applied;",
+        )
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        let dsn = format!(
+            "host={} port={} user={} dbname={}",
+            pg_host(),
+            pg_port(),
+            pg_user(),
+            source.name
+        );
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .expect("load connection");
+            tokio::spawn(conn);
+            let mut round = 0i32;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let sql = format!(
+                    "BEGIN;
+                     UPDATE c SET n = n + 1 WHERE id % 11 = {m};
+                     UPDATE c SET n = n + 1 WHERE id = {one};
+                     INSERT INTO c VALUES ({new}, 0, 'new') ON CONFLICT (id) DO UPDATE SET n = c.n + 1;
+                     DELETE FROM c WHERE id = {gone};
+                     COMMIT;",
+                    m = round % 11,
+                    one = round % 300 + 1,
+                    new = 1000 + round % 40,
+                    gone = 1000 + (round + 20) % 40,
+                );
+                client.batch_execute(&sql).await.expect("load transaction");
+            }
+            round
+        })
+    };
+
+    let applied = |db: &TestDb| -> u64 {
+        psql(&db.name, "SELECT count(*) FROM applied")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for kill in 0..4 {
+        // Kill once this Weir has applied a good part of a few batches, so
+        // every kill lands mid-stream.
+        let before = applied(&target);
+        wait_for(Duration::from_secs(120), || {
+            (applied(&target) >= before + 150).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no progress before kill {kill}:\n{}", p.weir.log()));
+        p.weir.kill9();
+        p.weir = WeirProcess::start(&p.config, &[]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = load.await.unwrap();
+    assert!(rounds > 20, "the load ran only {rounds} transactions");
+    wait_equal(&source, &target, "c", "id, n, pad", &p.weir);
+    let total: i64 = psql(&target.name, "SELECT sum(n) FROM c")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 0, "no update reached the target");
+    // Rows 1..=300 are never deleted: each was set to 1, 2, … n once each.
+    let twice = psql(
+        &target.name,
+        "SELECT coalesce(string_agg(format('row %s: %s changes logged for n = %s', c.id, \
+         (SELECT count(*) FROM applied a WHERE a.id = c.id), c.n), '; '), '') FROM c \
+         WHERE c.id <= 300 AND ((SELECT count(*) FROM applied a WHERE a.id = c.id) <> c.n \
+         OR (SELECT count(DISTINCT a.n) FROM applied a WHERE a.id = c.id) <> c.n)",
+    )
+    .unwrap();
+    if !twice.is_empty() {
+        let dups = psql(
+            &target.name,
+            "SELECT string_agg(format('(%s,%s)x%s', id, n, k), ' ') FROM \
+             (SELECT id, n, count(*) k FROM applied WHERE id <= 300 GROUP BY 1, 2 HAVING count(*) > 1) d",
+        )
+        .unwrap();
+        let mut logs = String::new();
+        for e in std::fs::read_dir(p.config.parent().unwrap())
+            .unwrap()
+            .flatten()
+        {
+            if e.path().to_string_lossy().ends_with(".log") {
+                logs.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        panic!("a change was applied twice or lost: {twice}; logged twice: {dups}\n{logs}");
+    }
+    p.stop_cleanly();
+}
+
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY,
+    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+    t text, vc varchar(20), bp char(5), nm name, by bytea,
+    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
+    addr inet, span interval, arr int4[]
+)";
+
+const TYPES_ROWS: &str = r#"
+INSERT INTO typed VALUES (1,
+    true, -32768, 2147483647, 9223372036854775807, 1.5, -2.25e300,
+    '-12345678901234567890.123456789', 42.5,
+    E'héllo "quoted"\n\ttab \\ done', 'abc', 'ab', 'a_name', '\x00ff10',
+    '2024-02-29', '13:14:15.123456', '2024-02-29 13:14:15.5', '2024-02-29 13:14:15.123+02',
+    'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}, "d": [true]}',
+    '10.1.2.3/24', '1 day 02:00:03', '{1,2,3}');
+INSERT INTO typed (id) VALUES (2);
+INSERT INTO typed VALUES (3,
+    false, 0, -2147483648, -9223372036854775808, 'NaN', 'Infinity',
+    'NaN', 0,
+    '', '', '', '', '',
+    '-infinity', '00:00:00', 'infinity', '-infinity',
+    '00000000-0000-0000-0000-000000000000', '[]', '{}',
+    '::1', '-1 mons', '{}');
+INSERT INTO typed (id, f4, f8, n, d, tm, ts, tstz) VALUES (4,
+    '-Infinity', 1e-300, '0.000000000000000000001', '0044-03-15 BC', '23:59:59.999999',
+    '0044-03-15 12:00:00 BC', '1970-01-01 00:00:00.000001+00');
+INSERT INTO typed (id, n, d, ts) VALUES (5, 'Infinity', '9999-12-31', '2000-01-01 00:00:00');
+"#;
+
+const TYPED_COLUMNS: &[&str] = &[
+    "b", "i2", "i4", "i8", "f4", "f8", "n", "n2", "t", "vc", "bp", "nm", "by", "d", "tm", "ts",
+    "tstz", "u", "j", "jb", "addr", "span", "arr",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_round_trips_into_a_created_table() {
+    let source = TestDb::new("pgsink_types_src", TYPES_TABLE).await;
+    // The expected values, written by the same SQL in the target database,
+    // so that each column compares with IS NOT DISTINCT FROM there.
+    let target = TestDb::new(
+        "pgsink_types_dst",
+        &format!(
+            "CREATE SCHEMA expected; SET search_path = expected; {TYPES_TABLE}; {TYPES_ROWS}; RESET search_path"
+        ),
+    )
+    .await;
+    let mut p = FilePipeline::start(
+        &source,
+        &["typed"],
+        "",
+        &sink_toml(&target, "create_tables = true"),
+    );
+    source.exec(TYPES_ROWS).await;
+    wait_for(Duration::from_secs(60), || {
+        (psql(&target.name, "SELECT count(*) FROM public.typed").ok()? == "5").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the rows did not arrive:\n{}", p.weir.log()));
+    for col in TYPED_COLUMNS {
+        // json has no equality operator: its text is what it stores.
+        let (e, g) = if *col == "j" {
+            ("e.j::text".to_owned(), "g.j::text".to_owned())
+        } else {
+            (format!("e.{col}"), format!("g.{col}"))
+        };
+        let differing = psql(
+            &target.name,
+            &format!(
+                "SELECT coalesce(string_agg(e.id || ': want ' || coalesce({e}::text, 'NULL') || ', got ' \
+                 || coalesce({g}::text, 'NULL'), '; '), '') \
+                 FROM expected.typed e FULL JOIN public.typed g USING (id) \
+                 WHERE {e} IS DISTINCT FROM {g} OR e.id IS NULL OR g.id IS NULL"
+            ),
+        )
+        .unwrap();
+        assert!(differing.is_empty(), "column {col}: {differing}");
+        let types = psql(
+            &target.name,
+            &format!(
+                "SELECT string_agg(format_type(atttypid, atttypmod), '|' ORDER BY attrelid::regclass::text) \
+                 FROM pg_attribute WHERE attname = '{col}' \
+                 AND attrelid IN ('expected.typed'::regclass, 'public.typed'::regclass)"
+            ),
+        )
+        .unwrap();
+        let (a, b) = types.split_once('|').expect("two types");
+        assert_eq!(a, b, "column {col}: the created table's type differs");
+    }
+    p.stop_cleanly();
+}
+
+#[test]
+fn a_target_that_is_down_at_start_is_named() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ndatabase = \"postgres\"\ntables = [\"t\"]\n\n[sinks.pg]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\ndatabase = \"nowhere\"\nsslmode = \"disable\"\n"
+        ),
+    )
+    .unwrap();
+    let (status, out) = run_weir(
+        &["run", "--config", config.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("sink pg") && out.contains(&format!("127.0.0.1:{port}")),
+        "the error names neither the sink nor the address:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_table_stops_the_sink_naming_it() {
+    let source = TestDb::new("pgsink_missing_src", SOURCE_TABLE).await;
+    let target = TestDb::new("pgsink_missing_dst", "").await;
+    let mut p = FilePipeline::start(&source, &["t"], "", &sink_toml(&target, ""));
+    source.exec("INSERT INTO t VALUES (1, 'x')").await;
+    let log = wait_for(Duration::from_secs(60), || {
+        let log = p.weir.log();
+        log.contains("table public.t does not exist").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no error naming the table:\n{}", p.weir.log()));
+    assert!(log.contains("create_tables"), "{log}");
+    assert!(!p.weir.is_running() || p.weir.terminate().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_row_is_dead_lettered_and_the_rest_applied() {
+    let source = TestDb::new("pgsink_refuse_src", SOURCE_TABLE).await;
+    let target = TestDb::new(
+        "pgsink_refuse_dst",
+        "CREATE TABLE t (id int PRIMARY KEY, v text CHECK (v IS DISTINCT FROM 'bad'), n int NOT NULL DEFAULT 0, \"Mixed Case\" text)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let body = format!(
+        "{}\n[dead_letter]\nsink = \"dlq\"\n\n[sinks.dlq]\ntype = \"file\"\npath = {dlq:?}\n",
+        sink_toml(&target, "")
+    );
+    let mut p = FilePipeline::start(&source, &["t"], "", &body);
+    source
+        .exec(
+            "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 4) g;
+             BEGIN; INSERT INTO t VALUES (5, 'bad'); INSERT INTO t VALUES (6, 'fine'); COMMIT;
+             UPDATE t SET v = 'bad' WHERE id = 2;
+             INSERT INTO t VALUES (7, 'last');",
+        )
+        .await;
+    let letters = wait_lines(&dlq, 2, Duration::from_secs(60));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let text = serde_json::to_string(&letters).unwrap();
+    assert!(
+        text.contains("23514") || text.contains("check constraint"),
+        "{text}"
+    );
+    // Everything else arrived: the source minus the refused changes.
+    let want = json!([
+        {"id": 1, "v": "v1"}, {"id": 2, "v": "v2"}, {"id": 3, "v": "v3"},
+        {"id": 4, "v": "v4"}, {"id": 6, "v": "fine"}, {"id": 7, "v": "last"}
+    ])
+    .to_string();
+    let got = wait_for(Duration::from_secs(60), || {
+        let got = rows_json(&target.name, "t", "id, v");
+        (serde_json::from_str::<Json>(&got).ok()? == serde_json::from_str::<Json>(&want).ok()?)
+            .then_some(got)
+    });
+    assert!(
+        got.is_some(),
+        "target: {}\n{}",
+        rows_json(&target.name, "t", "id, v"),
+        p.weir.log()
+    );
+    p.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_target_connection_recovers_without_loss() {
+    let source = TestDb::new("pgsink_lost_src", SOURCE_TABLE).await;
+    let target = TestDb::new(
+        "pgsink_lost_dst",
+        "CREATE TABLE t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0, \"Mixed Case\" text)",
+    )
+    .await;
+    let mut p = FilePipeline::start(&source, &["t"], "", &sink_toml(&target, ""));
+    let kill_sink = || {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND application_name = 'weir-pg'",
+                target.name
+            ),
+        )
+        .unwrap()
+    };
+    let mut cut = 0;
+    for round in 0..5 {
+        source
+            .exec(&format!(
+                "INSERT INTO t SELECT g, 'r{round}' FROM generate_series({a}, {b}) g;
+                 UPDATE t SET n = n + 1;",
+                a = round * 100 + 1,
+                b = round * 100 + 100
+            ))
+            .await;
+        // Cut the sink's session (when it has one: it reconnects on its
+        // next write) while this round's changes are being applied.
+        cut += kill_sink().parse::<u32>().unwrap();
+    }
+    assert!(cut >= 1, "the sink's session was never found");
+    wait_equal(&source, &target, "t", "id, v, n", &p.weir);
+    p.stop_cleanly();
+}
