@@ -68,6 +68,8 @@
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 pub mod retry;
 
@@ -75,5 +77,7 @@ pub mod retry;
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "redis")]
+pub use redis::{RedisSink, RedisSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;
