@@ -1,0 +1,4 @@
+//! Private instances of the destinations the sinks write to, one per test,
+//! on free loopback ports with their data in temporary directories.
+
+pub mod redis;
