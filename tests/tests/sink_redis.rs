@@ -4,7 +4,8 @@
 //! the types table in both formats, and its errors (server down at start,
 //! killed and restarted mid-run, a write Redis refuses).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +33,12 @@ fn keys(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
     out
 }
 
-/// The rows of `schema.table` as the cache holds them: JSON objects, hash
-/// fields as strings (no `_weir_version`).
-fn cached_rows(server: &RedisServer, format: Format, schema: &str, table: &str) -> Vec<Json> {
+/// The rows under key prefix `prefix` as the cache holds them: JSON
+/// objects, hash fields as strings (without `_weir_version`).
+fn cached_rows(server: &RedisServer, format: Format, prefix: &str) -> Vec<Json> {
     let mut conn = server.connection();
     let mut rows = Vec::new();
-    for key in keys(&mut conn, &format!("{schema}:{table}:*")) {
+    for key in keys(&mut conn, &format!("{prefix}*")) {
         match format {
             Format::Json => {
                 let text: String = conn.get(&key).expect("GET a row");
@@ -86,7 +87,11 @@ impl StateTarget for Target {
     }
 
     async fn rows(&self, table: &TableSchema) -> Vec<Json> {
-        cached_rows(&self.server, self.format, &table.schema, &table.name)
+        cached_rows(
+            &self.server,
+            self.format,
+            &format!("{}:{}:", table.schema, table.name),
+        )
             .into_iter()
             .map(|row| match self.format {
                 Format::Json => json!({
@@ -286,4 +291,253 @@ async fn stream_ids_tell_records_of_one_position_apart() {
     ] {
         assert_eq!(first.get::<String>(field).as_deref(), Some(want), "{field}");
     }
+}
+
+/// A config file in a temp dir: `db`'s source over `tables`, the
+/// passthrough plugin, then `sinks`.
+fn write_config(db: &TestDb, tables: &[&str], sinks: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n{sinks}", db.source_toml(tables), passthrough()),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+fn start(config: &std::path::Path, db: &TestDb) -> WeirProcess {
+    let weir = WeirProcess::start(config, &[]);
+    wait_for(Duration::from_secs(120), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    weir
+}
+
+/// `table`'s rows as `row_to_json` gives them, by id.
+fn table_rows(db: &TestDb, table: &str) -> Vec<Json> {
+    let text = psql(
+        &db.name,
+        &format!("SELECT coalesce(json_agg(row_to_json(t) ORDER BY id), '[]') FROM {table} t"),
+    )
+    .unwrap();
+    serde_json::from_str::<Vec<Json>>(&text).unwrap()
+}
+
+fn by_id(mut rows: Vec<Json>) -> Vec<Json> {
+    rows.sort_by_key(|r| {
+        r["id"]
+            .as_i64()
+            .or_else(|| r["id"].as_str().and_then(|s| s.parse().ok()))
+    });
+    rows
+}
+
+/// Hash rows hold text; the table's rows as the hash format writes them.
+fn as_hash_rows(rows: Vec<Json>) -> Vec<Json> {
+    rows.into_iter()
+        .map(|row| {
+            let fields: BTreeMap<String, String> = row
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| {
+                    let text = match v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect();
+            json!(fields)
+        })
+        .collect()
+}
+
+/// Waits until the cache under `prefix` holds exactly `table`'s rows.
+fn wait_mirrored(
+    server: &RedisServer,
+    db: &TestDb,
+    format: Format,
+    prefix: &str,
+    table: &str,
+    weir: &WeirProcess,
+) {
+    let mut last = (Vec::new(), Vec::new());
+    let same = wait_for(Duration::from_secs(90), || {
+        let mut want = table_rows(db, table);
+        if format == Format::Hash {
+            want = as_hash_rows(want);
+        }
+        let got = by_id(cached_rows(server, format, prefix));
+        last = (got.clone(), want.clone());
+        (got == want).then_some(())
+    });
+    if same.is_none() {
+        panic!(
+            "the cache under {prefix} never matched table {table}:\n  cache: {}\n  table: {}\n{}",
+            serde_json::to_string(&last.0).unwrap(),
+            serde_json::to_string(&last.1).unwrap(),
+            weir.log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_mirrors_the_tables_end_to_end() {
+    let server = RedisServer::start();
+    let db = TestDb::new(
+        "redis_cache",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int, note text);
+         CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+         CREATE TABLE gone (id int PRIMARY KEY, v text);",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.json]\ntype = \"redis\"\nurl = {url:?}\nformat = \"json\"\nkey = \"j:{{schema}}:{{table}}:{{key}}\"\n\n\
+         [sinks.hash]\ntype = \"redis\"\nurl = {url:?}\nformat = \"hash\"\nkey = \"h:{{schema}}:{{table}}:{{key}}\"\n",
+        url = server.url()
+    );
+    let (_dir, config) = write_config(&db, &["items", "docs", "gone"], &sinks);
+    let mut weir = start(&config, &db);
+    for sql in [
+        "INSERT INTO items SELECT g, 'n' || g, g, NULL FROM generate_series(1, 50) g",
+        "UPDATE items SET qty = qty * 10, note = 'x' WHERE id % 3 = 0",
+        "DELETE FROM items WHERE id % 5 = 0",
+        "UPDATE items SET id = 1000, note = 'moved' WHERE id = 1",
+        "UPDATE items SET note = NULL WHERE id = 3",
+        // Random hex barely compresses, so a 32 kB body is stored out of
+        // line and the next update does not send it.
+        "INSERT INTO docs SELECT 1, 'first', string_agg(md5(random()::text), '') FROM generate_series(1, 1000)",
+        "UPDATE docs SET title = 'second' WHERE id = 1",
+        "INSERT INTO gone VALUES (1, 'a'), (2, 'b')",
+        "TRUNCATE gone",
+        "INSERT INTO gone VALUES (3, 'c')",
+    ] {
+        db.exec(sql).await;
+    }
+    for (format, prefix) in [(Format::Json, "j"), (Format::Hash, "h")] {
+        for table in ["items", "docs", "gone"] {
+            wait_mirrored(
+                &server,
+                &db,
+                format,
+                &format!("{prefix}:public:{table}:"),
+                table,
+                &weir,
+            );
+        }
+    }
+    let docs = cached_rows(&server, Format::Json, "j:public:docs:");
+    assert_eq!(docs[0]["body"].as_str().map(str::len), Some(32_000));
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+/// Entries of `stream` as (id, the event's `after.id`).
+fn stream_entries(server: &RedisServer, stream: &str) -> Vec<(String, i64)> {
+    let mut conn = server.connection();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            let value: String = e.get("value").expect("a value field");
+            let event: Json = serde_json::from_str(&value).unwrap();
+            (e.id.clone(), event["after"]["id"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// A replication slot the test made, dropped with the guard.
+struct SlotGuard(String);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let name = &self.0;
+        let _ = psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{name}' AND active_pid IS NOT NULL"
+            ),
+        );
+        let _ = wait_for(Duration::from_secs(10), || {
+            psql(
+                "postgres",
+                &format!(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"
+                ),
+            )
+            .ok()
+        });
+    }
+}
+
+/// Weir is killed with SIGKILL after writing, and restarted on a copy of
+/// its slot taken before any row was written, so Postgres sends every
+/// transaction again (more than any real crash would): each entry is
+/// refused as already there, and the stream holds every row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_replayed_after_kill_9_has_no_duplicates() {
+    let server = RedisServer::start();
+    let db = TestDb::new(
+        "redis_stream",
+        "CREATE TABLE ev (id bigint PRIMARY KEY, v text)",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.log]\ntype = \"redis\"\nurl = {:?}\nmode = \"stream\"\nmaxlen = 100000\n",
+        server.url()
+    );
+    let (dir, config) = write_config(&db, &["ev"], &sinks);
+    let mut weir = start(&config, &db);
+    let copy = SlotGuard(format!("{}_copy", db.slot));
+    // From the test's database: a copy belongs to the copying session's.
+    psql(
+        &db.name,
+        &format!(
+            "SELECT pg_copy_logical_replication_slot('{}', '{}')",
+            db.slot, copy.0
+        ),
+    )
+    .expect("copy the slot");
+    let mut next = 1i64;
+    for _ in 0..40 {
+        db.exec(&format!(
+            "INSERT INTO ev SELECT g, 'v' FROM generate_series({next}, {}) g",
+            next + 4
+        ))
+        .await;
+        next += 5;
+    }
+    let written = (next - 1) as usize;
+    wait_for(Duration::from_secs(60), || {
+        (stream_entries(&server, "weir:public:ev").len() >= written).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the stream never reached {written} entries:\n{}", weir.log()));
+    weir.kill9();
+
+    let replay = dir.path().join("replay.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("slot = {:?}", db.slot),
+        &format!("slot = {:?}", copy.0),
+    );
+    std::fs::write(&replay, text).unwrap();
+    let mut weir = WeirProcess::start(&replay, &[]);
+    db.exec(&format!("INSERT INTO ev VALUES ({next}, 'last')")).await;
+    let total = next as usize;
+    wait_for(Duration::from_secs(90), || {
+        (stream_entries(&server, "weir:public:ev").len() >= total).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the last row never arrived:\n{}", weir.log()));
+    let entries = stream_entries(&server, "weir:public:ev");
+    let ids: Vec<i64> = entries.iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=next).collect::<Vec<_>>(),
+        "every row once, in order:\n{}",
+        weir.log()
+    );
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
 }
