@@ -541,3 +541,230 @@ async fn a_stream_replayed_after_kill_9_has_no_duplicates() {
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
 }
+
+/// The types table of `types_roundtrip.rs`.
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY,
+    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+    t text, vc varchar(20), bp char(5), nm name, by bytea,
+    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
+    addr inet, span interval, arr int4[]
+)";
+
+const TYPES_ROWS: &str = r#"
+INSERT INTO typed VALUES (1,
+    true, -32768, 2147483647, 9223372036854775807, 1.5, -2.25e300,
+    '-12345678901234567890.123456789', 42.5,
+    E'héllo "quoted"\n\ttab \\ done', 'abc', 'ab', 'a_name', '\x00ff10',
+    '2024-02-29', '13:14:15.123456', '2024-02-29 13:14:15.5', '2024-02-29 13:14:15.123+02',
+    'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}, "d": [true]}',
+    '10.1.2.3/24', '1 day 02:00:03', '{1,2,3}');
+INSERT INTO typed (id) VALUES (2);
+INSERT INTO typed VALUES (3,
+    false, 0, -2147483648, -9223372036854775808, 'NaN', 'Infinity',
+    'NaN', 0,
+    '', '', '', '', '',
+    '-infinity', '00:00:00', 'infinity', '-infinity',
+    '00000000-0000-0000-0000-000000000000', '[]', '{}',
+    '::1', '-1 mons', '{}');
+INSERT INTO typed (id, f4, f8, n, d, tm, ts, tstz) VALUES (4,
+    '-Infinity', 1e-300, '0.000000000000000000001', '0044-03-15 BC', '23:59:59.999999',
+    '0044-03-15 12:00:00 BC', '1970-01-01 00:00:00.000001+00');
+INSERT INTO typed (id, n, d, ts) VALUES (5, 'Infinity', '9999-12-31', '2000-01-01 00:00:00');
+"#;
+
+/// Each row as the native envelope writes it (the `json` format's values).
+fn types_expected() -> Vec<Json> {
+    vec![
+        json!({"id": 1, "b": true, "i2": -32768, "i4": 2147483647, "i8": 9223372036854775807i64,
+               "f4": 1.5, "f8": -2.25e300, "n": "-12345678901234567890.123456789", "n2": "42.500",
+               "t": "héllo \"quoted\"\n\ttab \\ done", "vc": "abc", "bp": "ab   ", "nm": "a_name",
+               "by": "AP8Q", "d": "2024-02-29", "tm": "13:14:15.123456", "ts": "2024-02-29T13:14:15.5",
+               "tstz": "2024-02-29T11:14:15.123Z", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+               "j": {"a": [1, 2.5, "x"]}, "jb": {"b": {"c": null}, "d": [true]},
+               "addr": "10.1.2.3/24", "span": "1 day 02:00:03", "arr": "{1,2,3}"}),
+        json!({"id": 2, "b": null, "i2": null, "i4": null, "i8": null, "f4": null, "f8": null,
+               "n": null, "n2": null, "t": null, "vc": null, "bp": null, "nm": null, "by": null,
+               "d": null, "tm": null, "ts": null, "tstz": null, "u": null, "j": null, "jb": null,
+               "addr": null, "span": null, "arr": null}),
+        json!({"id": 3, "b": false, "i2": 0, "i4": -2147483648, "i8": -9223372036854775808i64,
+               "f4": "NaN", "f8": "Infinity", "n": "NaN", "n2": "0.000", "t": "", "vc": "",
+               "bp": "     ", "nm": "", "by": "", "d": "-infinity", "tm": "00:00:00",
+               "ts": "infinity", "tstz": "-infinity", "u": "00000000-0000-0000-0000-000000000000",
+               "j": [], "jb": {}, "addr": "::1", "span": "-1 mons", "arr": "{}"}),
+        json!({"id": 4, "f4": "-Infinity", "f8": 1e-300, "n": "0.000000000000000000001",
+               "d": "-0043-03-15", "tm": "23:59:59.999999", "ts": "-0043-03-15T12:00:00",
+               "tstz": "1970-01-01T00:00:00.000001Z"}),
+        json!({"id": 5, "n": "Infinity", "d": "9999-12-31", "ts": "2000-01-01T00:00:00"}),
+    ]
+}
+
+/// Checks a hash field's text against the envelope's value of the column.
+fn check_hash_value(column: &str, id: &Json, text: Option<&String>, want: &Json) {
+    use base64::Engine as _;
+    let what = format!("hash column {column} of row {id}: got {text:?}, want {want}");
+    match want {
+        Json::Null => assert_eq!(text, None, "{what}"),
+        Json::Bool(b) => assert_eq!(text.map(String::as_str), Some(if *b { "true" } else { "false" }), "{what}"),
+        Json::Number(n) => {
+            let text = text.unwrap_or_else(|| panic!("{what}"));
+            match n.as_i64() {
+                Some(i) => assert_eq!(text.parse::<i64>().ok(), Some(i), "{what}"),
+                None => assert_eq!(text.parse::<f64>().ok(), n.as_f64(), "{what}"),
+            }
+        }
+        Json::String(s) if column == "by" => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(text, Some(&format!("\\x{hex}")), "{what}");
+        }
+        Json::String(s) => assert_eq!(text, Some(s), "{what}"),
+        Json::Array(_) | Json::Object(_) => {
+            let got: Json = serde_json::from_str(text.unwrap_or_else(|| panic!("{what}")))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(&got, want, "{what}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_round_trips_in_both_formats() {
+    let server = RedisServer::start();
+    let db = TestDb::new("redis_types", TYPES_TABLE).await;
+    let sinks = format!(
+        "[sinks.json]\ntype = \"redis\"\nurl = {url:?}\nkey = \"j:{{table}}:{{key}}\"\n\n\
+         [sinks.hash]\ntype = \"redis\"\nurl = {url:?}\nformat = \"hash\"\nkey = \"h:{{table}}:{{key}}\"\n",
+        url = server.url()
+    );
+    let (_dir, config) = write_config(&db, &["typed"], &sinks);
+    let mut weir = start(&config, &db);
+    db.exec(TYPES_ROWS).await;
+    let expected = types_expected();
+    let rows = |format, prefix| {
+        wait_for(Duration::from_secs(60), || {
+            let rows = by_id(cached_rows(&server, format, prefix));
+            (rows.len() == expected.len()).then_some(rows)
+        })
+        .unwrap_or_else(|| panic!("not every row reached {prefix}:\n{}", weir.log()))
+    };
+    let json_rows = rows(Format::Json, "j:typed:");
+    let hash_rows = rows(Format::Hash, "h:typed:");
+    for ((json_row, hash_row), want) in json_rows.iter().zip(&hash_rows).zip(&expected) {
+        let hash: BTreeMap<String, String> = serde_json::from_value(hash_row.clone()).unwrap();
+        for (column, value) in want.as_object().unwrap() {
+            assert_eq!(
+                &json_row[column], value,
+                "json column {column} of row {}: got {}, want {value}",
+                want["id"], json_row[column]
+            );
+            check_hash_value(column, &want["id"], hash.get(column), value);
+        }
+    }
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_down_at_start_is_a_clear_error() {
+    let db = TestDb::new("redis_down", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let port = free_port();
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:{port}\"\nconnect_timeout = \"2s\"\n"
+    );
+    let (_dir, config) = write_config(&db, &["t"], &sinks);
+    let (status, out) = run_weir(
+        &["run", "--config", config.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("sink cache") && out.contains(&format!("redis://:<redacted>@127.0.0.1:{port}")),
+        "the error names neither the sink nor the server:\n{out}"
+    );
+    assert!(!out.contains("hunter2"), "the password leaked:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_run_is_written_again_once_it_is_back() {
+    // The append-only file, fsynced on every write, is what makes an
+    // acknowledged batch survive the server's crash.
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let db = TestDb::new(
+        "redis_restart",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int, note text)",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = {:?}\nformat = \"hash\"\nresponse_timeout = \"2s\"\nconnect_timeout = \"2s\"\n",
+        server.url()
+    );
+    let (_dir, config) = write_config(&db, &["items"], &sinks);
+    let mut weir = start(&config, &db);
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, NULL FROM generate_series(1, 20) g")
+        .await;
+    wait_mirrored(&server, &db, Format::Hash, "public:items:", "items", &weir);
+
+    server.kill();
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, 'while down' FROM generate_series(21, 40) g")
+        .await;
+    db.exec("UPDATE items SET qty = -qty WHERE id % 2 = 0").await;
+    db.exec("DELETE FROM items WHERE id % 7 = 0").await;
+    // Weir must have tried and failed before the server comes back.
+    wait_for(Duration::from_secs(60), || {
+        let log = weir.log();
+        (log.contains("sink write failed") && log.contains("sink=cache")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("weir never reported the failing sink:\n{}", weir.log()));
+    server.restart();
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, 'after' FROM generate_series(41, 50) g")
+        .await;
+    wait_mirrored(&server, &db, Format::Hash, "public:items:", "items", &weir);
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
+    let server = RedisServer::start();
+    let db = TestDb::new("redis_refused", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    // Someone else's list where row 2 would go: Redis refuses a hash
+    // write there (WRONGTYPE) every time.
+    let mut conn = server.connection();
+    let _: i64 = conn.rpush("public:t:2", "not a row").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = {:?}\nformat = \"hash\"\n\n\
+         [sinks.dlq]\ntype = \"file\"\npath = {dlq:?}\n\n[dead_letter]\nsink = \"dlq\"\n",
+        server.url()
+    );
+    let (_cfg_dir, config) = write_config(&db, &["t"], &sinks);
+    // The dead-letter sink must not get the table's changes too.
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[routes]]\nsinks = [\"cache\"]\n";
+    std::fs::write(&config, text).unwrap();
+    let mut weir = start(&config, &db);
+    for id in 1..=3 {
+        db.exec(&format!("INSERT INTO t VALUES ({id}, 'v{id}')")).await;
+    }
+    let letters = wait_lines(&dlq, 1, Duration::from_secs(60));
+    let letter = &letters[0];
+    assert_eq!(letter["sink"], "cache", "{letter}");
+    assert_eq!(letter["event"]["after"]["id"], 2, "{letter}");
+    let error = letter["error"].as_str().unwrap();
+    assert!(error.contains("WRONGTYPE"), "{error}");
+    db.exec("INSERT INTO t VALUES (4, 'v4')").await;
+    let values = wait_for(Duration::from_secs(60), || {
+        let values: Vec<Option<String>> = [1, 3, 4]
+            .iter()
+            .map(|id| conn.hget(format!("public:t:{id}"), "v").unwrap())
+            .collect();
+        values.iter().all(Option::is_some).then_some(values)
+    })
+    .unwrap_or_else(|| panic!("rows 1, 3 and 4 never all arrived:\n{}", weir.log()));
+    assert_eq!(values, [Some("v1".into()), Some("v3".into()), Some("v4".into())]);
+    let kept: Vec<String> = conn.lrange("public:t:2", 0, -1).unwrap();
+    assert_eq!(kept, ["not a row"], "the refused key was touched");
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
