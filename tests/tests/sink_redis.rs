@@ -92,20 +92,20 @@ impl StateTarget for Target {
             self.format,
             &format!("{}:{}:", table.schema, table.name),
         )
-            .into_iter()
-            .map(|row| match self.format {
-                Format::Json => json!({
-                    "id": row["id"], "name": row["name"], "qty": row["qty"],
-                    "note": row.get("note").cloned().unwrap_or(Json::Null),
-                }),
-                Format::Hash => json!({
-                    "id": row["id"].as_str().and_then(|s| s.parse::<i64>().ok()),
-                    "name": row["name"],
-                    "qty": row["qty"].as_str().and_then(|s| s.parse::<i64>().ok()),
-                    "note": row.get("note").cloned().unwrap_or(Json::Null),
-                }),
-            })
-            .collect()
+        .into_iter()
+        .map(|row| match self.format {
+            Format::Json => json!({
+                "id": row["id"], "name": row["name"], "qty": row["qty"],
+                "note": row.get("note").cloned().unwrap_or(Json::Null),
+            }),
+            Format::Hash => json!({
+                "id": row["id"].as_str().and_then(|s| s.parse::<i64>().ok()),
+                "name": row["name"],
+                "qty": row["qty"].as_str().and_then(|s| s.parse::<i64>().ok()),
+                "note": row.get("note").cloned().unwrap_or(Json::Null),
+            }),
+        })
+        .collect()
     }
 }
 
@@ -244,15 +244,7 @@ async fn stream_ids_tell_records_of_one_position_apart() {
     let batch: Vec<SinkRecord> = [(0x100, 0), (0x100, 0), (0x100, 0), (0x100, 1), (0x300, 0)]
         .iter()
         .enumerate()
-        .map(|(i, (lsn, seq))| {
-            record(
-                &t,
-                Op::Insert,
-                *lsn,
-                *seq,
-                Some(vec![Value::Int(i as i64)]),
-            )
-        })
+        .map(|(i, (lsn, seq))| record(&t, Op::Insert, *lsn, *seq, Some(vec![Value::Int(i as i64)])))
         .collect();
     let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
     sink.write(&batch[..2]).await.unwrap();
@@ -263,8 +255,7 @@ async fn stream_ids_tell_records_of_one_position_apart() {
     sink.write(&batch[..3]).await.unwrap();
     sink.write(&batch[3..]).await.unwrap();
     let mut conn = server.connection();
-    let entries: redis::streams::StreamRangeReply =
-        conn.xrange_all("weir:public:s").unwrap();
+    let entries: redis::streams::StreamRangeReply = conn.xrange_all("weir:public:s").unwrap();
     let ids: Vec<&str> = entries.ids.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -514,7 +505,12 @@ async fn a_stream_replayed_after_kill_9_has_no_duplicates() {
     wait_for(Duration::from_secs(60), || {
         (stream_entries(&server, "weir:public:ev").len() >= written).then_some(())
     })
-    .unwrap_or_else(|| panic!("the stream never reached {written} entries:\n{}", weir.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the stream never reached {written} entries:\n{}",
+            weir.log()
+        )
+    });
     weir.kill9();
 
     let replay = dir.path().join("replay.toml");
@@ -524,7 +520,8 @@ async fn a_stream_replayed_after_kill_9_has_no_duplicates() {
     );
     std::fs::write(&replay, text).unwrap();
     let mut weir = WeirProcess::start(&replay, &[]);
-    db.exec(&format!("INSERT INTO ev VALUES ({next}, 'last')")).await;
+    db.exec(&format!("INSERT INTO ev VALUES ({next}, 'last')"))
+        .await;
     let total = next as usize;
     wait_for(Duration::from_secs(90), || {
         (stream_entries(&server, "weir:public:ev").len() >= total).then_some(())
@@ -605,7 +602,11 @@ fn check_hash_value(column: &str, id: &Json, text: Option<&String>, want: &Json)
     let what = format!("hash column {column} of row {id}: got {text:?}, want {want}");
     match want {
         Json::Null => assert_eq!(text, None, "{what}"),
-        Json::Bool(b) => assert_eq!(text.map(String::as_str), Some(if *b { "true" } else { "false" }), "{what}"),
+        Json::Bool(b) => assert_eq!(
+            text.map(String::as_str),
+            Some(if *b { "true" } else { "false" }),
+            "{what}"
+        ),
         Json::Number(n) => {
             let text = text.unwrap_or_else(|| panic!("{what}"));
             match n.as_i64() {
@@ -678,7 +679,8 @@ async fn a_server_down_at_start_is_a_clear_error() {
     );
     assert!(!status.success(), "{out}");
     assert!(
-        out.contains("sink cache") && out.contains(&format!("redis://:<redacted>@127.0.0.1:{port}")),
+        out.contains("sink cache")
+            && out.contains(&format!("redis://:<redacted>@127.0.0.1:{port}")),
         "the error names neither the sink nor the server:\n{out}"
     );
     assert!(!out.contains("hunter2"), "the password leaked:\n{out}");
@@ -707,7 +709,8 @@ async fn a_server_killed_mid_run_is_written_again_once_it_is_back() {
     server.kill();
     db.exec("INSERT INTO items SELECT g, 'n' || g, g, 'while down' FROM generate_series(21, 40) g")
         .await;
-    db.exec("UPDATE items SET qty = -qty WHERE id % 2 = 0").await;
+    db.exec("UPDATE items SET qty = -qty WHERE id % 2 = 0")
+        .await;
     db.exec("DELETE FROM items WHERE id % 7 = 0").await;
     // Weir must have tried and failed before the server comes back.
     wait_for(Duration::from_secs(60), || {
@@ -726,7 +729,11 @@ async fn a_server_killed_mid_run_is_written_again_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
     let server = RedisServer::start();
-    let db = TestDb::new("redis_refused", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let db = TestDb::new(
+        "redis_refused",
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+    )
+    .await;
     // Someone else's list where row 2 would go: Redis refuses a hash
     // write there (WRONGTYPE) every time.
     let mut conn = server.connection();
@@ -740,12 +747,12 @@ async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
     );
     let (_cfg_dir, config) = write_config(&db, &["t"], &sinks);
     // The dead-letter sink must not get the table's changes too.
-    let text = std::fs::read_to_string(&config).unwrap()
-        + "\n[[routes]]\nsinks = [\"cache\"]\n";
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[[routes]]\nsinks = [\"cache\"]\n";
     std::fs::write(&config, text).unwrap();
     let mut weir = start(&config, &db);
     for id in 1..=3 {
-        db.exec(&format!("INSERT INTO t VALUES ({id}, 'v{id}')")).await;
+        db.exec(&format!("INSERT INTO t VALUES ({id}, 'v{id}')"))
+            .await;
     }
     let letters = wait_lines(&dlq, 1, Duration::from_secs(60));
     let letter = &letters[0];
@@ -762,7 +769,10 @@ async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
         values.iter().all(Option::is_some).then_some(values)
     })
     .unwrap_or_else(|| panic!("rows 1, 3 and 4 never all arrived:\n{}", weir.log()));
-    assert_eq!(values, [Some("v1".into()), Some("v3".into()), Some("v4".into())]);
+    assert_eq!(
+        values,
+        [Some("v1".into()), Some("v3".into()), Some("v4".into())]
+    );
     let kept: Vec<String> = conn.lrange("public:t:2", 0, -1).unwrap();
     assert_eq!(kept, ["not a row"], "the refused key was touched");
     let status = weir.terminate().expect("exit status");

@@ -304,7 +304,8 @@ impl RedisSink {
                         cmd.arg(&buf);
                         buf.clear();
                         if !matches!(value, Value::Unchanged) {
-                            write_json_value(&mut buf, value).map_err(|e| column_error(column, e))?;
+                            write_json_value(&mut buf, value)
+                                .map_err(|e| column_error(column, e))?;
                         }
                         cmd.arg(&buf);
                     }
@@ -395,8 +396,9 @@ impl RedisSink {
                 SinkPayload::Raw(_) => {
                     rejected.push(Rejected {
                         index,
-                        reason: "a raw record cannot be written in cache mode (use mode = \"stream\")"
-                            .to_owned(),
+                        reason:
+                            "a raw record cannot be written in cache mode (use mode = \"stream\")"
+                                .to_owned(),
                     });
                     continue;
                 }
@@ -418,10 +420,8 @@ impl RedisSink {
                 _ => {
                     let mut cmds = Vec::new();
                     match self.plan_change(&event, record.topic.as_deref(), &mut cmds) {
-                        Ok(()) => planned.extend(cmds.into_iter().map(|cmd| Planned {
-                            record: index,
-                            cmd,
-                        })),
+                        Ok(()) => planned
+                            .extend(cmds.into_iter().map(|cmd| Planned { record: index, cmd })),
                         Err(reason) => rejected.push(Rejected { index, reason }),
                     }
                 }
@@ -621,7 +621,10 @@ fn retarget(cmd: &Cmd, sha: &str) -> Cmd {
     out
 }
 
-async fn load_script(conn: &mut ConnectionManager, secrets: &[String]) -> Result<String, SinkError> {
+async fn load_script(
+    conn: &mut ConnectionManager,
+    secrets: &[String],
+) -> Result<String, SinkError> {
     redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(SCRIPT)

@@ -57,7 +57,9 @@ fn every_problem_is_reported_with_its_field() {
             "{field} missing from {problems:?}"
         );
     }
-    let spec = parse("type = \"redis\"\nurl = \"redis://h\"\nmode = \"stream\"\nformat = \"hash\"\nttl = \"1h\"\nstream = \"{prefix}\"");
+    let spec = parse(
+        "type = \"redis\"\nurl = \"redis://h\"\nmode = \"stream\"\nformat = \"hash\"\nttl = \"1h\"\nstream = \"{prefix}\"",
+    );
     let problems = spec.validate();
     for field in ["format:", "ttl:", "stream:"] {
         assert!(
@@ -65,15 +67,22 @@ fn every_problem_is_reported_with_its_field() {
             "{field} missing from {problems:?}"
         );
     }
-    let errs = parse_sink("type = \"redis\"\nurl = \"redis://h\"\nformt = \"hash\"".parse().unwrap())
-        .unwrap_err();
+    let errs = parse_sink(
+        "type = \"redis\"\nurl = \"redis://h\"\nformt = \"hash\""
+            .parse()
+            .unwrap(),
+    )
+    .unwrap_err();
     assert!(errs[0].contains("unknown field `formt`"), "{errs:?}");
 }
 
 #[test]
 fn route_templates_are_checked_for_the_mode() {
     let spec = parse("type = \"redis\"\nurl = \"redis://h\"");
-    assert!(spec.check_topic("{table}:{key}", TemplateUse::Change).is_ok());
+    assert!(
+        spec.check_topic("{table}:{key}", TemplateUse::Change)
+            .is_ok()
+    );
     assert!(spec.check_topic("{table}", TemplateUse::Change).is_err());
     let spec = parse("type = \"redis\"\nurl = \"redis://h\"\nmode = \"stream\"");
     assert!(spec.check_topic("s:{table}", TemplateUse::Change).is_ok());
@@ -86,11 +95,16 @@ fn passwords_never_show() {
         redact_url("redis://user:s3cret@host:6379/0"),
         "redis://user:<redacted>@host:6379/0"
     );
-    assert_eq!(redact_url("redis://:s3cret@host"), "redis://:<redacted>@host");
-    assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-    let spec = parse(
-        "type = \"redis\"\nurl = \"rediss://u:s3cret@host\"\npassword = \"other-secret\"",
+    assert_eq!(
+        redact_url("redis://:s3cret@host"),
+        "redis://:<redacted>@host"
     );
+    assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    let spec =
+        parse("type = \"redis\"\nurl = \"rediss://u:s3cret@host\"\npassword = \"other-secret\"");
     let shown = format!("{spec:?}");
-    assert!(!shown.contains("s3cret") && !shown.contains("other-secret"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("other-secret"),
+        "{shown}"
+    );
 }
