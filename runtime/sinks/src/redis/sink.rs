@@ -33,8 +33,8 @@ pub struct RedisSink {
     config: RedisSinkConfig,
     conn: ConnectionManager,
     sha: String,
-    keys: KeyTemplate,
-    route_keys: HashMap<String, Result<KeyTemplate, String>>,
+    keys: Arc<KeyTemplate>,
+    route_keys: HashMap<String, Result<Arc<KeyTemplate>, String>>,
     streams: [NameTemplate; 3],
     route_streams: HashMap<String, Result<NameTemplate, String>>,
     encoder: JsonEncoder,
@@ -91,7 +91,7 @@ impl RedisSink {
             .await
             .map_err(|e| classify(&e, &secrets, &format!("connecting to {url}")))?;
         let sha = load_script(&mut conn, &secrets).await?;
-        let keys = KeyTemplate::parse(&config.key).map_err(SinkError::Config)?;
+        let keys = Arc::new(KeyTemplate::parse(&config.key).map_err(SinkError::Config)?);
         let stream = |t: &str| NameTemplate::parse(t).map_err(SinkError::Config);
         let streams = [
             stream(&config.stream)?,
@@ -124,12 +124,12 @@ impl RedisSink {
             return Ok(Vec::new());
         }
         let mut reloaded = false;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for p in planned.iter_mut() {
+            pipe.add_command(std::mem::take(&mut p.cmd));
+        }
         loop {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for p in planned.iter() {
-                pipe.add_command(p.cmd.clone());
-            }
             let replies: Vec<redis::RedisResult<redis::Value>> = pipe
                 .query_async(&mut self.conn)
                 .await
@@ -157,13 +157,10 @@ impl RedisSink {
                 ));
             }
             tracing::info!(sink = %self.name, "Redis lost the script (restarted?); loading it again");
+            // The hash is the SHA-1 of the script's text: the same as before,
+            // so the pipeline's commands stand as they are.
             let sha = load_script(&mut self.conn, &self.secrets).await?;
-            if sha != self.sha {
-                self.sha = sha;
-                for p in planned.iter_mut() {
-                    p.cmd = retarget(&p.cmd, &self.sha);
-                }
-            }
+            debug_assert_eq!(sha, self.sha);
             reloaded = true;
         }
     }
@@ -177,14 +174,18 @@ impl RedisSink {
         cmd
     }
 
-    fn key_template(&mut self, topic: Option<&str>) -> Result<KeyTemplate, String> {
+    fn key_template(&mut self, topic: Option<&str>) -> Result<Arc<KeyTemplate>, String> {
         match topic {
-            None => Ok(self.keys.clone()),
-            Some(t) => self
-                .route_keys
-                .entry(t.to_owned())
-                .or_insert_with(|| KeyTemplate::parse(t).map_err(|e| format!("key {t:?} {e}")))
-                .clone(),
+            None => Ok(Arc::clone(&self.keys)),
+            Some(t) => {
+                if !self.route_keys.contains_key(t) {
+                    let parsed = KeyTemplate::parse(t)
+                        .map(Arc::new)
+                        .map_err(|e| format!("key {t:?} {e}"));
+                    self.route_keys.insert(t.to_owned(), parsed);
+                }
+                self.route_keys[t].clone()
+            }
         }
     }
 
@@ -609,18 +610,6 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
-/// The same command under another script hash.
-fn retarget(cmd: &Cmd, sha: &str) -> Cmd {
-    let mut out = redis::cmd("EVALSHA");
-    out.arg(sha);
-    for arg in cmd.args_iter().skip(2) {
-        if let redis::Arg::Simple(bytes) = arg {
-            out.arg(bytes);
-        }
-    }
-    out
-}
-
 async fn load_script(
     conn: &mut ConnectionManager,
     secrets: &[String],
@@ -640,7 +629,19 @@ fn is_refusal(e: &RedisError) -> bool {
     match e.kind() {
         ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension => {
             let code = e.code().unwrap_or_default();
-            !matches!(code, "OOM" | "BUSY" | "NOAUTH" | "WRONGPASS")
+            !matches!(
+                code,
+                "OOM"
+                    | "BUSY"
+                    | "NOAUTH"
+                    | "WRONGPASS"
+                    | "MISCONF"
+                    | "NOREPLICAS"
+                    | "MASTERDOWN"
+                    | "LOADING"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+            )
         }
         _ => false,
     }
