@@ -385,6 +385,15 @@ pub(crate) fn column_error(table: &TableSchema, column: &Column, e: EncodeError)
     ))
 }
 
+/// Appends one column value as the envelope writes it in `before` and
+/// `after` (see the table at [`encode_native_json`]); for sinks that store
+/// rows as JSON objects of their own making. Fails, leaving `out` as it
+/// was, as the envelope does (a `json` value that is not valid JSON, a
+/// `time` out of range).
+pub fn write_json_value(out: &mut Vec<u8>, value: &Value) -> Result<(), EncodeError> {
+    undo_on_error(out, |out| write_value(out, value))
+}
+
 fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), EncodeError> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),

@@ -42,7 +42,9 @@ mod tests;
 
 pub use debezium::{DebeziumConfig, DebeziumEncoder, DecimalHandling, UNAVAILABLE_VALUE};
 pub use decode::{DecodeContext, DecodeError, decode_native_json};
-pub use json::{JsonEncoder, encode_key_json, encode_native_json, write_lsn, write_str};
+pub use json::{
+    JsonEncoder, encode_key_json, encode_native_json, write_json_value, write_lsn, write_str,
+};
 pub use template::{ExpandError, NameTemplate, TemplateUse, write_key};
 pub use text::{to_text, write_text};
 pub use types::PgType;

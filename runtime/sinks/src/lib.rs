@@ -74,6 +74,8 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 pub mod retry;
 
@@ -85,5 +87,7 @@ pub use http::{HttpSink, HttpSinkConfig};
 pub use kafka::{KafkaSink, KafkaSinkConfig};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresSink, PostgresSinkConfig};
+#[cfg(feature = "redis")]
+pub use redis::{RedisSink, RedisSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;

@@ -37,6 +37,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::http::TYPE,
     #[cfg(feature = "postgres")]
     crate::postgres::TYPE,
+    #[cfg(feature = "redis")]
+    crate::redis::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.

@@ -1,3 +1,5 @@
-//! Private instances of the destinations sinks write to, one per test.
+//! Private instances of the destinations the sinks write to, one per test,
+//! on free loopback ports with their data in temporary directories.
 
 pub mod http;
+pub mod redis;

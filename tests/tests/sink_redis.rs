@@ -1,0 +1,780 @@
+//! The Redis sink against private `redis-server` processes: the
+//! conformance kit in both cache formats, end to end through the `weir`
+//! binary (cache, and stream with a replay after SIGKILL), every type of
+//! the types table in both formats, and its errors (server down at start,
+//! killed and restarted mid-run, a write Redis refuses).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Commands as _;
+use serde_json::json;
+use weir_core::{
+    Capabilities, ChangeEvent, Column, Lsn, Op, ReplicaIdentity, Sink, SinkPayload, SinkRecord,
+    SourceInfo, TableSchema, TxnId, Value,
+};
+use weir_sinks::SinkSpec as _;
+use weir_sinks::redis::{Format, Mode, RedisSink, RedisSinkConfig};
+use weir_tests::conformance::{self, StateTarget};
+use weir_tests::services::redis::RedisServer;
+use weir_tests::*;
+
+/// Every key matching `pattern`.
+fn keys(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut out: Vec<String> = conn
+        .scan_match::<_, String>(pattern)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan");
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The rows under key prefix `prefix` as the cache holds them: JSON
+/// objects, hash fields as strings (without `_weir_version`).
+fn cached_rows(server: &RedisServer, format: Format, prefix: &str) -> Vec<Json> {
+    let mut conn = server.connection();
+    let mut rows = Vec::new();
+    for key in keys(&mut conn, &format!("{prefix}*")) {
+        match format {
+            Format::Json => {
+                let text: String = conn.get(&key).expect("GET a row");
+                rows.push(
+                    serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{key} is not JSON ({e}): {text}")),
+                );
+            }
+            Format::Hash => {
+                let mut fields: BTreeMap<String, String> = conn.hgetall(&key).expect("HGETALL");
+                assert!(
+                    fields.remove("_weir_version").is_some(),
+                    "{key} has no version: {fields:?}"
+                );
+                rows.push(json!(fields));
+            }
+        }
+    }
+    rows
+}
+
+struct Target {
+    server: RedisServer,
+    format: Format,
+}
+
+impl Target {
+    fn config(&self) -> RedisSinkConfig {
+        let mut config = RedisSinkConfig::new(self.server.url());
+        config.format = self.format;
+        config
+    }
+}
+
+impl StateTarget for Target {
+    fn capabilities(&self) -> Capabilities {
+        self.config().capabilities()
+    }
+
+    async fn open(&self) -> Box<dyn Sink> {
+        Box::new(
+            RedisSink::connect("redis", self.config())
+                .await
+                .expect("connect the sink"),
+        )
+    }
+
+    async fn rows(&self, table: &TableSchema) -> Vec<Json> {
+        cached_rows(
+            &self.server,
+            self.format,
+            &format!("{}:{}:", table.schema, table.name),
+        )
+        .into_iter()
+        .map(|row| match self.format {
+            Format::Json => json!({
+                "id": row["id"], "name": row["name"], "qty": row["qty"],
+                "note": row.get("note").cloned().unwrap_or(Json::Null),
+            }),
+            Format::Hash => json!({
+                "id": row["id"].as_str().and_then(|s| s.parse::<i64>().ok()),
+                "name": row["name"],
+                "qty": row["qty"].as_str().and_then(|s| s.parse::<i64>().ok()),
+                "note": row.get("note").cloned().unwrap_or(Json::Null),
+            }),
+        })
+        .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_in_json_format() {
+    let target = Target {
+        server: RedisServer::start(),
+        format: Format::Json,
+    };
+    conformance::run(&target).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_in_hash_format() {
+    let target = Target {
+        server: RedisServer::start(),
+        format: Format::Hash,
+    };
+    conformance::run(&target).await;
+}
+
+fn table(name: &str, columns: &[(&str, &str, bool)]) -> Arc<TableSchema> {
+    Arc::new(TableSchema {
+        id: 7,
+        version: 1,
+        schema: "public".into(),
+        name: name.into(),
+        columns: columns
+            .iter()
+            .map(|(n, t, key)| Column {
+                name: (*n).into(),
+                type_oid: 0,
+                type_name: (*t).into(),
+                type_modifier: -1,
+                key: *key,
+            })
+            .collect(),
+        replica_identity: ReplicaIdentity::Default,
+    })
+}
+
+fn record(
+    table: &Arc<TableSchema>,
+    op: Op,
+    lsn: u64,
+    seq: u32,
+    after: Option<Vec<Value>>,
+) -> SinkRecord {
+    SinkRecord {
+        topic: None,
+        payload: SinkPayload::Change(Arc::new(ChangeEvent {
+            op,
+            table: Some(Arc::clone(table)),
+            before: None,
+            after,
+            message: None,
+            source: SourceInfo {
+                commit_lsn: Lsn(lsn),
+                lsn: Lsn(lsn - 8),
+                xid: 9,
+                commit_time_micros: 0,
+                seq,
+            },
+            txn: TxnId(lsn),
+        })),
+        txn: TxnId(lsn),
+    }
+}
+
+/// Kept TOAST values are copied from the stored JSON byte for byte: an
+/// int8 past 2^53 (which a Lua JSON decoder would round) and an embedded
+/// document with its own spacing come out as they went in. And a server
+/// that lost its scripts (SCRIPT FLUSH, as after a restart) gets them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_merge_is_exact_and_lost_scripts_are_reloaded() {
+    let server = RedisServer::start();
+    let t = table(
+        "exact",
+        &[
+            ("id", "int8", true),
+            ("big", "int8", false),
+            ("doc", "json", false),
+            ("s", "text", false),
+        ],
+    );
+    let mut sink = RedisSink::connect("redis", RedisSinkConfig::new(server.url()))
+        .await
+        .unwrap();
+    let big = 9_007_199_254_740_993i64; // 2^53 + 1
+    let doc = "{ \"a\" : [1, {\"b\": \"}\"}],  \"n\": 12345678901234567891 }";
+    let insert = record(
+        &t,
+        Op::Insert,
+        0x100,
+        0,
+        Some(vec![
+            Value::Int(1),
+            Value::Int(big),
+            Value::Json(doc.into()),
+            Value::Text("one".into()),
+        ]),
+    );
+    let update = record(
+        &t,
+        Op::Update,
+        0x200,
+        0,
+        Some(vec![
+            Value::Int(1),
+            Value::Unchanged,
+            Value::Unchanged,
+            Value::Text("two".into()),
+        ]),
+    );
+    sink.write(&[insert]).await.unwrap();
+    let mut conn = server.connection();
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    sink.write(&[update]).await.unwrap();
+    let stored: String = conn.get("public:exact:1").unwrap();
+    assert_eq!(
+        stored,
+        format!("{{\"id\":1,\"big\":{big},\"doc\":{doc},\"s\":\"two\"}}")
+    );
+    let version: String = conn.get("weir:v:public:exact:1").unwrap();
+    assert_eq!(version, "000000000000020000000000");
+}
+
+/// Several records of one position (a plugin can make them) get entries
+/// of their own, and writing them again, in other batch cuts, adds none.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_ids_tell_records_of_one_position_apart() {
+    let server = RedisServer::start();
+    let t = table("s", &[("id", "int4", true)]);
+    let mut config = RedisSinkConfig::new(server.url());
+    config.mode = Mode::Stream;
+    let batch: Vec<SinkRecord> = [(0x100, 0), (0x100, 0), (0x100, 0), (0x100, 1), (0x300, 0)]
+        .iter()
+        .enumerate()
+        .map(|(i, (lsn, seq))| record(&t, Op::Insert, *lsn, *seq, Some(vec![Value::Int(i as i64)])))
+        .collect();
+    let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
+    sink.write(&batch[..2]).await.unwrap();
+    sink.write(&batch[2..]).await.unwrap();
+    drop(sink);
+    // A restarted sink replays the whole of it, cut differently.
+    let mut sink = RedisSink::connect("redis", config).await.unwrap();
+    sink.write(&batch[..3]).await.unwrap();
+    sink.write(&batch[3..]).await.unwrap();
+    let mut conn = server.connection();
+    let entries: redis::streams::StreamRangeReply = conn.xrange_all("weir:public:s").unwrap();
+    let ids: Vec<&str> = entries.ids.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["256-0", "256-1", "256-2", "256-4294967296", "768-0"],
+        "one entry per record, none twice"
+    );
+    let values: Vec<i64> = entries
+        .ids
+        .iter()
+        .map(|e| {
+            let value: String = e.get("value").unwrap();
+            let v: Json = serde_json::from_str(&value).unwrap();
+            v["after"]["id"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(values, [0, 1, 2, 3, 4]);
+    let first = &entries.ids[0];
+    for (field, want) in [
+        ("op", "insert"),
+        ("schema", "public"),
+        ("table", "s"),
+        ("commit_lsn", "0/100"),
+        ("key", "{\"id\":0}"),
+    ] {
+        assert_eq!(first.get::<String>(field).as_deref(), Some(want), "{field}");
+    }
+}
+
+/// A config file in a temp dir: `db`'s source over `tables`, the
+/// passthrough plugin, then `sinks`.
+fn write_config(db: &TestDb, tables: &[&str], sinks: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n{sinks}", db.source_toml(tables), passthrough()),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+fn start(config: &std::path::Path, db: &TestDb) -> WeirProcess {
+    let weir = WeirProcess::start(config, &[]);
+    wait_for(Duration::from_secs(120), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    weir
+}
+
+/// `table`'s rows as `row_to_json` gives them, by id.
+fn table_rows(db: &TestDb, table: &str) -> Vec<Json> {
+    let text = psql(
+        &db.name,
+        &format!("SELECT coalesce(json_agg(row_to_json(t) ORDER BY id), '[]') FROM {table} t"),
+    )
+    .unwrap();
+    serde_json::from_str::<Vec<Json>>(&text).unwrap()
+}
+
+fn by_id(mut rows: Vec<Json>) -> Vec<Json> {
+    rows.sort_by_key(|r| {
+        r["id"]
+            .as_i64()
+            .or_else(|| r["id"].as_str().and_then(|s| s.parse().ok()))
+    });
+    rows
+}
+
+/// Hash rows hold text; the table's rows as the hash format writes them.
+fn as_hash_rows(rows: Vec<Json>) -> Vec<Json> {
+    rows.into_iter()
+        .map(|row| {
+            let fields: BTreeMap<String, String> = row
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| {
+                    let text = match v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect();
+            json!(fields)
+        })
+        .collect()
+}
+
+/// Waits until the cache under `prefix` holds exactly `table`'s rows.
+fn wait_mirrored(
+    server: &RedisServer,
+    db: &TestDb,
+    format: Format,
+    prefix: &str,
+    table: &str,
+    weir: &WeirProcess,
+) {
+    let mut last = (Vec::new(), Vec::new());
+    let same = wait_for(Duration::from_secs(90), || {
+        let mut want = table_rows(db, table);
+        if format == Format::Hash {
+            want = as_hash_rows(want);
+        }
+        let got = by_id(cached_rows(server, format, prefix));
+        last = (got.clone(), want.clone());
+        (got == want).then_some(())
+    });
+    if same.is_none() {
+        panic!(
+            "the cache under {prefix} never matched table {table}:\n  cache: {}\n  table: {}\n{}",
+            serde_json::to_string(&last.0).unwrap(),
+            serde_json::to_string(&last.1).unwrap(),
+            weir.log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_mirrors_the_tables_end_to_end() {
+    let server = RedisServer::start();
+    let db = TestDb::new(
+        "redis_cache",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int, note text);
+         CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+         CREATE TABLE gone (id int PRIMARY KEY, v text);",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.json]\ntype = \"redis\"\nurl = {url:?}\nformat = \"json\"\nkey = \"j:{{schema}}:{{table}}:{{key}}\"\n\n\
+         [sinks.hash]\ntype = \"redis\"\nurl = {url:?}\nformat = \"hash\"\nkey = \"h:{{schema}}:{{table}}:{{key}}\"\n",
+        url = server.url()
+    );
+    let (_dir, config) = write_config(&db, &["items", "docs", "gone"], &sinks);
+    let mut weir = start(&config, &db);
+    for sql in [
+        "INSERT INTO items SELECT g, 'n' || g, g, NULL FROM generate_series(1, 50) g",
+        "UPDATE items SET qty = qty * 10, note = 'x' WHERE id % 3 = 0",
+        "DELETE FROM items WHERE id % 5 = 0",
+        "UPDATE items SET id = 1000, note = 'moved' WHERE id = 1",
+        "UPDATE items SET note = NULL WHERE id = 3",
+        // Random hex barely compresses, so a 32 kB body is stored out of
+        // line and the next update does not send it.
+        "INSERT INTO docs SELECT 1, 'first', string_agg(md5(random()::text), '') FROM generate_series(1, 1000)",
+        "UPDATE docs SET title = 'second' WHERE id = 1",
+        "INSERT INTO gone VALUES (1, 'a'), (2, 'b')",
+        "TRUNCATE gone",
+        "INSERT INTO gone VALUES (3, 'c')",
+    ] {
+        db.exec(sql).await;
+    }
+    for (format, prefix) in [(Format::Json, "j"), (Format::Hash, "h")] {
+        for table in ["items", "docs", "gone"] {
+            wait_mirrored(
+                &server,
+                &db,
+                format,
+                &format!("{prefix}:public:{table}:"),
+                table,
+                &weir,
+            );
+        }
+    }
+    let docs = cached_rows(&server, Format::Json, "j:public:docs:");
+    assert_eq!(docs[0]["body"].as_str().map(str::len), Some(32_000));
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+/// Entries of `stream` as (id, the event's `after.id`).
+fn stream_entries(server: &RedisServer, stream: &str) -> Vec<(String, i64)> {
+    let mut conn = server.connection();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            let value: String = e.get("value").expect("a value field");
+            let event: Json = serde_json::from_str(&value).unwrap();
+            (e.id.clone(), event["after"]["id"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+/// A replication slot the test made, dropped with the guard.
+struct SlotGuard(String);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let name = &self.0;
+        let _ = psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{name}' AND active_pid IS NOT NULL"
+            ),
+        );
+        let _ = wait_for(Duration::from_secs(10), || {
+            psql(
+                "postgres",
+                &format!(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"
+                ),
+            )
+            .ok()
+        });
+    }
+}
+
+/// Weir is killed with SIGKILL after writing, and restarted on a copy of
+/// its slot taken before any row was written, so Postgres sends every
+/// transaction again (more than any real crash would): each entry is
+/// refused as already there, and the stream holds every row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_replayed_after_kill_9_has_no_duplicates() {
+    let server = RedisServer::start();
+    let db = TestDb::new(
+        "redis_stream",
+        "CREATE TABLE ev (id bigint PRIMARY KEY, v text)",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.log]\ntype = \"redis\"\nurl = {:?}\nmode = \"stream\"\nmaxlen = 100000\n",
+        server.url()
+    );
+    let (dir, config) = write_config(&db, &["ev"], &sinks);
+    let mut weir = start(&config, &db);
+    let copy = SlotGuard(format!("{}_copy", db.slot));
+    // From the test's database: a copy belongs to the copying session's.
+    psql(
+        &db.name,
+        &format!(
+            "SELECT pg_copy_logical_replication_slot('{}', '{}')",
+            db.slot, copy.0
+        ),
+    )
+    .expect("copy the slot");
+    let mut next = 1i64;
+    for _ in 0..40 {
+        db.exec(&format!(
+            "INSERT INTO ev SELECT g, 'v' FROM generate_series({next}, {}) g",
+            next + 4
+        ))
+        .await;
+        next += 5;
+    }
+    let written = (next - 1) as usize;
+    wait_for(Duration::from_secs(60), || {
+        (stream_entries(&server, "weir:public:ev").len() >= written).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the stream never reached {written} entries:\n{}",
+            weir.log()
+        )
+    });
+    weir.kill9();
+
+    let replay = dir.path().join("replay.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("slot = {:?}", db.slot),
+        &format!("slot = {:?}", copy.0),
+    );
+    std::fs::write(&replay, text).unwrap();
+    let mut weir = WeirProcess::start(&replay, &[]);
+    db.exec(&format!("INSERT INTO ev VALUES ({next}, 'last')"))
+        .await;
+    let total = next as usize;
+    wait_for(Duration::from_secs(90), || {
+        (stream_entries(&server, "weir:public:ev").len() >= total).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the last row never arrived:\n{}", weir.log()));
+    let entries = stream_entries(&server, "weir:public:ev");
+    let ids: Vec<i64> = entries.iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=next).collect::<Vec<_>>(),
+        "every row once, in order:\n{}",
+        weir.log()
+    );
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+/// The types table of `types_roundtrip.rs`.
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY,
+    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+    t text, vc varchar(20), bp char(5), nm name, by bytea,
+    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
+    addr inet, span interval, arr int4[]
+)";
+
+const TYPES_ROWS: &str = r#"
+INSERT INTO typed VALUES (1,
+    true, -32768, 2147483647, 9223372036854775807, 1.5, -2.25e300,
+    '-12345678901234567890.123456789', 42.5,
+    E'héllo "quoted"\n\ttab \\ done', 'abc', 'ab', 'a_name', '\x00ff10',
+    '2024-02-29', '13:14:15.123456', '2024-02-29 13:14:15.5', '2024-02-29 13:14:15.123+02',
+    'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}, "d": [true]}',
+    '10.1.2.3/24', '1 day 02:00:03', '{1,2,3}');
+INSERT INTO typed (id) VALUES (2);
+INSERT INTO typed VALUES (3,
+    false, 0, -2147483648, -9223372036854775808, 'NaN', 'Infinity',
+    'NaN', 0,
+    '', '', '', '', '',
+    '-infinity', '00:00:00', 'infinity', '-infinity',
+    '00000000-0000-0000-0000-000000000000', '[]', '{}',
+    '::1', '-1 mons', '{}');
+INSERT INTO typed (id, f4, f8, n, d, tm, ts, tstz) VALUES (4,
+    '-Infinity', 1e-300, '0.000000000000000000001', '0044-03-15 BC', '23:59:59.999999',
+    '0044-03-15 12:00:00 BC', '1970-01-01 00:00:00.000001+00');
+INSERT INTO typed (id, n, d, ts) VALUES (5, 'Infinity', '9999-12-31', '2000-01-01 00:00:00');
+"#;
+
+/// Each row as the native envelope writes it (the `json` format's values).
+fn types_expected() -> Vec<Json> {
+    vec![
+        json!({"id": 1, "b": true, "i2": -32768, "i4": 2147483647, "i8": 9223372036854775807i64,
+               "f4": 1.5, "f8": -2.25e300, "n": "-12345678901234567890.123456789", "n2": "42.500",
+               "t": "héllo \"quoted\"\n\ttab \\ done", "vc": "abc", "bp": "ab   ", "nm": "a_name",
+               "by": "AP8Q", "d": "2024-02-29", "tm": "13:14:15.123456", "ts": "2024-02-29T13:14:15.5",
+               "tstz": "2024-02-29T11:14:15.123Z", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+               "j": {"a": [1, 2.5, "x"]}, "jb": {"b": {"c": null}, "d": [true]},
+               "addr": "10.1.2.3/24", "span": "1 day 02:00:03", "arr": "{1,2,3}"}),
+        json!({"id": 2, "b": null, "i2": null, "i4": null, "i8": null, "f4": null, "f8": null,
+               "n": null, "n2": null, "t": null, "vc": null, "bp": null, "nm": null, "by": null,
+               "d": null, "tm": null, "ts": null, "tstz": null, "u": null, "j": null, "jb": null,
+               "addr": null, "span": null, "arr": null}),
+        json!({"id": 3, "b": false, "i2": 0, "i4": -2147483648, "i8": -9223372036854775808i64,
+               "f4": "NaN", "f8": "Infinity", "n": "NaN", "n2": "0.000", "t": "", "vc": "",
+               "bp": "     ", "nm": "", "by": "", "d": "-infinity", "tm": "00:00:00",
+               "ts": "infinity", "tstz": "-infinity", "u": "00000000-0000-0000-0000-000000000000",
+               "j": [], "jb": {}, "addr": "::1", "span": "-1 mons", "arr": "{}"}),
+        json!({"id": 4, "f4": "-Infinity", "f8": 1e-300, "n": "0.000000000000000000001",
+               "d": "-0043-03-15", "tm": "23:59:59.999999", "ts": "-0043-03-15T12:00:00",
+               "tstz": "1970-01-01T00:00:00.000001Z"}),
+        json!({"id": 5, "n": "Infinity", "d": "9999-12-31", "ts": "2000-01-01T00:00:00"}),
+    ]
+}
+
+/// Checks a hash field's text against the envelope's value of the column.
+fn check_hash_value(column: &str, id: &Json, text: Option<&String>, want: &Json) {
+    use base64::Engine as _;
+    let what = format!("hash column {column} of row {id}: got {text:?}, want {want}");
+    match want {
+        Json::Null => assert_eq!(text, None, "{what}"),
+        Json::Bool(b) => assert_eq!(
+            text.map(String::as_str),
+            Some(if *b { "true" } else { "false" }),
+            "{what}"
+        ),
+        Json::Number(n) => {
+            let text = text.unwrap_or_else(|| panic!("{what}"));
+            match n.as_i64() {
+                Some(i) => assert_eq!(text.parse::<i64>().ok(), Some(i), "{what}"),
+                None => assert_eq!(text.parse::<f64>().ok(), n.as_f64(), "{what}"),
+            }
+        }
+        Json::String(s) if column == "by" => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(text, Some(&format!("\\x{hex}")), "{what}");
+        }
+        Json::String(s) => assert_eq!(text, Some(s), "{what}"),
+        Json::Array(_) | Json::Object(_) => {
+            let got: Json = serde_json::from_str(text.unwrap_or_else(|| panic!("{what}")))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(&got, want, "{what}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_round_trips_in_both_formats() {
+    let server = RedisServer::start();
+    let db = TestDb::new("redis_types", TYPES_TABLE).await;
+    let sinks = format!(
+        "[sinks.json]\ntype = \"redis\"\nurl = {url:?}\nkey = \"j:{{table}}:{{key}}\"\n\n\
+         [sinks.hash]\ntype = \"redis\"\nurl = {url:?}\nformat = \"hash\"\nkey = \"h:{{table}}:{{key}}\"\n",
+        url = server.url()
+    );
+    let (_dir, config) = write_config(&db, &["typed"], &sinks);
+    let mut weir = start(&config, &db);
+    db.exec(TYPES_ROWS).await;
+    let expected = types_expected();
+    let rows = |format, prefix| {
+        wait_for(Duration::from_secs(60), || {
+            let rows = by_id(cached_rows(&server, format, prefix));
+            (rows.len() == expected.len()).then_some(rows)
+        })
+        .unwrap_or_else(|| panic!("not every row reached {prefix}:\n{}", weir.log()))
+    };
+    let json_rows = rows(Format::Json, "j:typed:");
+    let hash_rows = rows(Format::Hash, "h:typed:");
+    for ((json_row, hash_row), want) in json_rows.iter().zip(&hash_rows).zip(&expected) {
+        let hash: BTreeMap<String, String> = serde_json::from_value(hash_row.clone()).unwrap();
+        for (column, value) in want.as_object().unwrap() {
+            assert_eq!(
+                &json_row[column], value,
+                "json column {column} of row {}: got {}, want {value}",
+                want["id"], json_row[column]
+            );
+            check_hash_value(column, &want["id"], hash.get(column), value);
+        }
+    }
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_down_at_start_is_a_clear_error() {
+    let db = TestDb::new("redis_down", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let port = free_port();
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:{port}\"\nconnect_timeout = \"2s\"\n"
+    );
+    let (_dir, config) = write_config(&db, &["t"], &sinks);
+    let (status, out) = run_weir(
+        &["run", "--config", config.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("sink cache")
+            && out.contains(&format!("redis://:<redacted>@127.0.0.1:{port}")),
+        "the error names neither the sink nor the server:\n{out}"
+    );
+    assert!(!out.contains("hunter2"), "the password leaked:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_run_is_written_again_once_it_is_back() {
+    // The append-only file, fsynced on every write, is what makes an
+    // acknowledged batch survive the server's crash.
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let db = TestDb::new(
+        "redis_restart",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int, note text)",
+    )
+    .await;
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = {:?}\nformat = \"hash\"\nresponse_timeout = \"2s\"\nconnect_timeout = \"2s\"\n",
+        server.url()
+    );
+    let (_dir, config) = write_config(&db, &["items"], &sinks);
+    let mut weir = start(&config, &db);
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, NULL FROM generate_series(1, 20) g")
+        .await;
+    wait_mirrored(&server, &db, Format::Hash, "public:items:", "items", &weir);
+
+    server.kill();
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, 'while down' FROM generate_series(21, 40) g")
+        .await;
+    db.exec("UPDATE items SET qty = -qty WHERE id % 2 = 0")
+        .await;
+    db.exec("DELETE FROM items WHERE id % 7 = 0").await;
+    // Weir must have tried and failed before the server comes back.
+    wait_for(Duration::from_secs(60), || {
+        let log = weir.log();
+        (log.contains("sink write failed") && log.contains("sink=cache")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("weir never reported the failing sink:\n{}", weir.log()));
+    server.restart();
+    db.exec("INSERT INTO items SELECT g, 'n' || g, g, 'after' FROM generate_series(41, 50) g")
+        .await;
+    wait_mirrored(&server, &db, Format::Hash, "public:items:", "items", &weir);
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
+    let server = RedisServer::start();
+    let db = TestDb::new(
+        "redis_refused",
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    // Someone else's list where row 2 would go: Redis refuses a hash
+    // write there (WRONGTYPE) every time.
+    let mut conn = server.connection();
+    let _: i64 = conn.rpush("public:t:2", "not a row").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let sinks = format!(
+        "[sinks.cache]\ntype = \"redis\"\nurl = {:?}\nformat = \"hash\"\n\n\
+         [sinks.dlq]\ntype = \"file\"\npath = {dlq:?}\n\n[dead_letter]\nsink = \"dlq\"\n",
+        server.url()
+    );
+    let (_cfg_dir, config) = write_config(&db, &["t"], &sinks);
+    // The dead-letter sink must not get the table's changes too.
+    let text = std::fs::read_to_string(&config).unwrap() + "\n[[routes]]\nsinks = [\"cache\"]\n";
+    std::fs::write(&config, text).unwrap();
+    let mut weir = start(&config, &db);
+    for id in 1..=3 {
+        db.exec(&format!("INSERT INTO t VALUES ({id}, 'v{id}')"))
+            .await;
+    }
+    let letters = wait_lines(&dlq, 1, Duration::from_secs(60));
+    let letter = &letters[0];
+    assert_eq!(letter["sink"], "cache", "{letter}");
+    assert_eq!(letter["event"]["after"]["id"], 2, "{letter}");
+    let error = letter["error"].as_str().unwrap();
+    assert!(error.contains("WRONGTYPE"), "{error}");
+    db.exec("INSERT INTO t VALUES (4, 'v4')").await;
+    let values = wait_for(Duration::from_secs(60), || {
+        let values: Vec<Option<String>> = [1, 3, 4]
+            .iter()
+            .map(|id| conn.hget(format!("public:t:{id}"), "v").unwrap())
+            .collect();
+        values.iter().all(Option::is_some).then_some(values)
+    })
+    .unwrap_or_else(|| panic!("rows 1, 3 and 4 never all arrived:\n{}", weir.log()));
+    assert_eq!(
+        values,
+        [Some("v1".into()), Some("v3".into()), Some("v4".into())]
+    );
+    let kept: Vec<String> = conn.lrange("public:t:2", 0, -1).unwrap();
+    assert_eq!(kept, ["not a row"], "the refused key was touched");
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
