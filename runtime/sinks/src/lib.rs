@@ -70,10 +70,14 @@ pub mod file;
 pub mod kafka;
 pub mod registry;
 pub mod retry;
+#[cfg(feature = "sphinx")]
+pub mod sphinx;
 
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "sphinx")]
+pub use sphinx::{SphinxSink, SphinxSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;
