@@ -77,7 +77,7 @@ pub mod sphinx;
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 #[cfg(feature = "sphinx")]
 pub use sphinx::{SphinxSink, SphinxSinkConfig};
-pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;

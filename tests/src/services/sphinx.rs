@@ -77,7 +77,9 @@ fn searchd_bin() -> &'static str {
     {
         "searchd"
     } else {
-        panic!("searchd (Sphinx 2.2) is not installed: run scripts/setup (Debian package sphinxsearch)")
+        panic!(
+            "searchd (Sphinx 2.2) is not installed: run scripts/setup (Debian package sphinxsearch)"
+        )
     }
 }
 

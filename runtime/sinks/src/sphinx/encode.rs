@@ -49,10 +49,7 @@ pub(crate) fn document_id(event: &ChangeEvent, values: &[Value]) -> Option<DocId
     if let [Value::Int(n)] = keys.as_slice()
         && *n > 0
     {
-        return Some(DocId {
-            id: *n as u64,
-            key,
-        });
+        return Some(DocId { id: *n as u64, key });
     }
     Some(DocId {
         id: hash_id(&key),
@@ -111,7 +108,6 @@ pub(crate) fn quote(s: &str, out: &mut String) {
         match c {
             '\'' => out.push_str("\\'"),
             '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
             c => out.push(c),
         }
     }
@@ -155,7 +151,10 @@ pub(crate) fn cell(column: &str, value: &Value, ty: Option<AttributeType>) -> Re
         AttributeType::Bool => match value {
             Value::Bool(b) => Ok(Cell::Number(u8::from(*b).to_string())),
             Value::Int(n @ (0 | 1)) => Ok(Cell::Number(n.to_string())),
-            other => misfit(&format!("a {} value other than true/false/0/1", kind(other))),
+            other => misfit(&format!(
+                "a {} value other than true/false/0/1",
+                kind(other)
+            )),
         },
         AttributeType::Float => {
             let f = match value {

@@ -94,11 +94,10 @@ impl SphinxSink {
 
     async fn connection(&mut self) -> Result<&mut Conn, SinkError> {
         if self.conn.is_none() {
-            let (host, port) = self
-                .config
-                .address
-                .rsplit_once(':')
-                .ok_or_else(|| SinkError::Config(format!("bad address {}", self.config.address)))?;
+            let (host, port) =
+                self.config.address.rsplit_once(':').ok_or_else(|| {
+                    SinkError::Config(format!("bad address {}", self.config.address))
+                })?;
             let port: u16 = port
                 .parse()
                 .map_err(|_| SinkError::Config(format!("bad port in {}", self.config.address)))?;
@@ -220,11 +219,7 @@ impl SphinxSink {
     }
 
     /// The steps of a batch; refused records go to `rejected`.
-    fn plan<'a>(
-        &self,
-        batch: &'a [SinkRecord],
-        rejected: &mut Vec<Rejected>,
-    ) -> Vec<Step<'a>> {
+    fn plan<'a>(&self, batch: &'a [SinkRecord], rejected: &mut Vec<Rejected>) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
         let mut name = String::new();
         for (i, record) in batch.iter().enumerate() {
@@ -506,14 +501,17 @@ impl SphinxSink {
     }
 
     fn main_header(&self, index: &str) -> String {
+        // Backquoted: a column may be named like a SphinxQL keyword (`by`).
         let mut header = format!("REPLACE INTO {index} (id");
-        for (column, _) in &self.columns {
-            header.push(',');
+        for column in self
+            .columns
+            .iter()
+            .map(|(c, _)| c)
+            .chain(&self.config.nulls_attribute)
+        {
+            header.push_str(",`");
             header.push_str(column);
-        }
-        if let Some(nulls) = &self.config.nulls_attribute {
-            header.push(',');
-            header.push_str(nulls);
+            header.push('`');
         }
         header.push_str(") VALUES ");
         header
@@ -753,10 +751,7 @@ fn write_position(pos: Position, out: &mut String) {
 }
 
 fn join_ids(ids: &[u64]) -> String {
-    ids.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A column of a text-protocol row as text (empty for NULL).

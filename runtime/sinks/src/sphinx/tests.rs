@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use weir_core::{ChangeEvent, Column, Lsn, Op, ReplicaIdentity, SourceInfo, TableSchema, TxnId, Value};
+use weir_core::{
+    ChangeEvent, Column, Lsn, Op, ReplicaIdentity, SourceInfo, TableSchema, TxnId, Value,
+};
 
 use super::config::AttributeType;
 use super::encode::{Cell, WATERMARK_ID, cell, document_id, hash_id, quote};
@@ -55,7 +57,10 @@ fn positive_integer_keys_are_ids_and_others_are_hashed() {
         let id = document_id(&e, e.after.as_ref().unwrap()).unwrap();
         assert_eq!(id.id, hash_id(&id.key));
     }
-    let e = event(&[("a", "text"), ("b", "text")], vec![Value::Text("x:y".into()), Value::Text("z".into())]);
+    let e = event(
+        &[("a", "text"), ("b", "text")],
+        vec![Value::Text("x:y".into()), Value::Text("z".into())],
+    );
     let id = document_id(&e, e.after.as_ref().unwrap()).unwrap();
     assert_eq!(id.key, "x\\:y:z");
     // The first 8 bytes of SHA-256("x\:y:z"), big-endian: stable across
@@ -76,10 +81,22 @@ fn strings_are_escaped_with_backslashes() {
 #[test]
 fn values_fit_their_attribute_types_or_say_why_not() {
     let ok = |v: Value, ty| cell("c", &v, Some(ty)).unwrap();
-    assert_eq!(ok(Value::Int(-3), AttributeType::Bigint), Cell::Number("-3".into()));
-    assert_eq!(ok(Value::Bool(true), AttributeType::Bool), Cell::Number("1".into()));
-    assert_eq!(ok(Value::Float(1.5), AttributeType::Float), Cell::Number("1.5".into()));
-    assert_eq!(ok(Value::Date(1), AttributeType::Timestamp), Cell::Number("86400".into()));
+    assert_eq!(
+        ok(Value::Int(-3), AttributeType::Bigint),
+        Cell::Number("-3".into())
+    );
+    assert_eq!(
+        ok(Value::Bool(true), AttributeType::Bool),
+        Cell::Number("1".into())
+    );
+    assert_eq!(
+        ok(Value::Float(1.5), AttributeType::Float),
+        Cell::Number("1.5".into())
+    );
+    assert_eq!(
+        ok(Value::Date(1), AttributeType::Timestamp),
+        Cell::Number("86400".into())
+    );
     assert_eq!(
         ok(Value::TimestampTz(1_500_000), AttributeType::Timestamp),
         Cell::Number("1".into())
@@ -116,15 +133,33 @@ fn configuration_errors_name_their_field() {
     )
     .unwrap();
     let problems = spec.validate();
-    for field in ["address:", "index:", "fields[1]:", "fields: `id`", "nulls_attribute:", "max_statement_bytes:"] {
-        assert!(problems.iter().any(|p| p.starts_with(field)), "{field} in {problems:?}");
+    for field in [
+        "address:",
+        "index:",
+        "fields[1]:",
+        "fields: `id`",
+        "nulls_attribute:",
+        "max_statement_bytes:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(field)),
+            "{field} in {problems:?}"
+        );
     }
 
     let errs = parse_sink(
-        "type = \"sphinx\"\naddress = \"h:1\"\nattributes = { a = \"int\" }".parse().unwrap(),
+        "type = \"sphinx\"\naddress = \"h:1\"\nattributes = { a = \"int\" }"
+            .parse()
+            .unwrap(),
     )
     .unwrap_err();
     assert!(errs[0].starts_with("attributes.a"), "{errs:?}");
-    assert!(spec.check_topic("{schema}_{table}", weir_codec::TemplateUse::Change).is_ok());
-    assert!(spec.check_topic("x.{table}", weir_codec::TemplateUse::Change).is_err());
+    assert!(
+        spec.check_topic("{schema}_{table}", weir_codec::TemplateUse::Change)
+            .is_ok()
+    );
+    assert!(
+        spec.check_topic("x.{table}", weir_codec::TemplateUse::Change)
+            .is_err()
+    );
 }
