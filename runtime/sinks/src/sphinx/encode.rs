@@ -41,7 +41,7 @@ pub(crate) fn document_id(event: &ChangeEvent, values: &[Value]) -> Option<DocId
         before: None,
         after: Some(values.to_vec()),
         message: None,
-        source: event.source.clone(),
+        source: event.source,
         txn: event.txn,
     };
     let mut key = String::new();
