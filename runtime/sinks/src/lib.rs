@@ -78,6 +78,8 @@ pub mod postgres;
 pub mod redis;
 pub mod registry;
 pub mod retry;
+#[cfg(feature = "sphinx")]
+pub mod sphinx;
 
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
@@ -90,4 +92,6 @@ pub use postgres::{PostgresSink, PostgresSinkConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisSink, RedisSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
+#[cfg(feature = "sphinx")]
+pub use sphinx::{SphinxSink, SphinxSinkConfig};
 pub use weir_codec::Encoding;

@@ -39,6 +39,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::postgres::TYPE,
     #[cfg(feature = "redis")]
     crate::redis::TYPE,
+    #[cfg(feature = "sphinx")]
+    crate::sphinx::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.
