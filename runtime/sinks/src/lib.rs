@@ -68,6 +68,8 @@
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod registry;
 pub mod retry;
 
@@ -75,5 +77,7 @@ pub mod retry;
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsMode, NatsSink, NatsSinkConfig};
 pub use registry::{SINK_TYPES, SinkSpec, SinkType, parse_sink};
 pub use weir_codec::Encoding;
