@@ -126,11 +126,29 @@ impl NatsSink {
             .timeout(config.request_timeout)
             .ack_timeout(config.request_timeout)
             .build(client);
-        if let Err(e) = js.query_account().await {
-            return Err(SinkError::Config(format!(
-                "the NATS server at {url} has no JetStream (start it with -js, or enable \
-                 JetStream for the account): {e}"
-            )));
+        // A plain request rather than the client's account query, whose
+        // answer type a 2.9 server's reply does not fit.
+        match js.client().request("$JS.API.INFO", Bytes::new()).await {
+            Ok(reply) => {
+                let info: serde_json::Value =
+                    serde_json::from_slice(&reply.payload).unwrap_or_default();
+                if let Some(error) = info.get("error") {
+                    return Err(SinkError::Config(format!(
+                        "the NATS server at {url} refuses JetStream for this account: {error}"
+                    )));
+                }
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(SinkError::Config(format!(
+                    "the NATS server at {url} has no JetStream (start it with -js, or enable \
+                     JetStream for the account)"
+                )));
+            }
+            Err(e) => {
+                return Err(SinkError::Transient(format!(
+                    "asking the NATS server at {url} about JetStream: {e}"
+                )));
+            }
         }
         let target = match config.mode {
             NatsMode::Jetstream => Target::Stream(open_stream(name, &config, &js).await?),
@@ -234,10 +252,19 @@ async fn open_bucket(
                      sinks.{name}.create_bucket = true"
                 )));
             }
-            js.create_key_value(jetstream::kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
+            // The bucket's stream as KV clients make it (history 1), made
+            // directly: the client's create_key_value first asks for
+            // account details in a form a 2.9 server does not send.
+            js.create_stream(StreamConfig {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
                 storage: StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                num_replicas: 1,
                 ..Default::default()
             })
             .await
