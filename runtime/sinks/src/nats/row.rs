@@ -88,7 +88,7 @@ impl Row {
                 .into_iter()
                 .flatten()
                 .find_map(|row| row.get(&column.name))
-                .cloned()
+                .map(RawValue::to_owned)
                 .unwrap_or_else(|| RawValue::from_string("null".to_owned()).expect("valid JSON"));
             if let Some(slot) = self.0.iter_mut().find(|(name, _)| *name == column.name) {
                 slot.1 = kept;
@@ -96,8 +96,8 @@ impl Row {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&Box<RawValue>> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
     }
 }
 

@@ -48,7 +48,7 @@ pub struct NatsSink {
 
 enum Target {
     Stream(StreamTarget),
-    Kv(KvTarget),
+    Kv(Box<KvTarget>),
 }
 
 struct StreamTarget {
@@ -152,7 +152,7 @@ impl NatsSink {
         }
         let target = match config.mode {
             NatsMode::Jetstream => Target::Stream(open_stream(name, &config, &js).await?),
-            NatsMode::Kv => Target::Kv(open_bucket(name, &config, &js).await?),
+            NatsMode::Kv => Target::Kv(Box::new(open_bucket(name, &config, &js).await?)),
         };
         tracing::info!(sink = name, %url, mode = ?config.mode, "connected to NATS");
         Ok(NatsSink {
@@ -451,7 +451,6 @@ impl NatsSink {
             let outcome = result.map_or_else(|e| classify(&e), |_| Outcome::Stored);
             settle(index, subject, outcome, &mut rejected, &mut failure);
         }
-        drop(settle);
         if failure.is_none() && !no_stream.is_empty() {
             match self.explain_no_stream(&no_stream[0].1).await {
                 Ok(None) => {}
