@@ -72,6 +72,8 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -87,6 +89,8 @@ pub use file::{FileSink, FileSinkConfig};
 pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsMode, NatsSink, NatsSinkConfig};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresSink, PostgresSinkConfig};
 #[cfg(feature = "redis")]

@@ -41,6 +41,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::redis::TYPE,
     #[cfg(feature = "sphinx")]
     crate::sphinx::TYPE,
+    #[cfg(feature = "nats")]
+    crate::nats::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.

@@ -2,5 +2,6 @@
 //! on free loopback ports with their data in temporary directories.
 
 pub mod http;
+pub mod nats;
 pub mod redis;
 pub mod sphinx;

@@ -1,0 +1,495 @@
+//! The NATS sink against private `nats-server`s with JetStream: the
+//! conformance kit on a KV bucket, end to end through the weir binary to a
+//! stream (every change once, also across a SIGKILL of weir) and to a
+//! bucket (its keys equal the table), every type into KV values, and the
+//! errors: no server at start, a server killed and restarted mid-run, and a
+//! message over the server's max_payload dead-lettered.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use weir_core::{Capabilities, Sink, TableSchema};
+use weir_sinks::{NatsMode, NatsSink, NatsSinkConfig, SinkSpec as _};
+use weir_tests::services::nats::NatsServer;
+use weir_tests::*;
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+async fn js(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to the test server");
+    jetstream::new(client)
+}
+
+/// Every live key of `bucket` starting with `prefix`, and its value as JSON.
+async fn kv_rows(url: &str, bucket: &str, prefix: &str) -> BTreeMap<String, Json> {
+    let kv = js(url)
+        .await
+        .get_key_value(bucket)
+        .await
+        .expect("open bucket");
+    let mut keys = kv.keys().await.expect("list keys");
+    let mut rows = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.expect("a key");
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        if let Some(value) = kv.get(&key).await.expect("get") {
+            rows.insert(key, serde_json::from_slice(&value).expect("a JSON value"));
+        }
+    }
+    rows
+}
+
+/// Every message of `stream`, in order, as (subject, headers, body).
+async fn stream_messages(url: &str, stream: &str) -> Vec<(String, async_nats::HeaderMap, Json)> {
+    let js = js(url).await;
+    let mut stream = js.get_stream(stream).await.expect("the stream");
+    let info = stream.info().await.expect("stream info").clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if info.state.messages == 0 {
+            break;
+        }
+        let m = stream.get_raw_message(seq).await.expect("a message");
+        let body = serde_json::from_slice(&m.payload).unwrap_or(Json::Null);
+        out.push((m.subject.to_string(), m.headers, body));
+    }
+    out
+}
+
+struct KvTarget {
+    server: NatsServer,
+    bucket: String,
+}
+
+impl KvTarget {
+    fn config(&self) -> NatsSinkConfig {
+        let mut config = NatsSinkConfig::new(&self.server.url, NatsMode::Kv);
+        config.bucket = Some(self.bucket.clone());
+        config.create_bucket = true;
+        config
+    }
+}
+
+impl weir_tests::conformance::StateTarget for KvTarget {
+    fn capabilities(&self) -> Capabilities {
+        self.config().capabilities()
+    }
+
+    async fn open(&self) -> Box<dyn Sink> {
+        Box::new(
+            NatsSink::connect("kit", self.config())
+                .await
+                .expect("open the NATS sink"),
+        )
+    }
+
+    async fn rows(&self, table: &TableSchema) -> Vec<Json> {
+        let prefix = format!("{}.{}.", table.schema, table.name);
+        kv_rows(&self.server.url, &self.bucket, &prefix)
+            .await
+            .into_values()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_mode_passes_the_conformance_kit() {
+    let target = KvTarget {
+        server: NatsServer::start(),
+        bucket: "kit".to_owned(),
+    };
+    weir_tests::conformance::run(&target).await;
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stream_sink(url: &str) -> String {
+    format!(
+        "[sinks.nats]\ntype = \"nats\"\nurl = {url:?}\nstream = \"WEIR\"\ncreate_stream = true\nrequest_timeout = \"2s\"\nconnect_timeout = \"2s\"\n"
+    )
+}
+
+fn kv_sink(url: &str) -> String {
+    format!(
+        "[sinks.nats]\ntype = \"nats\"\nurl = {url:?}\nmode = \"kv\"\nbucket = \"rows\"\ncreate_bucket = true\nrequest_timeout = \"2s\"\nconnect_timeout = \"2s\"\n"
+    )
+}
+
+/// The (op, id) of every change message in the stream.
+async fn changes(url: &str) -> Vec<(String, i64)> {
+    stream_messages(url, "WEIR")
+        .await
+        .into_iter()
+        .filter(|(subject, _, _)| subject.starts_with("weir.public."))
+        .map(|(_, _, body)| {
+            let row = if body["op"] == "delete" {
+                &body["before"]
+            } else {
+                &body["after"]
+            };
+            (
+                body["op"].as_str().unwrap_or_default().to_owned(),
+                row["id"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+async fn wait_changes(url: &str, n: usize, weir: &WeirProcess) -> Vec<(String, i64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = changes(url).await;
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            assert!(
+                got.len() >= n,
+                "only {} of {n} changes in the stream:\n{}",
+                got.len(),
+                weir.log()
+            );
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jetstream_gets_every_change_once_even_across_a_sigkill() {
+    let server = NatsServer::start();
+    let db = TestDb::new("nats_js", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!("{}\n{}", db.source_toml(&["t"]), stream_sink(&server.url)),
+    );
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await;
+    db.exec("UPDATE t SET v = 'bb' WHERE id = 2").await;
+    db.exec("DELETE FROM t WHERE id = 3").await;
+    let got = wait_changes(&server.url, 5, &weir).await;
+    let want: Vec<(String, i64)> = [
+        ("insert", 1),
+        ("insert", 2),
+        ("insert", 3),
+        ("update", 2),
+        ("delete", 3),
+    ]
+    .iter()
+    .map(|(op, id)| ((*op).to_owned(), *id))
+    .collect();
+    assert_eq!(got, want, "{}", weir.log());
+
+    // Headers carry the position; the message id is unique per record.
+    let messages = stream_messages(&server.url, "WEIR").await;
+    let (_, headers, body) = &messages[3];
+    assert_eq!(headers.get("weir.op").map(|v| v.as_str()), Some("update"));
+    assert_eq!(headers.get("weir.table").map(|v| v.as_str()), Some("t"));
+    assert_eq!(
+        headers.get("weir.commit_lsn").map(|v| v.as_str()),
+        body["source"]["commit_lsn"].as_str()
+    );
+    let id = headers.get("Nats-Msg-Id").expect("a message id").as_str();
+    assert!(id.starts_with("nats:"), "{id}");
+
+    // Many transactions; weir is killed while they flow, then restarted:
+    // what it publishes again is dropped by the stream as duplicates.
+    let insert_many = |from: i64, to: i64| {
+        (from..to)
+            .map(|i| format!("INSERT INTO t VALUES ({i}, 'x');"))
+            .collect::<String>()
+    };
+    db.exec(&insert_many(100, 700)).await;
+    wait_for(Duration::from_secs(60), || {
+        (block_on(changes(&server.url)).len() > 50).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing flowed:\n{}", weir.log()));
+    weir.kill9();
+    db.exec(&insert_many(700, 800)).await;
+    let mut weir = WeirProcess::start(&config, &[]);
+    let got = wait_changes(&server.url, 5 + 700, &weir).await;
+    let mut ids: Vec<i64> = got[5..].iter().map(|(_, id)| *id).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "a change was stored twice");
+    assert_eq!(ids, (100..800).collect::<Vec<_>>());
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+/// The table's rows as the KV bucket should hold them.
+async fn table_rows(db: &TestDb) -> BTreeMap<String, Json> {
+    let rows = db
+        .client
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let id: i32 = r.get(0);
+            let v: Option<String> = r.get(1);
+            (
+                format!("public.t.{id}"),
+                serde_json::json!({"id": id, "v": v}),
+            )
+        })
+        .collect()
+}
+
+async fn wait_kv_equals_table(url: &str, db: &TestDb, weir: &WeirProcess) {
+    let want = table_rows(db).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = kv_rows(url, "rows", "public.t.").await;
+        if got == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "the bucket never matched the table:\n  bucket: {got:?}\n  table:  {want:?}\n{}",
+                weir.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_bucket_ends_equal_to_the_table() {
+    let server = NatsServer::start();
+    let db = TestDb::new("nats_kv", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!("{}\n{}", db.source_toml(&["t"]), kv_sink(&server.url)),
+    );
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g")
+        .await;
+    db.exec("UPDATE t SET v = NULL WHERE id % 3 = 0").await;
+    db.exec("DELETE FROM t WHERE id % 5 = 0").await;
+    db.exec("UPDATE t SET id = id + 1000 WHERE id = 7").await;
+    wait_kv_equals_table(&server.url, &db, &weir).await;
+    db.exec("TRUNCATE t").await;
+    db.exec("INSERT INTO t VALUES (1, 'after'), (2, 'truncate')")
+        .await;
+    wait_kv_equals_table(&server.url, &db, &weir).await;
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY,
+    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+    t text, vc varchar(20), bp char(5), nm name, by bytea,
+    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
+    addr inet, span interval, arr int4[]
+)";
+
+// The rows and values of tests/tests/types_roundtrip.rs.
+const TYPES_ROWS: &str = r#"
+INSERT INTO typed VALUES (1,
+    true, -32768, 2147483647, 9223372036854775807, 1.5, -2.25e300,
+    '-12345678901234567890.123456789', 42.5,
+    E'héllo "quoted"\n\ttab \\ done', 'abc', 'ab', 'a_name', '\x00ff10',
+    '2024-02-29', '13:14:15.123456', '2024-02-29 13:14:15.5', '2024-02-29 13:14:15.123+02',
+    'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}, "d": [true]}',
+    '10.1.2.3/24', '1 day 02:00:03', '{1,2,3}');
+INSERT INTO typed (id) VALUES (2);
+INSERT INTO typed VALUES (3,
+    false, 0, -2147483648, -9223372036854775808, 'NaN', 'Infinity',
+    'NaN', 0,
+    '', '', '', '', '',
+    '-infinity', '00:00:00', 'infinity', '-infinity',
+    '00000000-0000-0000-0000-000000000000', '[]', '{}',
+    '::1', '-1 mons', '{}');
+"#;
+
+fn types_expected() -> Vec<Json> {
+    use serde_json::json;
+    vec![
+        json!({"id": 1, "b": true, "i2": -32768, "i4": 2147483647, "i8": 9223372036854775807i64,
+               "f4": 1.5, "f8": -2.25e300, "n": "-12345678901234567890.123456789", "n2": "42.500",
+               "t": "héllo \"quoted\"\n\ttab \\ done", "vc": "abc", "bp": "ab   ", "nm": "a_name",
+               "by": "AP8Q", "d": "2024-02-29", "tm": "13:14:15.123456", "ts": "2024-02-29T13:14:15.5",
+               "tstz": "2024-02-29T11:14:15.123Z", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+               "j": {"a": [1, 2.5, "x"]}, "jb": {"b": {"c": null}, "d": [true]},
+               "addr": "10.1.2.3/24", "span": "1 day 02:00:03", "arr": "{1,2,3}"}),
+        json!({"id": 2, "b": null, "i2": null, "i4": null, "i8": null, "f4": null, "f8": null,
+               "n": null, "n2": null, "t": null, "vc": null, "bp": null, "nm": null, "by": null,
+               "d": null, "tm": null, "ts": null, "tstz": null, "u": null, "j": null, "jb": null,
+               "addr": null, "span": null, "arr": null}),
+        json!({"id": 3, "b": false, "i2": 0, "i4": -2147483648, "i8": -9223372036854775808i64,
+               "f4": "NaN", "f8": "Infinity", "n": "NaN", "n2": "0.000", "t": "", "vc": "",
+               "bp": "     ", "nm": "", "by": "", "d": "-infinity", "tm": "00:00:00",
+               "ts": "infinity", "tstz": "-infinity", "u": "00000000-0000-0000-0000-000000000000",
+               "j": [], "jb": {}, "addr": "::1", "span": "-1 mons", "arr": "{}"}),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_round_trips_into_kv_values() {
+    let server = NatsServer::start();
+    let db = TestDb::new("nats_types", TYPES_TABLE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!("{}\n{}", db.source_toml(&["typed"]), kv_sink(&server.url)),
+    );
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec(TYPES_ROWS).await;
+    let rows = wait_for(Duration::from_secs(60), || {
+        let rows = block_on(kv_rows(&server.url, "rows", "public.typed."));
+        (rows.len() == 3).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("the rows did not arrive:\n{}", weir.log()));
+    for want in types_expected() {
+        let key = format!("public.typed.{}", want["id"]);
+        let got = &rows[&key];
+        for (column, value) in want.as_object().unwrap() {
+            assert_eq!(
+                &got[column], value,
+                "column {column} of key {key}: got {}",
+                got[column]
+            );
+        }
+        assert_eq!(
+            got.as_object().unwrap().len(),
+            want.as_object().unwrap().len(),
+            "{got}"
+        );
+    }
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_server_at_start_is_a_clear_error_naming_it() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut config = NatsSinkConfig::new(&url, NatsMode::Jetstream);
+    config.stream = Some("WEIR".to_owned());
+    config.connect_timeout = Duration::from_secs(2);
+    let error = match NatsSink::connect("events", config).await {
+        Ok(_) => panic!("connected to nothing"),
+        Err(e) => e,
+    };
+    let text = error.to_string();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(text.contains(&url), "{text}");
+
+    // A server without the stream, and create_stream off: a config error.
+    let server = NatsServer::start();
+    let mut config = NatsSinkConfig::new(&server.url, NatsMode::Jetstream);
+    config.stream = Some("MISSING".to_owned());
+    let error = match NatsSink::connect("events", config).await {
+        Ok(_) => panic!("the stream does not exist"),
+        Err(e) => e,
+    };
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(
+        error.to_string().contains("stream MISSING does not exist")
+            && error.to_string().contains("create_stream"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_run_comes_back_with_nothing_lost() {
+    for mode in ["jetstream", "kv"] {
+        let mut server = NatsServer::start();
+        let db = TestDb::new(
+            "nats_restart",
+            "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = if mode == "kv" {
+            kv_sink(&server.url)
+        } else {
+            stream_sink(&server.url)
+        };
+        let config = write_config(&dir, &format!("{}\n{sink}", db.source_toml(&["t"])));
+        let weir = WeirProcess::start(&config, &[]);
+        wait_for(Duration::from_secs(60), || db.confirmed_flush())
+            .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+        db.exec("INSERT INTO t VALUES (1, 'before')").await;
+        if mode == "kv" {
+            wait_kv_equals_table(&server.url, &db, &weir).await;
+        } else {
+            wait_changes(&server.url, 1, &weir).await;
+        }
+        server.kill();
+        db.exec("INSERT INTO t VALUES (2, 'while down'), (3, 'while down')")
+            .await;
+        db.exec("UPDATE t SET v = 'changed while down' WHERE id = 1")
+            .await;
+        // Long enough for weir to fail a batch or two against nothing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        server.resume();
+        db.exec("INSERT INTO t VALUES (4, 'after')").await;
+        if mode == "kv" {
+            wait_kv_equals_table(&server.url, &db, &weir).await;
+        } else {
+            let got = wait_changes(&server.url, 5, &weir).await;
+            let ids: Vec<i64> = got.iter().map(|(_, id)| *id).collect();
+            assert_eq!(ids, [1, 2, 3, 1, 4], "{}", weir.log());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_over_max_payload_is_dead_lettered() {
+    let server = NatsServer::start_with("max_payload: 4096\n");
+    let db = TestDb::new("nats_dlq", "CREATE TABLE t (id int PRIMARY KEY, body text)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let letters = dir.path().join("letters.jsonl");
+    let config = write_config(
+        &dir,
+        &format!(
+            "{}\n{}\n[sinks.dlq]\ntype = \"file\"\npath = {:?}\n\n[dead_letter]\nsink = \"dlq\"\n",
+            db.source_toml(&["t"]),
+            stream_sink(&server.url),
+            letters.to_str().unwrap()
+        ),
+    );
+    let mut weir = WeirProcess::start(&config, &[]);
+    wait_for(Duration::from_secs(60), || db.confirmed_flush())
+        .unwrap_or_else(|| panic!("weir did not create its slot:\n{}", weir.log()));
+    db.exec("INSERT INTO t VALUES (1, 'small')").await;
+    db.exec("INSERT INTO t VALUES (2, repeat('x', 10000))")
+        .await;
+    db.exec("INSERT INTO t VALUES (3, 'small too')").await;
+    let got = wait_changes(&server.url, 2, &weir).await;
+    assert_eq!(
+        got,
+        [("insert".to_owned(), 1), ("insert".to_owned(), 3)],
+        "{}",
+        weir.log()
+    );
+    let dead = wait_lines(&letters, 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let error = dead[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("max payload"), "{error}");
+    assert_eq!(dead[0]["event"]["after"]["id"], 2, "{}", dead[0]);
+    let status = weir.terminate().expect("exit status");
+    assert!(status.success(), "{}", weir.log());
+}
