@@ -17,6 +17,7 @@ use rand::Rng;
 pub use serde_json::Value as Json;
 
 pub mod conformance;
+pub mod services;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

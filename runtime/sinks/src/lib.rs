@@ -64,6 +64,8 @@
 //! and name templates shared by all sinks live in the `weir-codec` crate.
 //! Integration tests against real services live in `tests/`.
 
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "kafka")]
@@ -71,6 +73,8 @@ pub mod kafka;
 pub mod registry;
 pub mod retry;
 
+#[cfg(feature = "clickhouse")]
+pub use clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "kafka")]

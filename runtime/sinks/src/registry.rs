@@ -33,6 +33,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::file::TYPE,
     #[cfg(feature = "kafka")]
     crate::kafka::TYPE,
+    #[cfg(feature = "clickhouse")]
+    crate::clickhouse::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.
