@@ -445,10 +445,10 @@ impl Run {
         );
         m.insert(1, row("t2", 2, Some(&long)));
         let mut sink = target.open().await;
-        write(&mut *sink, &[insert.clone()], "toast: insert").await;
+        write(&mut *sink, std::slice::from_ref(&insert), "toast: insert").await;
         write(
             &mut *sink,
-            &[update.clone()],
+            std::slice::from_ref(&update),
             "toast: update without the TOASTed value",
         )
         .await;

@@ -50,10 +50,14 @@
 //! is safe for tombstones older than the slot's confirmed position. A
 //! primary-key change writes a tombstone for the old key and the new row.
 //!
-//! A truncate is `TRUNCATE TABLE`, which drops every part at once (cheap,
-//! whatever the size) but is not versioned: it removes tombstones too, so
-//! only the replay of a later suffix of the stream (which the pipeline
-//! always replays in order, truncate included) restores the state.
+//! A truncate writes a tombstone, at the truncate's version, for every row
+//! older than it (`INSERT … SELECT key, 1, version FROM t FINAL WHERE …`):
+//! it is versioned like a delete, so a replayed older insert stays hidden
+//! and a replayed truncate leaves newer rows alone. It costs a scan of the
+//! table and one tombstone per live row (merges then keep only the
+//! tombstone of each key). `TRUNCATE TABLE` is not used: ClickHouse 18.16
+//! removes the parts from disk only later, and a server restart in between
+//! brings every truncated row back.
 //! Logical messages are ignored (they count as delivered); raw records are
 //! refused before the sink.
 //!

@@ -1,6 +1,7 @@
 //! Writing batches to ClickHouse over its HTTP interface.
 //!
-//! A batch is cut at every truncate; within a piece, the changes of each
+//! A batch is cut at every truncate (tombstones for every older row);
+//! within a piece, the changes of each
 //! destination table are reduced to the last one per key (the one with the
 //! greatest version, which is what `ReplacingMergeTree` keeps anyway), the
 //! unchanged TOAST values among them are looked up, and the rows go in one
@@ -554,10 +555,27 @@ impl ClickHouseSink {
         )))
     }
 
-    async fn truncate(&self, dest: &Dest) -> Result<(), SinkError> {
+    /// Truncates a table by writing a tombstone, at the truncate's version,
+    /// for every row older than it. `TRUNCATE TABLE` would be cheaper, but
+    /// ClickHouse 18.16 removes the parts from disk only later, and a server
+    /// restart in between brings them all back; tombstones are an ordinary
+    /// insert, and being versioned, a replayed truncate leaves newer rows be.
+    async fn truncate(&self, dest: &Dest, layout: &Layout, version: u64) -> Result<(), SinkError> {
         let (database, name) = dest;
+        let keys: Vec<String> = layout
+            .keys
+            .iter()
+            .map(|&i| ident(&layout.names[i]))
+            .collect();
+        let keys = keys.join(", ");
+        let table = format!("{}.{}", ident(database), ident(name));
+        let (deleted, versioned) = (ident(DELETED_COLUMN), ident(VERSION_COLUMN));
         self.query(
-            &format!("TRUNCATE TABLE {}.{}", ident(database), ident(name)),
+            &format!(
+                "INSERT INTO {table} ({keys}, {deleted}, {versioned}) \
+                 SELECT {keys}, 1, {version} FROM {table} FINAL \
+                 WHERE {deleted} = 0 AND {versioned} < {version}"
+            ),
             &format!("truncating {database}.{name}"),
         )
         .await
@@ -795,8 +813,9 @@ impl Sink for ClickHouseSink {
                     }
                     self.flush(&mut pending, &mut rejected).await?;
                     let dest = self.destination(record, event)?;
-                    self.ensure_table(&dest, schema).await?;
-                    self.truncate(&dest).await?;
+                    let layout = self.ensure_table(&dest, schema).await?;
+                    let version = version(event.source.position())?;
+                    self.truncate(&dest, &layout, version).await?;
                 }
                 Op::Insert | Op::Update | Op::Delete | Op::Read => {
                     let dest = self.destination(record, event)?;
