@@ -66,6 +66,8 @@
 //! Integration tests against real services live in `tests/`.
 
 pub mod batch;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "http")]
@@ -83,6 +85,8 @@ pub mod retry;
 #[cfg(feature = "sphinx")]
 pub mod sphinx;
 
+#[cfg(feature = "clickhouse")]
+pub use clickhouse::{ClickHouseSink, ClickHouseSinkConfig};
 #[cfg(feature = "file")]
 pub use file::{FileSink, FileSinkConfig};
 #[cfg(feature = "http")]

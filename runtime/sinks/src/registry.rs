@@ -43,6 +43,8 @@ pub const SINK_TYPES: &[SinkType] = &[
     crate::sphinx::TYPE,
     #[cfg(feature = "nats")]
     crate::nats::TYPE,
+    #[cfg(feature = "clickhouse")]
+    crate::clickhouse::TYPE,
 ];
 
 /// A sink's validated configuration, ready to build the sink.

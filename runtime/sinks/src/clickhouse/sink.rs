@@ -1,0 +1,859 @@
+//! Writing batches to ClickHouse over its HTTP interface.
+//!
+//! A batch is cut at every truncate (tombstones for every older row);
+//! within a piece, the changes of each
+//! destination table are reduced to the last one per key (the one with the
+//! greatest version, which is what `ReplacingMergeTree` keeps anyway), the
+//! unchanged TOAST values among them are looked up, and the rows go in one
+//! `INSERT … FORMAT JSONEachRow` per table. Tables are checked (and made,
+//! when allowed) the first time the sink meets them, and again when the
+//! source announces a new shape.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use weir_codec::NameTemplate;
+use weir_core::{ChangeEvent, Op, Rejected, Sink, SinkError, SinkPayload, SinkRecord, Value};
+
+use super::ClickHouseSinkConfig;
+use super::encode::{
+    ChType, DELETED_COLUMN, ServerError, VERSION_COLUMN, classify, create_table_sql, ident,
+    key_literal, key_text, parse_lookup, string_literal, version, write_value,
+};
+
+/// Most keys in one lookup of unchanged TOAST values, to keep the query
+/// text well below the server's `max_query_size` (256 KiB).
+const LOOKUP_CHUNK: usize = 500;
+
+/// Most times one insert is sent again without a row the server refused,
+/// before the batch fails as a whole.
+const MAX_REFUSED_ROWS: usize = 100;
+
+/// A sink that keeps one ClickHouse table per source table up to date.
+///
+/// Connect with [`ClickHouseSink::connect`]; [`ClickHouseSinkConfig`]
+/// says how tables are named and made.
+pub struct ClickHouseSink {
+    name: String,
+    config: ClickHouseSinkConfig,
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+    database: NameTemplate,
+    table: NameTemplate,
+    /// Table templates that routes gave, parsed once each.
+    routed: HashMap<String, NameTemplate>,
+    /// Destination tables already checked against a source shape.
+    tables: HashMap<Dest, Checked>,
+}
+
+/// A destination table: database and table name.
+type Dest = (String, String);
+
+struct Checked {
+    schema: Arc<weir_core::TableSchema>,
+    layout: Arc<Layout>,
+}
+
+/// How a source table's columns are written.
+struct Layout {
+    names: Vec<String>,
+    types: Vec<ChType>,
+    keys: Vec<usize>,
+}
+
+impl ClickHouseSink {
+    /// Checks the configuration and that the server answers and takes the
+    /// credentials (`GET /ping`, then `SELECT 1`).
+    ///
+    /// Fails with [`SinkError::Config`] for an invalid configuration (every
+    /// problem, as `sinks.NAME.field: message`), [`SinkError::Transient`]
+    /// when the server does not answer, naming its URL, and
+    /// [`SinkError::Auth`] when it refuses the user.
+    pub async fn connect(
+        name: &str,
+        config: ClickHouseSinkConfig,
+    ) -> Result<ClickHouseSink, SinkError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|p| format!("sinks.{name}.{p}"))
+                .collect();
+            return Err(SinkError::Config(format!(
+                "invalid configuration: {}",
+                listed.join("; ")
+            )));
+        }
+        let endpoint = reqwest::Url::parse(&config.url)
+            .map_err(|e| SinkError::Config(format!("sinks.{name}.url: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| SinkError::Config(format!("cannot make an HTTP client: {e}")))?;
+        let sink = ClickHouseSink {
+            name: name.to_owned(),
+            database: NameTemplate::parse(&config.database).map_err(SinkError::Config)?,
+            table: NameTemplate::parse(&config.table).map_err(SinkError::Config)?,
+            config,
+            client,
+            endpoint,
+            routed: HashMap::new(),
+            tables: HashMap::new(),
+        };
+        let ping = sink.endpoint.join("ping").expect("a fixed path joins");
+        let answer = sink
+            .client
+            .get(ping)
+            .send()
+            .await
+            .map_err(|e| sink.unreachable("ping", &e))?;
+        if !answer.status().is_success() {
+            return Err(SinkError::Transient(format!(
+                "ping: ClickHouse at {} answered {}",
+                sink.config.url,
+                answer.status()
+            )));
+        }
+        sink.query("SELECT 1", "checking the credentials")
+            .await
+            .map_err(into_sink_error)?;
+        Ok(sink)
+    }
+
+    fn unreachable(&self, what: &str, error: &reqwest::Error) -> SinkError {
+        let mut reason = if error.is_timeout() {
+            "timed out".to_owned()
+        } else if error.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            "the request failed".to_owned()
+        };
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        SinkError::Transient(format!(
+            "{what}: ClickHouse at {} did not answer: {reason}",
+            self.config.url
+        ))
+    }
+
+    /// Sends one request; the answer's body when the server took it.
+    async fn request(
+        &self,
+        url_query: Option<&str>,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<String, ServerError> {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .basic_auth(&self.config.user, self.config.password.as_deref());
+        if let Some(q) = url_query {
+            request = request.query(&[("query", q)]);
+        }
+        let answer = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
+        let status = answer.status();
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(classify(status.as_u16(), &text, what))
+        }
+    }
+
+    /// Runs one statement given in the body.
+    async fn query(&self, sql: &str, what: &str) -> Result<String, ServerError> {
+        self.request(None, sql.as_bytes().to_vec(), what).await
+    }
+
+    /// The table `record` goes to.
+    fn destination(&mut self, record: &SinkRecord, event: &ChangeEvent) -> Result<Dest, SinkError> {
+        let template = match &record.topic {
+            None => &self.table,
+            Some(topic) => {
+                if !self.routed.contains_key(topic) {
+                    ClickHouseSinkConfig::check_name_template(topic)
+                        .and_then(|()| NameTemplate::parse(topic))
+                        .map(|t| self.routed.insert(topic.clone(), t))
+                        .map_err(|e| SinkError::Config(format!("table {topic:?}: {e}")))?;
+                }
+                &self.routed[topic]
+            }
+        };
+        let (mut database, mut table) = (String::new(), String::new());
+        self.database
+            .expand_event(event, &mut database)
+            .and_then(|()| template.expand_event(event, &mut table))
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        Ok((database, table))
+    }
+
+    /// Checks (and makes, when allowed) the table `dest` for rows of `schema`.
+    async fn ensure_table(
+        &mut self,
+        dest: &Dest,
+        schema: &Arc<weir_core::TableSchema>,
+    ) -> Result<Arc<Layout>, SinkError> {
+        if let Some(checked) = self.tables.get(dest)
+            && (Arc::ptr_eq(&checked.schema, schema) || checked.schema.columns == schema.columns)
+        {
+            return Ok(Arc::clone(&checked.layout));
+        }
+        let (database, table) = dest;
+        let full = format!("{database}.{table}");
+        for column in &schema.columns {
+            if column.name == VERSION_COLUMN || column.name == DELETED_COLUMN {
+                return Err(SinkError::Config(format!(
+                    "table {}: source column {} has a name the sink keeps for itself",
+                    schema.qualified_name(),
+                    column.name
+                )));
+            }
+        }
+        if !schema.columns.iter().any(|c| c.key) {
+            return Err(SinkError::Config(format!(
+                "table {}: has no key columns to order table {full} by",
+                schema.qualified_name()
+            )));
+        }
+        let describe = format!(
+            "SELECT engine, engine_full, sorting_key FROM system.tables WHERE database = {} AND name = {} FORMAT JSONEachRow",
+            string_literal(database.as_bytes()),
+            string_literal(table.as_bytes())
+        );
+        let what = format!("checking table {full}");
+        let mut found = self
+            .query(&describe, &what)
+            .await
+            .map_err(into_sink_error)?;
+        if found.trim().is_empty() {
+            if !self.config.create_tables {
+                return Err(SinkError::Config(format!(
+                    "table {full} does not exist (create it, or set create_tables = true)"
+                )));
+            }
+            let what = format!("creating table {full}");
+            self.query(
+                &format!("CREATE DATABASE IF NOT EXISTS {}", ident(database)),
+                &what,
+            )
+            .await
+            .map_err(into_sink_error)?;
+            self.query(&create_table_sql(database, table, schema), &what)
+                .await
+                .map_err(into_sink_error)?;
+            found = self
+                .query(&describe, &what)
+                .await
+                .map_err(into_sink_error)?;
+        }
+        let info: serde_json::Value = serde_json::from_str(found.trim()).map_err(|e| {
+            SinkError::Transient(format!("{what}: unexpected answer {found:?}: {e}"))
+        })?;
+        let text = |k: &str| info[k].as_str().unwrap_or_default().to_owned();
+        let (engine, engine_full, sorting_key) =
+            (text("engine"), text("engine_full"), text("sorting_key"));
+        if !matches!(
+            engine.as_str(),
+            "ReplacingMergeTree" | "ReplicatedReplacingMergeTree"
+        ) || !engine_full.contains(VERSION_COLUMN)
+        {
+            return Err(SinkError::Config(format!(
+                "table {full} has engine {engine_full:?}; the sink needs ReplacingMergeTree({VERSION_COLUMN})"
+            )));
+        }
+        let keys: Vec<&str> = schema
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.as_str())
+            .collect();
+        let normalized: String = sorting_key
+            .chars()
+            .filter(|c| *c != '`' && !c.is_whitespace())
+            .collect();
+        if normalized != keys.join(",") {
+            return Err(SinkError::Config(format!(
+                "table {full} is ordered by ({sorting_key}), but the key of {} is ({})",
+                schema.qualified_name(),
+                keys.join(", ")
+            )));
+        }
+        let columns = self
+            .query(
+                &format!(
+                    "SELECT name, type FROM system.columns WHERE database = {} AND table = {} FORMAT JSONEachRow",
+                    string_literal(database.as_bytes()),
+                    string_literal(table.as_bytes())
+                ),
+                &what,
+            )
+            .await
+            .map_err(into_sink_error)?;
+        let mut existing = HashMap::new();
+        for line in columns.lines().filter(|l| !l.trim().is_empty()) {
+            let c: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
+            })?;
+            existing.insert(
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["type"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        let mut wanted: Vec<(String, String, String)> = schema
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ChType::of(c).column_type(c.key),
+                    c.type_name.clone(),
+                )
+            })
+            .collect();
+        wanted.push((DELETED_COLUMN.into(), "UInt8".into(), "weir".into()));
+        wanted.push((VERSION_COLUMN.into(), "UInt64".into(), "weir".into()));
+        for (name, want, source_type) in &wanted {
+            match existing.get(name) {
+                Some(have) if have == want => {}
+                Some(have) => {
+                    return Err(SinkError::Config(format!(
+                        "table {full}: column {name} is {have}, but source column {name} ({source_type}) needs {want}"
+                    )));
+                }
+                None => {
+                    return Err(SinkError::Config(format!(
+                        "table {full} has no column {name} (source column {name}, {source_type}): \
+                         add it with ALTER TABLE {} ADD COLUMN {} {want}",
+                        format_args!("{}.{}", ident(database), ident(table)),
+                        ident(name)
+                    )));
+                }
+            }
+        }
+        let layout = Arc::new(Layout {
+            names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            types: schema.columns.iter().map(ChType::of).collect(),
+            keys: schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key)
+                .map(|(i, _)| i)
+                .collect(),
+        });
+        self.tables.insert(
+            dest.clone(),
+            Checked {
+                schema: Arc::clone(schema),
+                layout: Arc::clone(&layout),
+            },
+        );
+        Ok(layout)
+    }
+
+    /// Writes every pending table's rows.
+    async fn flush(
+        &mut self,
+        pending: &mut Vec<TableBatch>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), SinkError> {
+        for mut table in pending.drain(..) {
+            self.fill_unchanged(&mut table).await?;
+            self.insert(&table, rejected).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces unchanged TOAST values that the batch itself did not hold
+    /// with the table's current ones.
+    async fn fill_unchanged(&self, table: &mut TableBatch) -> Result<(), SinkError> {
+        let layout = Arc::clone(&table.layout);
+        let mut wanted: Vec<(String, Vec<Value>)> = Vec::new();
+        let mut columns = BTreeSet::new();
+        for entry in table.entries.values() {
+            if let (Some(lookup), Row::Upsert(values)) = (&entry.lookup, &entry.row) {
+                wanted.push((layout.key_text(lookup), lookup.clone()));
+                columns.extend(
+                    values
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| matches!(v, Value::Unchanged))
+                        .map(|(i, _)| i),
+                );
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        wanted.dedup_by(|a, b| a.0 == b.0);
+        let (database, name) = &table.dest;
+        let what = format!("looking up unchanged TOAST values in {database}.{name}");
+        let mut found: HashMap<String, HashMap<usize, Value>> = HashMap::new();
+        for chunk in wanted.chunks(LOOKUP_CHUNK) {
+            let mut select: Vec<String> = layout
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(n, &i)| {
+                    format!(
+                        "{} AS k{n}",
+                        layout.types[i].lookup_expr(&ident(&layout.names[i]))
+                    )
+                })
+                .collect();
+            select.extend(columns.iter().map(|&i| {
+                format!(
+                    "{} AS c{i}",
+                    layout.types[i].lookup_expr(&ident(&layout.names[i]))
+                )
+            }));
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|(_, key)| {
+                    let literals: Vec<String> = layout
+                        .keys
+                        .iter()
+                        .zip(key)
+                        .map(|(&i, v)| key_literal(layout.types[i], v))
+                        .collect();
+                    format!("({})", literals.join(", "))
+                })
+                .collect();
+            let key_columns: Vec<String> = layout
+                .keys
+                .iter()
+                .map(|&i| ident(&layout.names[i]))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM {}.{} FINAL WHERE {} = 0 AND ({}) IN ({}) FORMAT JSONEachRow",
+                select.join(", "),
+                ident(database),
+                ident(name),
+                ident(DELETED_COLUMN),
+                key_columns.join(", "),
+                tuples.join(", ")
+            );
+            let answer = self.query(&sql, &what).await.map_err(into_sink_error)?;
+            for line in answer.lines().filter(|l| !l.trim().is_empty()) {
+                let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+                    .map_err(|e| {
+                        SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
+                    })?;
+                let key: Vec<&str> = (0..layout.keys.len())
+                    .map(|n| row[&format!("k{n}")].as_str().unwrap_or_default())
+                    .collect();
+                let mut values = HashMap::new();
+                for &i in &columns {
+                    let text = row.get(&format!("c{i}")).and_then(|v| v.as_str());
+                    let value = parse_lookup(layout.types[i], text).map_err(|e| {
+                        SinkError::Transient(format!("{what}: column {}: {e}", layout.names[i]))
+                    })?;
+                    values.insert(i, value);
+                }
+                found.insert(key.join(","), values);
+            }
+        }
+        for entry in table.entries.values_mut() {
+            let (Some(lookup), Row::Upsert(values)) = (&entry.lookup, &mut entry.row) else {
+                continue;
+            };
+            let current = found.get(&layout.key_text(lookup));
+            if current.is_none() {
+                // The row is gone (deleted or truncated later in the
+                // stream, so this write is older and will not be read), or
+                // never reached the table: there is no value to keep.
+                tracing::warn!(
+                    sink = %self.name,
+                    table = %format!("{database}.{name}"),
+                    "an update kept unchanged TOAST values of a row the table does not hold; they are written as NULL"
+                );
+            }
+            for (i, value) in values.iter_mut().enumerate() {
+                if matches!(value, Value::Unchanged) {
+                    *value = current
+                        .and_then(|c| c.get(&i).cloned())
+                        .unwrap_or(Value::Null);
+                }
+            }
+            entry.lookup = None;
+        }
+        Ok(())
+    }
+
+    /// Sends one table's rows as one insert; a row the server cannot read
+    /// is reported as rejected and the rest sent again without it.
+    async fn insert(
+        &self,
+        table: &TableBatch,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), SinkError> {
+        let layout = &table.layout;
+        let mut entries: Vec<&Entry> = table.entries.values().collect();
+        entries.sort_by_key(|e| (e.record, e.row.is_upsert()));
+        let mut rows: Vec<(usize, Vec<u8>)> = Vec::with_capacity(entries.len());
+        let mut line = Vec::new();
+        for entry in entries {
+            line.clear();
+            match encode_row(&mut line, layout, entry) {
+                Ok(()) => rows.push((entry.record, line.clone())),
+                Err(reason) => rejected.push(Rejected {
+                    index: entry.record,
+                    reason,
+                }),
+            }
+        }
+        let (database, name) = &table.dest;
+        let statement = format!(
+            "INSERT INTO {}.{} FORMAT JSONEachRow",
+            ident(database),
+            ident(name)
+        );
+        let what = format!("inserting into {database}.{name}");
+        for _ in 0..=MAX_REFUSED_ROWS {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let body: Vec<u8> = rows.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+            match self.request(Some(&statement), body, &what).await {
+                Ok(_) => return Ok(()),
+                Err(ServerError::Other(e)) => return Err(e),
+                Err(ServerError::Record {
+                    row,
+                    column,
+                    message,
+                }) => {
+                    let column = column.map_or(String::new(), |c| format!("column {c}: "));
+                    let reason =
+                        format!("{what}: {column}ClickHouse could not read the value: {message}");
+                    match row.filter(|r| *r < rows.len()) {
+                        Some(r) => {
+                            let (record, _) = rows.remove(r);
+                            rejected.push(Rejected {
+                                index: record,
+                                reason,
+                            });
+                        }
+                        None => return Err(SinkError::Encode(reason)),
+                    }
+                }
+            }
+        }
+        Err(SinkError::Encode(format!(
+            "{what}: ClickHouse refused more than {MAX_REFUSED_ROWS} rows of one batch"
+        )))
+    }
+
+    /// Truncates a table by writing a tombstone, at the truncate's version,
+    /// for every row older than it. `TRUNCATE TABLE` would be cheaper, but
+    /// ClickHouse 18.16 removes the parts from disk only later, and a server
+    /// restart in between brings them all back; tombstones are an ordinary
+    /// insert, and being versioned, a replayed truncate leaves newer rows be.
+    async fn truncate(&self, dest: &Dest, layout: &Layout, version: u64) -> Result<(), SinkError> {
+        let (database, name) = dest;
+        let keys: Vec<String> = layout
+            .keys
+            .iter()
+            .map(|&i| ident(&layout.names[i]))
+            .collect();
+        let keys = keys.join(", ");
+        let table = format!("{}.{}", ident(database), ident(name));
+        let (deleted, versioned) = (ident(DELETED_COLUMN), ident(VERSION_COLUMN));
+        self.query(
+            &format!(
+                "INSERT INTO {table} ({keys}, {deleted}, {versioned}) \
+                 SELECT {keys}, 1, {version} FROM {table} FINAL \
+                 WHERE {deleted} = 0 AND {versioned} < {version}"
+            ),
+            &format!("truncating {database}.{name}"),
+        )
+        .await
+        .map(|_| ())
+        .map_err(into_sink_error)
+    }
+}
+
+fn into_sink_error(error: ServerError) -> SinkError {
+    match error {
+        ServerError::Other(e) => e,
+        ServerError::Record { message, .. } => SinkError::Config(message),
+    }
+}
+
+fn encode_row(out: &mut Vec<u8>, layout: &Layout, entry: &Entry) -> Result<(), String> {
+    out.push(b'{');
+    let field = |out: &mut Vec<u8>, i: usize, value: &Value| {
+        weir_codec::write_str(out, &layout.names[i]);
+        out.push(b':');
+        write_value(out, layout.types[i], value)
+            .map_err(|e| format!("column {}: {e}", layout.names[i]))?;
+        out.push(b',');
+        Ok::<(), String>(())
+    };
+    let deleted = match &entry.row {
+        Row::Upsert(values) => {
+            for (i, value) in values.iter().enumerate() {
+                field(out, i, value)?;
+            }
+            b'0'
+        }
+        Row::Delete(key) => {
+            for (&i, value) in layout.keys.iter().zip(key) {
+                field(out, i, value)?;
+            }
+            b'1'
+        }
+    };
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(DELETED_COLUMN.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.push(deleted);
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(VERSION_COLUMN.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(itoa::Buffer::new().format(entry.version).as_bytes());
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+impl Layout {
+    /// The key values of `row`, in key order.
+    fn key_of(&self, row: &[Value]) -> Result<Vec<Value>, String> {
+        self.keys
+            .iter()
+            .map(|&i| match row.get(i) {
+                Some(Value::Null | Value::Unchanged) | None => {
+                    Err(format!("key column {} has no value", self.names[i]))
+                }
+                Some(v) => Ok(v.clone()),
+            })
+            .collect()
+    }
+
+    /// Text that identifies a key, as the lookup's answer gives it back.
+    fn key_text(&self, key: &[Value]) -> String {
+        self.keys
+            .iter()
+            .zip(key)
+            .map(|(&i, v)| key_text(self.types[i], v))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// What the batch last did to one key.
+enum Row {
+    /// The row's values (some maybe still [`Value::Unchanged`]).
+    Upsert(Vec<Value>),
+    /// The row was removed; its key values.
+    Delete(Vec<Value>),
+}
+
+impl Row {
+    fn is_upsert(&self) -> bool {
+        matches!(self, Row::Upsert(_))
+    }
+}
+
+struct Entry {
+    /// The record's index in the batch.
+    record: usize,
+    version: u64,
+    row: Row,
+    /// The key whose stored values fill the row's unchanged TOAST values.
+    lookup: Option<Vec<Value>>,
+}
+
+/// One destination table's share of a piece of a batch: the last change
+/// of each key.
+struct TableBatch {
+    dest: Dest,
+    layout: Arc<Layout>,
+    entries: HashMap<String, Entry>,
+}
+
+impl TableBatch {
+    fn new(dest: Dest, layout: Arc<Layout>) -> Self {
+        TableBatch {
+            dest,
+            layout,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Takes the change `event` (record `record` of the batch); an error
+    /// says why the record cannot be written.
+    fn add(&mut self, record: usize, version: u64, event: &ChangeEvent) -> Result<(), String> {
+        let layout = Arc::clone(&self.layout);
+        if event.op == Op::Delete {
+            let old = event
+                .before
+                .as_ref()
+                .or(event.after.as_ref())
+                .ok_or("a delete without the old row's key")?;
+            let key = layout.key_of(old)?;
+            self.entries.insert(
+                layout.key_text(&key),
+                Entry {
+                    record,
+                    version,
+                    row: Row::Delete(key),
+                    lookup: None,
+                },
+            );
+            return Ok(());
+        }
+        let after = event.after.as_ref().ok_or("a change without its new row")?;
+        if after.len() != layout.names.len() {
+            return Err(format!(
+                "the row has {} values for {} columns",
+                after.len(),
+                layout.names.len()
+            ));
+        }
+        let key = layout.key_of(after)?;
+        let text = layout.key_text(&key);
+        // A primary-key change: the old key is deleted in the same change.
+        let mut old_key = None;
+        if let Some(before) = &event.before
+            && let Ok(before_key) = layout.key_of(before)
+        {
+            let before_text = layout.key_text(&before_key);
+            if before_text != text {
+                old_key = Some((before_text, before_key));
+            }
+        }
+        let mut values = after.clone();
+        let mut lookup = None;
+        if values.iter().any(|v| matches!(v, Value::Unchanged)) {
+            let (source_text, source_key) = match &old_key {
+                Some((t, k)) => (t.clone(), k.clone()),
+                None => (text.clone(), key.clone()),
+            };
+            match self.entries.get(&source_text) {
+                Some(Entry {
+                    row: Row::Upsert(previous),
+                    lookup: previous_lookup,
+                    ..
+                }) => {
+                    for (value, old) in values.iter_mut().zip(previous) {
+                        if matches!(value, Value::Unchanged) {
+                            *value = old.clone();
+                        }
+                    }
+                    if values.iter().any(|v| matches!(v, Value::Unchanged)) {
+                        lookup = previous_lookup.clone();
+                    }
+                }
+                _ => lookup = Some(source_key),
+            }
+        }
+        if let Some((old_text, old_key)) = old_key {
+            self.entries.insert(
+                old_text,
+                Entry {
+                    record,
+                    version,
+                    row: Row::Delete(old_key),
+                    lookup: None,
+                },
+            );
+        }
+        self.entries.insert(
+            text,
+            Entry {
+                record,
+                version,
+                row: Row::Upsert(values),
+                lookup,
+            },
+        );
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, batch: &[SinkRecord]) -> Result<(), SinkError> {
+        let mut rejected = Vec::new();
+        let mut pending: Vec<TableBatch> = Vec::new();
+        for (i, record) in batch.iter().enumerate() {
+            let SinkPayload::Change(event) = &record.payload else {
+                rejected.push(Rejected {
+                    index: i,
+                    reason: "a raw record has no columns to write to a table".to_owned(),
+                });
+                continue;
+            };
+            let Some(schema) = &event.table else {
+                // Logical messages have no row to keep.
+                continue;
+            };
+            match event.op {
+                Op::Message => {}
+                Op::Truncate => {
+                    if !schema.columns.iter().any(|c| c.key) {
+                        // None of its rows can have been written.
+                        continue;
+                    }
+                    self.flush(&mut pending, &mut rejected).await?;
+                    let dest = self.destination(record, event)?;
+                    let layout = self.ensure_table(&dest, schema).await?;
+                    let version = version(event.source.position())?;
+                    self.truncate(&dest, &layout, version).await?;
+                }
+                Op::Insert | Op::Update | Op::Delete | Op::Read => {
+                    let dest = self.destination(record, event)?;
+                    let layout = match self.ensure_table(&dest, schema).await {
+                        Ok(layout) => layout,
+                        Err(e) => return Err(e),
+                    };
+                    let at = match pending.iter().position(|t| t.dest == dest) {
+                        Some(at) if Arc::ptr_eq(&pending[at].layout, &layout) => at,
+                        Some(_) => {
+                            // The table's shape changed within the batch:
+                            // rows of the old shape go first.
+                            self.flush(&mut pending, &mut rejected).await?;
+                            pending.push(TableBatch::new(dest, layout));
+                            pending.len() - 1
+                        }
+                        None => {
+                            pending.push(TableBatch::new(dest, layout));
+                            pending.len() - 1
+                        }
+                    };
+                    let version = version(event.source.position())?;
+                    if let Err(reason) = pending[at].add(i, version, event) {
+                        rejected.push(Rejected {
+                            index: i,
+                            reason: format!("table {}: {reason}", schema.qualified_name()),
+                        });
+                    }
+                }
+            }
+        }
+        self.flush(&mut pending, &mut rejected).await?;
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            rejected.sort_by_key(|r| r.index);
+            rejected.dedup_by_key(|r| r.index);
+            Err(SinkError::Rejected(rejected))
+        }
+    }
+}
