@@ -795,6 +795,15 @@ impl Config {
                 self.sink_names()
             ));
         }
+        if let Some(dl) = &self.dead_letter
+            && let Some(spec) = self.sinks.get(&dl.sink)
+            && let Err(why) = spec.takes_dead_letters()
+        {
+            problems.push(format!(
+                "dead_letter.sink: sink {:?} cannot be the dead-letter sink: {why}",
+                dl.sink
+            ));
+        }
         self.validate_topics(&mut problems);
         if self.plugins.cache_max_mib == 0 {
             problems.push("plugins.cache_max_mib: must be at least 1 (set cache_dir = \"\" to keep compiled code in memory only)".into());
@@ -1515,6 +1524,16 @@ path = "-"
         let errs = Config::parse(&unknown_policy, base, &|_| None).unwrap_err();
         assert!(
             errs[0].starts_with("transforms[0].on_failure: unknown variant `retry`"),
+            "{errs:?}"
+        );
+        let cache = format!(
+            "{MINIMAL}\n[sinks.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n\n[dead_letter]\nsink = \"cache\"\n"
+        );
+        let errs = Config::parse(&cache, base, &|_| None).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "dead_letter.sink: sink \"cache\" cannot be the dead-letter sink: a cache holds rows"
+            )),
             "{errs:?}"
         );
         let no_sink = format!("{MINIMAL}\n[dead_letter]\nsink = \"dlq\"\n");

@@ -65,6 +65,23 @@ pub trait SinkSpec: fmt::Debug + Send + Sync + Any {
         NameTemplate::parse(template).map(|_| ())
     }
 
+    /// Whether this sink can be the `[dead_letter]` sink, or why not. Dead
+    /// letters are raw records, from several sinks and from plugins, so
+    /// several can share one source position and arrive out of order: a sink
+    /// must take raw records and must not drop a record as a duplicate of
+    /// another at the same position.
+    fn takes_dead_letters(&self) -> Result<(), String> {
+        if self.capabilities().accepts_raw {
+            Ok(())
+        } else {
+            Err(
+                "it cannot take raw records, which dead letters are; use a log sink \
+                 (file, Kafka, HTTP)"
+                    .to_owned(),
+            )
+        }
+    }
+
     /// Connects to the destination and makes the sink. `name` is the
     /// section's name, for logs.
     fn build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>>;

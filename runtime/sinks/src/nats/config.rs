@@ -347,6 +347,21 @@ impl SinkSpec for NatsSinkConfig {
         }
     }
 
+    fn takes_dead_letters(&self) -> Result<(), String> {
+        match self.mode {
+            // Nats-Msg-Id comes from the source position, and dead letters
+            // from two sinks can share one: the stream would drop the second
+            // as a duplicate.
+            NatsMode::Jetstream => Err("Nats-Msg-Id comes from the source position, which \
+                 dead letters from several sinks share, so the stream would drop some as \
+                 duplicates; use a file, Kafka or HTTP sink"
+                .to_owned()),
+            NatsMode::Kv => Err("a KV bucket holds rows, not dead letters; use a log sink \
+                 (file, Kafka, HTTP)"
+                .to_owned()),
+        }
+    }
+
     fn check_topic(&self, template: &str, used_for: TemplateUse) -> Result<(), String> {
         self.check_topic_template(template, used_for)
     }

@@ -420,6 +420,21 @@ impl SinkSpec for RedisSinkConfig {
         self.check_template(template, used_for)
     }
 
+    fn takes_dead_letters(&self) -> Result<(), String> {
+        match self.mode {
+            Mode::Cache => Err("a cache holds rows, not dead letters; use a log sink \
+                 (file, Kafka, HTTP)"
+                .to_owned()),
+            // Entry ids come from the source position, and dead letters from
+            // two sinks can share one: the second would be refused as a
+            // replay and lost.
+            Mode::Stream => Err("stream entry ids come from the source position, which \
+                 dead letters from several sinks share, so some would be dropped as \
+                 replays; use a file, Kafka or HTTP sink"
+                .to_owned()),
+        }
+    }
+
     fn build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>> {
         Box::pin(async move {
             super::RedisSink::connect(name, self.clone())
