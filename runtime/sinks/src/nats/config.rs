@@ -186,6 +186,18 @@ impl NatsSinkConfig {
         if self.url.split(',').all(|u| u.trim().is_empty()) {
             problems.push("url: must list at least one server".to_owned());
         }
+        // Messages name the servers, so the URL must not carry secrets.
+        let has_user_info = |server: &str| {
+            let rest = server.split_once("://").map_or(server, |(_, r)| r);
+            rest[..rest.find('/').unwrap_or(rest.len())].contains('@')
+        };
+        if self.url.split(',').any(|u| has_user_info(u.trim())) {
+            problems.push(
+                "url: holds user info (user:password@); set user and password (or token) \
+                 instead, so they never appear in logs or errors"
+                    .to_owned(),
+            );
+        }
         match self.mode {
             NatsMode::Jetstream => self.validate_jetstream(&mut problems),
             NatsMode::Kv => self.validate_kv(&mut problems),

@@ -192,3 +192,21 @@ fn unchanged_toast_values_are_kept_from_the_stored_row() {
     assert_eq!(Row::parse(br#"{"id":1,"note":"long"}"#), Some(stored));
     assert_eq!(Row::parse(b"not json"), None);
 }
+
+#[test]
+fn credentials_in_the_url_are_refused() {
+    let spec = crate::parse_sink(
+        "type = \"nats\"\nurl = \"nats://weir:s3cret@127.0.0.1:4222\"\nstream = \"S\"\n"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let problems = spec.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("url: holds user info")),
+        "{problems:?}"
+    );
+    assert!(!problems.join(" ").contains("s3cret"), "{problems:?}");
+}
