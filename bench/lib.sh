@@ -20,7 +20,8 @@ now() { date +%s.%N; }
 # CPU seconds (user + system) a process has used so far.
 cpu() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / tck}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
 walsender() { q -d postgres -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1' AND active"; }
-rate() { python3 -c "print(f'{$TOTAL / ($2 - $1):,.0f}')"; }
+# Rows per second between two times, of TOTAL rows or of the count given third.
+rate() { python3 -c "print(f'{${3:-$TOTAL} / ($2 - $1):,.0f}')"; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 # Microseconds of CPU per row, from CPU seconds.
 per_row() { python3 -c "print('-' if '$1' in ('-', '?') else f'{float(\"$1\") * 1e6 / $TOTAL:.1f}')"; }
@@ -148,15 +149,16 @@ TOML
   RESULTS+=("$1|$(secs $t0 $t1)|$(rate $t0 $t1)|$rss|$weir_cpu|$(per_row "$weir_cpu")|$ws_cpu")
 }
 
-# A server's own bulk load of the same rows: `ceiling LABEL SECONDS-COMMAND`
-# times the command, which must load TOTAL rows.
-ceiling() { # label command...
-  local label=$1 t0 t1
-  shift
+# A server's own bulk load: `ceiling LABEL ROWS COMMAND...` times the
+# command, which must load ROWS rows (the final rows of the backlog are
+# fewer than its TOTAL changes, so the count is the caller's to give).
+ceiling() { # label rows command...
+  local label=$1 rows=$2 t0 t1
+  shift 2
   t0=$(now)
   "$@"
   t1=$(now)
-  RESULTS+=("$label|$(secs $t0 $t1)|$(rate $t0 $t1)|-|-|-|-")
+  RESULTS+=("$label|$(secs $t0 $t1)|$(rate $t0 $t1 $rows)|-|-|-|-")
 }
 
 bench_report() {
