@@ -16,7 +16,9 @@
 //! or update becomes `INSERT … ON CONFLICT (key columns) DO UPDATE SET …`
 //! (columns whose value is an unchanged TOAST value are left out, so the
 //! target keeps its own), a delete `DELETE … WHERE key = …`, an update that
-//! changes the key deletes the old key and upserts the new one, a truncate
+//! changes the key deletes the old key and upserts the new one (first moving
+//! the old row to the new key in place when it carries unchanged TOAST
+//! values, which only the old row holds), a truncate
 //! `TRUNCATE` (instant, whatever the table's size; it takes an ACCESS
 //! EXCLUSIVE lock until the batch commits). Logical messages change
 //! nothing and count as delivered. `write` returns once `COMMIT` has

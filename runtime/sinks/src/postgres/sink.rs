@@ -394,6 +394,12 @@ impl PostgresSink {
                 if let Some(before) = &event.before
                     && key_of(table, before) != key_of(table, after)
                 {
+                    if after.iter().any(|v| matches!(v, Value::Unchanged)) {
+                        // The unchanged TOASTed values are only in the old
+                        // row: move it to the new key in place, which keeps
+                        // them; the upsert then finds it there.
+                        steps.push(rekey(target, table, before, after)?);
+                    }
                     steps.push(delete(target, table, before)?);
                 }
                 steps.push(upsert(target, table, after)?);
@@ -759,6 +765,56 @@ fn upsert(target: &Target, table: &TableSchema, row: &[Value]) -> Result<Step, S
             names.join(", "),
             values.join(", "),
             keys.join(", ")
+        ),
+        params,
+    })
+}
+
+/// `UPDATE … SET` the new row's sent values `WHERE` the old key: a key
+/// change that keeps the columns the new row did not carry. Moves nothing
+/// when the old row is not there (the upsert that follows then writes what
+/// it has).
+fn rekey(
+    target: &Target,
+    table: &TableSchema,
+    before: &[Value],
+    after: &[Value],
+) -> Result<Step, String> {
+    let mut sets = Vec::new();
+    let mut params = Vec::new();
+    for (c, v) in table.columns.iter().zip(after) {
+        if matches!(v, Value::Unchanged) {
+            if c.key {
+                return Err(format!("key column {:?} has no value", c.name));
+            }
+            continue;
+        }
+        params.push(column_text(v));
+        sets.push(format!(
+            "{} = ${}::{}",
+            quote_ident(&c.name),
+            params.len(),
+            target.columns[&c.name]
+        ));
+    }
+    let mut conditions = Vec::new();
+    for (c, v) in table.columns.iter().zip(before) {
+        if c.key {
+            params.push(column_text(v));
+            conditions.push(format!(
+                "{} = ${}::{}",
+                quote_ident(&c.name),
+                params.len(),
+                target.columns[&c.name]
+            ));
+        }
+    }
+    Ok(Step {
+        sql: format!(
+            "UPDATE {} SET {} WHERE {}",
+            target.sql,
+            sets.join(", "),
+            conditions.join(" AND ")
         ),
         params,
     })
