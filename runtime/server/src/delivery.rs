@@ -99,7 +99,20 @@ pub(crate) async fn sink_task(
                 sink: name.clone(),
                 error,
             })?;
+            let mut seen = HashSet::new();
             for r in refused {
+                // A sink's report is checked, not trusted: an index out of
+                // range or given twice would settle the wrong records.
+                if r.index >= chunk.len() {
+                    return Err(HaltError::Internal(format!(
+                        "sink {name} reported record {} of a batch of {} as refused (a bug in the sink)",
+                        r.index,
+                        chunk.len()
+                    )));
+                }
+                if !seen.insert(r.index) {
+                    continue;
+                }
                 let at = offset + r.index;
                 let index = if kept.is_empty() { at } else { kept[at] };
                 rejected.push(Rejected {

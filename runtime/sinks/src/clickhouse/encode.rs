@@ -43,6 +43,12 @@ pub(crate) fn version(position: Position) -> Result<u64, SinkError> {
     Ok((lsn << SEQ_BITS) | seq)
 }
 
+/// Whether `position` is past the places `_weir_version` can tell apart
+/// within one transaction: it shares its version with the change before it.
+pub(crate) fn saturated(position: Position) -> bool {
+    position.seq > (1 << SEQ_BITS) - 1
+}
+
 /// The ClickHouse type a column is stored as (without `Nullable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChType {

@@ -18,7 +18,7 @@ use weir_core::{ChangeEvent, Op, Rejected, Sink, SinkError, SinkPayload, SinkRec
 use super::ClickHouseSinkConfig;
 use super::encode::{
     ChType, DELETED_COLUMN, ServerError, VERSION_COLUMN, classify, create_table_sql, ident,
-    key_literal, key_text, parse_lookup, string_literal, version, write_value,
+    key_literal, key_text, parse_lookup, saturated, string_literal, version, write_value,
 };
 
 /// Most keys in one lookup of unchanged TOAST values, to keep the query
@@ -814,7 +814,19 @@ impl Sink for ClickHouseSink {
                     self.flush(&mut pending, &mut rejected).await?;
                     let dest = self.destination(record, event)?;
                     let layout = self.ensure_table(&dest, schema).await?;
-                    let version = version(event.source.position())?;
+                    let position = event.source.position();
+                    if saturated(position) {
+                        // Rows written earlier in this transaction may share
+                        // the truncate's version and would survive it.
+                        return Err(SinkError::Config(format!(
+                            "a TRUNCATE of {} is change {} of its transaction, beyond the \
+                             65,536 that _weir_version tells apart, so rows written before it \
+                             in the same transaction would survive it; split the transaction",
+                            schema.qualified_name(),
+                            position.seq + 1
+                        )));
+                    }
+                    let version = version(position)?;
                     self.truncate(&dest, &layout, version).await?;
                 }
                 Op::Insert | Op::Update | Op::Delete | Op::Read => {

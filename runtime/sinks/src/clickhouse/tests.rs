@@ -309,3 +309,17 @@ fn create_table_statement() {
          ORDER BY (`a`, `b`)"
     );
 }
+
+#[test]
+fn only_places_past_the_sixteen_bits_are_saturated() {
+    use weir_core::{Lsn, Position};
+    let at = |seq| {
+        super::encode::saturated(Position {
+            commit_lsn: Lsn(1),
+            seq,
+        })
+    };
+    // Place 65,535 is the last with a version of its own.
+    assert!(!at(0) && !at(65_535));
+    assert!(at(65_536) && at(70_000));
+}
