@@ -18,6 +18,7 @@ pub use serde_json::Value as Json;
 
 pub mod conformance;
 pub mod services;
+pub mod types;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

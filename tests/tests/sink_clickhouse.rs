@@ -15,6 +15,7 @@ use weir_core::{
 use weir_sinks::{ClickHouseSinkConfig, SinkSpec};
 use weir_tests::conformance::{self, StateTarget};
 use weir_tests::services::clickhouse::ClickHouse;
+use weir_tests::types::TYPES_TABLE as TYPED;
 use weir_tests::*;
 
 struct Target {
@@ -239,14 +240,6 @@ async fn end_to_end_through_crashes_and_a_server_restart() {
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
 }
-
-const TYPED: &str = "CREATE TABLE typed (
-    id int PRIMARY KEY,
-    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
-    t text, vc varchar(20), bp char(5), nm name, by bytea,
-    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
-    addr inet, span interval, arr int4[]
-)";
 
 /// The rows of the types round trip (tests/tests/types_roundtrip.rs), with
 /// dates ClickHouse's `Date` can hold; rows 5 and 6 have dates it cannot.

@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 use weir_core::{Capabilities, Sink, TableSchema};
 use weir_sinks::{NatsMode, NatsSink, NatsSinkConfig, SinkSpec as _};
 use weir_tests::services::nats::NatsServer;
+use weir_tests::types::TYPES_TABLE;
 use weir_tests::*;
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -293,14 +294,6 @@ async fn kv_bucket_ends_equal_to_the_table() {
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
 }
-
-const TYPES_TABLE: &str = "CREATE TABLE typed (
-    id int PRIMARY KEY,
-    b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
-    t text, vc varchar(20), bp char(5), nm name, by bytea,
-    d date, tm time, ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb,
-    addr inet, span interval, arr int4[]
-)";
 
 // The rows and values of tests/tests/types_roundtrip.rs.
 const TYPES_ROWS: &str = r#"
