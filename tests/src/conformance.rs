@@ -15,7 +15,8 @@
 //! * a replayed *older* version never overwrites a newer one, and never
 //!   brings a deleted row back;
 //! * an unchanged TOAST value keeps the old value;
-//! * a primary-key change removes the old key and writes the new one;
+//! * a primary-key change removes the old key and writes the new one, with
+//!   the old row's value of a TOAST column the update left unchanged;
 //! * keyless rows are refused (the sink needs a key) or kept as the sink
 //!   documents, never written under a made-up key.
 //!
@@ -68,7 +69,16 @@ pub fn table_names(tag: &str) -> Vec<String> {
 }
 
 const SCENARIO_TABLES: &[&str] = &[
-    "basic", "order", "replay", "older", "trunc_a", "trunc_b", "toast", "rekey", "keyless",
+    "basic",
+    "order",
+    "replay",
+    "older",
+    "trunc_a",
+    "trunc_b",
+    "toast",
+    "rekey",
+    "rekey_toast",
+    "keyless",
 ];
 
 /// A fresh tag for [`run_tagged`]: six hex digits.
@@ -99,6 +109,7 @@ pub async fn run_tagged(target: &impl StateTarget, tag: &str) {
     run.truncate(target).await;
     run.unchanged_toast(target).await;
     run.key_change(target).await;
+    run.key_change_with_unchanged_toast(target).await;
     run.keyless(target).await;
 }
 
@@ -486,6 +497,74 @@ impl Run {
         .await;
         write(&mut *sink, &[insert, update], "rekey: again").await;
         expect(target, &t, &m, "rekey: after a replay").await;
+        close(sink).await;
+    }
+
+    async fn key_change_with_unchanged_toast(&self, target: &impl StateTarget) {
+        let t = self.table("rekey_toast", true);
+        target.prepare(&t).await;
+        let (mut s, mut m) = (Stream::new(), Model::new());
+        let long = "toasted ".repeat(1000);
+        s.begin();
+        let insert = s.insert(&t, &mut m, 8, row("eight", 8, Some(&long)));
+        s.begin();
+        // UPDATE … SET id = 80, qty = 80: the old key in `before`, and the
+        // TOASTed `note`, unchanged, not sent. The new row keeps it.
+        let update = s.change(
+            &t,
+            Op::Update,
+            Some(key_only(8)),
+            Some(vec![
+                Value::Int(80),
+                Value::Text("eighty".into()),
+                Value::Int(80),
+                Value::Unchanged,
+            ]),
+        );
+        m.remove(&8);
+        m.insert(80, row("eighty", 80, Some(&long)));
+        let mut sink = target.open().await;
+        write(
+            &mut *sink,
+            std::slice::from_ref(&insert),
+            "rekey_toast: insert",
+        )
+        .await;
+        write(
+            &mut *sink,
+            std::slice::from_ref(&update),
+            "rekey_toast: key change without the TOASTed value",
+        )
+        .await;
+        expect(
+            target,
+            &t,
+            &m,
+            "rekey_toast: the new key must have the old row's unchanged value",
+        )
+        .await;
+        // A crash, and a replay of the key change alone: the old key is
+        // gone by now, and the new one must keep its value.
+        drop(sink);
+        let mut sink = target.open().await;
+        write(
+            &mut *sink,
+            std::slice::from_ref(&update),
+            "rekey_toast: the key change again",
+        )
+        .await;
+        expect(
+            target,
+            &t,
+            &m,
+            "rekey_toast: after a replay of the key change",
+        )
+        .await;
+        // And of both, in one batch.
+        drop(sink);
+        let mut sink = target.open().await;
+        write(&mut *sink, &[insert, update], "rekey_toast: both again").await;
+        expect(target, &t, &m, "rekey_toast: after a replay of both").await;
         close(sink).await;
     }
 

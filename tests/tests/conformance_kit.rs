@@ -1,7 +1,8 @@
 //! The conformance kit checked against itself: an in-memory destination
 //! that applies state correctly passes it, and destinations with the
 //! classic mistakes (no version guard, no tombstones, a TOAST marker
-//! written as a value, a key change that leaves the old key) fail it.
+//! written as a value, a key change that leaves the old key, a key change
+//! that loses the unchanged TOAST values) fail it.
 //! This is logic with no service behind it, so an in-process destination
 //! is the right tool here.
 
@@ -25,6 +26,7 @@ enum Flaw {
     NoTombstones,
     ToastMarker,
     KeepsOldKey,
+    RekeyLosesToast,
 }
 
 /// Per table: key → (version, row or tombstone).
@@ -87,15 +89,24 @@ impl Sink for MemorySink {
                 }
                 Op::Insert | Op::Update => {
                     let k = id(&e.after).unwrap();
+                    // Unchanged values come from the row before the change:
+                    // the old key's on a key change, while it is older.
+                    let mut before = None;
                     if let Some(old) = id(&e.before)
                         && old != k
-                        && self.flaw != Flaw::KeepsOldKey
-                        && newer(rows, old)
                     {
-                        rows.insert(old, (at, None));
+                        if self.flaw != Flaw::RekeyLosesToast {
+                            before = rows
+                                .get(&old)
+                                .filter(|(v, _)| *v < at)
+                                .and_then(|(_, r)| r.clone());
+                        }
+                        if self.flaw != Flaw::KeepsOldKey && newer(rows, old) {
+                            rows.insert(old, (at, None));
+                        }
                     }
                     if newer(rows, k) {
-                        let stored = rows.get(&k).and_then(|(_, r)| r.clone());
+                        let stored = before.or_else(|| rows.get(&k).and_then(|(_, r)| r.clone()));
                         let row: Vec<Json> = e
                             .after
                             .as_ref()
@@ -176,6 +187,7 @@ async fn each_classic_mistake_fails_the_kit() {
         (Flaw::NoTombstones, "older:"),
         (Flaw::ToastMarker, "toast:"),
         (Flaw::KeepsOldKey, "rekey:"),
+        (Flaw::RekeyLosesToast, "rekey_toast:"),
     ] {
         let target = memory(flaw);
         let failed = AssertUnwindSafe(run(&target)).catch_unwind().await;

@@ -34,7 +34,7 @@ impl StateTarget for Target {
 
     async fn rows(&self, table: &TableSchema) -> Vec<Json> {
         self.server.rows(&format!(
-            "SELECT id, name, qty, note FROM kit.`{}` FINAL WHERE _weir_deleted = 0 FORMAT JSONEachRow",
+            "SELECT id, name, qty, note FROM kit.`public_{}` FINAL WHERE _weir_deleted = 0 FORMAT JSONEachRow",
             table.name
         ))
     }
@@ -84,7 +84,7 @@ fn ch_rows(server: &ClickHouse, select: &str) -> Vec<Json> {
 
 const ITEMS: &str = "SELECT id, name, qty, md5(coalesce(body, '')) AS body FROM items ORDER BY id";
 const CH_ITEMS: &str = "SELECT id, name, qty, lower(hex(MD5(ifNull(body, '')))) AS body \
-                        FROM e2e.items FINAL WHERE _weir_deleted = 0 ORDER BY id";
+                        FROM e2e.public_items FINAL WHERE _weir_deleted = 0 ORDER BY id";
 
 /// Waits until the destination holds what the source holds.
 fn wait_converged(db: &TestDb, server: &ClickHouse, weir: &WeirProcess, what: &str) {
@@ -108,7 +108,7 @@ fn wait_converged(db: &TestDb, server: &ClickHouse, weir: &WeirProcess, what: &s
                 ch_rows(
                     server,
                     &format!(
-                        "SELECT id, name, _weir_deleted, toString(_weir_version) AS v FROM e2e.items WHERE id = {}",
+                        "SELECT id, name, _weir_deleted, toString(_weir_version) AS v FROM e2e.public_items WHERE id = {}",
                         r["id"]
                     ),
                 )
@@ -181,7 +181,7 @@ async fn end_to_end_through_crashes_and_a_server_restart() {
     assert_eq!(
         ch_rows(
             &server,
-            "SELECT v FROM e2e.other FINAL WHERE _weir_deleted = 0"
+            "SELECT v FROM e2e.public_other FINAL WHERE _weir_deleted = 0"
         ),
         [json!({"v": "stays"})],
         "the truncate touched another table"
@@ -209,7 +209,7 @@ async fn end_to_end_through_crashes_and_a_server_restart() {
     wait_for(Duration::from_secs(120), || {
         let n = ch_rows(
             &server,
-            "SELECT count() AS n FROM e2e.items WHERE id >= 10000",
+            "SELECT count() AS n FROM e2e.public_items WHERE id >= 10000",
         );
         (n.first()?["n"].as_u64()? > 0).then_some(())
     })
@@ -304,7 +304,7 @@ async fn every_type_reaches_its_closest_clickhouse_type() {
 
     let select = "SELECT id, b, i2, i4, i8, toString(f4) AS f4, toString(f8) AS f8, n, n2, t, vc, bp, \
                   nm, hex(by) AS by, toUInt16(d) AS d, tm, ts, tstz, toString(u) AS u, j, jb, addr, \
-                  span, arr FROM types.typed FINAL WHERE _weir_deleted = 0 ORDER BY id";
+                  span, arr FROM types.public_typed FINAL WHERE _weir_deleted = 0 ORDER BY id";
     let rows = wait_for(Duration::from_secs(120), || {
         let rows = ch_rows(&server, select);
         rows.iter().any(|r| r["id"] == 7).then_some(rows)
@@ -466,7 +466,7 @@ async fn credentials_shapes_and_refused_values() {
     server.query("CREATE DATABASE errs").unwrap();
     server
         .query(
-            "CREATE TABLE errs.t (id Int64, qty Nullable(String), _weir_deleted UInt8, \
+            "CREATE TABLE errs.public_t (id Int64, qty Nullable(String), _weir_deleted UInt8, \
              _weir_version UInt64) ENGINE = ReplacingMergeTree(_weir_version) ORDER BY id",
         )
         .unwrap();
@@ -485,7 +485,9 @@ async fn credentials_shapes_and_refused_values() {
         .write(&[insert(&kit_table("absent"), 1, Value::Int(1))])
         .await
     {
-        Err(SinkError::Config(m)) => assert!(m.contains("errs.absent does not exist"), "{m}"),
+        Err(SinkError::Config(m)) => {
+            assert!(m.contains("errs.public_absent does not exist"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 
@@ -506,7 +508,23 @@ async fn credentials_shapes_and_refused_values() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        server.rows("SELECT id, qty FROM errs.ok FINAL WHERE _weir_deleted = 0 ORDER BY id FORMAT JSONEachRow"),
+        server.rows("SELECT id, qty FROM errs.public_ok FINAL WHERE _weir_deleted = 0 ORDER BY id FORMAT JSONEachRow"),
         [json!({"id": 1, "qty": 1}), json!({"id": 3, "qty": 3})]
     );
+
+    // A template giving two source tables one table stops the sink rather
+    // than merging them.
+    let mut merged = config(&server, "errs");
+    merged.table = "{table}".into();
+    let mut sink = merged.build("x").await.unwrap();
+    let mut other = TableSchema::clone(&ok);
+    other.schema = "archive".into();
+    sink.write(&[insert(&ok, 5, Value::Int(5))]).await.unwrap();
+    match sink.write(&[insert(&other.into(), 6, Value::Int(6))]).await {
+        Err(SinkError::Config(m)) => assert!(
+            m.contains("table \"errs.ok\" would hold two source tables, public.ok and archive.ok"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }

@@ -64,7 +64,7 @@ impl StateTarget for Target {
         let rows = self
             .searchd
             .query(&format!(
-                "SELECT id, name, qty, note, weir_nulls FROM {} LIMIT 1000",
+                "SELECT id, name, qty, note, weir_nulls FROM public_{} LIMIT 1000",
                 table.name
             ))
             .await
@@ -89,7 +89,7 @@ async fn conformance_kit_against_searchd() {
     let tag = conformance::new_tag();
     let indexes: Vec<RtIndex> = conformance::table_names(&tag)
         .iter()
-        .flat_map(|t| kit_index(t))
+        .flat_map(|t| kit_index(&format!("public_{t}")))
         .collect();
     let searchd = Searchd::start(&indexes, 8 << 20);
     let config = kit_config(&searchd.addr);
@@ -118,7 +118,7 @@ const DOCS: &str = "CREATE TABLE docs (id int8 PRIMARY KEY, title text, body tex
 
 fn docs_index() -> [RtIndex; 2] {
     [
-        RtIndex::new("docs")
+        RtIndex::new("public_docs")
             .field("title")
             .field("body")
             .attr("string", "title")
@@ -126,7 +126,7 @@ fn docs_index() -> [RtIndex; 2] {
             .attr("bigint", "qty")
             .attr("float", "price")
             .attr("string", "weir_nulls"),
-        RtIndex::state_of("docs"),
+        RtIndex::state_of("public_docs"),
     ]
 }
 
@@ -148,7 +148,9 @@ fn start_weir(dir: &tempfile::TempDir, text: &str) -> (WeirProcess, PathBuf) {
 /// What the docs index holds: `[id, title, body, qty]` per document, by id.
 async fn index_view(searchd: &Searchd) -> Option<Vec<Json>> {
     let rows = searchd
-        .query("SELECT id, title, body, qty, weir_nulls FROM docs ORDER BY id ASC LIMIT 1000")
+        .query(
+            "SELECT id, title, body, qty, weir_nulls FROM public_docs ORDER BY id ASC LIMIT 1000",
+        )
         .await
         .ok()?;
     Some(
@@ -214,7 +216,7 @@ async fn wait_equal(db: &TestDb, searchd: &Searchd, weir: &WeirProcess, what: &s
 async fn matching(searchd: &Searchd, query: &str) -> Vec<u64> {
     searchd
         .query(&format!(
-            "SELECT id FROM docs WHERE MATCH('{query}') ORDER BY id ASC LIMIT 1000"
+            "SELECT id FROM public_docs WHERE MATCH('{query}') ORDER BY id ASC LIMIT 1000"
         ))
         .await
         .unwrap()
@@ -402,7 +404,7 @@ async fn documents_sphinx_cannot_take_are_dead_lettered() {
     .await;
     assert!(got.is_some(), "{}", weir.log());
     let price = searchd
-        .query("SELECT price FROM docs WHERE id = 4")
+        .query("SELECT price FROM public_docs WHERE id = 4")
         .await
         .unwrap();
     assert_eq!(price[0][0].as_deref(), Some("4.500000"));
@@ -438,12 +440,12 @@ const TYPED_COLUMNS: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_type_reaches_its_closest_attribute_type() {
-    let mut index = RtIndex::new("typed").field("t");
+    let mut index = RtIndex::new("public_typed").field("t");
     for (column, ty) in TYPED_COLUMNS {
         index = index.attr(ty, column);
     }
     let index = index.attr("string", "weir_nulls");
-    let searchd = Searchd::start(&[index, RtIndex::state_of("typed")], 8 << 20);
+    let searchd = Searchd::start(&[index, RtIndex::state_of("public_typed")], 8 << 20);
     let db = TestDb::new(
         "sphinx_types",
         "CREATE TABLE typed (
@@ -485,7 +487,7 @@ async fn every_type_reaches_its_closest_attribute_type() {
     .await;
     let columns: Vec<&str> = TYPED_COLUMNS.iter().map(|(c, _)| *c).collect();
     let sql = format!(
-        "SELECT id, {}, weir_nulls FROM typed ORDER BY id ASC LIMIT 10",
+        "SELECT id, {}, weir_nulls FROM public_typed ORDER BY id ASC LIMIT 10",
         columns
             .iter()
             .map(|c| format!("`{c}`"))

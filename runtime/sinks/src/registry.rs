@@ -90,6 +90,23 @@ pub trait SinkSpec: fmt::Debug + Send + Sync + Any {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// Fails when `problems` (what a [`SinkSpec::validate`] found) is not
+/// empty, listing each under its path `sinks.NAME.`: for a sink made from a
+/// configuration nobody checked yet (a test, an embedding program).
+pub fn check_valid(name: &str, problems: Vec<String>) -> Result<(), SinkError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = problems
+        .iter()
+        .map(|p| format!("sinks.{name}.{p}"))
+        .collect();
+    Err(SinkError::Config(format!(
+        "invalid configuration: {}",
+        listed.join("; ")
+    )))
+}
+
 /// [`SinkType::parse`] for a configuration type that deserializes from the
 /// section; an error names the field's path.
 pub fn parse_as<C>(section: toml::Table) -> Result<Box<dyn SinkSpec>, Vec<String>>

@@ -51,8 +51,9 @@ pub struct ClickHouseSinkConfig {
     #[serde(default = "default_database")]
     pub database: String,
     /// The table a source table is written to, a name template with
-    /// `{schema}` and `{table}`. A route's `topic` overrides it. Default:
-    /// `"{table}"`.
+    /// `{schema}` and `{table}`. A route's `topic` overrides it. Each table
+    /// holds one source table: a template giving two source tables one
+    /// table stops the sink. Default: `"{schema}_{table}"`.
     #[serde(default = "default_table")]
     pub table: String,
     /// Whether to create a missing database and table from the source
@@ -96,7 +97,7 @@ fn default_database() -> String {
 }
 
 fn default_table() -> String {
-    "{table}".to_owned()
+    "{schema}_{table}".to_owned()
 }
 
 fn default_true() -> bool {

@@ -15,10 +15,13 @@ use std::sync::Arc;
 use weir_codec::NameTemplate;
 use weir_core::{ChangeEvent, Op, Rejected, Sink, SinkError, SinkPayload, SinkRecord, Value};
 
+use crate::owners::Owners;
+
 use super::ClickHouseSinkConfig;
 use super::encode::{
     ChType, DELETED_COLUMN, ServerError, VERSION_COLUMN, classify, create_table_sql, ident,
-    key_literal, key_text, parse_lookup, saturated, string_literal, version, write_value,
+    key_literal, key_text, parse_lookup, saturated, shared_version, string_literal, version,
+    write_value,
 };
 
 /// Most keys in one lookup of unchanged TOAST values, to keep the query
@@ -44,6 +47,7 @@ pub struct ClickHouseSink {
     routed: HashMap<String, NameTemplate>,
     /// Destination tables already checked against a source shape.
     tables: HashMap<Dest, Checked>,
+    owners: Owners,
 }
 
 /// A destination table: database and table name.
@@ -73,17 +77,7 @@ impl ClickHouseSink {
         name: &str,
         config: ClickHouseSinkConfig,
     ) -> Result<ClickHouseSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("sinks.{name}.{p}"))
-                .collect();
-            return Err(SinkError::Config(format!(
-                "invalid configuration: {}",
-                listed.join("; ")
-            )));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let endpoint = reqwest::Url::parse(&config.url)
             .map_err(|e| SinkError::Config(format!("sinks.{name}.url: {e}")))?;
         let client = reqwest::Client::builder()
@@ -100,6 +94,7 @@ impl ClickHouseSink {
             endpoint,
             routed: HashMap::new(),
             tables: HashMap::new(),
+            owners: Owners::default(),
         };
         let ping = sink.endpoint.join("ping").expect("a fixed path joins");
         let answer = sink
@@ -195,6 +190,10 @@ impl ClickHouseSink {
             .expand_event(event, &mut database)
             .and_then(|()| template.expand_event(event, &mut table))
             .map_err(|e| SinkError::Config(e.to_string()))?;
+        if let Some(source) = &event.table {
+            self.owners
+                .claim("table", &format!("{database}.{table}"), source)?;
+        }
         Ok((database, table))
     }
 
@@ -376,14 +375,21 @@ impl ClickHouseSink {
     }
 
     /// Replaces unchanged TOAST values that the batch itself did not hold
-    /// with the table's current ones.
+    /// with the table's current ones, and drops a write the table already
+    /// holds as new a version of (a replay), whose looked-up values could
+    /// differ from those first written.
     async fn fill_unchanged(&self, table: &mut TableBatch) -> Result<(), SinkError> {
         let layout = Arc::clone(&table.layout);
         let mut wanted: Vec<(String, Vec<Value>)> = Vec::new();
         let mut columns = BTreeSet::new();
-        for entry in table.entries.values() {
+        for (text, entry) in &table.entries {
             if let (Some(lookup), Row::Upsert(values)) = (&entry.lookup, &entry.row) {
                 wanted.push((layout.key_text(lookup), lookup.clone()));
+                if *text != wanted[wanted.len() - 1].0 {
+                    // A key change: the new key's version tells a replay.
+                    let own = layout.key_of(values).map_err(SinkError::Config)?;
+                    wanted.push((text.clone(), own));
+                }
                 columns.extend(
                     values
                         .iter()
@@ -400,7 +406,7 @@ impl ClickHouseSink {
         wanted.dedup_by(|a, b| a.0 == b.0);
         let (database, name) = &table.dest;
         let what = format!("looking up unchanged TOAST values in {database}.{name}");
-        let mut found: HashMap<String, HashMap<usize, Value>> = HashMap::new();
+        let mut found: HashMap<String, Stored> = HashMap::new();
         for chunk in wanted.chunks(LOOKUP_CHUNK) {
             let mut select: Vec<String> = layout
                 .keys
@@ -413,6 +419,11 @@ impl ClickHouseSink {
                     )
                 })
                 .collect();
+            select.push(format!(
+                "toString({}) AS v, {} AS d",
+                ident(VERSION_COLUMN),
+                ident(DELETED_COLUMN)
+            ));
             select.extend(columns.iter().map(|&i| {
                 format!(
                     "{} AS c{i}",
@@ -437,23 +448,29 @@ impl ClickHouseSink {
                 .map(|&i| ident(&layout.names[i]))
                 .collect();
             let sql = format!(
-                "SELECT {} FROM {}.{} FINAL WHERE {} = 0 AND ({}) IN ({}) FORMAT JSONEachRow",
+                "SELECT {} FROM {}.{} FINAL WHERE ({}) IN ({}) FORMAT JSONEachRow",
                 select.join(", "),
                 ident(database),
                 ident(name),
-                ident(DELETED_COLUMN),
                 key_columns.join(", "),
                 tuples.join(", ")
             );
             let answer = self.query(&sql, &what).await.map_err(into_sink_error)?;
             for line in answer.lines().filter(|l| !l.trim().is_empty()) {
-                let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
-                    .map_err(|e| {
-                        SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
-                    })?;
+                let unexpected = |e: &dyn std::fmt::Display| {
+                    SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
+                };
+                let row: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(line).map_err(|e| unexpected(&e))?;
                 let key: Vec<&str> = (0..layout.keys.len())
                     .map(|n| row[&format!("k{n}")].as_str().unwrap_or_default())
                     .collect();
+                let version = row
+                    .get("v")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| unexpected(&"no _weir_version"))?;
+                let deleted = row.get("d").and_then(|d| d.as_u64()).unwrap_or(0) != 0;
                 let mut values = HashMap::new();
                 for &i in &columns {
                     let text = row.get(&format!("c{i}")).and_then(|v| v.as_str());
@@ -462,14 +479,30 @@ impl ClickHouseSink {
                     })?;
                     values.insert(i, value);
                 }
-                found.insert(key.join(","), values);
+                found.insert(
+                    key.join(","),
+                    Stored {
+                        version,
+                        values: (!deleted).then_some(values),
+                    },
+                );
             }
         }
-        for entry in table.entries.values_mut() {
+        let mut replayed = Vec::new();
+        for (text, entry) in table.entries.iter_mut() {
             let (Some(lookup), Row::Upsert(values)) = (&entry.lookup, &mut entry.row) else {
                 continue;
             };
-            let current = found.get(&layout.key_text(lookup));
+            if found.get(text).is_some_and(|s| {
+                s.version > entry.version
+                    || (s.version == entry.version && !shared_version(entry.version))
+            }) {
+                replayed.push(text.clone());
+                continue;
+            }
+            let current = found
+                .get(&layout.key_text(lookup))
+                .and_then(|s| s.values.as_ref());
             if current.is_none() {
                 // The row is gone (deleted or truncated later in the
                 // stream, so this write is older and will not be read), or
@@ -488,6 +521,9 @@ impl ClickHouseSink {
                 }
             }
             entry.lookup = None;
+        }
+        for text in replayed {
+            table.entries.remove(&text);
         }
         Ok(())
     }
@@ -650,6 +686,13 @@ impl Layout {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// A key's newest row in the table, as a lookup found it.
+struct Stored {
+    version: u64,
+    /// The looked-up columns; `None` for a tombstone.
+    values: Option<HashMap<usize, Value>>,
 }
 
 /// What the batch last did to one key.

@@ -50,10 +50,7 @@ impl FileSink {
     /// file cannot be opened or repaired; messages name the sink and path.
     /// This does blocking file I/O; it is meant for start-up.
     pub fn open(name: &str, config: &FileSinkConfig) -> Result<FileSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(SinkError::Config(problems.join("; ")));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let target = if config.path == "-" {
             Target::Stdout
         } else {

@@ -63,17 +63,7 @@ impl HttpSink {
     /// (every problem, as `sinks.NAME.field: message`) or `tls_ca_file`
     /// cannot be read as PEM certificates.
     pub fn new(name: &str, config: HttpSinkConfig) -> Result<HttpSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("sinks.{name}.{p}"))
-                .collect();
-            return Err(SinkError::Config(format!(
-                "invalid configuration: {}",
-                listed.join("; ")
-            )));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let url = Url::parse(&config.url).map_err(|e| SinkError::Config(e.to_string()))?;
         let mut headers = HeaderMap::new();
         for (key, value) in &config.headers {

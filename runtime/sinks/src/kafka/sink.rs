@@ -85,17 +85,7 @@ impl KafkaSink {
     /// [`SinkError::Transient`] when no broker answers in time, naming
     /// the brokers and librdkafka's last connection error.
     pub async fn connect(name: &str, config: KafkaSinkConfig) -> Result<KafkaSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("sinks.{name}.{p}"))
-                .collect();
-            return Err(SinkError::Config(format!(
-                "invalid configuration: {}",
-                listed.join("; ")
-            )));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let topic_template =
             NameTemplate::parse(&config.topic_template()).map_err(SinkError::Config)?;
         let message_template =

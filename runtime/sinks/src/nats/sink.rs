@@ -18,6 +18,8 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 use weir_codec::{Encoder, JsonEncoder, NameTemplate, write_lsn};
 use weir_core::{ChangeEvent, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord};
 
+use crate::owners::Owners;
+
 use super::config::{NatsMode, NatsSinkConfig};
 use super::names::{KeyTemplate, check_subject, covers, stream_subjects};
 use super::row::{Row, row_json};
@@ -68,6 +70,7 @@ struct KvTarget {
     store: jetstream::kv::Store,
     key: KeyTemplate,
     routed: HashMap<String, KeyTemplate>,
+    owners: Owners,
 }
 
 impl NatsSink {
@@ -78,17 +81,7 @@ impl NatsSink {
     /// server without JetStream or a missing stream or bucket that may not
     /// be created, and with [`SinkError::Transient`] when no server answers.
     pub async fn connect(name: &str, config: NatsSinkConfig) -> Result<NatsSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("sinks.{name}.{p}"))
-                .collect();
-            return Err(SinkError::Config(format!(
-                "invalid configuration: {}",
-                listed.join("; ")
-            )));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let url = config.url.clone();
         let mut servers = Vec::new();
         for server in url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -286,6 +279,7 @@ async fn open_bucket(
         store,
         key,
         routed: HashMap::new(),
+        owners: Owners::default(),
     })
 }
 
@@ -679,7 +673,8 @@ impl NatsSink {
             for (index, record) in batch.iter().enumerate() {
                 match target.actions(index, record, &mut actions) {
                     Ok(()) => {}
-                    Err(reason) => rejected.push(Rejected { index, reason }),
+                    Err(KvRefusal::Record(reason)) => rejected.push(Rejected { index, reason }),
+                    Err(KvRefusal::Sink(e)) => return Err(e),
                 }
             }
         }
@@ -1014,6 +1009,19 @@ fn classify_kv(error: &PublishError) -> Outcome {
     classify(error)
 }
 
+/// Why a record cannot go to the bucket: its own fault (refused,
+/// dead-lettered), or the configuration's (the pipeline halts).
+enum KvRefusal {
+    Record(String),
+    Sink(SinkError),
+}
+
+impl From<String> for KvRefusal {
+    fn from(reason: String) -> Self {
+        KvRefusal::Record(reason)
+    }
+}
+
 impl KvTarget {
     /// Adds what `record` does to the bucket to `actions`; an error is why
     /// the record cannot be applied.
@@ -1022,11 +1030,13 @@ impl KvTarget {
         index: usize,
         record: &'a SinkRecord,
         actions: &mut Vec<Action<'a>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), KvRefusal> {
         let event = match &record.payload {
             SinkPayload::Change(event) => event,
             SinkPayload::Raw(_) => {
-                return Err("a KV bucket holds rows; a raw record has no row to store".to_owned());
+                return Err("a KV bucket holds rows; a raw record has no row to store"
+                    .to_owned()
+                    .into());
             }
         };
         let template = match &record.topic {
@@ -1043,6 +1053,15 @@ impl KvTarget {
             }
             None => &self.key,
         };
+        if let Some(source) = &event.table
+            && event.op != Op::Message
+        {
+            let mut prefix = String::new();
+            template.prefix(event, &mut prefix)?;
+            self.owners
+                .claim("key space", &prefix, source)
+                .map_err(KvRefusal::Sink)?;
+        }
         let position = record.source().position();
         let mut key = String::new();
         match event.op {

@@ -12,6 +12,8 @@ use weir_core::{
 };
 use weir_postgres::PgError;
 
+use crate::owners::Owners;
+
 use super::config::{PostgresSinkConfig, TableTemplate, split_fixed_name};
 use super::encode::{column_text, quote_ident, quote_name};
 
@@ -27,11 +29,12 @@ pub struct PostgresSink {
     client: Option<Client>,
     /// Target tables by quoted name.
     targets: HashMap<String, Arc<Target>>,
+    owners: Owners,
     /// Prepared statements by SQL text (one connection's).
     statements: HashMap<String, Statement>,
-    /// What this sink's last successful commit stored, and the
-    /// transaction (as this process delivered it) of its last record, to
-    /// tell a batch that continues that delivery from a replay; see [`plan`].
+    /// Where this sink's last committed batch ended, and the transaction
+    /// (as this process delivered it) of its last record, to tell a batch
+    /// that continues that delivery from a replay; see [`plan`].
     last_committed: Option<(Progress, TxnId)>,
 }
 
@@ -66,52 +69,60 @@ pub(crate) struct Decision {
     pub(crate) skip: bool,
 }
 
-/// Which records of `batch` to apply, and the progress after it, given
-/// the stored progress and whether the batch continues from this sink's
-/// own last commit.
+/// What [`plan`] decided for a batch.
+pub(crate) struct Plan {
+    /// Per record, whether to apply it.
+    pub(crate) decisions: Vec<Decision>,
+    /// The progress to store: the furthest of the stored one and this
+    /// batch's.
+    pub(crate) latest: Option<Progress>,
+    /// Where this batch ended: its last record's position and ordinal
+    /// there (+1), which the next batch of the same delivery continues.
+    pub(crate) end: Option<Progress>,
+}
+
+/// Which records of `batch` to apply, given the stored progress and the
+/// run the batch continues (`start`: where the previous batch of the same
+/// delivery ended, when it ended at the batch's first position).
 ///
 /// A record is skipped when its position is before the stored one, or at
 /// it and among the first `taken` records there. The ordinal of a record
-/// within its position counts from the start of that position's run: in a
-/// batch that continues the stream (the stored progress is what this sink
-/// itself last committed, and the batch starts at it), the run continues
-/// from `taken`; otherwise the
-/// batch is a replay, which starts at a transaction boundary, so the run
-/// starts in the batch. A replay within one process (the source
-/// reconnected) delivers the transaction again under a new [`TxnId`], so
-/// only a batch whose first record belongs to the very delivery this sink
-/// last committed from continues it.
+/// within its position counts from the start of that position's run in the
+/// delivery: from `start.taken` for a batch continuing one, else from the
+/// batch's first record at the position (a replay starts at a transaction
+/// boundary, and a new position starts a new run).
 pub(crate) fn plan(
     positions: &[Position],
     stored: Option<Progress>,
-    continuing: bool,
-) -> (Vec<Decision>, Option<Progress>) {
+    start: Option<Progress>,
+) -> Plan {
     let mut decisions = Vec::with_capacity(positions.len());
-    let mut run: Option<Progress> = None;
+    let mut run: Option<Progress> = start;
     let mut latest = stored;
     for &p in positions {
-        let ordinal = match (run, stored) {
-            (Some(r), _) if r.position == p => r.taken,
-            // Only a batch that starts in the stored run can continue it.
-            (None, Some(s)) if continuing && s.position == p => s.taken,
+        let ordinal = match run {
+            Some(r) if r.position == p => r.taken,
             _ => 0,
         };
-        run = Some(Progress {
+        let r = Progress {
             position: p,
             taken: ordinal + 1,
-        });
+        };
+        run = Some(r);
         let skip = match stored {
             Some(s) => p < s.position || (p == s.position && ordinal < s.taken),
             None => false,
         };
         decisions.push(Decision { skip });
-        if let Some(r) = run
-            && latest.is_none_or(|l| (r.position, r.taken) > (l.position, l.taken))
-        {
+        if latest.is_none_or(|l| (r.position, r.taken) > (l.position, l.taken)) {
             latest = Some(r);
         }
     }
-    (decisions, latest)
+    Plan {
+        decisions,
+        latest,
+        end: if positions.is_empty() { start } else { run },
+    }
 }
 
 /// A statement with its text parameters.
@@ -127,17 +138,7 @@ impl PostgresSink {
         name: &str,
         config: PostgresSinkConfig,
     ) -> Result<PostgresSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            let listed: Vec<String> = problems
-                .iter()
-                .map(|p| format!("sinks.{name}.{p}"))
-                .collect();
-            return Err(SinkError::Config(format!(
-                "invalid configuration: {}",
-                listed.join("; ")
-            )));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let template = TableTemplate::parse(&config.table).map_err(SinkError::Config)?;
         let (schema, table) =
             split_fixed_name(&config.progress_table).map_err(SinkError::Config)?;
@@ -155,6 +156,7 @@ impl PostgresSink {
             place,
             client: None,
             targets: HashMap::new(),
+            owners: Owners::default(),
             statements: HashMap::new(),
             last_committed: None,
         };
@@ -231,6 +233,9 @@ impl PostgresSink {
         let schema = template.schema.as_ref().map(expand).transpose()?;
         let table = expand(&template.table)?;
         let sql = quote_name(schema.as_deref(), &table);
+        if let Some(source) = &event.table {
+            self.owners.claim("table", &sql, source)?;
+        }
         if let Some(t) = self.targets.get(&sql) {
             return Ok(Arc::clone(t));
         }
@@ -533,16 +538,23 @@ impl PostgresSink {
         targets: &[Option<Arc<Target>>],
     ) -> Result<(), SinkError> {
         let stored = self.read_progress().await?;
-        let continuing = match (stored, self.last_committed, batch.first()) {
-            (Some(s), Some((mine, txn)), Some(first)) => s == mine && first.txn == txn,
-            _ => false,
+        // A batch continues the run its delivery's previous batch ended
+        // in only when it is the same delivery of the transaction; a
+        // replay (a restart, a reconnect) delivers it under a new id.
+        let start = match (self.last_committed, batch.first()) {
+            (Some((end, txn)), Some(first)) if first.txn == txn => Some(end),
+            _ => None,
         };
         let positions: Vec<Position> = batch.iter().map(|r| r.source().position()).collect();
-        let (decisions, latest) = plan(&positions, stored, continuing);
+        let Plan {
+            decisions,
+            latest,
+            end,
+        } = plan(&positions, stored, start);
         tracing::debug!(
             sink = %self.name,
             ?stored,
-            continuing,
+            ?start,
             first = ?positions.first(),
             last = ?positions.last(),
             skipped = decisions.iter().filter(|d| d.skip).count(),
@@ -591,7 +603,7 @@ impl PostgresSink {
                     Kind::Record => {
                         self.simple("ROLLBACK").await?;
                         return self
-                            .apply_one_by_one(batch, targets, &decisions, latest, stored)
+                            .apply_one_by_one(batch, targets, &decisions, latest, end, stored)
                             .await;
                     }
                     _ => {
@@ -601,7 +613,7 @@ impl PostgresSink {
                 }
             }
         }
-        self.commit(latest, batch).await?;
+        self.commit(end, batch).await?;
         if refused.is_empty() {
             Ok(())
         } else {
@@ -611,16 +623,11 @@ impl PostgresSink {
 
     async fn commit(
         &mut self,
-        latest: Option<Progress>,
+        end: Option<Progress>,
         batch: &[SinkRecord],
     ) -> Result<(), SinkError> {
         self.simple("COMMIT").await?;
-        // Only a batch that ended in the stored run can be continued; a
-        // replayed batch that stopped short of it (all skipped) cannot.
-        self.last_committed = match (latest, batch.last()) {
-            (Some(p), Some(last)) if last.source().position() == p.position => Some((p, last.txn)),
-            _ => None,
-        };
+        self.last_committed = end.zip(batch.last().map(|r| r.txn));
         Ok(())
     }
 
@@ -633,6 +640,7 @@ impl PostgresSink {
         targets: &[Option<Arc<Target>>],
         decisions: &[Decision],
         latest: Option<Progress>,
+        end: Option<Progress>,
         stored: Option<Progress>,
     ) -> Result<(), SinkError> {
         self.simple("BEGIN").await?;
@@ -689,7 +697,7 @@ impl PostgresSink {
                 .await
                 .map_err(|(_, e)| self.error("storing the applied position", &e))?;
         }
-        self.commit(latest, batch).await?;
+        self.commit(end, batch).await?;
         if refused.is_empty() {
             Ok(())
         } else {

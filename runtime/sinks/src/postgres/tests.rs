@@ -15,9 +15,9 @@ fn pos(lsn: u64, seq: u32) -> Position {
     }
 }
 
-fn skipped(positions: &[Position], stored: Option<Progress>, continuing: bool) -> Vec<bool> {
-    plan(positions, stored, continuing)
-        .0
+fn skipped(positions: &[Position], stored: Option<Progress>, start: Option<Progress>) -> Vec<bool> {
+    plan(positions, stored, start)
+        .decisions
         .iter()
         .map(|d| d.skip)
         .collect()
@@ -132,10 +132,10 @@ fn records_at_or_before_the_stored_position_are_skipped() {
     });
     let batch = [pos(10, 0), pos(20, 0), pos(20, 1), pos(20, 2), pos(30, 0)];
     assert_eq!(
-        skipped(&batch, stored, false),
+        skipped(&batch, stored, None),
         [true, true, true, false, false]
     );
-    let (_, latest) = plan(&batch, stored, false);
+    let latest = plan(&batch, stored, None).latest;
     assert_eq!(
         latest,
         Some(Progress {
@@ -143,41 +143,59 @@ fn records_at_or_before_the_stored_position_are_skipped() {
             taken: 1
         })
     );
-    assert_eq!(skipped(&batch, None, false), [false; 5]);
+    assert_eq!(skipped(&batch, None, None), [false; 5]);
     // An old batch leaves the stored position where it was.
-    let (_, latest) = plan(&[pos(1, 0)], stored, false);
+    let latest = plan(&[pos(1, 0)], stored, None).latest;
     assert_eq!(latest, stored);
+}
+
+fn run(position: Position, taken: u64) -> Option<Progress> {
+    Some(Progress { position, taken })
 }
 
 #[test]
 fn records_sharing_a_position_are_counted_across_batches() {
     // Three records at one position, the batch ending after the second.
     let p = pos(50, 4);
-    let first = [pos(50, 3), p, p];
-    let (_, after_first) = plan(&first, None, false);
+    let first = plan(&[pos(50, 3), p, p], None, None);
+    assert_eq!(first.latest, run(p, 2));
+    assert_eq!(first.end, run(p, 2));
+    // The next batch continues the delivery: its first record at `p` is the third.
     assert_eq!(
-        after_first,
-        Some(Progress {
-            position: p,
-            taken: 2
-        })
+        skipped(&[p, pos(60, 0)], first.latest, first.end),
+        [false, false]
     );
-    // The next batch continues the stream: its first record at `p` is the third.
-    assert_eq!(skipped(&[p, pos(60, 0)], after_first, true), [false, false]);
-    let (_, after_second) = plan(&[p], after_first, true);
-    assert_eq!(
-        after_second,
-        Some(Progress {
-            position: p,
-            taken: 3
-        })
-    );
+    let second = plan(&[p], first.latest, first.end);
+    assert_eq!(second.latest, run(p, 3));
     // A replay after a crash starts at the transaction: the first two at
     // `p` were applied, the third was not.
     assert_eq!(
-        skipped(&[pos(50, 3), p, p, p], after_first, false),
+        skipped(&[pos(50, 3), p, p, p], first.latest, None),
         [true, true, true, false]
     );
+}
+
+#[test]
+fn a_replay_that_ends_inside_the_stored_run_is_continued_from_where_it_ended() {
+    // Five records at `p`; three were applied before a crash.
+    let p = pos(80, 2);
+    let stored = run(p, 3);
+    // The replay's first batch ends after the second of them: both skipped,
+    // the stored progress stays, and the batch ended at ordinal 2, not 3.
+    let replay = plan(&[pos(80, 1), p, p], stored, None);
+    assert_eq!(
+        replay.decisions.iter().map(|d| d.skip).collect::<Vec<_>>(),
+        [true, true, true]
+    );
+    assert_eq!(replay.latest, stored);
+    assert_eq!(replay.end, run(p, 2));
+    // Its next batch holds the third (applied: skipped) to the fifth.
+    let next = plan(&[p, p, p, pos(90, 0)], replay.latest, replay.end);
+    assert_eq!(
+        next.decisions.iter().map(|d| d.skip).collect::<Vec<_>>(),
+        [true, false, false, false]
+    );
+    assert_eq!(next.latest, run(pos(90, 0), 1));
 }
 
 #[test]
@@ -211,7 +229,7 @@ fn a_replay_that_reaches_the_stored_position_later_skips_it() {
         taken: 1,
     });
     let batch: Vec<Position> = (3..12).map(|s| pos(70, s)).collect();
-    let skips = skipped(&batch, stored, true);
+    let skips = skipped(&batch, stored, run(pos(70, 2), 1));
     assert_eq!(skips[..6], [true; 6]);
     assert_eq!(skips[6..], [false; 3]);
 }

@@ -5,7 +5,9 @@
 -- last truncate, is greater than V; equal versions apply again, so that a
 -- replay rewrites the same data.
 --
--- Row operations: KEYS = row key, version key, truncate marker;
+-- Row operations: KEYS = row key, version key, truncate marker, and for
+-- the new row of a key change that left TOAST values unchanged, the old
+-- row key and its version key (the values are copied from there);
 -- ARGV = op, version, ttl in ms ("0": none; for deletes, the tombstone's).
 --   hset  ARGV[4] "1" to replace the whole hash, ARGV[5] n, then n
 --         field/value pairs, then the fields to remove (NULL columns)
@@ -82,9 +84,31 @@ end
 
 if op == 'hdel' or op == 'jdel' then return tombstone() end
 
+-- The old row of a key change, when it holds the values the change left
+-- unchanged: it exists as this sink wrote it and is older than the change.
+-- Once it is gone (a replay, after the old key was deleted) the new row,
+-- already written, keeps its own values.
+local function source_row(kind)
+  local src = KEYS[4]
+  if not src or redis.call('TYPE', src)['ok'] ~= kind then return nil end
+  local sv
+  if kind == 'hash' then
+    sv = redis.call('HGET', src, '_weir_version')
+  else
+    sv = redis.call('GET', KEYS[5])
+  end
+  if sv and older(sv, v) then return src end
+  return nil
+end
+
 if op == 'hset' then
   local n = tonumber(ARGV[5])
-  if ARGV[4] == '1' then redis.call('DEL', key) end
+  local src = source_row('hash')
+  if ARGV[4] == '1' or src then redis.call('DEL', key) end
+  if src then
+    local old = redis.call('HGETALL', src)
+    if #old > 0 then redis.call('HSET', key, unpack(old)) end
+  end
   local fields = {'_weir_version', v}
   for i = 6, 5 + 2 * n do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', key, unpack(fields))
@@ -186,7 +210,7 @@ end
 
 if op == 'jmerge' then
   local stored = {}
-  local text = redis.call('GET', key)
+  local text = redis.call('GET', source_row('string') or key)
   if text then
     stored = members(text)
     if not stored then

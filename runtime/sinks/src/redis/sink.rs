@@ -13,6 +13,8 @@ use weir_core::{
     ChangeEvent, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord, Value,
 };
 
+use crate::owners::Owners;
+
 use super::config::{Format, KeyTemplate, Mode, RedisSinkConfig};
 
 /// The guarded writes, loaded once per connection with `SCRIPT LOAD`.
@@ -34,6 +36,7 @@ pub struct RedisSink {
     sha: String,
     keys: Arc<KeyTemplate>,
     route_keys: HashMap<String, Result<Arc<KeyTemplate>, String>>,
+    owners: Owners,
     streams: [NameTemplate; 3],
     route_streams: HashMap<String, Result<NameTemplate, String>>,
     encoder: Encoder,
@@ -57,10 +60,7 @@ impl RedisSink {
     /// [`SinkError::Auth`] when the server refuses the credentials, and
     /// [`SinkError::Transient`] naming the server when it cannot be reached.
     pub async fn connect(name: &str, config: RedisSinkConfig) -> Result<RedisSink, SinkError> {
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(SinkError::Config(problems.join("; ")));
-        }
+        crate::registry::check_valid(name, config.validate())?;
         let url = config.display_url();
         let mut secrets: Vec<String> = config.password.iter().cloned().collect();
         let mut info = config
@@ -106,6 +106,7 @@ impl RedisSink {
             sha,
             keys,
             route_keys: HashMap::new(),
+            owners: Owners::default(),
             streams,
             route_streams: HashMap::new(),
             encoder,
@@ -174,6 +175,18 @@ impl RedisSink {
         cmd
     }
 
+    /// Records that `event`'s table owns the key space `table` (the
+    /// expanded part of the key template before the key).
+    fn claim(&mut self, table: &str, event: &ChangeEvent) -> Result<(), ChangeError> {
+        match &event.table {
+            Some(source) => self
+                .owners
+                .claim("key space", table, source)
+                .map_err(ChangeError::Sink),
+            None => Ok(()),
+        }
+    }
+
     fn key_template(&mut self, topic: Option<&str>) -> Result<Arc<KeyTemplate>, String> {
         match topic {
             None => Ok(Arc::clone(&self.keys)),
@@ -196,7 +209,7 @@ impl RedisSink {
         event: &ChangeEvent,
         topic: Option<&str>,
         out: &mut Vec<Cmd>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChangeError> {
         let template = self.key_template(topic)?;
         let version = event.source.position().to_hex();
         let mut key = String::new();
@@ -209,6 +222,7 @@ impl RedisSink {
             .table
             .expand_event(event, &mut table)
             .map_err(|e| e.to_string())?;
+        self.claim(&table, event)?;
         let prefix = &self.config.version_prefix;
         let tkey = format!("{prefix}{table}");
         let tombstone_ms = self.config.tombstone_ttl.as_millis().to_string();
@@ -224,24 +238,38 @@ impl RedisSink {
                 out.push(cmd);
             }
             Op::Insert | Op::Update | Op::Read => {
-                if key_changed(event) {
-                    let old = ChangeEvent {
-                        after: None,
-                        ..event.clone()
-                    };
-                    let mut old_key = String::new();
-                    template
-                        .row
-                        .expand_event(&old, &mut old_key)
-                        .map_err(|e| e.to_string())?;
-                    let vkey = format!("{prefix}{old_key}");
-                    let mut cmd = self.evalsha(&[&old_key, &vkey, &tkey]);
-                    cmd.arg(delete_op).arg(&version).arg(&tombstone_ms);
-                    out.push(cmd);
-                }
                 let vkey = format!("{prefix}{key}");
-                let mut cmd = self.evalsha(&[&key, &vkey, &tkey]);
+                if !key_changed(event) {
+                    let mut cmd = self.evalsha(&[&key, &vkey, &tkey]);
+                    self.upsert_args(event, &version, &mut cmd)?;
+                    out.push(cmd);
+                    return Ok(());
+                }
+                let old = ChangeEvent {
+                    after: None,
+                    ..event.clone()
+                };
+                let mut old_key = String::new();
+                template
+                    .row
+                    .expand_event(&old, &mut old_key)
+                    .map_err(|e| e.to_string())?;
+                let old_vkey = format!("{prefix}{old_key}");
+                // The new row first: values the update left unchanged are
+                // copied from the old row before it is deleted.
+                let partial = event
+                    .after
+                    .as_ref()
+                    .is_some_and(|row| row.iter().any(|v| matches!(v, Value::Unchanged)));
+                let mut cmd = if partial {
+                    self.evalsha(&[&key, &vkey, &tkey, &old_key, &old_vkey])
+                } else {
+                    self.evalsha(&[&key, &vkey, &tkey])
+                };
                 self.upsert_args(event, &version, &mut cmd)?;
+                out.push(cmd);
+                let mut cmd = self.evalsha(&[&old_key, &old_vkey, &tkey]);
+                cmd.arg(delete_op).arg(&version).arg(&tombstone_ms);
                 out.push(cmd);
             }
             Op::Truncate | Op::Message => unreachable!("planned elsewhere"),
@@ -336,13 +364,14 @@ impl RedisSink {
         &mut self,
         event: &ChangeEvent,
         topic: Option<&str>,
-    ) -> Result<(), TruncateError> {
-        let template = self.key_template(topic).map_err(TruncateError::Record)?;
+    ) -> Result<(), ChangeError> {
+        let template = self.key_template(topic).map_err(ChangeError::Record)?;
         let mut table = String::new();
         template
             .table
             .expand_event(event, &mut table)
-            .map_err(|e| TruncateError::Record(e.to_string()))?;
+            .map_err(|e| ChangeError::Record(e.to_string()))?;
+        self.claim(&table, event)?;
         let prefix = self.config.version_prefix.clone();
         let version = event.source.position().to_hex();
         let tkey = format!("{prefix}{table}");
@@ -362,7 +391,7 @@ impl RedisSink {
                 .arg(1000)
                 .query_async(&mut self.conn)
                 .await
-                .map_err(|e| TruncateError::Sink(classify(&e, &self.secrets, "scanning")))?;
+                .map_err(|e| ChangeError::Sink(classify(&e, &self.secrets, "scanning")))?;
             for chunk in found.chunks(TRUNCATE_CHUNK).chain(first.then_some(&[][..])) {
                 let mut keys: Vec<String> = vec![tkey.clone()];
                 for k in chunk {
@@ -373,9 +402,9 @@ impl RedisSink {
                 let mut cmd = self.evalsha(&refs);
                 cmd.arg("trunc").arg(&version).arg(format);
                 let mut planned = [Planned { record: 0, cmd }];
-                let outcome = self.run(&mut planned).await.map_err(TruncateError::Sink)?;
+                let outcome = self.run(&mut planned).await.map_err(ChangeError::Sink)?;
                 if let Some(Some(reason)) = outcome.into_iter().next() {
-                    return Err(TruncateError::Record(format!(
+                    return Err(ChangeError::Record(format!(
                         "Redis refused the truncate: {reason}"
                     )));
                 }
@@ -412,10 +441,10 @@ impl RedisSink {
                     self.flush(&mut planned, &mut rejected).await?;
                     match self.truncate(&event, record.topic.as_deref()).await {
                         Ok(()) => {}
-                        Err(TruncateError::Record(reason)) => {
+                        Err(ChangeError::Record(reason)) => {
                             rejected.push(Rejected { index, reason })
                         }
-                        Err(TruncateError::Sink(e)) => return Err(e),
+                        Err(ChangeError::Sink(e)) => return Err(e),
                     }
                 }
                 _ => {
@@ -423,7 +452,10 @@ impl RedisSink {
                     match self.plan_change(&event, record.topic.as_deref(), &mut cmds) {
                         Ok(()) => planned
                             .extend(cmds.into_iter().map(|cmd| Planned { record: index, cmd })),
-                        Err(reason) => rejected.push(Rejected { index, reason }),
+                        Err(ChangeError::Record(reason)) => {
+                            rejected.push(Rejected { index, reason })
+                        }
+                        Err(ChangeError::Sink(e)) => return Err(e),
                     }
                 }
             }
@@ -562,11 +594,18 @@ impl RedisSink {
     }
 }
 
-/// Why a truncate failed: the record's fault (refused, dead-lettered), or
-/// the destination's (the batch fails and is written again).
-enum TruncateError {
+/// Why a change could not be written: the record's fault (refused,
+/// dead-lettered), or the destination's or configuration's (the batch
+/// fails: written again, or the pipeline halts).
+enum ChangeError {
     Record(String),
     Sink(SinkError),
+}
+
+impl From<String> for ChangeError {
+    fn from(reason: String) -> Self {
+        ChangeError::Record(reason)
+    }
 }
 
 fn finish(mut rejected: Vec<Rejected>) -> Result<(), SinkError> {

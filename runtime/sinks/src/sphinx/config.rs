@@ -17,7 +17,7 @@ use crate::registry::SinkSpec;
 /// [sinks.search]
 /// type = "sphinx"
 /// address = "127.0.0.1:9306"
-/// index = "{table}"
+/// index = "{schema}_{table}"
 /// fields = ["title", "body"]
 /// attributes = { title = "string", body = "string", price = "float", created = "timestamp" }
 /// nulls_attribute = "weir_nulls"
@@ -28,9 +28,9 @@ use crate::registry::SinkSpec;
 /// `sphinx.conf` as:
 ///
 /// ```text
-/// index products_weir {
+/// index public_products_weir {
 ///     type = rt
-///     path = /var/lib/sphinxsearch/data/products_weir
+///     path = /var/lib/sphinxsearch/data/public_products_weir
 ///     rt_field = weir_unused
 ///     rt_attr_string = weir_key
 ///     rt_attr_bigint = weir_lsn
@@ -46,7 +46,9 @@ pub struct SphinxSinkConfig {
     pub address: String,
     /// The index a row change goes to when the router gave it none;
     /// `{schema}`, `{table}` (and the other name placeholders) are filled
-    /// from the change. Default: `"{table}"`.
+    /// from the change. Each index holds one source table: a template
+    /// giving two tables one index stops the sink. Default:
+    /// `"{schema}_{table}"`.
     #[serde(default = "default_index")]
     pub index: String,
     /// Appended to an index's name to name its state index, which holds
@@ -124,7 +126,7 @@ impl AttributeType {
 }
 
 fn default_index() -> String {
-    "{table}".to_owned()
+    "{schema}_{table}".to_owned()
 }
 
 fn default_state_suffix() -> String {

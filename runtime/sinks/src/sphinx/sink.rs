@@ -12,6 +12,8 @@ use weir_core::{
     ChangeEvent, Lsn, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord, Value,
 };
 
+use crate::owners::Owners;
+
 use super::config::{AttributeType, STATE_COLUMNS, SphinxSinkConfig};
 use super::encode::{Cell, DocId, WATERMARK_ID, cell, document_id, quote};
 
@@ -31,6 +33,7 @@ pub struct SphinxSink {
     conn: Option<Conn>,
     /// Indexes whose schema has been checked on this connection's server.
     checked: HashSet<String>,
+    owners: Owners,
 }
 
 /// A document as the state index holds it, or as this batch left it.
@@ -79,6 +82,7 @@ struct Step<'a> {
 impl SphinxSink {
     /// Connects to searchd and makes the sink.
     pub async fn connect(name: &str, config: SphinxSinkConfig) -> Result<Self, SinkError> {
+        crate::registry::check_valid(name, config.validate())?;
         let index = NameTemplate::parse(&config.index).map_err(SinkError::Config)?;
         let mut sink = SphinxSink {
             name: name.to_owned(),
@@ -87,6 +91,7 @@ impl SphinxSink {
             index,
             conn: None,
             checked: HashSet::new(),
+            owners: Owners::default(),
         };
         sink.connection().await?;
         Ok(sink)
@@ -400,7 +405,17 @@ impl SphinxSink {
                             continue;
                         }
                     }
-                    let current = plan.docs.get(&id.id).and_then(|d| d.cells.as_ref());
+                    // Values the update left unchanged come from the row
+                    // before it: for a key change the old key's document,
+                    // unless it is gone or newer (a replay), when the new
+                    // document already holds them.
+                    let before = old
+                        .as_ref()
+                        .and_then(|o| plan.docs.get(&o.id).filter(|d| d.key == o.key))
+                        .filter(|d| d.pos < step.pos)
+                        .and_then(|d| d.cells.as_ref());
+                    let current =
+                        before.or_else(|| plan.docs.get(&id.id).and_then(|d| d.cells.as_ref()));
                     let cells = match self.cells(step.event, values, current) {
                         Ok(cells) => cells,
                         Err(reason) => {
@@ -656,6 +671,9 @@ impl SphinxSink {
         let steps = self.plan(batch, &mut rejected);
         let mut plans: BTreeMap<String, IndexPlan> = BTreeMap::new();
         for step in &steps {
+            if let Some(table) = &step.event.table {
+                self.owners.claim("index", &step.index, table)?;
+            }
             let plan = plans.entry(step.index.clone()).or_default();
             match &step.action {
                 Action::Upsert { id, old, .. } => {
