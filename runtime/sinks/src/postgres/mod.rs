@@ -20,8 +20,12 @@
 //! the old row to the new key in place when it carries unchanged TOAST
 //! values, which only the old row holds), a truncate
 //! `TRUNCATE` (instant, whatever the table's size; it takes an ACCESS
-//! EXCLUSIVE lock until the batch commits). Logical messages change
-//! nothing and count as delivered. `write` returns once `COMMIT` has
+//! EXCLUSIVE lock until the batch commits). Neighbouring upserts (or
+//! deletes) of one table and one set of columns, with different keys, run
+//! as one statement over `unnest` of text arrays, so that a backlog of
+//! inserts costs one statement per run rather than per row; a refused row
+//! makes the batch run again row by row, each in a savepoint, to find it.
+//! Logical messages change nothing and count as delivered. `write` returns once `COMMIT` has
 //! returned, with `synchronous_commit = on` for the session. A batch may
 //! hold many source transactions (Weir catching up: one commit for all of
 //! them, up to `max_batch_records`) or part of one (a large source
@@ -84,6 +88,7 @@
 mod config;
 mod encode;
 mod sink;
+mod statements;
 
 #[cfg(test)]
 mod tests;

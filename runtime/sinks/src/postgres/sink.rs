@@ -15,7 +15,10 @@ use weir_postgres::PgError;
 use crate::owners::Owners;
 
 use super::config::{PostgresSinkConfig, TableTemplate, split_fixed_name};
-use super::encode::{column_text, quote_ident, quote_name};
+use super::encode::{quote_ident, quote_name};
+use super::statements::{
+    Many, Params, Step, Target, coalesce, delete, key_of, rekey, truncate, upsert,
+};
 
 /// A sink applying row changes to tables of a Postgres database.
 pub struct PostgresSink {
@@ -32,23 +35,12 @@ pub struct PostgresSink {
     owners: Owners,
     /// Prepared statements by SQL text (one connection's).
     statements: HashMap<String, Statement>,
+    /// The many-row form of each one-row statement.
+    shapes: HashMap<String, Arc<Many>>,
     /// Where this sink's last committed batch ended, and the transaction
     /// (as this process delivered it) of its last record, to tell a batch
     /// that continues that delivery from a replay; see [`plan`].
     last_committed: Option<(Progress, TxnId)>,
-}
-
-/// A target table as the catalog describes it.
-struct Target {
-    /// Quoted, possibly schema-qualified name, for SQL.
-    sql: String,
-    /// As the user would write it, for messages.
-    display: String,
-    /// Column name → the type its values are cast to: the type's own
-    /// qualified name, without the column's modifier, so that the column's
-    /// `varchar(n)` or `numeric(p,s)` check applies on assignment rather
-    /// than a silent truncation by the cast (and `bpchar` is not `char(1)`).
-    columns: HashMap<String, String>,
 }
 
 /// A sink's applied position as `progress_table` stores it.
@@ -125,12 +117,6 @@ pub(crate) fn plan(
     }
 }
 
-/// A statement with its text parameters.
-struct Step {
-    sql: String,
-    params: Vec<Option<String>>,
-}
-
 impl PostgresSink {
     /// Connects to the target, creates `progress_table` when missing, and
     /// makes the sink.
@@ -158,6 +144,7 @@ impl PostgresSink {
             targets: HashMap::new(),
             owners: Owners::default(),
             statements: HashMap::new(),
+            shapes: HashMap::new(),
             last_committed: None,
         };
         sink.ensure_client().await?;
@@ -362,7 +349,7 @@ impl PostgresSink {
 
     /// The statements that apply one record.
     fn steps(
-        &self,
+        &mut self,
         record: &SinkRecord,
         target: Option<&Target>,
         steps: &mut Vec<Step>,
@@ -385,14 +372,17 @@ impl PostgresSink {
                 return Err(format!("missing column {:?}", c.name));
             }
         }
+        let shapes = &mut self.shapes;
         match event.op {
-            Op::Truncate => steps.push(Step {
-                sql: format!("TRUNCATE {}", target.sql),
-                params: Vec::new(),
-            }),
+            Op::Truncate => steps.push(truncate(target)),
             Op::Delete => {
                 let row = event.before.as_ref().or(event.after.as_ref());
-                steps.push(delete(target, table, row.ok_or("a delete without a row")?)?);
+                steps.push(delete(
+                    target,
+                    table,
+                    row.ok_or("a delete without a row")?,
+                    shapes,
+                )?);
             }
             Op::Insert | Op::Update | Op::Read => {
                 let after = event.after.as_ref().ok_or("a change without a new row")?;
@@ -405,20 +395,27 @@ impl PostgresSink {
                         // them; the upsert then finds it there.
                         steps.push(rekey(target, table, before, after)?);
                     }
-                    steps.push(delete(target, table, before)?);
+                    steps.push(delete(target, table, before, shapes)?);
                 }
-                steps.push(upsert(target, table, after)?);
+                steps.push(upsert(target, table, after, shapes)?);
             }
             Op::Message => {}
         }
         Ok(())
     }
 
-    async fn statement(&mut self, sql: &str, n: usize) -> Result<Statement, tokio_postgres::Error> {
+    async fn statement(
+        &mut self,
+        sql: &str,
+        params: &Params,
+    ) -> Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let types = vec![Type::TEXT; n];
+        let types = match params {
+            Params::Row(p) => vec![Type::TEXT; p.len()],
+            Params::Columns(p) => vec![Type::TEXT_ARRAY; p.len()],
+        };
         let statement = self.client().prepare_typed(sql, &types).await?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
@@ -458,6 +455,7 @@ impl PostgresSink {
 
     fn progress_step(&self, p: Progress) -> Step {
         Step {
+            many: None,
             sql: format!(
                 "INSERT INTO {} (sink, commit_lsn, seq, taken, updated_at) \
                  VALUES ($1::text, $2::pg_lsn, $3::int8, $4::int8, now()) \
@@ -465,12 +463,12 @@ impl PostgresSink {
                  seq = EXCLUDED.seq, taken = EXCLUDED.taken, updated_at = EXCLUDED.updated_at",
                 self.progress_sql
             ),
-            params: vec![
+            params: Params::Row(vec![
                 Some(self.name.clone()),
                 Some(p.position.commit_lsn.to_string()),
                 Some(p.position.seq.to_string()),
                 Some(p.taken.to_string()),
-            ],
+            ]),
         }
     }
 
@@ -480,14 +478,17 @@ impl PostgresSink {
         let mut prepared = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
             prepared.push(
-                self.statement(&step.sql, step.params.len())
+                self.statement(&step.sql, &step.params)
                     .await
                     .map_err(|e| (i, e))?,
             );
         }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps
             .iter()
-            .map(|s| s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
+            .map(|s| match &s.params {
+                Params::Row(p) => p.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
+                Params::Columns(p) => p.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
+            })
             .collect();
         let client = self.client();
         // Sent without waiting for each answer: the server runs them in
@@ -588,6 +589,7 @@ impl PostgresSink {
             }
             owner.extend(std::iter::repeat_n(index, steps.len() - before));
         }
+        let (mut steps, owner) = coalesce(steps, owner);
         if let Some(p) = latest
             && Some(p) != stored
         {
@@ -733,137 +735,6 @@ impl Sink for PostgresSink {
         self.client = None;
         Ok(())
     }
-}
-
-fn upsert(target: &Target, table: &TableSchema, row: &[Value]) -> Result<Step, String> {
-    let mut names = Vec::new();
-    let mut values = Vec::new();
-    let mut params = Vec::new();
-    let mut updates = Vec::new();
-    let mut keys = Vec::new();
-    for (c, v) in table.columns.iter().zip(row) {
-        if matches!(v, Value::Unchanged) {
-            if c.key {
-                return Err(format!("key column {:?} has no value", c.name));
-            }
-            continue;
-        }
-        let name = quote_ident(&c.name);
-        params.push(column_text(v));
-        values.push(format!("${}::{}", params.len(), target.columns[&c.name]));
-        if c.key {
-            keys.push(name.clone());
-        } else {
-            updates.push(format!("{name} = EXCLUDED.{name}"));
-        }
-        names.push(name);
-    }
-    if keys.is_empty() {
-        return Err("the row has no key columns".to_owned());
-    }
-    let action = if updates.is_empty() {
-        "NOTHING".to_owned()
-    } else {
-        format!("UPDATE SET {}", updates.join(", "))
-    };
-    Ok(Step {
-        sql: format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
-            target.sql,
-            names.join(", "),
-            values.join(", "),
-            keys.join(", ")
-        ),
-        params,
-    })
-}
-
-/// `UPDATE … SET` the new row's sent values `WHERE` the old key: a key
-/// change that keeps the columns the new row did not carry. Moves nothing
-/// when the old row is not there (the upsert that follows then writes what
-/// it has).
-fn rekey(
-    target: &Target,
-    table: &TableSchema,
-    before: &[Value],
-    after: &[Value],
-) -> Result<Step, String> {
-    let mut sets = Vec::new();
-    let mut params = Vec::new();
-    for (c, v) in table.columns.iter().zip(after) {
-        if matches!(v, Value::Unchanged) {
-            if c.key {
-                return Err(format!("key column {:?} has no value", c.name));
-            }
-            continue;
-        }
-        params.push(column_text(v));
-        sets.push(format!(
-            "{} = ${}::{}",
-            quote_ident(&c.name),
-            params.len(),
-            target.columns[&c.name]
-        ));
-    }
-    let mut conditions = Vec::new();
-    for (c, v) in table.columns.iter().zip(before) {
-        if c.key {
-            params.push(column_text(v));
-            conditions.push(format!(
-                "{} = ${}::{}",
-                quote_ident(&c.name),
-                params.len(),
-                target.columns[&c.name]
-            ));
-        }
-    }
-    Ok(Step {
-        sql: format!(
-            "UPDATE {} SET {} WHERE {}",
-            target.sql,
-            sets.join(", "),
-            conditions.join(" AND ")
-        ),
-        params,
-    })
-}
-
-fn delete(target: &Target, table: &TableSchema, row: &[Value]) -> Result<Step, String> {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    for (c, v) in table.columns.iter().zip(row) {
-        if !c.key {
-            continue;
-        }
-        params.push(column_text(v));
-        conditions.push(format!(
-            "{} = ${}::{}",
-            quote_ident(&c.name),
-            params.len(),
-            target.columns[&c.name]
-        ));
-    }
-    if conditions.is_empty() {
-        return Err("the row has no key columns".to_owned());
-    }
-    Ok(Step {
-        sql: format!(
-            "DELETE FROM {} WHERE {}",
-            target.sql,
-            conditions.join(" AND ")
-        ),
-        params,
-    })
-}
-
-fn key_of<'a>(table: &TableSchema, row: &'a [Value]) -> Vec<&'a Value> {
-    table
-        .columns
-        .iter()
-        .zip(row)
-        .filter(|(c, _)| c.key)
-        .map(|(_, v)| v)
-        .collect()
 }
 
 /// `table public.t, key id=5 (update at 0/16B3F28#2)`, for messages.

@@ -233,3 +233,83 @@ fn a_replay_that_reaches_the_stored_position_later_skips_it() {
     assert_eq!(skips[..6], [true; 6]);
     assert_eq!(skips[6..], [false; 3]);
 }
+
+#[test]
+fn neighbouring_changes_of_one_shape_run_as_one_statement() {
+    use std::collections::HashMap;
+    use weir_core::{Column, ReplicaIdentity, TableSchema};
+
+    use super::statements::{Params, Target, coalesce, delete, truncate, upsert};
+
+    let column = |name: &str, key: bool| Column {
+        name: name.into(),
+        type_oid: 25,
+        type_name: "text".into(),
+        type_modifier: -1,
+        key,
+    };
+    let table = TableSchema {
+        id: 1,
+        version: 1,
+        schema: "public".into(),
+        name: "t".into(),
+        columns: vec![column("id", true), column("v", false)],
+        replica_identity: ReplicaIdentity::Default,
+    };
+    let target = Target {
+        sql: "public.t".into(),
+        display: "public.t".into(),
+        columns: HashMap::from([
+            ("id".into(), "pg_catalog.int8".into()),
+            ("v".into(), "pg_catalog.text".into()),
+        ]),
+    };
+    let mut shapes = HashMap::new();
+    let row = |id: i64, v: Value| vec![Value::Int(id), v];
+    let mut up = |id, v| upsert(&target, &table, &row(id, v), &mut shapes).unwrap();
+    let steps = vec![
+        up(1, Value::Text("a".into())),
+        up(2, Value::Text("b".into())),
+        // The same key again: a new statement, so that it runs after.
+        up(1, Value::Text("c".into())),
+        // Another shape (the TOASTed value left out).
+        up(3, Value::Unchanged),
+        truncate(&target),
+        delete(&target, &table, &row(4, Value::Null), &mut shapes).unwrap(),
+        delete(&target, &table, &row(5, Value::Null), &mut shapes).unwrap(),
+    ];
+    let (merged, owner) = coalesce(steps, vec![0, 1, 2, 3, 4, 5, 5]);
+    assert_eq!(owner, [0, 2, 3, 4, 5]);
+    let shape: Vec<(String, usize)> = merged
+        .iter()
+        .map(|s| match &s.params {
+            Params::Row(p) => (s.sql.clone(), p.len()),
+            Params::Columns(c) => (s.sql.clone(), c[0].len()),
+        })
+        .collect();
+    assert!(
+        shape[0].0.contains("unnest($1::text[], $2::text[])"),
+        "{shape:?}"
+    );
+    assert_eq!(shape[0].1, 2);
+    assert!(shape[1].0.contains("VALUES ($1"), "{shape:?}");
+    assert!(shape[2].0.contains("DO NOTHING"), "{shape:?}");
+    assert!(shape[3].0.starts_with("TRUNCATE"), "{shape:?}");
+    assert!(
+        shape[4]
+            .0
+            .starts_with("DELETE FROM public.t AS weir_target USING unnest($1::text[])"),
+        "{shape:?}"
+    );
+    assert_eq!(shape[4].1, 2);
+    match &merged[0].params {
+        Params::Columns(c) => assert_eq!(
+            c,
+            &[
+                vec![Some("1".to_owned()), Some("2".to_owned())],
+                vec![Some("a".to_owned()), Some("b".to_owned())]
+            ]
+        ),
+        Params::Row(_) => panic!("not merged"),
+    }
+}
