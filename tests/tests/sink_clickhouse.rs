@@ -522,7 +522,9 @@ async fn credentials_shapes_and_refused_values() {
     sink.write(&[insert(&ok, 5, Value::Int(5))]).await.unwrap();
     match sink.write(&[insert(&other.into(), 6, Value::Int(6))]).await {
         Err(SinkError::Config(m)) => assert!(
-            m.contains("table \"errs.ok\" would hold two source tables, public.ok and archive.ok"),
+            m.contains(
+                "table \"`errs`.`ok`\" would hold two source tables, public.ok and archive.ok"
+            ),
             "{m}"
         ),
         other => panic!("{other:?}"),

@@ -241,6 +241,60 @@ async fn json_merge_is_exact_and_lost_scripts_are_reloaded() {
     assert_eq!(version, "000000000000020000000000");
 }
 
+/// A key template that names only some of the key columns: an update that
+/// changes another key column keeps the same cache key, and must leave the
+/// row there (not write it, then delete it as the "old" key), with its
+/// unchanged TOAST value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_change_the_key_template_does_not_see_keeps_the_row() {
+    let server = RedisServer::start();
+    let t = table(
+        "tenanted",
+        &[
+            ("tenant", "int8", true),
+            ("id", "int8", true),
+            ("note", "text", false),
+        ],
+    );
+    for format in [Format::Hash, Format::Json] {
+        let mut config = RedisSinkConfig::new(server.url());
+        config.format = format;
+        config.key = "{schema}:{table}:{key.id}".into();
+        let mut sink = RedisSink::connect("redis", config).await.unwrap();
+        let insert = record(
+            &t,
+            Op::Insert,
+            0x100,
+            0,
+            Some(vec![
+                Value::Int(1),
+                Value::Int(5),
+                Value::Text("long".into()),
+            ]),
+        );
+        let mut moved = record(
+            &t,
+            Op::Update,
+            0x200,
+            0,
+            Some(vec![Value::Int(2), Value::Int(5), Value::Unchanged]),
+        );
+        if let SinkPayload::Change(e) = &mut moved.payload {
+            Arc::get_mut(e).unwrap().before = Some(vec![Value::Int(1), Value::Int(5), Value::Null]);
+        }
+        sink.write(&[insert]).await.unwrap();
+        sink.write(std::slice::from_ref(&moved)).await.unwrap();
+        let rows = cached_rows(&server, format, "public:tenanted:");
+        let want = match format {
+            Format::Json => json!({"tenant": 2, "id": 5, "note": "long"}),
+            Format::Hash => json!({"tenant": "2", "id": "5", "note": "long"}),
+        };
+        assert_eq!(rows, [want], "{format:?}");
+        let mut conn = server.connection();
+        let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    }
+}
+
 /// Several records of one position (a plugin can make them) get entries
 /// of their own, and writing them again, in other batch cuts, adds none.
 #[tokio::test(flavor = "multi_thread")]

@@ -49,13 +49,6 @@ pub(crate) fn saturated(position: Position) -> bool {
     position.seq > (1 << SEQ_BITS) - 1
 }
 
-/// Whether two changes may share `version`: those at the saturated place
-/// in a transaction do, so an equal stored version does not prove that
-/// the change itself was written.
-pub(crate) fn shared_version(version: u64) -> bool {
-    version & ((1 << SEQ_BITS) - 1) == (1 << SEQ_BITS) - 1
-}
-
 /// The ClickHouse type a column is stored as (without `Nullable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChType {

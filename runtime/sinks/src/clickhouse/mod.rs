@@ -10,12 +10,13 @@
 //!
 //! # Tables
 //!
-//! A source table `public.orders` goes to `cdc.orders` (the `database` and
-//! `table` templates; a route's `topic` replaces `table`). When it is
+//! A source table `public.orders` goes to `cdc.public_orders` (the
+//! `database` and `table` templates; a route's `topic` replaces `table`;
+//! each table holds one source table). When it is
 //! missing and `create_tables` is on (the default), the sink makes it:
 //!
 //! ```sql
-//! CREATE TABLE cdc.orders (id Int64, status Nullable(String), …,
+//! CREATE TABLE cdc.public_orders (id Int64, status Nullable(String), …,
 //!     _weir_deleted UInt8, _weir_version UInt64)
 //! ENGINE = ReplacingMergeTree(_weir_version) ORDER BY (id)
 //! ```
@@ -28,7 +29,7 @@
 //! which the pipeline goes on by itself.
 //!
 //! Read the current rows with
-//! `SELECT … FROM cdc.orders FINAL WHERE _weir_deleted = 0`.
+//! `SELECT … FROM cdc.public_orders FINAL WHERE _weir_deleted = 0`.
 //!
 //! # Versions and guarantees
 //!

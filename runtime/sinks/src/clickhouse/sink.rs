@@ -20,8 +20,7 @@ use crate::owners::Owners;
 use super::ClickHouseSinkConfig;
 use super::encode::{
     ChType, DELETED_COLUMN, ServerError, VERSION_COLUMN, classify, create_table_sql, ident,
-    key_literal, key_text, parse_lookup, saturated, shared_version, string_literal, version,
-    write_value,
+    key_literal, key_text, parse_lookup, saturated, string_literal, version, write_value,
 };
 
 /// Most keys in one lookup of unchanged TOAST values, to keep the query
@@ -191,8 +190,8 @@ impl ClickHouseSink {
             .and_then(|()| template.expand_event(event, &mut table))
             .map_err(|e| SinkError::Config(e.to_string()))?;
         if let Some(source) = &event.table {
-            self.owners
-                .claim("table", &format!("{database}.{table}"), source)?;
+            let name = format!("{}.{}", ident(&database), ident(&table));
+            self.owners.claim("table", &name, source)?;
         }
         Ok((database, table))
     }
@@ -375,9 +374,10 @@ impl ClickHouseSink {
     }
 
     /// Replaces unchanged TOAST values that the batch itself did not hold
-    /// with the table's current ones, and drops a write the table already
-    /// holds as new a version of (a replay), whose looked-up values could
-    /// differ from those first written.
+    /// with the table's current ones: the row before the change (the old
+    /// key's, for a key change), or, when the key already holds this
+    /// change's version (a replay), that row's; a write the table holds a
+    /// newer version of is dropped.
     async fn fill_unchanged(&self, table: &mut TableBatch) -> Result<(), SinkError> {
         let layout = Arc::clone(&table.layout);
         let mut wanted: Vec<(String, Vec<Value>)> = Vec::new();
@@ -414,19 +414,19 @@ impl ClickHouseSink {
                 .enumerate()
                 .map(|(n, &i)| {
                     format!(
-                        "{} AS k{n}",
+                        "{} AS _weir_k{n}",
                         layout.types[i].lookup_expr(&ident(&layout.names[i]))
                     )
                 })
                 .collect();
             select.push(format!(
-                "toString({}) AS v, {} AS d",
+                "toString({}) AS _weir_lookup_version, {} AS _weir_lookup_deleted",
                 ident(VERSION_COLUMN),
                 ident(DELETED_COLUMN)
             ));
             select.extend(columns.iter().map(|&i| {
                 format!(
-                    "{} AS c{i}",
+                    "{} AS _weir_c{i}",
                     layout.types[i].lookup_expr(&ident(&layout.names[i]))
                 )
             }));
@@ -463,17 +463,21 @@ impl ClickHouseSink {
                 let row: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(line).map_err(|e| unexpected(&e))?;
                 let key: Vec<&str> = (0..layout.keys.len())
-                    .map(|n| row[&format!("k{n}")].as_str().unwrap_or_default())
+                    .map(|n| row[&format!("_weir_k{n}")].as_str().unwrap_or_default())
                     .collect();
                 let version = row
-                    .get("v")
+                    .get("_weir_lookup_version")
                     .and_then(|v| v.as_str())
                     .and_then(|v| v.parse::<u64>().ok())
                     .ok_or_else(|| unexpected(&"no _weir_version"))?;
-                let deleted = row.get("d").and_then(|d| d.as_u64()).unwrap_or(0) != 0;
+                let deleted = row
+                    .get("_weir_lookup_deleted")
+                    .and_then(|d| d.as_u64())
+                    .unwrap_or(0)
+                    != 0;
                 let mut values = HashMap::new();
                 for &i in &columns {
-                    let text = row.get(&format!("c{i}")).and_then(|v| v.as_str());
+                    let text = row.get(&format!("_weir_c{i}")).and_then(|v| v.as_str());
                     let value = parse_lookup(layout.types[i], text).map_err(|e| {
                         SinkError::Transient(format!("{what}: column {}: {e}", layout.names[i]))
                     })?;
@@ -493,16 +497,22 @@ impl ClickHouseSink {
             let (Some(lookup), Row::Upsert(values)) = (&entry.lookup, &mut entry.row) else {
                 continue;
             };
-            if found.get(text).is_some_and(|s| {
-                s.version > entry.version
-                    || (s.version == entry.version && !shared_version(entry.version))
-            }) {
+            let own = found.get(text);
+            if own.is_some_and(|s| s.version > entry.version) {
+                // A newer version is there: this one would never be read.
                 replayed.push(text.clone());
                 continue;
             }
-            let current = found
-                .get(&layout.key_text(lookup))
-                .and_then(|s| s.values.as_ref());
+            // The key already holds this very version (a replay, or a
+            // change fanned out at one position): its values are those of
+            // this place in the stream, even when the old key of a key
+            // change has been deleted since.
+            let current = match own {
+                Some(s) if s.version == entry.version && s.values.is_some() => s.values.as_ref(),
+                _ => found
+                    .get(&layout.key_text(lookup))
+                    .and_then(|s| s.values.as_ref()),
+            };
             if current.is_none() {
                 // The row is gone (deleted or truncated later in the
                 // stream, so this write is older and will not be read), or

@@ -222,8 +222,9 @@ fn sqlstates_say_who_is_at_fault() {
 #[test]
 fn a_replay_that_reaches_the_stored_position_later_skips_it() {
     // The stored position is seq 8; this sink's last batch (a replay, all
-    // skipped) ended at seq 2, and the next one starts at seq 3: record 8
-    // was applied before the crash and must be skipped again.
+    // skipped) ended at seq 2, and the next one starts at seq 3, a new
+    // position, so its run starts afresh: record 8 was applied before the
+    // crash and must be skipped again, the ones after it applied.
     let stored = Some(Progress {
         position: pos(70, 8),
         taken: 1,

@@ -90,7 +90,7 @@ if op == 'hdel' or op == 'jdel' then return tombstone() end
 -- already written, keeps its own values.
 local function source_row(kind)
   local src = KEYS[4]
-  if not src or redis.call('TYPE', src)['ok'] ~= kind then return nil end
+  if not src or src == key or redis.call('TYPE', src)['ok'] ~= kind then return nil end
   local sv
   if kind == 'hash' then
     sv = redis.call('HGET', src, '_weir_version')

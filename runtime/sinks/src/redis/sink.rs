@@ -203,7 +203,7 @@ impl RedisSink {
     }
 
     /// The commands for one row change: a delete, an upsert, or for a key
-    /// change both (the old key's delete first).
+    /// change both (the new row first, which may copy from the old one).
     fn plan_change(
         &mut self,
         event: &ChangeEvent,
@@ -239,21 +239,25 @@ impl RedisSink {
             }
             Op::Insert | Op::Update | Op::Read => {
                 let vkey = format!("{prefix}{key}");
-                if !key_changed(event) {
+                let mut old_key = String::new();
+                if key_changed(event) {
+                    let old = ChangeEvent {
+                        after: None,
+                        ..event.clone()
+                    };
+                    template
+                        .row
+                        .expand_event(&old, &mut old_key)
+                        .map_err(|e| e.to_string())?;
+                }
+                // A template naming only some key columns may give a key
+                // change the same cache key: that is a plain upsert.
+                if old_key.is_empty() || old_key == key {
                     let mut cmd = self.evalsha(&[&key, &vkey, &tkey]);
                     self.upsert_args(event, &version, &mut cmd)?;
                     out.push(cmd);
                     return Ok(());
                 }
-                let old = ChangeEvent {
-                    after: None,
-                    ..event.clone()
-                };
-                let mut old_key = String::new();
-                template
-                    .row
-                    .expand_event(&old, &mut old_key)
-                    .map_err(|e| e.to_string())?;
                 let old_vkey = format!("{prefix}{old_key}");
                 // The new row first: values the update left unchanged are
                 // copied from the old row before it is deleted.

@@ -13,7 +13,7 @@
 //! # Documents
 //!
 //! Each row is one document of the index its change names (the router's
-//! topic, else the `index` template, `{table}` by default). Its document
+//! topic, else the `index` template, `{schema}_{table}` by default). Its document
 //! id is the row's key when that is a single integer column above zero;
 //! any other key (text, uuid, several columns, zero or negative integers)
 //! gets the first 8 bytes of the SHA-256 of its `{key}` text, big-endian
