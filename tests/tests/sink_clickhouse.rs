@@ -8,10 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use weir_core::{
-    Capabilities, ChangeEvent, Column, Lsn, Op, ReplicaIdentity, Sink, SinkError, SinkPayload,
-    SinkRecord, SourceInfo, TableSchema, TxnId, Value,
-};
+use weir_core::{Capabilities, Op, Sink, SinkError, SinkRecord, TableSchema, Value};
 use weir_sinks::{ClickHouseSinkConfig, SinkSpec};
 use weir_tests::conformance::{self, StateTarget};
 use weir_tests::services::clickhouse::ClickHouse;
@@ -389,46 +386,23 @@ async fn a_server_that_is_down_at_start_is_named() {
 }
 
 fn kit_table(name: &str) -> std::sync::Arc<TableSchema> {
-    let column = |name: &str, type_name: &str, type_oid: u32, key: bool| Column {
-        name: name.into(),
-        type_oid,
-        type_name: type_name.into(),
-        type_modifier: -1,
-        key,
-    };
-    std::sync::Arc::new(TableSchema {
-        id: 1,
-        version: 1,
-        schema: "public".into(),
-        name: name.into(),
-        columns: vec![
-            column("id", "int8", 20, true),
-            column("qty", "int4", 23, false),
-        ],
-        replica_identity: ReplicaIdentity::Default,
-    })
+    weir_tests::records::table(
+        "public",
+        name,
+        &[("id", "int8", true), ("qty", "int4", false)],
+    )
 }
 
 fn insert(table: &std::sync::Arc<TableSchema>, id: i64, qty: Value) -> SinkRecord {
-    SinkRecord {
-        topic: None,
-        payload: SinkPayload::Change(std::sync::Arc::new(ChangeEvent {
-            op: Op::Insert,
-            table: Some(table.clone()),
-            before: None,
-            after: Some(vec![Value::Int(id), qty]),
-            message: None,
-            source: SourceInfo {
-                commit_lsn: Lsn(0x1000 + id as u64),
-                lsn: Lsn(0x1000),
-                xid: 1,
-                commit_time_micros: 0,
-                seq: 0,
-            },
-            txn: TxnId(1),
-        })),
-        txn: TxnId(1),
-    }
+    let lsn = 0x1000 + id as u64;
+    weir_tests::records::change(
+        table,
+        Op::Insert,
+        lsn,
+        0,
+        None,
+        Some(vec![Value::Int(id), qty]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

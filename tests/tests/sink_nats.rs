@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt as _;
-use weir_core::{
-    Capabilities, ChangeEvent, Column, Lsn, Op, ReplicaIdentity, Sink, SinkPayload, SinkRecord,
-    SourceInfo, TableSchema, TxnId, Value,
-};
+use weir_core::{Capabilities, Op, Sink, SinkRecord, TableSchema, Value};
 use weir_sinks::{NatsMode, NatsSink, NatsSinkConfig, SinkSpec as _};
 use weir_tests::services::nats::NatsServer;
 use weir_tests::types::TYPES_TABLE;
@@ -238,25 +235,14 @@ async fn jetstream_gets_every_change_once_even_across_a_sigkill() {
 
 /// An insert into `public.t (id int8 primary key)` at (commit LSN, seq).
 fn insert_at(table: &std::sync::Arc<TableSchema>, lsn: u64, seq: u32, id: i64) -> SinkRecord {
-    SinkRecord {
-        topic: None,
-        payload: SinkPayload::Change(std::sync::Arc::new(ChangeEvent {
-            op: Op::Insert,
-            table: Some(table.clone()),
-            before: None,
-            after: Some(vec![Value::Int(id)]),
-            message: None,
-            source: SourceInfo {
-                commit_lsn: Lsn(lsn),
-                lsn: Lsn(lsn - 8),
-                xid: 7,
-                commit_time_micros: 0,
-                seq,
-            },
-            txn: TxnId(lsn),
-        })),
-        txn: TxnId(lsn),
-    }
+    weir_tests::records::change(
+        table,
+        Op::Insert,
+        lsn,
+        seq,
+        None,
+        Some(vec![Value::Int(id)]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,20 +251,7 @@ async fn a_batch_published_again_after_a_crash_is_dropped_by_the_stream() {
     let mut config = NatsSinkConfig::new(&server.url, NatsMode::Jetstream);
     config.stream = Some("WEIR".into());
     config.create_stream = true;
-    let table = std::sync::Arc::new(TableSchema {
-        id: 1,
-        version: 1,
-        schema: "public".into(),
-        name: "t".into(),
-        columns: vec![Column {
-            name: "id".into(),
-            type_oid: 20,
-            type_name: "int8".into(),
-            type_modifier: -1,
-            key: true,
-        }],
-        replica_identity: ReplicaIdentity::Default,
-    });
+    let table = weir_tests::records::table("public", "t", &[("id", "int8", true)]);
     let first = [
         insert_at(&table, 0x100, 0, 1),
         insert_at(&table, 0x100, 1, 2),

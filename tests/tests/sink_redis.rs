@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use redis::Commands as _;
 use serde_json::json;
-use weir_core::{
-    Capabilities, ChangeEvent, Column, Lsn, Op, ReplicaIdentity, Sink, SinkPayload, SinkRecord,
-    SourceInfo, TableSchema, TxnId, Value,
-};
+use weir_core::{Capabilities, Op, Sink, SinkRecord, TableSchema, Value};
 use weir_sinks::SinkSpec as _;
 use weir_sinks::redis::{Format, Mode, RedisSink, RedisSinkConfig};
 use weir_tests::conformance::{self, StateTarget};
@@ -136,23 +133,7 @@ async fn conformance_in_hash_format() {
 }
 
 fn table(name: &str, columns: &[(&str, &str, bool)]) -> Arc<TableSchema> {
-    Arc::new(TableSchema {
-        id: 7,
-        version: 1,
-        schema: "public".into(),
-        name: name.into(),
-        columns: columns
-            .iter()
-            .map(|(n, t, key)| Column {
-                name: (*n).into(),
-                type_oid: 0,
-                type_name: (*t).into(),
-                type_modifier: -1,
-                key: *key,
-            })
-            .collect(),
-        replica_identity: ReplicaIdentity::Default,
-    })
+    weir_tests::records::table("public", name, columns)
 }
 
 fn record(
@@ -162,25 +143,7 @@ fn record(
     seq: u32,
     after: Option<Vec<Value>>,
 ) -> SinkRecord {
-    SinkRecord {
-        topic: None,
-        payload: SinkPayload::Change(Arc::new(ChangeEvent {
-            op,
-            table: Some(Arc::clone(table)),
-            before: None,
-            after,
-            message: None,
-            source: SourceInfo {
-                commit_lsn: Lsn(lsn),
-                lsn: Lsn(lsn - 8),
-                xid: 9,
-                commit_time_micros: 0,
-                seq,
-            },
-            txn: TxnId(lsn),
-        })),
-        txn: TxnId(lsn),
-    }
+    weir_tests::records::change(table, op, lsn, seq, None, after)
 }
 
 /// Kept TOAST values are copied from the stored JSON byte for byte: an
@@ -272,16 +235,14 @@ async fn a_key_change_the_key_template_does_not_see_keeps_the_row() {
                 Value::Text("long".into()),
             ]),
         );
-        let mut moved = record(
+        let moved = weir_tests::records::change(
             &t,
             Op::Update,
             0x200,
             0,
+            Some(vec![Value::Int(1), Value::Int(5), Value::Null]),
             Some(vec![Value::Int(2), Value::Int(5), Value::Unchanged]),
         );
-        if let SinkPayload::Change(e) = &mut moved.payload {
-            Arc::get_mut(e).unwrap().before = Some(vec![Value::Int(1), Value::Int(5), Value::Null]);
-        }
         sink.write(&[insert]).await.unwrap();
         sink.write(std::slice::from_ref(&moved)).await.unwrap();
         let rows = cached_rows(&server, format, "public:tenanted:");
