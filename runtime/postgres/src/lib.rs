@@ -76,6 +76,7 @@ mod error;
 pub mod fuzzing;
 mod pgoutput;
 mod setup;
+pub mod snapshot;
 mod source;
 mod tls;
 #[cfg(all(test, unix))]

@@ -64,6 +64,38 @@ pub(crate) fn forget_schemas(db_key: &str) {
     reg.retain(|(key, _), _| &**key != db_key);
 }
 
+/// The registered schema of `candidate`'s shape (`version` ignored): the
+/// latest one when the shape is the same, else a new version of it.
+pub(crate) fn register(db_key: &Arc<str>, candidate: TableSchema) -> Arc<TableSchema> {
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    match reg.get_mut(&(db_key.clone(), candidate.id)) {
+        Some(e) if same_shape(&e.latest, &candidate) => e.latest.clone(),
+        Some(e) => {
+            e.max_version += 1;
+            e.latest = Arc::new(TableSchema {
+                version: e.max_version,
+                ..candidate
+            });
+            e.latest.clone()
+        }
+        None => {
+            let id = candidate.id;
+            let latest = Arc::new(TableSchema {
+                version: 1,
+                ..candidate
+            });
+            reg.insert(
+                (db_key.clone(), id),
+                SchemaEntry {
+                    latest: latest.clone(),
+                    max_version: 1,
+                },
+            );
+            latest
+        }
+    }
+}
+
 fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
     a.id == b.id
         && a.schema == b.schema
@@ -409,34 +441,7 @@ impl Decoder {
         {
             return Ok(());
         }
-        let schema = {
-            let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-            match reg.get_mut(&(self.db_key.clone(), id)) {
-                Some(e) if same_shape(&e.latest, &candidate) => e.latest.clone(),
-                Some(e) => {
-                    e.max_version += 1;
-                    e.latest = Arc::new(TableSchema {
-                        version: e.max_version,
-                        ..candidate
-                    });
-                    e.latest.clone()
-                }
-                None => {
-                    let latest = Arc::new(TableSchema {
-                        version: 1,
-                        ..candidate
-                    });
-                    reg.insert(
-                        (self.db_key.clone(), id),
-                        SchemaEntry {
-                            latest: latest.clone(),
-                            max_version: 1,
-                        },
-                    );
-                    latest
-                }
-            }
-        };
+        let schema = register(&self.db_key, candidate);
         self.relations.insert(
             id,
             CachedRelation {

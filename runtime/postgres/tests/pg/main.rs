@@ -6,5 +6,6 @@ mod changes;
 mod common;
 mod errors;
 mod resume;
+mod snapshot;
 mod throughput;
 mod types;

@@ -1,0 +1,228 @@
+//! Snapshot reads (`weir_postgres::snapshot`) against the stream: a table
+//! described from the catalog has the shape its Relation message
+//! announces, and its rows read back through COPY decode to exactly the
+//! values the stream delivered for them, whole or in chunks by pages or
+//! by key (a composite key whose text needs escaping), keyed or not.
+
+use weir_core::{Op, Value};
+use weir_postgres::snapshot::{Chunk, SnapshotTable, describe, session_settings};
+
+use crate::common::*;
+
+const SETUP: &str = r#"
+CREATE TYPE mood AS ENUM ('ok', 'sad');
+CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);
+CREATE TABLE snap (
+    region text, id int8,
+    b bool, f8 float8, n numeric, t text, by bytea, d date, ts timestamptz, u uuid,
+    j jsonb, arr int4[], span interval, addr inet, m mood, p posint,
+    twice int8 GENERATED ALWAYS AS (id * 2) STORED,
+    PRIMARY KEY (region, id));
+CREATE TABLE loose (v text, w int4);
+"#;
+
+const ROWS: &str = r#"
+BEGIN;
+INSERT INTO snap VALUES
+  ('eu', 1, true, 1.5, '12.30', E'tab\there\nnewline \\ backslash ''quote''', '\x00ff', '2024-02-29',
+   '2024-02-29 13:14:15.123456+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, "x\ty"]}',
+   '{1,NULL,3}', '1 day 02:00:03', '10.1.2.3/24', 'sad', 7),
+  (E'e\tu ''x''', 2, NULL, 'NaN', NULL, '', NULL, '-infinity', 'infinity', NULL, NULL, '{}', NULL, NULL, NULL, NULL),
+  ('us', 3, false, -0.1, '-1e-20', E'\\N is not null', '\x', '0044-03-15 BC', NULL, NULL, 'null',
+   NULL, '-1 mons', '::1', 'ok', 1),
+  ('eu', 4, true, 0, 0, 'é🌍', '\x5c', '2000-01-01', '1970-01-01 00:00:00+00', NULL, '[]', NULL, NULL, NULL, NULL, 2);
+COMMIT;
+INSERT INTO loose SELECT 'row ' || g, g FROM generate_series(1, 300) g;
+"#;
+
+async fn snapshot_client(db: &TestDb) -> tokio_postgres::Client {
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+            session_settings()
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+fn assert_rows(got: &[Vec<Value>], want: &[Vec<Value>], ctx: &str) {
+    assert_eq!(got.len(), want.len(), "{ctx}: row count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_row(g, w, &format!("{ctx}: row {i}"));
+    }
+}
+
+fn key_order(rows: &mut [Vec<Value>]) {
+    rows.sort_by(|a, b| format!("{:?}{:?}", a[0], a[1]).cmp(&format!("{:?}{:?}", b[0], b[1])));
+}
+
+/// Every row of `table`, read in key chunks of `limit` rows.
+async fn by_key(
+    table: &SnapshotTable,
+    client: &tokio_postgres::Client,
+    limit: u64,
+) -> (Vec<Vec<Value>>, usize) {
+    let (mut all, mut chunks, mut key) = (Vec::new(), 0, None);
+    loop {
+        let got = table
+            .read(client, "test", &Chunk::After { key, limit }, None)
+            .await
+            .unwrap();
+        if got.rows.is_empty() {
+            return (all, chunks);
+        }
+        assert!(got.rows.len() as u64 <= limit);
+        chunks += 1;
+        all.extend(got.rows);
+        key = got.last_key;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_rows_decode_as_the_stream_does() {
+    let db = TestDb::new().await;
+    db.client().await.batch_execute(SETUP).await.unwrap();
+    let slot = db.slot();
+    let mut running = Running::start(db.config(&slot, &["snap", "loose"])).await;
+    db.client().await.batch_execute(ROWS).await.unwrap();
+    let txns = running.txns(2).await;
+    let streamed: Vec<Vec<Value>> = txns[0]
+        .changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c.op, Op::Insert);
+            c.after.clone().unwrap()
+        })
+        .collect();
+    let stream_table = txns[0].changes[0].table.clone().unwrap();
+    let loose_streamed: Vec<Vec<Value>> = txns[1]
+        .changes
+        .iter()
+        .map(|c| c.after.clone().unwrap())
+        .collect();
+
+    let client = snapshot_client(&db).await;
+    let db_key: std::sync::Arc<str> = "snapshot-test".into();
+    let snap = describe(&client, "test", &db_key, "public", "snap")
+        .await
+        .unwrap();
+    // The shape pgoutput announced: columns (generated one left out, the
+    // domain by its base type, the enum by schema.name), key flags, OID.
+    assert_eq!(snap.schema.id, stream_table.id);
+    assert_eq!(snap.schema.columns, stream_table.columns);
+    assert_eq!(snap.schema.replica_identity, stream_table.replica_identity);
+    assert!(snap.has_key());
+
+    let mut want = streamed.clone();
+    key_order(&mut want);
+    let mut whole = snap
+        .read(
+            &client,
+            "test",
+            &Chunk::Pages {
+                start: 0,
+                end: None,
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .rows;
+    key_order(&mut whole);
+    assert_rows(&whole, &want, "whole table by pages");
+
+    // Key order is Postgres's (collation), so compare as sets and check
+    // that chunks of one row each cover every row once.
+    let (mut keyed, chunks) = by_key(&snap, &client, 1).await;
+    assert_eq!(chunks, 4);
+    key_order(&mut keyed);
+    assert_rows(&keyed, &want, "by key, a row per chunk");
+    let (mut keyed, chunks) = by_key(&snap, &client, 3).await;
+    assert_eq!(chunks, 2);
+    key_order(&mut keyed);
+    assert_rows(&keyed, &want, "by key, three rows per chunk");
+
+    let filtered = snap
+        .read(
+            &client,
+            "test",
+            &Chunk::Pages {
+                start: 0,
+                end: None,
+            },
+            Some("region = 'eu'"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(filtered.rows.len(), 2);
+
+    // A keyless table reads by pages only; two page ranges cover it.
+    client.batch_execute("COMMIT").await.unwrap();
+    db.client()
+        .await
+        .batch_execute("ANALYZE loose")
+        .await
+        .unwrap();
+    let client = snapshot_client(&db).await;
+    let loose = describe(&client, "test", &db_key, "public", "loose")
+        .await
+        .unwrap();
+    assert!(!loose.has_key());
+    assert!(
+        loose.pages >= 2,
+        "300 rows should fill more than one page: {}",
+        loose.pages
+    );
+    assert_eq!(loose.estimated_rows, Some(300));
+    assert!(
+        loose
+            .copy_sql(
+                &Chunk::After {
+                    key: None,
+                    limit: 10
+                },
+                None
+            )
+            .is_err()
+    );
+    let half = loose.pages / 2;
+    let mut rows = loose
+        .read(
+            &client,
+            "test",
+            &Chunk::Pages {
+                start: 0,
+                end: Some(half),
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .rows;
+    let first = rows.len();
+    rows.extend(
+        loose
+            .read(
+                &client,
+                "test",
+                &Chunk::Pages {
+                    start: half,
+                    end: None,
+                },
+                None,
+            )
+            .await
+            .unwrap()
+            .rows,
+    );
+    assert!(first > 0 && first < 300, "{first}");
+    rows.sort_by_key(|r| match r[1] {
+        Value::Int(n) => n,
+        _ => 0,
+    });
+    assert_rows(&rows, &loose_streamed, "keyless, by two page ranges");
+    running.ack.send_replace(txns[1].commit.end_lsn);
+    running.stop().await.unwrap();
+}
