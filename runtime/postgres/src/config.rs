@@ -289,6 +289,24 @@ pub struct PostgresConfig {
     /// `require_auth`). A server asking for another, or reporting success
     /// without any listed method completing, is an authentication error.
     pub require_auth: RequireAuth,
+    /// Whether a new slot starts with a snapshot of the rows that exist.
+    pub snapshot: SnapshotMode,
+    /// Connections that copy the initial snapshot's tables at once.
+    pub snapshot_workers: usize,
+}
+
+/// When the rows a table already holds are read (`source.snapshot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// For a new slot: every published table's rows as `read` events, then
+    /// the stream from the slot's consistent point.
+    Initial,
+    /// Never: only changes made after the slot was created.
+    #[default]
+    Never,
+    /// The initial snapshot, then stop (no streaming).
+    InitialOnly,
 }
 
 impl Default for PostgresConfig {
@@ -316,6 +334,8 @@ impl Default for PostgresConfig {
             allow_cleartext_password: false,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             require_auth: RequireAuth::default(),
+            snapshot: SnapshotMode::Never,
+            snapshot_workers: 2,
         }
     }
 }

@@ -529,17 +529,46 @@ impl ReplConn {
     /// `CREATE_REPLICATION_SLOT slot LOGICAL pgoutput`, without exporting
     /// a snapshot. Returns the slot's consistent point.
     pub(crate) async fn create_logical_slot(&mut self, slot: &str) -> Result<Lsn, PgError> {
+        Ok(self.create_slot(slot, false).await?.0)
+    }
+
+    /// Creates the slot and exports its snapshot: the name workers import
+    /// (`SET TRANSACTION SNAPSHOT`), valid while this connection stays
+    /// idle. Returns the consistent point and the snapshot's name.
+    pub(crate) async fn create_logical_slot_exporting(
+        &mut self,
+        slot: &str,
+    ) -> Result<(Lsn, String), PgError> {
+        let (lsn, name) = self.create_slot(slot, true).await?;
+        let name = name.ok_or_else(|| {
+            self.protocol("CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT returned no snapshot name")
+        })?;
+        Ok((lsn, name))
+    }
+
+    async fn create_slot(
+        &mut self,
+        slot: &str,
+        export: bool,
+    ) -> Result<(Lsn, Option<String>), PgError> {
         // Slot names are validated to [a-z0-9_], so they need no quoting.
-        let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput NOEXPORT_SNAPSHOT");
+        let how = if export {
+            "EXPORT_SNAPSHOT"
+        } else {
+            "NOEXPORT_SNAPSHOT"
+        };
+        let sql = format!("CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput {how}");
         let rows = self
             .simple_query(&sql, &format!("creating replication slot {slot:?}"))
             .await?;
-        let lsn = rows
-            .first()
+        let first = rows.first();
+        let lsn = first
             .and_then(|r| r.get(1).cloned().flatten())
             .ok_or_else(|| self.protocol("CREATE_REPLICATION_SLOT returned no consistent point"))?;
-        lsn.parse()
-            .map_err(|e| self.protocol(&format!("CREATE_REPLICATION_SLOT: {e}")))
+        let lsn = lsn
+            .parse()
+            .map_err(|e| self.protocol(&format!("CREATE_REPLICATION_SLOT: {e}")))?;
+        Ok((lsn, first.and_then(|r| r.get(2).cloned().flatten())))
     }
 
     /// Sends `START_REPLICATION` and waits for CopyBothResponse. Returns the

@@ -61,6 +61,15 @@
 //! idle stream (no transaction open, everything decoded acknowledged) may
 //! confirm a keepalive's WAL end; see [`PostgresSource::run`].
 //!
+//! # Snapshots
+//!
+//! With [`SnapshotMode::Initial`], a slot `prepare` creates exports its
+//! snapshot, and [`PostgresSource::take_initial_snapshot`] hands over the
+//! [`snapshot::InitialSnapshot`] that reads every published table at the
+//! slot's consistent point, before [`PostgresSource::run`] streams from it.
+//! Progress is kept in `weir.snapshots`; an interrupted snapshot makes the
+//! next `prepare` drop the slot and start over.
+//!
 //! Non-transactional logical messages are skipped (they have no place in
 //! commit order); transactional ones become [`weir_core::Op::Message`]
 //! events.
@@ -82,7 +91,9 @@ mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
 
-pub use config::{AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, RequireAuth, SslMode};
+pub use config::{
+    AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, RequireAuth, SnapshotMode, SslMode,
+};
 pub use error::{PgError, ServerError};
 pub use setup::connect;
 pub use source::PostgresSource;

@@ -32,7 +32,7 @@ use crate::error::PgError;
 /// a number the ack tracker may still hold.
 static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
-fn next_txn_id() -> TxnId {
+pub(crate) fn next_txn_id() -> TxnId {
     TxnId(NEXT_TXN.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -378,6 +378,14 @@ impl Decoder {
             .txn
             .as_mut()
             .ok_or_else(|| format!("{} outside a transaction", op.as_str()))?;
+        // Weir's own bookkeeping (a FOR ALL TABLES publication includes it)
+        // is not the user's data.
+        if table
+            .as_ref()
+            .is_some_and(|t| crate::snapshot::is_state_table(&t.schema, &t.name))
+        {
+            return Ok(());
+        }
         let source = SourceInfo {
             commit_lsn: t.final_lsn,
             lsn,

@@ -13,9 +13,10 @@ use tokio_postgres::{Client, NoTls};
 use weir_core::Lsn;
 
 use crate::auth::{AuthGuard, AuthPolicy};
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, SnapshotMode};
 use crate::conn::{CONNECT_TIMEOUT, ReplConn, quote_ident};
 use crate::error::PgError;
+use crate::snapshot::{self, InitialSnapshot};
 use crate::tls;
 
 /// What preparation learned.
@@ -24,6 +25,8 @@ pub(crate) struct Prepared {
     pub(crate) start_lsn: Lsn,
     /// Identifies the database across connections: system id and name.
     pub(crate) db_key: Arc<str>,
+    /// The initial snapshot to take before streaming, for a new slot.
+    pub(crate) initial: Option<InitialSnapshot>,
 }
 
 /// How often the slot is polled while another process holds it.
@@ -51,7 +54,7 @@ pub async fn connect(cfg: &PostgresConfig) -> Result<Client, PgError> {
     connect_sql(cfg, &cfg.address()).await
 }
 
-async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError> {
+pub(crate) async fn connect_sql(cfg: &PostgresConfig, addr: &str) -> Result<Client, PgError> {
     let context = "connecting";
     let opened = async {
         let stream = tls::open(cfg, addr, context).await?;
@@ -195,6 +198,21 @@ async fn prepare_with(
 
     ensure_publication(cfg, addr, &dbname, client, &schemas, &names).await?;
 
+    // A snapshot interrupted before it was delivered cannot be resumed
+    // from its exported snapshot (gone with its connection): as nothing
+    // after the slot's consistent point was acknowledged, the slot is made
+    // again and the snapshot starts over.
+    let wants_snapshot = cfg.snapshot != SnapshotMode::Never && cfg.create_slot;
+    let mut slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
+    if wants_snapshot {
+        snapshot::ensure_state_table(client, addr).await?;
+        if slot_exists && snapshot::unfinished(client, addr, &cfg.slot).await? {
+            tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted; dropping the slot and starting it over");
+            snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
+            slot_exists = false;
+        }
+    }
+
     // The replication connection proves the role can open one (pg_hba,
     // max_wal_senders) before run() needs it, and creates the slot.
     let mut repl = ReplConn::connect(cfg).await?;
@@ -206,7 +224,7 @@ async fn prepare_with(
             system.dbname.as_deref().unwrap_or(&dbname)
         )
         .into();
-        let slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
+        let mut exported = None;
         if !slot_exists {
             if !cfg.create_slot {
                 return Err(PgError::SlotMissing {
@@ -214,23 +232,60 @@ async fn prepare_with(
                     slot: cfg.slot.clone(),
                 });
             }
-            match repl.create_logical_slot(&cfg.slot).await {
-                Ok(lsn) => {
+            let created = if wants_snapshot {
+                repl.create_logical_slot_exporting(&cfg.slot)
+                    .await
+                    .map(|(lsn, name)| (lsn, Some(name)))
+            } else {
+                repl.create_logical_slot(&cfg.slot)
+                    .await
+                    .map(|lsn| (lsn, None))
+            };
+            match created {
+                Ok((lsn, name)) => {
                     tracing::info!(slot = %cfg.slot, %lsn, "created replication slot");
+                    exported = name.map(|n| (lsn, n));
                 }
                 // Someone created it between the check and now: use theirs.
                 Err(e) if e.sqlstate() == Some("42710") => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(db_key)
+        Ok((db_key, exported))
     }
     .await;
-    repl.close().await;
-    let db_key = outcome?;
+    let (db_key, exported) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            repl.close().await;
+            return Err(e);
+        }
+    };
+    let initial = match exported {
+        // The connection that exported the snapshot stays open, idle,
+        // until the snapshot's workers have imported it.
+        Some((consistent_point, name)) => {
+            snapshot::record_started(client, addr, &cfg.slot, consistent_point).await?;
+            Some(InitialSnapshot::new(
+                cfg.clone(),
+                repl,
+                name,
+                consistent_point,
+                db_key.clone(),
+            ))
+        }
+        None => {
+            repl.close().await;
+            None
+        }
+    };
 
     let start_lsn = wait_for_slot(cfg, addr, &dbname, client).await?;
-    Ok(Prepared { start_lsn, db_key })
+    Ok(Prepared {
+        start_lsn,
+        db_key,
+        initial,
+    })
 }
 
 fn qualified(s: &str, t: &str) -> String {

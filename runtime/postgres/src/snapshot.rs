@@ -5,7 +5,11 @@
 //!
 //! The caller runs the reads in a transaction that fixes what they see (a
 //! `REPEATABLE READ` transaction that imported the slot's exported
-//! snapshot, or a watermark window); this module only reads.
+//! snapshot, or a watermark window). [`InitialSnapshot`] is such a caller:
+//! the initial snapshot of a new slot, read by several connections that
+//! imported the snapshot the slot exported, handed on as one transaction
+//! of `read` events at the slot's consistent point. Its progress is kept
+//! in [`STATE_TABLE`].
 //!
 //! Two ways to cut a table into chunks:
 //! * [`Chunk::Pages`]: a range of heap pages (`ctid` bounds, a TID range
@@ -26,14 +30,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 use weir_codec::PgType;
-use weir_core::{Column, ReplicaIdentity, TableSchema, Value};
+use weir_core::{
+    ChangeEvent, Column, Lsn, Op, ReplicaIdentity, SourceInfo, SourceItem, TableSchema, TxnBegin,
+    TxnCommit, TxnId, Value,
+};
 
 use crate::PgError;
-use crate::conn::SESSION_OPTIONS;
+use crate::config::PostgresConfig;
+use crate::conn::{ReplConn, SESSION_OPTIONS};
 use crate::decode::decode_text;
-use crate::pgoutput::register;
+use crate::pgoutput::{next_txn_id, register};
+use crate::setup::connect_sql;
 
 /// A table ready to be read: its shape and how to select its columns.
 #[derive(Debug, Clone)]
@@ -463,6 +474,355 @@ pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The table recording each slot's initial snapshot, in the source
+/// database: `running` from the slot's creation until every row was
+/// delivered, then `done`.
+pub const STATE_TABLE: &str = "weir.snapshots";
+
+/// Whether `schema.name` is [`STATE_TABLE`], whose changes the stream
+/// leaves out.
+pub(crate) fn is_state_table(schema: &str, name: &str) -> bool {
+    schema == "weir" && name == "snapshots"
+}
+
+pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<(), PgError> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS weir; \
+             CREATE TABLE IF NOT EXISTS weir.snapshots (slot text PRIMARY KEY, \
+               consistent_point pg_lsn NOT NULL, state text NOT NULL, \
+               started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)",
+        )
+        .await
+        .map_err(|e| {
+            PgError::sql(
+                addr,
+                format!(
+                    "creating {STATE_TABLE}, where the initial snapshot's progress is kept \
+                     (the role needs CREATE on the database, or set source.snapshot = \"never\")"
+                ),
+                e,
+            )
+        })
+}
+
+/// Whether `slot`'s initial snapshot began and was never delivered.
+pub(crate) async fn unfinished(client: &Client, addr: &str, slot: &str) -> Result<bool, PgError> {
+    let row = client
+        .query_opt("SELECT state FROM weir.snapshots WHERE slot = $1", &[&slot])
+        .await
+        .map_err(|e| PgError::sql(addr, format!("reading {STATE_TABLE}"), e))?;
+    Ok(row.is_some_and(|r| r.get::<_, String>(0) == "running"))
+}
+
+pub(crate) async fn drop_slot_and_state(
+    client: &Client,
+    addr: &str,
+    slot: &str,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| {
+            PgError::sql(
+                addr,
+                format!("dropping slot {slot:?} to restart its snapshot"),
+                e,
+            )
+        })?;
+    client
+        .execute("DELETE FROM weir.snapshots WHERE slot = $1", &[&slot])
+        .await
+        .map_err(|e| PgError::sql(addr, format!("clearing {STATE_TABLE}"), e))?;
+    Ok(())
+}
+
+pub(crate) async fn record_started(
+    client: &Client,
+    addr: &str,
+    slot: &str,
+    consistent_point: Lsn,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "INSERT INTO weir.snapshots (slot, consistent_point, state) \
+             VALUES ($1, $2::text::pg_lsn, 'running') \
+             ON CONFLICT (slot) DO UPDATE SET consistent_point = EXCLUDED.consistent_point, \
+               state = 'running', started_at = now(), finished_at = NULL",
+            &[&slot, &consistent_point.to_string()],
+        )
+        .await
+        .map_err(|e| PgError::sql(addr, format!("recording the snapshot in {STATE_TABLE}"), e))?;
+    Ok(())
+}
+
+/// Marks `slot`'s initial snapshot delivered: call once every `read`
+/// event of it is durable at every sink, and before the slot is read.
+pub async fn record_finished(cfg: &PostgresConfig, slot: &str) -> Result<(), PgError> {
+    let addr = cfg.address();
+    let client = connect_sql(cfg, &addr).await?;
+    client
+        .execute(
+            "UPDATE weir.snapshots SET state = 'done', finished_at = now() WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| {
+            PgError::sql(
+                &addr,
+                format!("marking the snapshot done in {STATE_TABLE}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Pages per chunk of the initial snapshot: 8 MiB of heap at the default
+/// block size, small enough to spread a table over the workers and keep
+/// memory bounded, large enough that a chunk is a long sequential read.
+const CHUNK_PAGES: u32 = 1024;
+
+/// Rows per batch handed downstream.
+const ITEMS_PER_BATCH: usize = 4096;
+
+/// The initial snapshot of a new slot: the rows every published table held
+/// at the slot's consistent point, read through the snapshot the slot
+/// exported, as one transaction of `read` events positioned at that point
+/// (before every change the slot will stream).
+pub struct InitialSnapshot {
+    config: PostgresConfig,
+    repl: Option<ReplConn>,
+    name: String,
+    consistent_point: Lsn,
+    db_key: Arc<str>,
+}
+
+impl std::fmt::Debug for InitialSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialSnapshot")
+            .field("slot", &self.config.slot)
+            .field("snapshot", &self.name)
+            .field("consistent_point", &self.consistent_point)
+            .finish()
+    }
+}
+
+/// What an initial snapshot delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSummary {
+    /// Its one transaction: retired by the pipeline once every row is
+    /// durable. None was sent when there were no rows.
+    pub txn: TxnId,
+    /// Rows read.
+    pub rows: u64,
+    /// Tables read.
+    pub tables: usize,
+    /// Whether every row was read and handed on (not cut short by a
+    /// shutdown or a closed channel).
+    pub complete: bool,
+}
+
+impl InitialSnapshot {
+    pub(crate) fn new(
+        config: PostgresConfig,
+        repl: ReplConn,
+        name: String,
+        consistent_point: Lsn,
+        db_key: Arc<str>,
+    ) -> Self {
+        InitialSnapshot {
+            config,
+            repl: Some(repl),
+            name,
+            consistent_point,
+            db_key,
+        }
+    }
+
+    /// The slot's consistent point: the snapshot shows every transaction
+    /// committed before it, the stream every one after.
+    pub fn consistent_point(&self) -> Lsn {
+        self.consistent_point
+    }
+
+    /// Reads every published table with `config.snapshot_workers`
+    /// connections and sends the rows to `out` as one transaction
+    /// (`Begin`, a `read` change per row, `Commit` ending at the consistent
+    /// point, so acknowledging it moves nothing). Stops early, with `Ok`,
+    /// when `shutdown` is cancelled or `out` closes.
+    pub async fn run(
+        mut self,
+        out: &mpsc::Sender<Vec<SourceItem>>,
+        shutdown: &CancellationToken,
+    ) -> Result<SnapshotSummary, PgError> {
+        let cfg = self.config.clone();
+        let addr = cfg.address();
+        let workers = cfg.snapshot_workers.max(1);
+        // Every worker imports the exported snapshot before the connection
+        // that holds it does anything else; then it may go.
+        let import = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
+            literal(&self.name),
+            session_settings()
+        );
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let client = connect_sql(&cfg, &addr).await?;
+            client
+                .batch_execute(&import)
+                .await
+                .map_err(|e| PgError::sql(&addr, "importing the slot's exported snapshot", e))?;
+            clients.push(Arc::new(client));
+        }
+        if let Some(repl) = self.repl.take() {
+            repl.close().await;
+        }
+        let published = clients[0]
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
+                 WHERE pubname = $1 ORDER BY 1, 2",
+                &[&cfg.publication],
+            )
+            .await
+            .map_err(|e| PgError::sql(&addr, "listing the published tables", e))?;
+        let mut tables = Vec::with_capacity(published.len());
+        let mut chunks = std::collections::VecDeque::new();
+        for row in &published {
+            let (schema, name): (String, String) = (row.get(0), row.get(1));
+            if is_state_table(&schema, &name) {
+                continue;
+            }
+            let table = describe(&clients[0], &addr, &self.db_key, &schema, &name).await?;
+            let pages = clients[0]
+                .query_one(
+                    "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
+                    &[&table.schema.id],
+                )
+                .await
+                .map_err(|e| PgError::sql(&addr, "measuring a table", e))?
+                .get::<_, i64>(0);
+            let pages = u32::try_from(pages).unwrap_or(u32::MAX);
+            let index = tables.len();
+            let mut start = 0;
+            while start + CHUNK_PAGES < pages {
+                chunks.push_back((
+                    index,
+                    Chunk::Pages {
+                        start,
+                        end: Some(start + CHUNK_PAGES),
+                    },
+                ));
+                start += CHUNK_PAGES;
+            }
+            // The last chunk is open-ended: pages added since the size was
+            // read hold no row the snapshot can see, but reading them is
+            // what keeps that true without assuming it.
+            chunks.push_back((index, Chunk::Pages { start, end: None }));
+            tables.push(Arc::new(table));
+        }
+        tracing::info!(
+            slot = %cfg.slot, tables = tables.len(), chunks = chunks.len(), workers,
+            consistent_point = %self.consistent_point, "initial snapshot started"
+        );
+        let queue = Arc::new(std::sync::Mutex::new(chunks));
+        let (rows_tx, mut rows_rx) = mpsc::channel::<(usize, Vec<Vec<Value>>)>(workers * 2);
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in clients {
+            let (queue, tables, rows_tx, addr) =
+                (queue.clone(), tables.clone(), rows_tx.clone(), addr.clone());
+            tasks.spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some((index, chunk)) = next else {
+                        return Ok::<(), PgError>(());
+                    };
+                    let rows = tables[index].read(&client, &addr, &chunk, None).await?;
+                    if rows_tx.send((index, rows.rows)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+        }
+        drop(rows_tx);
+
+        let txn = next_txn_id();
+        let cp = self.consistent_point;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mut batch = vec![SourceItem::Begin(TxnBegin {
+            txn,
+            xid: 0,
+            commit_lsn: cp,
+            commit_time_micros: now,
+        })];
+        let mut seq: u32 = 0;
+        let mut rows_read: u64 = 0;
+        loop {
+            let next = tokio::select! {
+                next = rows_rx.recv() => next,
+                _ = shutdown.cancelled() => return Ok(SnapshotSummary { txn, rows: rows_read, tables: tables.len(), complete: false }),
+            };
+            let Some((index, rows)) = next else { break };
+            for row in rows {
+                batch.push(SourceItem::Change(ChangeEvent {
+                    op: Op::Read,
+                    table: Some(tables[index].schema.clone()),
+                    before: None,
+                    after: Some(row),
+                    message: None,
+                    source: SourceInfo {
+                        commit_lsn: cp,
+                        lsn: cp,
+                        xid: 0,
+                        commit_time_micros: now,
+                        seq,
+                    },
+                    txn,
+                }));
+                seq = seq.checked_add(1).ok_or_else(|| {
+                    PgError::Config("an initial snapshot of more than 4 294 967 295 rows".into())
+                })?;
+                rows_read += 1;
+                if batch.len() >= ITEMS_PER_BATCH
+                    && out.send(std::mem::take(&mut batch)).await.is_err()
+                {
+                    return Ok(SnapshotSummary {
+                        txn,
+                        rows: rows_read,
+                        tables: tables.len(),
+                        complete: false,
+                    });
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| PgError::Io(std::io::Error::other(e.to_string())))??;
+        }
+        // Tables without rows make no transaction at all: plugins' commit
+        // hooks see no empty one.
+        let complete = rows_read == 0 || {
+            batch.push(SourceItem::Commit(TxnCommit {
+                txn,
+                commit_lsn: cp,
+                end_lsn: cp,
+            }));
+            out.send(batch).await.is_ok()
+        };
+        tracing::info!(slot = %cfg.slot, rows = rows_read, tables = tables.len(), "initial snapshot read");
+        Ok(SnapshotSummary {
+            txn,
+            rows: rows_read,
+            tables: tables.len(),
+            complete,
+        })
+    }
 }
 
 fn quote_ident(name: &str) -> String {

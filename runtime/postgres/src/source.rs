@@ -33,6 +33,7 @@ use crate::conn::{Frame, FrameReader, FrameWriter, ReplConn, log_notice, parse_e
 use crate::error::PgError;
 use crate::pgoutput::Decoder;
 use crate::setup;
+use crate::snapshot::InitialSnapshot;
 
 /// Acknowledgement changes within this window share one status update.
 const ACK_COALESCE: Duration = Duration::from_millis(100);
@@ -70,6 +71,7 @@ pub struct PostgresSource {
     config: PostgresConfig,
     start_lsn: Lsn,
     db_key: Arc<str>,
+    initial: Option<InitialSnapshot>,
 }
 
 impl PostgresSource {
@@ -85,7 +87,20 @@ impl PostgresSource {
             config,
             start_lsn: prepared.start_lsn,
             db_key: prepared.db_key,
+            initial: prepared.initial,
         })
+    }
+
+    /// The initial snapshot to take before [`run`](Self::run), when
+    /// `prepare` created the slot with `snapshot` on (or made it again
+    /// after an interrupted snapshot). Run it, wait until its transaction
+    /// is durable everywhere, then [`snapshot::record_finished`]; only
+    /// then stream, so that the slot is never acknowledged past a
+    /// snapshot that is not delivered.
+    ///
+    /// [`snapshot::record_finished`]: crate::snapshot::record_finished
+    pub fn take_initial_snapshot(&mut self) -> Option<InitialSnapshot> {
+        self.initial.take()
     }
 
     /// The slot's `confirmed_flush_lsn`: streaming resumes here, and every

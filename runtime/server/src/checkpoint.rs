@@ -31,6 +31,8 @@ struct TxnState {
 pub struct AckTracker {
     txns: BTreeMap<TxnId, TxnState>,
     acked: Lsn,
+    /// The newest transaction retired complete (not abandoned).
+    last_retired: Option<TxnId>,
 }
 
 /// A delivery report named a transaction the tracker does not know, or
@@ -45,6 +47,7 @@ impl AckTracker {
         AckTracker {
             txns: BTreeMap::new(),
             acked: start,
+            last_retired: None,
         }
     }
 
@@ -115,6 +118,7 @@ impl AckTracker {
                     // A transaction redelivered after a reconnect may end
                     // below the watermark; the watermark never goes back.
                     self.acked = self.acked.max(end);
+                    self.last_retired = Some(*entry.key());
                     entry.remove();
                 }
                 None if state.abandoned => {
@@ -144,6 +148,7 @@ impl AckTracker {
 pub struct Checkpointer {
     tracker: Mutex<AckTracker>,
     watermark: watch::Sender<Lsn>,
+    retired: watch::Sender<Option<TxnId>>,
 }
 
 impl Checkpointer {
@@ -152,7 +157,16 @@ impl Checkpointer {
         Checkpointer {
             tracker: Mutex::new(AckTracker::new(start)),
             watermark: watch::Sender::new(start),
+            retired: watch::Sender::new(None),
         }
+    }
+
+    /// Receives the newest transaction retired complete (committed and
+    /// durable at every sink, as every one before it), which tells a
+    /// transaction whose end moves no watermark (an initial snapshot's)
+    /// when it is delivered.
+    pub fn subscribe_retired(&self) -> watch::Receiver<Option<TxnId>> {
+        self.retired.subscribe()
     }
 
     /// Receives every new watermark, starting with the current one.
@@ -169,6 +183,11 @@ impl Checkpointer {
         let out = f(&mut tracker)?;
         if let Some(lsn) = tracker.advance() {
             self.watermark.send_replace(lsn);
+        }
+        if let Some(txn) = tracker.last_retired
+            && self.retired.borrow().is_none_or(|r| r < txn)
+        {
+            self.retired.send_replace(Some(txn));
         }
         Ok(out)
     }

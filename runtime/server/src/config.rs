@@ -203,6 +203,15 @@ pub struct SourceConfig {
     /// any.
     #[serde(default)]
     pub require_auth: weir_postgres::RequireAuth,
+    /// `"initial"` (the default): a slot Weir creates starts with every
+    /// published table's existing rows as `read` events, then the stream
+    /// from the slot's consistent point; `"never"`: only later changes;
+    /// `"initial_only"`: the snapshot, then stop.
+    #[serde(default = "default_snapshot")]
+    pub snapshot: weir_postgres::SnapshotMode,
+    /// Connections that copy the initial snapshot at once.
+    #[serde(default = "default_snapshot_workers")]
+    pub snapshot_workers: usize,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -220,6 +229,8 @@ impl fmt::Debug for SourceConfig {
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
             .field("require_auth", &self.require_auth.to_string())
+            .field("snapshot", &self.snapshot)
+            .field("snapshot_workers", &self.snapshot_workers)
             .finish_non_exhaustive()
     }
 }
@@ -568,6 +579,12 @@ fn default_status_interval() -> Duration {
 fn default_slot_wait() -> Duration {
     Duration::from_secs(15)
 }
+fn default_snapshot() -> weir_postgres::SnapshotMode {
+    weir_postgres::SnapshotMode::Initial
+}
+fn default_snapshot_workers() -> usize {
+    2
+}
 fn default_max_message_mib() -> usize {
     weir_postgres::DEFAULT_MAX_MESSAGE_BYTES >> 20
 }
@@ -764,6 +781,9 @@ impl Config {
         }
         if s.max_message_mib == 0 {
             problems.push("source.max_message_mib: must be at least 1".into());
+        }
+        if !(1..=64).contains(&s.snapshot_workers) {
+            problems.push("source.snapshot_workers: must be between 1 and 64".into());
         }
         if self.sink_names.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());

@@ -74,6 +74,8 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         allow_cleartext_password: s.allow_cleartext_password,
         max_message_bytes: s.max_message_mib.saturating_mul(1 << 20),
         require_auth: s.require_auth.clone(),
+        snapshot: s.snapshot,
+        snapshot_workers: s.snapshot_workers,
     }
 }
 
@@ -342,6 +344,38 @@ async fn source_task(
         create_publication: false,
         ..config
     };
+    let mut source = source;
+    if let Some(snapshot) = source.take_initial_snapshot() {
+        let slot = reconnect.slot.clone();
+        let summary = snapshot.run(&out, &stop).await?;
+        if !summary.complete {
+            // Stopped part-way: the next start takes it again from the start.
+            return Ok(());
+        }
+        // The slot is not read (so nothing after the consistent point can be
+        // acknowledged, not even by an idle keepalive) until the snapshot's
+        // transaction is durable at every sink.
+        let mut retired = checkpointer.subscribe_retired();
+        if summary.rows > 0 {
+            tokio::select! {
+                done = retired.wait_for(|r| r.is_some_and(|t| t >= summary.txn)) => {
+                    if done.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+        weir_postgres::snapshot::record_finished(&reconnect, &slot).await?;
+        tracing::info!(slot = %slot, rows = summary.rows, tables = summary.tables, "initial snapshot delivered");
+        if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
+            tracing::info!("snapshot = \"initial_only\": stopping after the snapshot");
+            return Ok(());
+        }
+    } else if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
+        tracing::info!(slot = %reconnect.slot, "snapshot = \"initial_only\": no initial snapshot is due (the slot already existed); nothing to do");
+        return Ok(());
+    }
     let mut next = Some(source);
     loop {
         let source = match next.take() {

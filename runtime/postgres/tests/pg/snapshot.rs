@@ -226,3 +226,147 @@ async fn snapshot_rows_decode_as_the_stream_does() {
     running.ack.send_replace(txns[1].commit.end_lsn);
     running.stop().await.unwrap();
 }
+
+/// Reads an initial snapshot to the end: its transaction's items.
+async fn take_snapshot(
+    source: &mut weir_postgres::PostgresSource,
+) -> (
+    weir_postgres::snapshot::SnapshotSummary,
+    Vec<weir_core::SourceItem>,
+) {
+    let snapshot = source
+        .take_initial_snapshot()
+        .expect("a new slot with snapshot on has an initial snapshot");
+    assert_eq!(snapshot.consistent_point(), source.start_lsn());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let collect = tokio::spawn(async move {
+        let mut items = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            items.extend(batch);
+        }
+        items
+    });
+    let summary = snapshot
+        .run(&tx, &weir_postgres::CancellationToken::new())
+        .await
+        .unwrap();
+    drop(tx);
+    (summary, collect.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_slot_reads_existing_rows_then_streams_from_its_consistent_point() {
+    use weir_core::SourceItem;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int8 PRIMARY KEY, v text); \
+             INSERT INTO big SELECT g, repeat('x', 200) || g FROM generate_series(1, 60000) g; \
+             CREATE TABLE empty (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        snapshot: weir_postgres::SnapshotMode::Initial,
+        snapshot_workers: 3,
+        ..db.config(&slot, &["big", "empty"])
+    };
+    let mut source = weir_postgres::PostgresSource::prepare(config.clone())
+        .await
+        .unwrap();
+    // Written after the slot was created: in the stream, not the snapshot.
+    client
+        .batch_execute(
+            "UPDATE big SET v = 'after' WHERE id = 1; INSERT INTO big VALUES (60001, 'new')",
+        )
+        .await
+        .unwrap();
+    let (summary, items) = take_snapshot(&mut source).await;
+    assert!(summary.complete);
+    assert_eq!(summary.rows, 60000);
+    assert_eq!(summary.tables, 2);
+    let SourceItem::Begin(begin) = &items[0] else {
+        panic!("{:?}", items[0])
+    };
+    let SourceItem::Commit(commit) = items.last().unwrap() else {
+        panic!("no commit")
+    };
+    assert_eq!(commit.end_lsn, source.start_lsn());
+    let mut ids = Vec::new();
+    for (i, item) in items[1..items.len() - 1].iter().enumerate() {
+        let SourceItem::Change(c) = item else {
+            panic!("{item:?}")
+        };
+        assert_eq!(c.op, Op::Read);
+        assert_eq!(c.txn, begin.txn);
+        assert_eq!(
+            c.source.seq as usize, i,
+            "positions are unique and in order"
+        );
+        assert_eq!(c.source.commit_lsn, source.start_lsn());
+        let row = c.after.as_ref().unwrap();
+        let Value::Int(id) = row[0] else { panic!() };
+        if id == 1 {
+            assert_eq!(
+                row[1],
+                Value::Text(format!("{}1", "x".repeat(200))),
+                "the snapshot's version"
+            );
+        }
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=60000).collect::<Vec<_>>());
+
+    // Done: a restart does not snapshot again.
+    weir_postgres::snapshot::record_finished(&config, &slot)
+        .await
+        .unwrap();
+    let mut running = Running::spawn(source);
+    let after = running.txn().await;
+    assert!(after.begin.commit_lsn > begin.commit_lsn);
+    assert_eq!(after.changes.len(), 2);
+    assert_eq!(after.changes[0].op, Op::Update);
+    assert_eq!(after.changes[1].op, Op::Insert);
+    running.ack.send_replace(after.commit.end_lsn);
+    running.stop().await.unwrap();
+    let mut again = weir_postgres::PostgresSource::prepare(config)
+        .await
+        .unwrap();
+    assert!(again.take_initial_snapshot().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_initial_snapshot_starts_over_on_a_new_slot() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)",
+        )
+        .await
+        .unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        snapshot: weir_postgres::SnapshotMode::Initial,
+        ..db.config(&slot, &["t"])
+    };
+    let mut first = weir_postgres::PostgresSource::prepare(config.clone())
+        .await
+        .unwrap();
+    drop(first.take_initial_snapshot());
+    drop(first);
+    client
+        .batch_execute("INSERT INTO t VALUES (11)")
+        .await
+        .unwrap();
+    // The snapshot was never recorded finished: the slot is made again and
+    // the new snapshot holds the row written meanwhile.
+    let mut second = weir_postgres::PostgresSource::prepare(config)
+        .await
+        .unwrap();
+    let (summary, _) = take_snapshot(&mut second).await;
+    assert_eq!(summary.rows, 11);
+}
