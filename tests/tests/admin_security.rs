@@ -304,6 +304,13 @@ async fn few_new_versions_wait_for_a_transaction_boundary() {
         "[[transforms]]\nname = \"stamp\"\npath = {stamp:?}\n\n[plugins]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
     );
     let p = FilePipeline::start(&db, &["t"], "", &body_toml);
+    // The slot exists a moment before the pipeline runs (the initial
+    // snapshot is recorded in between): wait until deploys are taken.
+    wait_for(Duration::from_secs(30), || {
+        let status = get(admin, "/status", "");
+        status.contains("\"state\":\"running\"").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the pipeline never ran:\n{}", p.weir.log()));
 
     // Nothing is written, so no transaction boundary comes and every
     // accepted version waits, holding its compiled code. Four may.

@@ -498,3 +498,75 @@ async fn a_lost_target_connection_recovers_without_loss() {
     wait_equal(&source, &target, "t", "id, v, n", &p.weir);
     p.stop_cleanly();
 }
+
+/// The initial snapshot into a state sink while a writer keeps changing
+/// the table: once caught up, the target equals the source row for row,
+/// so no change at the handover was lost or overwritten by a snapshot row.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_initial_snapshot_under_writes_leaves_the_target_equal() {
+    let source = TestDb::new(
+        "pgsink_snap_src",
+        "CREATE TABLE s (id int PRIMARY KEY, n int NOT NULL);
+         INSERT INTO s SELECT g, 0 FROM generate_series(1, 50000) g;",
+    )
+    .await;
+    let target = TestDb::new("pgsink_snap_dst", "").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let dsn = format!(
+            "host={} port={} user={} dbname={}",
+            pg_host(),
+            pg_port(),
+            pg_user(),
+            source.name
+        );
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .expect("writer connection");
+            tokio::spawn(conn);
+            let mut round = 0i32;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let sql = format!(
+                    "BEGIN;
+                     UPDATE s SET n = n + 1 WHERE id % 97 = {m};
+                     DELETE FROM s WHERE id = {gone};
+                     INSERT INTO s VALUES ({new}, {round}) ON CONFLICT (id) DO UPDATE SET n = s.n + 1;
+                     COMMIT;",
+                    m = round % 97,
+                    gone = round * 7 % 50000 + 1,
+                    new = 50000 + round,
+                );
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .expect("writer transaction");
+            }
+            round
+        })
+    };
+    // The writer runs before, while and after the slot is made.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = FilePipeline::start(
+        &source,
+        &["s"],
+        "",
+        &sink_toml(&target, "create_tables = true"),
+    );
+    wait_for(Duration::from_secs(120), || {
+        (psql(&target.name, "SELECT count(*) FROM s")
+            .ok()?
+            .parse::<u64>()
+            .ok()?
+            > 40000)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the snapshot never reached the target:\n{}", p.weir.log()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    assert!(rounds > 10, "the writer ran only {rounds} transactions");
+    wait_equal(&source, &target, "s", "id, n", &p.weir);
+}

@@ -204,13 +204,16 @@ async fn prepare_with(
     // again and the snapshot starts over.
     let wants_snapshot = cfg.snapshot != SnapshotMode::Never && cfg.create_slot;
     let mut slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
-    if wants_snapshot {
+    if wants_snapshot && slot_exists && snapshot::unfinished(client, addr, &cfg.slot).await? {
+        tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted; dropping the slot and starting it over");
+        snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
+        slot_exists = false;
+    }
+    if wants_snapshot && !slot_exists {
+        // Recorded before the slot exists: a crash right after creating it
+        // leaves a slot marked unfinished, never one that looks done.
         snapshot::ensure_state_table(client, addr).await?;
-        if slot_exists && snapshot::unfinished(client, addr, &cfg.slot).await? {
-            tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted; dropping the slot and starting it over");
-            snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
-            slot_exists = false;
-        }
+        snapshot::record_started(client, addr, &cfg.slot, None).await?;
     }
 
     // The replication connection proves the role can open one (pg_hba,
@@ -265,7 +268,7 @@ async fn prepare_with(
         // The connection that exported the snapshot stays open, idle,
         // until the snapshot's workers have imported it.
         Some((consistent_point, name)) => {
-            snapshot::record_started(client, addr, &cfg.slot, consistent_point).await?;
+            snapshot::record_started(client, addr, &cfg.slot, Some(consistent_point)).await?;
             Some(InitialSnapshot::new(
                 cfg.clone(),
                 repl,

@@ -8,7 +8,7 @@
 //! snapshot, or a watermark window). [`InitialSnapshot`] is such a caller:
 //! the initial snapshot of a new slot, read by several connections that
 //! imported the snapshot the slot exported, handed on as one transaction
-//! of `read` events at the slot's consistent point. Its progress is kept
+//! of `read` events just below the slot's consistent point. Its progress is kept
 //! in [`STATE_TABLE`].
 //!
 //! Two ways to cut a table into chunks:
@@ -118,13 +118,15 @@ pub fn session_settings() -> String {
 
 /// Reads `schema.table`'s shape from the catalog, as the Relation message
 /// of a change to it would announce it (the same columns, types and key
-/// flags), and registers it under `db_key`.
+/// flags), and registers it under `db_key`. `published`: the publication's
+/// column list for the table, when it has one.
 pub async fn describe(
     client: &Client,
     addr: &str,
     db_key: &Arc<str>,
     schema: &str,
     table: &str,
+    published: Option<&[String]>,
 ) -> Result<SnapshotTable, PgError> {
     let qualified = format!("{schema}.{table}");
     let sql = |e| PgError::sql(addr, format!("describing table {qualified}"), e);
@@ -193,8 +195,13 @@ pub async fn describe(
     let mut kinds = Vec::with_capacity(columns.len());
     let mut keys = Vec::new();
     let mut select = Vec::with_capacity(columns.len());
-    for (i, row) in columns.iter().enumerate() {
+    for row in &columns {
         let name: String = row.get(0);
+        // A publication's column list: the stream sends only those.
+        if published.is_some_and(|p| !p.contains(&name)) {
+            continue;
+        }
+        let i = cols.len();
         let type_oid: u32 = row.get(1);
         let type_modifier: i32 = row.get(2);
         let (base_ns, base_name): (String, String) = (row.get(3), row.get(4));
@@ -492,7 +499,7 @@ pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<()
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS weir; \
              CREATE TABLE IF NOT EXISTS weir.snapshots (slot text PRIMARY KEY, \
-               consistent_point pg_lsn NOT NULL, state text NOT NULL, \
+               consistent_point pg_lsn, state text NOT NULL, \
                started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)",
         )
         .await
@@ -508,8 +515,16 @@ pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<()
         })
 }
 
-/// Whether `slot`'s initial snapshot began and was never delivered.
+/// Whether `slot`'s initial snapshot began and was never delivered (no
+/// state table: it never began; reading needs no CREATE privilege).
 pub(crate) async fn unfinished(client: &Client, addr: &str, slot: &str) -> Result<bool, PgError> {
+    let row = client
+        .query_one("SELECT to_regclass('weir.snapshots') IS NOT NULL", &[])
+        .await
+        .map_err(|e| PgError::sql(addr, format!("looking for {STATE_TABLE}"), e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
     let row = client
         .query_opt("SELECT state FROM weir.snapshots WHERE slot = $1", &[&slot])
         .await
@@ -543,11 +558,13 @@ pub(crate) async fn drop_slot_and_state(
     Ok(())
 }
 
+/// Marks `slot`'s snapshot running: before the slot is created (no
+/// consistent point yet), then again with the slot's consistent point.
 pub(crate) async fn record_started(
     client: &Client,
     addr: &str,
     slot: &str,
-    consistent_point: Lsn,
+    consistent_point: Option<Lsn>,
 ) -> Result<(), PgError> {
     client
         .execute(
@@ -555,7 +572,7 @@ pub(crate) async fn record_started(
              VALUES ($1, $2::text::pg_lsn, 'running') \
              ON CONFLICT (slot) DO UPDATE SET consistent_point = EXCLUDED.consistent_point, \
                state = 'running', started_at = now(), finished_at = NULL",
-            &[&slot, &consistent_point.to_string()],
+            &[&slot, &consistent_point.map(|l| l.to_string())],
         )
         .await
         .map_err(|e| PgError::sql(addr, format!("recording the snapshot in {STATE_TABLE}"), e))?;
@@ -593,8 +610,9 @@ const ITEMS_PER_BATCH: usize = 4096;
 
 /// The initial snapshot of a new slot: the rows every published table held
 /// at the slot's consistent point, read through the snapshot the slot
-/// exported, as one transaction of `read` events positioned at that point
-/// (before every change the slot will stream).
+/// exported, as one transaction of `read` events positioned just below
+/// that point (before every change the slot will stream, even one that
+/// commits exactly at it).
 pub struct InitialSnapshot {
     config: PostgresConfig,
     repl: Option<ReplConn>,
@@ -654,7 +672,10 @@ impl InitialSnapshot {
     /// Reads every published table with `config.snapshot_workers`
     /// connections and sends the rows to `out` as one transaction
     /// (`Begin`, a `read` change per row, `Commit` ending at the consistent
-    /// point, so acknowledging it moves nothing). Stops early, with `Ok`,
+    /// point, so acknowledging it moves nothing). A publication's column
+    /// lists and row filters apply, as in the stream; row security is
+    /// refused rather than let hide rows; the tables are locked against
+    /// rewrites (`ACCESS SHARE`) until the copy ends. Stops early, with `Ok`,
     /// when `shutdown` is cancelled or `out` closes.
     pub async fn run(
         mut self,
@@ -666,8 +687,13 @@ impl InitialSnapshot {
         let workers = cfg.snapshot_workers.max(1);
         // Every worker imports the exported snapshot before the connection
         // that holds it does anything else; then it may go.
+        // Row security would hide rows the stream sends: refuse instead
+        // (as pg_dump does). Timeouts a server sets would kill a worker
+        // that waits on a slow sink, or a long COPY.
         let import = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; {} \
+             SET row_security = off; SET statement_timeout = 0; \
+             SET idle_in_transaction_session_timeout = 0;",
             literal(&self.name),
             session_settings()
         );
@@ -683,22 +709,45 @@ impl InitialSnapshot {
         if let Some(repl) = self.repl.take() {
             repl.close().await;
         }
+        let version: i32 = clients[0]
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(|e| PgError::sql(&addr, "reading the server version", e))?
+            .get(0);
+        // PostgreSQL 15 publications may list columns and filter rows; the
+        // snapshot shows what the stream would.
+        let list = if version >= 150_000 {
+            "SELECT schemaname::text, tablename::text, attnames::text[], rowfilter \
+             FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
+        } else {
+            "SELECT schemaname::text, tablename::text, NULL::text[], NULL::text \
+             FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
+        };
         let published = clients[0]
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
-                 WHERE pubname = $1 ORDER BY 1, 2",
-                &[&cfg.publication],
-            )
+            .query(list, &[&cfg.publication])
             .await
             .map_err(|e| PgError::sql(&addr, "listing the published tables", e))?;
         let mut tables = Vec::with_capacity(published.len());
+        let mut filters: Vec<Option<String>> = Vec::with_capacity(published.len());
         let mut chunks = std::collections::VecDeque::new();
+        let mut names = Vec::new();
         for row in &published {
             let (schema, name): (String, String) = (row.get(0), row.get(1));
             if is_state_table(&schema, &name) {
                 continue;
             }
-            let table = describe(&clients[0], &addr, &self.db_key, &schema, &name).await?;
+            let columns: Option<Vec<String>> = row.get(2);
+            let filter: Option<String> = row.get(3);
+            let table = describe(
+                &clients[0],
+                &addr,
+                &self.db_key,
+                &schema,
+                &name,
+                columns.as_deref(),
+            )
+            .await?;
+            names.push(table.sql_name.clone());
             let pages = clients[0]
                 .query_one(
                     "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
@@ -710,7 +759,8 @@ impl InitialSnapshot {
             let pages = u32::try_from(pages).unwrap_or(u32::MAX);
             let index = tables.len();
             let mut start = 0;
-            while start + CHUNK_PAGES < pages {
+            // Before PostgreSQL 14 a ctid range is a full scan: one chunk.
+            while version >= 140_000 && start + CHUNK_PAGES < pages {
                 chunks.push_back((
                     index,
                     Chunk::Pages {
@@ -725,26 +775,51 @@ impl InitialSnapshot {
             // what keeps that true without assuming it.
             chunks.push_back((index, Chunk::Pages { start, end: None }));
             tables.push(Arc::new(table));
+            filters.push(filter);
         }
+        // Held until the workers' transactions end: a table rewritten
+        // meanwhile (ALTER TABLE … TYPE) would look empty to the snapshot.
+        if !names.is_empty() {
+            clients[0]
+                .batch_execute(&format!(
+                    "LOCK TABLE {} IN ACCESS SHARE MODE",
+                    names.join(", ")
+                ))
+                .await
+                .map_err(|e| PgError::sql(&addr, "locking the tables to snapshot", e))?;
+        }
+        let filters = Arc::new(filters);
         tracing::info!(
             slot = %cfg.slot, tables = tables.len(), chunks = chunks.len(), workers,
             consistent_point = %self.consistent_point, "initial snapshot started"
         );
         let queue = Arc::new(std::sync::Mutex::new(chunks));
-        let (rows_tx, mut rows_rx) = mpsc::channel::<(usize, Vec<Vec<Value>>)>(workers * 2);
+        // Workers send rows, or the error that stopped them: the first
+        // error ends the snapshot at once rather than after every chunk.
+        let (rows_tx, mut rows_rx) =
+            mpsc::channel::<Result<(usize, Vec<Vec<Value>>), PgError>>(workers * 2);
         let mut tasks = tokio::task::JoinSet::new();
         for client in clients {
-            let (queue, tables, rows_tx, addr) =
-                (queue.clone(), tables.clone(), rows_tx.clone(), addr.clone());
+            let (queue, tables, filters, rows_tx, addr) = (
+                queue.clone(),
+                tables.clone(),
+                filters.clone(),
+                rows_tx.clone(),
+                addr.clone(),
+            );
             tasks.spawn(async move {
                 loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some((index, chunk)) = next else {
-                        return Ok::<(), PgError>(());
+                        return;
                     };
-                    let rows = tables[index].read(&client, &addr, &chunk, None).await?;
-                    if rows_tx.send((index, rows.rows)).await.is_err() {
-                        return Ok(());
+                    let read = tables[index]
+                        .read(&client, &addr, &chunk, filters[index].as_deref())
+                        .await
+                        .map(|rows| (index, rows.rows));
+                    let failed = read.is_err();
+                    if rows_tx.send(read).await.is_err() || failed {
+                        return;
                     }
                 }
             });
@@ -753,13 +828,17 @@ impl InitialSnapshot {
 
         let txn = next_txn_id();
         let cp = self.consistent_point;
+        // The first streamed transaction may commit exactly at the
+        // consistent point, with changes at (cp, 0…): the reads sit just
+        // below it, so every streamed change is newer than every read.
+        let at = Lsn(cp.0.saturating_sub(1));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         let mut batch = vec![SourceItem::Begin(TxnBegin {
             txn,
             xid: 0,
-            commit_lsn: cp,
+            commit_lsn: at,
             commit_time_micros: now,
         })];
         let mut seq: u32 = 0;
@@ -769,7 +848,8 @@ impl InitialSnapshot {
                 next = rows_rx.recv() => next,
                 _ = shutdown.cancelled() => return Ok(SnapshotSummary { txn, rows: rows_read, tables: tables.len(), complete: false }),
             };
-            let Some((index, rows)) = next else { break };
+            let Some(read) = next else { break };
+            let (index, rows) = read?;
             for row in rows {
                 batch.push(SourceItem::Change(ChangeEvent {
                     op: Op::Read,
@@ -778,8 +858,8 @@ impl InitialSnapshot {
                     after: Some(row),
                     message: None,
                     source: SourceInfo {
-                        commit_lsn: cp,
-                        lsn: cp,
+                        commit_lsn: at,
+                        lsn: at,
                         xid: 0,
                         commit_time_micros: now,
                         seq,
@@ -803,14 +883,14 @@ impl InitialSnapshot {
             }
         }
         while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| PgError::Io(std::io::Error::other(e.to_string())))??;
+            done.map_err(|e| PgError::Io(std::io::Error::other(e.to_string())))?;
         }
         // Tables without rows make no transaction at all: plugins' commit
         // hooks see no empty one.
         let complete = rows_read == 0 || {
             batch.push(SourceItem::Commit(TxnCommit {
                 txn,
-                commit_lsn: cp,
+                commit_lsn: at,
                 end_lsn: cp,
             }));
             out.send(batch).await.is_ok()

@@ -358,6 +358,7 @@ async fn source_task(
         let mut retired = checkpointer.subscribe_retired();
         if summary.rows > 0 {
             tokio::select! {
+                biased;
                 done = retired.wait_for(|r| r.is_some_and(|t| t >= summary.txn)) => {
                     if done.is_err() {
                         return Ok(());
@@ -366,7 +367,20 @@ async fn source_task(
                 _ = stop.cancelled() => return Ok(()),
             }
         }
-        weir_postgres::snapshot::record_finished(&reconnect, &slot).await?;
+        // Delivered: a lost connection here must not make the next start
+        // take the whole snapshot again.
+        let mut tries = 0;
+        while let Err(e) = weir_postgres::snapshot::record_finished(&reconnect, &slot).await {
+            tries += 1;
+            if tries >= 10 || !e.is_retryable() {
+                return Err(e.into());
+            }
+            tracing::warn!(error = %e, "could not record the snapshot done yet; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
         tracing::info!(slot = %slot, rows = summary.rows, tables = summary.tables, "initial snapshot delivered");
         if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
             tracing::info!("snapshot = \"initial_only\": stopping after the snapshot");

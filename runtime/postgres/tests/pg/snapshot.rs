@@ -105,7 +105,7 @@ async fn snapshot_rows_decode_as_the_stream_does() {
 
     let client = snapshot_client(&db).await;
     let db_key: std::sync::Arc<str> = "snapshot-test".into();
-    let snap = describe(&client, "test", &db_key, "public", "snap")
+    let snap = describe(&client, "test", &db_key, "public", "snap", None)
         .await
         .unwrap();
     // The shape pgoutput announced: columns (generated one left out, the
@@ -166,7 +166,7 @@ async fn snapshot_rows_decode_as_the_stream_does() {
         .await
         .unwrap();
     let client = snapshot_client(&db).await;
-    let loose = describe(&client, "test", &db_key, "public", "loose")
+    let loose = describe(&client, "test", &db_key, "public", "loose", None)
         .await
         .unwrap();
     assert!(!loose.has_key());
@@ -305,7 +305,8 @@ async fn a_new_slot_reads_existing_rows_then_streams_from_its_consistent_point()
             c.source.seq as usize, i,
             "positions are unique and in order"
         );
-        assert_eq!(c.source.commit_lsn, source.start_lsn());
+        // Just below the consistent point, where a streamed commit may sit.
+        assert_eq!(c.source.commit_lsn.0, source.start_lsn().0 - 1);
         let row = c.after.as_ref().unwrap();
         let Value::Int(id) = row[0] else { panic!() };
         if id == 1 {
@@ -369,4 +370,71 @@ async fn an_interrupted_initial_snapshot_starts_over_on_a_new_slot() {
         .unwrap();
     let (summary, _) = take_snapshot(&mut second).await;
     assert_eq!(summary.rows, 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publications_column_list_and_row_filter_apply_to_the_snapshot() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text, secret text); \
+             INSERT INTO t SELECT g, 'v' || g, 'hidden' FROM generate_series(1, 10) g; \
+             CREATE PUBLICATION {} FOR TABLE t (id, v) WHERE (id > 6);",
+            db.publication
+        ))
+        .await
+        .unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        snapshot: weir_postgres::SnapshotMode::Initial,
+        ..db.config(&slot, &["t"])
+    };
+    let mut source = weir_postgres::PostgresSource::prepare(config)
+        .await
+        .unwrap();
+    let (summary, items) = take_snapshot(&mut source).await;
+    assert_eq!(summary.rows, 4, "rows 7..=10 pass the filter");
+    for item in &items {
+        if let weir_core::SourceItem::Change(c) = item {
+            let table = c.table.as_ref().unwrap();
+            let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["id", "v"], "the secret column is not published");
+            assert_eq!(c.after.as_ref().unwrap().len(), 2);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_made_just_before_a_crash_is_snapshotted_again() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let slot = db.slot();
+    // As a crash right after CREATE_REPLICATION_SLOT leaves it: the
+    // snapshot recorded as running (no consistent point yet), the slot made.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5); \
+             CREATE SCHEMA weir; CREATE TABLE weir.snapshots (slot text PRIMARY KEY, \
+               consistent_point pg_lsn, state text NOT NULL, \
+               started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz); \
+             INSERT INTO weir.snapshots (slot, state) VALUES ('{slot}', 'running');"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+        ))
+        .await
+        .unwrap();
+    let config = weir_postgres::PostgresConfig {
+        snapshot: weir_postgres::SnapshotMode::Initial,
+        ..db.config(&slot, &["t"])
+    };
+    let mut source = weir_postgres::PostgresSource::prepare(config)
+        .await
+        .unwrap();
+    let (summary, _) = take_snapshot(&mut source).await;
+    assert_eq!(summary.rows, 5);
 }
