@@ -74,6 +74,8 @@ async fn existing_rows_come_first_as_reads_then_the_changes_since() {
         v1["after"]["v"], "v1",
         "the snapshot shows the row as it was"
     );
+    assert_eq!(v1["source"]["snapshot"], true, "{v1}");
+    assert!(lines[3013]["source"].get("snapshot").is_none());
     let pairs: BTreeSet<(i64, String)> = lines
         .iter()
         .filter(|l| l["table"] == "pairs")

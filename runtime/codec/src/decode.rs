@@ -350,7 +350,8 @@ fn parse_op(op: &str) -> Result<Op, DecodeError> {
 }
 
 fn parse_source(source: &Fields<'_>) -> Result<SourceInfo, DecodeError> {
-    source.only(&["commit_lsn", "lsn", "xid", "commit_time", "seq"])?;
+    // `snapshot` marks a read, which `op` already says.
+    source.only(&["commit_lsn", "lsn", "xid", "commit_time", "seq", "snapshot"])?;
     let lsn = |field: &str| -> Result<Lsn, DecodeError> {
         source
             .string(field)?

@@ -28,7 +28,8 @@ use crate::calendar;
 ///
 /// (shown on several lines here; the encoder writes no whitespace).
 ///
-/// * `op`: `insert`, `update`, `delete`, `truncate` or `message`.
+/// * `op`: `insert`, `update`, `delete`, `truncate`, `message`, or `read`
+///   for a row of a snapshot (its `source` then also has `"snapshot":true`).
 /// * `schema`, `table`: the table; `null` for a logical message.
 /// * `key`: the replica-identity (normally primary-key) columns of the row,
 ///   taken from `after`, or from `before` for a delete; `null` for
@@ -45,8 +46,8 @@ use crate::calendar;
 /// * `source`: the WAL position: the transaction's `commit_lsn`, the
 ///   change's own `lsn` (both as Postgres prints LSNs), the Postgres `xid`,
 ///   the `commit_time` (UTC, microsecond precision) and `seq`, the event's
-///   position within its transaction. `(commit_lsn, seq)` identifies an
-///   event, so a consumer can drop the duplicates that at-least-once
+///   position within its transaction, and `"snapshot":true` for a `read`.
+///   `(commit_lsn, seq)` identifies an event, so a consumer can drop the duplicates that at-least-once
 ///   delivery brings after a restart.
 ///
 /// Column values:
@@ -272,12 +273,12 @@ fn write_envelope(
         out.push(b'}');
     }
     out.extend_from_slice(b",\"source\":");
-    write_source(out, &event.source);
+    write_source(out, &event.source, event.op == Op::Read);
     out.push(b'}');
     Ok(())
 }
 
-fn write_source(out: &mut Vec<u8>, source: &SourceInfo) {
+fn write_source(out: &mut Vec<u8>, source: &SourceInfo, snapshot: bool) {
     out.extend_from_slice(b"{\"commit_lsn\":\"");
     write_lsn(out, source.commit_lsn);
     out.extend_from_slice(b"\",\"lsn\":\"");
@@ -288,6 +289,9 @@ fn write_source(out: &mut Vec<u8>, source: &SourceInfo) {
     calendar::write_timestamp(out, source.commit_time_micros, true);
     out.extend_from_slice(b"\",\"seq\":");
     out.extend_from_slice(itoa::Buffer::new().format(source.seq).as_bytes());
+    if snapshot {
+        out.extend_from_slice(b",\"snapshot\":true");
+    }
     out.push(b'}');
 }
 

@@ -117,6 +117,26 @@ fn insert_envelope() {
 }
 
 #[test]
+fn a_snapshot_row_is_a_read_marked_in_its_source_and_decodes_back() {
+    let e = event(
+        Op::Read,
+        None,
+        Some(vec![Value::Int(7), Value::Text("old".into())]),
+    );
+    let text = json(&e);
+    let source = SOURCE.trim_end_matches('}');
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"op":"read","schema":"public","table":"orders","key":{{"id":7}},"before":null,"after":{{"id":7,"status":"old"}},{source},"snapshot":true}}}}"#
+        )
+    );
+    let back = crate::decode_native_json(&text, &mut Default::default()).unwrap();
+    assert_eq!(back.op, Op::Read);
+    assert_eq!(back.source, e.source);
+}
+
+#[test]
 fn update_and_delete_envelopes() {
     let update = event(
         Op::Update,
