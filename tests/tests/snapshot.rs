@@ -48,7 +48,13 @@ async fn existing_rows_come_first_as_reads_then_the_changes_since() {
         "public.loose",
         "public.empty",
     ];
-    let p = FilePipeline::start(&db, &tables, "", "");
+    let admin = free_port();
+    let p = FilePipeline::start(
+        &db,
+        &tables,
+        "",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+    );
     db.exec("UPDATE items SET v = 'changed' WHERE id = 1").await;
     db.exec("INSERT INTO items VALUES (3001, 'sentinel')").await;
     let lines = wait_for(Duration::from_secs(120), || {
@@ -91,6 +97,42 @@ async fn existing_rows_come_first_as_reads_then_the_changes_since() {
     assert_eq!(lines[3013]["op"], "update");
     assert_eq!(lines[3014]["op"], "insert");
     assert_eq!(snapshot_state(&db), "done");
+
+    // What /status and /metrics say of it once delivered.
+    let status = http_json(&http_get(admin, "/status"));
+    let snapshot = &status["snapshot"];
+    assert_eq!(snapshot["state"], "delivered", "{status}");
+    assert_eq!(snapshot["rows"], 3013, "{status}");
+    let per_table: Vec<(String, u64, bool)> = snapshot["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_owned(),
+                t["rows"].as_u64().unwrap(),
+                t["chunks_done"] == t["chunks"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_table,
+        [
+            ("public.empty".to_owned(), 0, true),
+            ("public.items".to_owned(), 3000, true),
+            ("public.loose".to_owned(), 10, true),
+            ("public.pairs".to_owned(), 3, true),
+        ]
+    );
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("weir_snapshot_rows{table=\"public.items\"} 3000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nweir_snapshot_delivered 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -608,6 +608,56 @@ const CHUNK_PAGES: u32 = 1024;
 /// Rows per batch handed downstream.
 const ITEMS_PER_BATCH: usize = 4096;
 
+/// Live progress of an initial snapshot, for `/status` and metrics: per
+/// table, the rows read, the planner's estimate, and chunks done.
+#[derive(Debug, Default)]
+pub struct SnapshotProgress {
+    tables: std::sync::Mutex<Vec<Arc<TableProgress>>>,
+    started: std::sync::OnceLock<std::time::Instant>,
+    delivered: std::sync::atomic::AtomicBool,
+}
+
+/// One table's share of [`SnapshotProgress`].
+#[derive(Debug)]
+pub struct TableProgress {
+    /// `schema.table`.
+    pub table: String,
+    /// `pg_class.reltuples` when the table was analyzed.
+    pub estimated_rows: Option<u64>,
+    /// Chunks the table was cut into.
+    pub chunks: u64,
+    /// Chunks read so far.
+    pub chunks_done: std::sync::atomic::AtomicU64,
+    /// Rows read so far.
+    pub rows: std::sync::atomic::AtomicU64,
+}
+
+impl SnapshotProgress {
+    /// The tables, in the order they are read.
+    pub fn tables(&self) -> Vec<Arc<TableProgress>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How long the copy has been running; `None` before it started.
+    pub fn elapsed(&self) -> Option<std::time::Duration> {
+        self.started.get().map(|t| t.elapsed())
+    }
+
+    /// Whether every row is durable at every sink.
+    pub fn is_delivered(&self) -> bool {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that every row is durable at every sink.
+    pub fn set_delivered(&self) {
+        self.delivered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The initial snapshot of a new slot: the rows every published table held
 /// at the slot's consistent point, read through the snapshot the slot
 /// exported, as one transaction of `read` events positioned just below
@@ -619,6 +669,7 @@ pub struct InitialSnapshot {
     name: String,
     consistent_point: Lsn,
     db_key: Arc<str>,
+    progress: Arc<SnapshotProgress>,
 }
 
 impl std::fmt::Debug for InitialSnapshot {
@@ -660,7 +711,13 @@ impl InitialSnapshot {
             name,
             consistent_point,
             db_key,
+            progress: Arc::default(),
         }
+    }
+
+    /// Its progress, updated while [`run`](Self::run) copies.
+    pub fn progress(&self) -> Arc<SnapshotProgress> {
+        Arc::clone(&self.progress)
     }
 
     /// The slot's consistent point: the snapshot shows every transaction
@@ -729,6 +786,7 @@ impl InitialSnapshot {
             .map_err(|e| PgError::sql(&addr, "listing the published tables", e))?;
         let mut tables = Vec::with_capacity(published.len());
         let mut filters: Vec<Option<String>> = Vec::with_capacity(published.len());
+        let mut progress = Vec::with_capacity(published.len());
         let mut chunks = std::collections::VecDeque::new();
         let mut names = Vec::new();
         for row in &published {
@@ -758,6 +816,7 @@ impl InitialSnapshot {
                 .get::<_, i64>(0);
             let pages = u32::try_from(pages).unwrap_or(u32::MAX);
             let index = tables.len();
+            let first_chunk = chunks.len();
             let mut start = 0;
             // Before PostgreSQL 14 a ctid range is a full scan: one chunk.
             while version >= 140_000 && start + CHUNK_PAGES < pages {
@@ -774,6 +833,13 @@ impl InitialSnapshot {
             // read hold no row the snapshot can see, but reading them is
             // what keeps that true without assuming it.
             chunks.push_back((index, Chunk::Pages { start, end: None }));
+            progress.push(Arc::new(TableProgress {
+                table: table.schema.qualified_name(),
+                estimated_rows: table.estimated_rows,
+                chunks: (chunks.len() - first_chunk) as u64,
+                chunks_done: Default::default(),
+                rows: Default::default(),
+            }));
             tables.push(Arc::new(table));
             filters.push(filter);
         }
@@ -789,6 +855,13 @@ impl InitialSnapshot {
                 .map_err(|e| PgError::sql(&addr, "locking the tables to snapshot", e))?;
         }
         let filters = Arc::new(filters);
+        *self
+            .progress
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = progress.clone();
+        let _ = self.progress.started.set(std::time::Instant::now());
+        let progress = Arc::new(progress);
         tracing::info!(
             slot = %cfg.slot, tables = tables.len(), chunks = chunks.len(), workers,
             consistent_point = %self.consistent_point, "initial snapshot started"
@@ -800,10 +873,11 @@ impl InitialSnapshot {
             mpsc::channel::<Result<(usize, Vec<Vec<Value>>), PgError>>(workers * 2);
         let mut tasks = tokio::task::JoinSet::new();
         for client in clients {
-            let (queue, tables, filters, rows_tx, addr) = (
+            let (queue, tables, filters, progress, rows_tx, addr) = (
                 queue.clone(),
                 tables.clone(),
                 filters.clone(),
+                progress.clone(),
                 rows_tx.clone(),
                 addr.clone(),
             );
@@ -817,6 +891,11 @@ impl InitialSnapshot {
                         .read(&client, &addr, &chunk, filters[index].as_deref())
                         .await
                         .map(|rows| (index, rows.rows));
+                    if let Ok((_, rows)) = &read {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        progress[index].rows.fetch_add(rows.len() as u64, Relaxed);
+                        progress[index].chunks_done.fetch_add(1, Relaxed);
+                    }
                     let failed = read.is_err();
                     if rows_tx.send(read).await.is_err() || failed {
                         return;

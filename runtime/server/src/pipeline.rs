@@ -235,6 +235,7 @@ impl Pipeline {
             pg_config,
             items_tx,
             checkpointer,
+            status.clone(),
             source_stop.clone(),
         ));
         status.set_state(State::Running);
@@ -333,6 +334,7 @@ async fn source_task(
     config: PostgresConfig,
     out: mpsc::Sender<Vec<SourceItem>>,
     checkpointer: Arc<Checkpointer>,
+    status: Arc<Status>,
     stop: CancellationToken,
 ) -> Result<(), HaltError> {
     let mut backoff = Duration::from_millis(200);
@@ -347,6 +349,8 @@ async fn source_task(
     let mut source = source;
     if let Some(snapshot) = source.take_initial_snapshot() {
         let slot = reconnect.slot.clone();
+        let progress = snapshot.progress();
+        status.follow_snapshot(progress.clone());
         let summary = snapshot.run(&out, &stop).await?;
         if !summary.complete {
             // Stopped part-way: the next start takes it again from the start.
@@ -381,6 +385,7 @@ async fn source_task(
                 _ = stop.cancelled() => return Ok(()),
             }
         }
+        progress.set_delivered();
         tracing::info!(slot = %slot, rows = summary.rows, tables = summary.tables, "initial snapshot delivered");
         if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
             tracing::info!("snapshot = \"initial_only\": stopping after the snapshot");

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use weir_core::Lsn;
+use weir_postgres::snapshot::SnapshotProgress;
 use weir_wasm::PluginEngine;
 
 use crate::config::FailurePolicy;
@@ -95,6 +96,8 @@ pub struct Status {
     pub unrouted: AtomicU64,
     /// The checkpointer's watermark, once the pipeline has one.
     watermark: OnceLock<watch::Receiver<Lsn>>,
+    /// The initial snapshot's progress, when one is taken.
+    snapshot: OnceLock<Arc<SnapshotProgress>>,
     /// Per-sink counters, fixed at startup.
     pub sinks: BTreeMap<String, SinkCounters>,
     /// The plugins, their versions, failures and deploys.
@@ -113,6 +116,7 @@ impl Status {
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             watermark: OnceLock::new(),
+            snapshot: OnceLock::new(),
             sinks: sink_names
                 .into_iter()
                 .map(|n| (n, SinkCounters::default()))
@@ -126,6 +130,59 @@ impl Status {
     /// position (the pipeline's checkpointer; the first one given stays).
     pub fn follow_watermark(&self, watermark: watch::Receiver<Lsn>) {
         let _ = self.watermark.set(watermark);
+    }
+
+    /// Reports `progress` (the initial snapshot being taken) in the status
+    /// and the metrics.
+    pub fn follow_snapshot(&self, progress: Arc<SnapshotProgress>) {
+        let _ = self.snapshot.set(progress);
+    }
+
+    /// The initial snapshot's progress as `/status` shows it: per table,
+    /// rows read, the estimate, chunks, rows/s and the time left at that
+    /// rate; `null` when no snapshot was taken.
+    fn snapshot_json(&self) -> serde_json::Value {
+        let Some(progress) = self.snapshot.get() else {
+            return serde_json::Value::Null;
+        };
+        let elapsed = progress.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        let tables: Vec<serde_json::Value> = progress
+            .tables()
+            .iter()
+            .map(|t| {
+                let rows = t.rows.load(Ordering::Relaxed);
+                let chunks_done = t.chunks_done.load(Ordering::Relaxed);
+                let rate = if elapsed > 0.0 {
+                    rows as f64 / elapsed
+                } else {
+                    0.0
+                };
+                let left = t
+                    .estimated_rows
+                    .filter(|_| chunks_done < t.chunks && rate > 0.0)
+                    .map(|e| (e.saturating_sub(rows) as f64 / rate).round());
+                serde_json::json!({
+                    "table": t.table,
+                    "rows": rows,
+                    "estimated_rows": t.estimated_rows,
+                    "chunks": t.chunks,
+                    "chunks_done": chunks_done,
+                    "rows_per_second": rate.round(),
+                    "eta_seconds": left,
+                })
+            })
+            .collect();
+        let rows: u64 = progress
+            .tables()
+            .iter()
+            .map(|t| t.rows.load(Ordering::Relaxed))
+            .sum();
+        serde_json::json!({
+            "state": if progress.is_delivered() { "delivered" } else { "copying" },
+            "rows": rows,
+            "elapsed_seconds": elapsed.round(),
+            "tables": tables,
+        })
     }
 
     /// The acknowledged source position; zero before the pipeline started.
@@ -194,6 +251,7 @@ impl Status {
             "unrouted": self.unrouted.load(Ordering::Relaxed),
             "sinks": sinks,
             "plugins": self.plugins.snapshot(),
+            "snapshot": self.snapshot_json(),
         })
     }
 
@@ -274,9 +332,48 @@ impl Status {
                 self.is_degraded(c).is_some() as u8
             );
         }
+        if let Some(progress) = self.snapshot.get() {
+            let tables = progress.tables();
+            for (metric, help) in [
+                (
+                    "weir_snapshot_rows",
+                    "Rows of the table the initial snapshot has read.",
+                ),
+                (
+                    "weir_snapshot_rows_estimated",
+                    "The table's estimated rows (pg_class.reltuples; -1: never analyzed).",
+                ),
+                ("weir_snapshot_chunks", "Chunks the table is read in."),
+                ("weir_snapshot_chunks_done", "Chunks of the table read."),
+            ] {
+                let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+                for t in &tables {
+                    let v: i128 = match metric {
+                        "weir_snapshot_rows" => t.rows.load(Ordering::Relaxed).into(),
+                        "weir_snapshot_rows_estimated" => t.estimated_rows.map_or(-1, i128::from),
+                        "weir_snapshot_chunks" => t.chunks.into(),
+                        _ => t.chunks_done.load(Ordering::Relaxed).into(),
+                    };
+                    let _ = writeln!(out, "{metric}{{table=\"{}\"}} {v}", label(&t.table));
+                }
+            }
+            let _ = writeln!(
+                out,
+                "# HELP weir_snapshot_delivered 1 once every row of the initial snapshot is durable at every sink.\n# TYPE weir_snapshot_delivered gauge\nweir_snapshot_delivered {}",
+                progress.is_delivered() as u8
+            );
+        }
         self.plugins.metrics(&mut out);
         out
     }
+}
+
+/// A Prometheus label value: `\`, `"` and line ends escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// What one plugin has been through.
