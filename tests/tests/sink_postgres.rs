@@ -27,6 +27,38 @@ fn sink_toml(target: &TestDb, extra: &str) -> String {
     )
 }
 
+/// Runs the transaction `round_sql(n)` for n = 1, 2, … on `db` until
+/// `stop`; the task returns how many ran.
+fn write_load(
+    db: &TestDb,
+    stop: &Arc<AtomicBool>,
+    round_sql: impl Fn(i32) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<i32> {
+    let stop = Arc::clone(stop);
+    let dsn = format!(
+        "host={} port={} user={} dbname={}",
+        pg_host(),
+        pg_port(),
+        pg_user(),
+        db.name
+    );
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .expect("load connection");
+        tokio::spawn(conn);
+        let mut round = 0i32;
+        while !stop.load(Ordering::Relaxed) {
+            round += 1;
+            client
+                .batch_execute(&round_sql(round))
+                .await
+                .expect("load transaction");
+        }
+        round
+    })
+}
+
 /// Every row of `table` in `db` as one JSON array text, ordered by `id`.
 fn rows_json(db: &str, table: &str, columns: &str) -> String {
     psql(
@@ -220,40 +252,20 @@ async fn sigkills_never_apply_a_change_twice() {
         .await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = Arc::clone(&stop);
-        let dsn = format!(
-            "host={} port={} user={} dbname={}",
-            pg_host(),
-            pg_port(),
-            pg_user(),
-            source.name
-        );
-        tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
-                .await
-                .expect("load connection");
-            tokio::spawn(conn);
-            let mut round = 0i32;
-            while !stop.load(Ordering::Relaxed) {
-                round += 1;
-                let sql = format!(
-                    "BEGIN;
-                     UPDATE c SET n = n + 1 WHERE id % 11 = {m};
-                     UPDATE c SET n = n + 1 WHERE id = {one};
-                     INSERT INTO c VALUES ({new}, 0, 'new') ON CONFLICT (id) DO UPDATE SET n = c.n + 1;
-                     DELETE FROM c WHERE id = {gone};
-                     COMMIT;",
-                    m = round % 11,
-                    one = round % 300 + 1,
-                    new = 1000 + round % 40,
-                    gone = 1000 + (round + 20) % 40,
-                );
-                client.batch_execute(&sql).await.expect("load transaction");
-            }
-            round
-        })
-    };
+    let load = write_load(&source, &stop, |round| {
+        format!(
+            "BEGIN;
+             UPDATE c SET n = n + 1 WHERE id % 11 = {m};
+             UPDATE c SET n = n + 1 WHERE id = {one};
+             INSERT INTO c VALUES ({new}, 0, 'new') ON CONFLICT (id) DO UPDATE SET n = c.n + 1;
+             DELETE FROM c WHERE id = {gone};
+             COMMIT;",
+            m = round % 11,
+            one = round % 300 + 1,
+            new = 1000 + round % 40,
+            gone = 1000 + (round + 20) % 40,
+        )
+    });
 
     let applied = |db: &TestDb| -> u64 {
         psql(&db.name, "SELECT count(*) FROM applied")
@@ -512,41 +524,18 @@ async fn an_initial_snapshot_under_writes_leaves_the_target_equal() {
     .await;
     let target = TestDb::new("pgsink_snap_dst", "").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = Arc::clone(&stop);
-        let dsn = format!(
-            "host={} port={} user={} dbname={}",
-            pg_host(),
-            pg_port(),
-            pg_user(),
-            source.name
-        );
-        tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
-                .await
-                .expect("writer connection");
-            tokio::spawn(conn);
-            let mut round = 0i32;
-            while !stop.load(Ordering::Relaxed) {
-                round += 1;
-                let sql = format!(
-                    "BEGIN;
-                     UPDATE s SET n = n + 1 WHERE id % 97 = {m};
-                     DELETE FROM s WHERE id = {gone};
-                     INSERT INTO s VALUES ({new}, {round}) ON CONFLICT (id) DO UPDATE SET n = s.n + 1;
-                     COMMIT;",
-                    m = round % 97,
-                    gone = round * 7 % 50000 + 1,
-                    new = 50000 + round,
-                );
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .expect("writer transaction");
-            }
-            round
-        })
-    };
+    let writer = write_load(&source, &stop, |round| {
+        format!(
+            "BEGIN;
+             UPDATE s SET n = n + 1 WHERE id % 97 = {m};
+             DELETE FROM s WHERE id = {gone};
+             INSERT INTO s VALUES ({new}, {round}) ON CONFLICT (id) DO UPDATE SET n = s.n + 1;
+             COMMIT;",
+            m = round % 97,
+            gone = round * 7 % 50000 + 1,
+            new = 50000 + round,
+        )
+    });
     // The writer runs before, while and after the slot is made.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let p = FilePipeline::start(
