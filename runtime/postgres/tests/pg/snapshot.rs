@@ -227,6 +227,14 @@ async fn snapshot_rows_decode_as_the_stream_does() {
     running.stop().await.unwrap();
 }
 
+/// A config capturing `tables` through `slot` with the initial snapshot on.
+fn snapshot_config(db: &TestDb, slot: &str, tables: &[&str]) -> weir_postgres::PostgresConfig {
+    weir_postgres::PostgresConfig {
+        snapshot: weir_postgres::SnapshotMode::Initial,
+        ..db.config(slot, tables)
+    }
+}
+
 /// Reads an initial snapshot to the end: its transaction's items.
 async fn take_snapshot(
     source: &mut weir_postgres::PostgresSource,
@@ -269,9 +277,8 @@ async fn a_new_slot_reads_existing_rows_then_streams_from_its_consistent_point()
         .unwrap();
     let slot = db.slot();
     let config = weir_postgres::PostgresConfig {
-        snapshot: weir_postgres::SnapshotMode::Initial,
         snapshot_workers: 3,
-        ..db.config(&slot, &["big", "empty"])
+        ..snapshot_config(&db, &slot, &["big", "empty"])
     };
     let mut source = weir_postgres::PostgresSource::prepare(config.clone())
         .await
@@ -350,10 +357,7 @@ async fn an_interrupted_initial_snapshot_starts_over_on_a_new_slot() {
         .await
         .unwrap();
     let slot = db.slot();
-    let config = weir_postgres::PostgresConfig {
-        snapshot: weir_postgres::SnapshotMode::Initial,
-        ..db.config(&slot, &["t"])
-    };
+    let config = snapshot_config(&db, &slot, &["t"]);
     let mut first = weir_postgres::PostgresSource::prepare(config.clone())
         .await
         .unwrap();
@@ -386,10 +390,7 @@ async fn a_publications_column_list_and_row_filter_apply_to_the_snapshot() {
         .await
         .unwrap();
     let slot = db.slot();
-    let config = weir_postgres::PostgresConfig {
-        snapshot: weir_postgres::SnapshotMode::Initial,
-        ..db.config(&slot, &["t"])
-    };
+    let config = snapshot_config(&db, &slot, &["t"]);
     let mut source = weir_postgres::PostgresSource::prepare(config)
         .await
         .unwrap();
@@ -428,10 +429,7 @@ async fn a_slot_made_just_before_a_crash_is_snapshotted_again() {
         ))
         .await
         .unwrap();
-    let config = weir_postgres::PostgresConfig {
-        snapshot: weir_postgres::SnapshotMode::Initial,
-        ..db.config(&slot, &["t"])
-    };
+    let config = snapshot_config(&db, &slot, &["t"]);
     let mut source = weir_postgres::PostgresSource::prepare(config)
         .await
         .unwrap();
