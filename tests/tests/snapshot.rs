@@ -133,6 +133,21 @@ async fn existing_rows_come_first_as_reads_then_the_changes_since() {
         metrics.contains("\nweir_snapshot_delivered 1\n"),
         "{metrics}"
     );
+
+    // And what `weir snapshot status` prints of it, outside a terminal.
+    let out = std::process::Command::new(weir_bin())
+        .args(["snapshot", "status", "--once", "--config"])
+        .arg(&p.config)
+        .output()
+        .expect("run weir snapshot status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("public.items: 3000/"), "{text}");
+    assert!(text.contains("delivered: 3013 rows"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,6 +45,26 @@ enum Command {
         #[command(subcommand)]
         command: weir::cli::PluginCommand,
     },
+    /// Follow the initial snapshot of a running Weir.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// The snapshot's progress per table, from the admin endpoint of the
+    /// Weir this configuration runs: live bars in a terminal until it is
+    /// delivered, else (or with --once) one line per table.
+    Status {
+        /// Configuration file (its [admin] section names the endpoint).
+        #[arg(long, short, default_value = "weir.toml")]
+        config: PathBuf,
+        /// Print the current progress once and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +86,9 @@ fn main() -> ExitCode {
             config,
             exit_on_halt,
         } => with_runtime(run(config, exit_on_halt)),
+        Command::Snapshot {
+            command: SnapshotCommand::Status { config, once },
+        } => with_runtime(weir::cli::snapshot::status(&config, once)),
     }
 }
 

@@ -8,6 +8,9 @@
 //!   each ([`replay`]);
 //! * `weir plugin new --lang rust|python|js NAME`: writes a new plugin
 //!   project from the templates built into the binary ([`new`]).
+//!
+//! And for operators, `weir snapshot status`: the initial snapshot's
+//! progress, from a running Weir's admin endpoint ([`snapshot`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +24,7 @@ use crate::config::PluginsConfig;
 pub mod inspect;
 pub mod new;
 pub mod replay;
+pub mod snapshot;
 mod templates;
 
 /// The `weir plugin` subcommands.

@@ -1,0 +1,134 @@
+//! `weir snapshot status`: the initial snapshot's progress, read from a
+//! running Weir's `/status` (its `[admin]` endpoint): one progress bar per
+//! table in a terminal, refreshed until the snapshot is delivered, or, with
+//! `--once` (and whenever the output is not a terminal), one line per table.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value as Json;
+
+use crate::config::Config;
+
+/// How often a terminal view asks again.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// Shows the snapshot's progress of the Weir that `config_path` configures.
+pub async fn status(config_path: &Path, once: bool) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(admin) = config.admin else {
+        eprintln!(
+            "error: {}: `weir snapshot status` reads the admin endpoint; add [admin] listen = \"127.0.0.1:PORT\"",
+            config_path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let url = format!("http://{}/status", admin.listen);
+    let client = reqwest::Client::new();
+    let fetch = || async {
+        let mut request = client.get(&url).timeout(Duration::from_secs(5));
+        if let Some(token) = &admin.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e} (is weir running with this configuration?)"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: HTTP {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_slice::<Json>(&body).map_err(|e| format!("{url}: {e}"))
+    };
+    let live = !once && std::io::stdout().is_terminal();
+    let bars = MultiProgress::new();
+    let mut shown: HashMap<String, ProgressBar> = HashMap::new();
+    loop {
+        let status = match fetch().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let snapshot = &status["snapshot"];
+        if snapshot.is_null() {
+            println!("no initial snapshot in this run (the slot existed, or snapshot = \"never\")");
+            return ExitCode::SUCCESS;
+        }
+        let delivered = snapshot["state"] == "delivered";
+        let tables = snapshot["tables"].as_array().cloned().unwrap_or_default();
+        if !live {
+            for t in &tables {
+                println!("{}", line(t));
+            }
+            println!(
+                "{}: {} rows in {}s",
+                snapshot["state"].as_str().unwrap_or("?"),
+                snapshot["rows"],
+                snapshot["elapsed_seconds"]
+            );
+            return ExitCode::SUCCESS;
+        }
+        for t in &tables {
+            let name = t["table"].as_str().unwrap_or("?").to_owned();
+            let bar = shown.entry(name.clone()).or_insert_with(|| {
+                let bar = bars.add(ProgressBar::new(0));
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:30} [{bar:40}] {pos}/{len} rows  {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(name);
+                bar
+            });
+            let rows = t["rows"].as_u64().unwrap_or(0);
+            let total = t["estimated_rows"].as_u64().unwrap_or(rows).max(rows);
+            bar.set_length(total);
+            bar.set_position(rows);
+            bar.set_message(rate_and_eta(t));
+            if t["chunks_done"] == t["chunks"] {
+                bar.set_length(rows);
+                bar.finish_with_message(format!("done, {} chunks", t["chunks"]));
+            }
+        }
+        if delivered {
+            let _ = bars.println(format!("delivered: {} rows", snapshot["rows"]));
+            return ExitCode::SUCCESS;
+        }
+        tokio::time::sleep(REFRESH).await;
+    }
+}
+
+/// `public.orders: 1200/5000 rows, 3/10 chunks, 850 rows/s, 4s left`.
+fn line(t: &Json) -> String {
+    let estimate = t["estimated_rows"]
+        .as_u64()
+        .map_or_else(|| "?".to_owned(), |e| e.to_string());
+    format!(
+        "{}: {}/{} rows, {}/{} chunks, {}",
+        t["table"].as_str().unwrap_or("?"),
+        t["rows"],
+        estimate,
+        t["chunks_done"],
+        t["chunks"],
+        rate_and_eta(t)
+    )
+}
+
+fn rate_and_eta(t: &Json) -> String {
+    match t["eta_seconds"].as_f64() {
+        Some(left) => format!("{} rows/s, {left}s left", t["rows_per_second"]),
+        None => format!("{} rows/s", t["rows_per_second"]),
+    }
+}
