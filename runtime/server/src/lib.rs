@@ -83,6 +83,7 @@ mod tests {
                     include_str!("cli/inspect.rs"),
                     include_str!("cli/new.rs"),
                     include_str!("cli/replay.rs"),
+                    include_str!("cli/snapshot.rs"),
                     include_str!("cli/templates.rs"),
                 ],
             ),
