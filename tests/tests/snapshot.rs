@@ -126,7 +126,7 @@ async fn existing_rows_come_first_as_reads_then_the_changes_since() {
     );
     let metrics = http_get(admin, "/metrics");
     assert!(
-        metrics.contains("weir_snapshot_rows{table=\"public.items\"} 3000"),
+        metrics.contains("weir_snapshot_rows{table=\"public.items\",request=\"0\"} 3000"),
         "{metrics}"
     );
     assert!(

@@ -293,6 +293,9 @@ pub struct PostgresConfig {
     pub snapshot: SnapshotMode,
     /// Connections that copy the initial snapshot's tables at once.
     pub snapshot_workers: usize,
+    /// Heap pages per snapshot chunk: the unit read at once, held in
+    /// memory at once, and recorded delivered at once.
+    pub snapshot_chunk_pages: u32,
 }
 
 /// When the rows a table already holds are read (`source.snapshot`).
@@ -336,6 +339,7 @@ impl Default for PostgresConfig {
             require_auth: RequireAuth::default(),
             snapshot: SnapshotMode::Never,
             snapshot_workers: 2,
+            snapshot_chunk_pages: crate::snapshot::DEFAULT_CHUNK_PAGES,
         }
     }
 }

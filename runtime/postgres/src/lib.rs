@@ -67,8 +67,11 @@
 //! snapshot, and [`PostgresSource::take_initial_snapshot`] hands over the
 //! [`snapshot::InitialSnapshot`] that reads every published table at the
 //! slot's consistent point, before [`PostgresSource::run`] streams from it.
-//! Progress is kept in `weir.snapshots`; an interrupted snapshot makes the
-//! next `prepare` drop the slot and start over.
+//! While streaming, `run` also reads the snapshot chunks still to take
+//! (ad-hoc requests, [`snapshot::request`]; tables added to the capture;
+//! the rest of an interrupted initial snapshot) by the watermark method,
+//! placing their rows in the stream. Progress is kept in the source
+//! database (`weir.snapshots`, `weir.snapshot_tables`); see [`snapshot`].
 //!
 //! Non-transactional logical messages are skipped (they have no place in
 //! commit order); transactional ones become [`weir_core::Op::Message`]

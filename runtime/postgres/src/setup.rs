@@ -27,6 +27,8 @@ pub(crate) struct Prepared {
     pub(crate) db_key: Arc<str>,
     /// The initial snapshot to take before streaming, for a new slot.
     pub(crate) initial: Option<InitialSnapshot>,
+    /// An interrupted initial snapshot continues while streaming.
+    pub(crate) resuming: bool,
 }
 
 /// How often the slot is polled while another process holds it.
@@ -198,22 +200,66 @@ async fn prepare_with(
 
     ensure_publication(cfg, addr, &dbname, client, &schemas, &names).await?;
 
-    // A snapshot interrupted before it was delivered cannot be resumed
-    // from its exported snapshot (gone with its connection): as nothing
-    // after the slot's consistent point was acknowledged, the slot is made
-    // again and the snapshot starts over.
+    // An initial snapshot interrupted before it was delivered resumes when
+    // its chunks were planned (and the server can stream watermarks): the
+    // slot has not been acknowledged past its consistent point, so the
+    // stream from there plus watermark chunks for the rest give what the
+    // exported snapshot would have. Otherwise the slot is made again and
+    // the snapshot starts over.
     let wants_snapshot = cfg.snapshot != SnapshotMode::Never && cfg.create_slot;
     let mut slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
-    if wants_snapshot && slot_exists && snapshot::unfinished(client, addr, &cfg.slot).await? {
-        tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted; dropping the slot and starting it over");
-        snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
-        slot_exists = false;
+    let mut resuming = false;
+    if wants_snapshot && slot_exists {
+        let server: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(sql("reading the server version"))?
+            .get(0);
+        match snapshot::initial_state(client, addr, &cfg.slot).await? {
+            snapshot::InitialState::Interrupted { resumable: true } if server >= 140_000 => {
+                tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted; resuming with the chunks not yet delivered");
+                resuming = true;
+            }
+            snapshot::InitialState::Interrupted { .. } => {
+                tracing::warn!(slot = %cfg.slot, "the initial snapshot was interrupted before its chunks were planned; dropping the slot and starting it over");
+                snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
+                slot_exists = false;
+            }
+            snapshot::InitialState::Settled => {}
+        }
     }
+    let captured: Vec<(String, String)> = tables
+        .iter()
+        .filter(|(s, t)| !snapshot::is_state_table(s, t))
+        .cloned()
+        .collect();
     if wants_snapshot && !slot_exists {
         // Recorded before the slot exists: a crash right after creating it
         // leaves a slot marked unfinished, never one that looks done.
         snapshot::ensure_state_table(client, addr).await?;
-        snapshot::record_started(client, addr, &cfg.slot, None).await?;
+        snapshot::record_started(
+            client,
+            addr,
+            &cfg.slot,
+            None,
+            &snapshot::quoted_names(&captured),
+        )
+        .await?;
+    } else if cfg.snapshot != SnapshotMode::Never && slot_exists && !cfg.all_tables {
+        // A table added to the capture since the slot last ran: its rows
+        // are copied while the slot streams.
+        snapshot::ensure_state_table(client, addr).await?;
+        let added = snapshot::backfill_new_tables(
+            client,
+            addr,
+            &cfg.slot,
+            &captured,
+            cfg.snapshot_chunk_pages,
+        )
+        .await?;
+        if !added.is_empty() {
+            tracing::info!(slot = %cfg.slot, tables = ?added, "tables added to the capture; backfilling their rows while streaming");
+        }
     }
 
     // The replication connection proves the role can open one (pg_hba,
@@ -268,7 +314,14 @@ async fn prepare_with(
         // The connection that exported the snapshot stays open, idle,
         // until the snapshot's workers have imported it.
         Some((consistent_point, name)) => {
-            snapshot::record_started(client, addr, &cfg.slot, Some(consistent_point)).await?;
+            snapshot::record_started(
+                client,
+                addr,
+                &cfg.slot,
+                Some(consistent_point),
+                &snapshot::quoted_names(&captured),
+            )
+            .await?;
             Some(InitialSnapshot::new(
                 cfg.clone(),
                 repl,
@@ -288,6 +341,7 @@ async fn prepare_with(
         start_lsn,
         db_key,
         initial,
+        resuming,
     })
 }
 

@@ -33,7 +33,8 @@ use crate::conn::{Frame, FrameReader, FrameWriter, ReplConn, log_notice, parse_e
 use crate::error::PgError;
 use crate::pgoutput::Decoder;
 use crate::setup;
-use crate::snapshot::InitialSnapshot;
+use crate::snapshot::watermark::{self, Engine};
+use crate::snapshot::{InitialSnapshot, SnapshotProgress};
 
 /// Acknowledgement changes within this window share one status update.
 const ACK_COALESCE: Duration = Duration::from_millis(100);
@@ -72,6 +73,8 @@ pub struct PostgresSource {
     start_lsn: Lsn,
     db_key: Arc<str>,
     initial: Option<InitialSnapshot>,
+    resuming: bool,
+    progress: Arc<SnapshotProgress>,
 }
 
 impl PostgresSource {
@@ -88,15 +91,32 @@ impl PostgresSource {
             start_lsn: prepared.start_lsn,
             db_key: prepared.db_key,
             initial: prepared.initial,
+            resuming: prepared.resuming,
+            progress: Arc::default(),
         })
+    }
+
+    /// Reports snapshot progress into `progress` (kept across reconnects by
+    /// the caller) and takes its wake-ups for new snapshot requests.
+    pub fn share_progress(&mut self, progress: Arc<SnapshotProgress>) {
+        if let Some(initial) = &mut self.initial {
+            initial.share_progress(progress.clone());
+        }
+        self.progress = progress;
+    }
+
+    /// Whether an interrupted initial snapshot continues while this source
+    /// streams (by watermark chunks); its progress is then delivered when
+    /// [`SnapshotProgress::is_delivered`].
+    pub fn resumes_initial_snapshot(&self) -> bool {
+        self.resuming
     }
 
     /// The initial snapshot to take before [`run`](Self::run), when
     /// `prepare` created the slot with `snapshot` on (or made it again
-    /// after an interrupted snapshot). Run it, wait until its transaction
-    /// is durable everywhere, then [`snapshot::record_finished`]; only
-    /// then stream, so that the slot is never acknowledged past a
-    /// snapshot that is not delivered.
+    /// after a snapshot interrupted before its plan was recorded). Run it,
+    /// wait until its last transaction is durable everywhere, then
+    /// [`snapshot::record_finished`]; only then stream.
     ///
     /// [`snapshot::record_finished`]: crate::snapshot::record_finished
     pub fn take_initial_snapshot(&mut self) -> Option<InitialSnapshot> {
@@ -168,9 +188,27 @@ impl PostgresSource {
             },
         )));
 
+        // Snapshot chunks read while streaming: the reader beside the
+        // stream, the engine inside it.
+        let (notes_tx, notes_rx) = mpsc::channel(4);
+        let token = watermark::token(&cfg.slot);
+        let engine = Engine::new(token.clone(), notes_rx);
+        let reader_stop = shutdown.child_token();
+        let _reader_stop = reader_stop.clone().drop_guard();
+        let _reader = AbortOnDrop(tokio::spawn(watermark::read_chunks(
+            cfg.clone(),
+            self.db_key.clone(),
+            token,
+            notes_tx,
+            acked.clone(),
+            self.progress.clone(),
+            reader_stop,
+        )));
+
         let mut stream = Stream {
             addr: cfg.address(),
             decoder: Decoder::new(self.db_key.clone()),
+            engine: Some(engine),
             out,
             acked,
             keepalives: ka_tx,
@@ -396,6 +434,8 @@ async fn status_writer(mut w: FrameWriter, mut i: StatusInputs) -> Result<FrameW
 struct Stream<'a> {
     addr: String,
     decoder: Decoder,
+    /// Places snapshot chunks read while streaming; `None` in a replay.
+    engine: Option<Engine>,
     out: mpsc::Sender<Vec<SourceItem>>,
     acked: watch::Receiver<Lsn>,
     keepalives: watch::Sender<KeepaliveState>,
@@ -501,8 +541,13 @@ impl Stream<'_> {
             Some(b'w') if body.len() >= 25 => {
                 let start = be64(&body[1..9]);
                 self.received.fetch_max(start, Ordering::Relaxed);
+                let from = self.batch.len();
                 self.decoder
-                    .decode(Lsn(start), &body[25..], &mut self.batch)
+                    .decode(Lsn(start), &body[25..], &mut self.batch)?;
+                if let Some(engine) = &mut self.engine {
+                    engine.process(&mut self.batch, from);
+                }
+                Ok(())
             }
             // Primary keepalive: WAL end, send time, reply requested.
             Some(b'k') if body.len() >= 18 => {
@@ -571,6 +616,7 @@ pub(crate) fn replay_stream(data: &[u8], db_key: Arc<str>) -> Result<Vec<SourceI
     let mut stream = Stream {
         addr: "replay".into(),
         decoder: Decoder::new(db_key),
+        engine: None,
         out: mpsc::channel(1).0,
         acked,
         keepalives: watch::channel(KeepaliveState::default()).0,

@@ -1,6 +1,8 @@
-//! The admin HTTP endpoint: `/health`, `/status`, `/metrics`, and
+//! The admin HTTP endpoint: `/health`, `/status`, `/metrics`,
 //! `/plugins` (`GET` lists them; `PUT /plugins/{name}` with a component as
-//! the body deploys a new version of one).
+//! the body deploys a new version of one), and `POST /snapshots`
+//! (`{"tables": ["schema.table", …], "where": "…"}` queues a snapshot of
+//! those tables, read while the slot streams).
 //!
 //! It stays up when the pipeline halts, so an operator (or an orchestrator's
 //! probe) can see why.
@@ -10,7 +12,7 @@
 //! every request must name an allowed host (a web page that rebinds its own
 //! name to 127.0.0.1 gets refused), and with `admin.token` set, deploys,
 //! `/status`, `/plugins` and the reason part of `/health` need the bearer
-//! token. `/metrics` and the bare state of `/health` stay open for probes;
+//! token, as do snapshot requests. `/metrics` and the bare state of `/health` stay open for probes;
 //! neither holds row values.
 
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State as Extra
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +46,15 @@ pub struct AdminState {
     pub status: Arc<Status>,
     /// The pipeline's deployer, once it has started.
     pub deployer: Arc<OnceLock<Arc<Deployer>>>,
+    /// The source's connection, where snapshot requests are queued.
+    pub source: Option<weir_postgres::PostgresConfig>,
 }
 
 /// What the request handlers share.
 struct Admin {
     status: Arc<Status>,
     deployer: Arc<OnceLock<Arc<Deployer>>>,
+    source: Option<weir_postgres::PostgresConfig>,
     /// SHA-256 of the token: compared digest to digest, so the comparison
     /// takes the same time whatever the length or content of a guess.
     token: Option<[u8; 32]>,
@@ -73,6 +78,7 @@ pub async fn serve(
     let state = Arc::new(Admin {
         status: serves.status,
         deployer: serves.deployer,
+        source: serves.source,
         token: admin.token.as_deref().map(digest),
         hosts: allowed_hosts(admin),
         max_body: admin.max_body_mib.saturating_mul(1 << 20),
@@ -82,6 +88,7 @@ pub async fn serve(
         .route("/status", get(status_json))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}", put(deploy))
+        .route("/snapshots", post(request_snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/health", get(health))
@@ -347,6 +354,56 @@ async fn deploy(
         )
             .into_response(),
         Err(e) => deploy_error(e),
+    }
+}
+
+/// The body of `POST /snapshots`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRequest {
+    /// `schema.table` (or `table`, in `public`), each in the publication.
+    tables: Vec<String>,
+    /// Only the rows matching this SQL condition.
+    #[serde(rename = "where")]
+    filter: Option<String>,
+}
+
+/// Queues a snapshot in the source database (so it survives restarts) and
+/// wakes the source to take it.
+async fn request_snapshot(Extract(admin): Extract<Arc<Admin>>, body: Bytes) -> Response {
+    let request: SnapshotRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be {{\"tables\": [\"schema.table\", …], \"where\": \"…\" (optional)}}: {e}"
+                ),
+            );
+        }
+    };
+    let Some(source) = &admin.source else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no source is configured");
+    };
+    match weir_postgres::snapshot::request(source, &request.tables, request.filter.as_deref()).await
+    {
+        Ok(id) => {
+            admin.status.snapshot_progress().wake();
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({
+                    "request": id,
+                    "tables": request.tables,
+                    "where": request.filter,
+                    "state": "queued; read while streaming (see /status)",
+                })),
+            )
+                .into_response()
+        }
+        Err(weir_postgres::PgError::Config(message)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -212,6 +212,10 @@ pub struct SourceConfig {
     /// Connections that copy the initial snapshot at once.
     #[serde(default = "default_snapshot_workers")]
     pub snapshot_workers: usize,
+    /// Heap pages per snapshot chunk (8 KiB each by default): what one
+    /// read holds in memory, and what a crash costs to read again.
+    #[serde(default = "default_snapshot_chunk_pages")]
+    pub snapshot_chunk_pages: u32,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -231,6 +235,7 @@ impl fmt::Debug for SourceConfig {
             .field("require_auth", &self.require_auth.to_string())
             .field("snapshot", &self.snapshot)
             .field("snapshot_workers", &self.snapshot_workers)
+            .field("snapshot_chunk_pages", &self.snapshot_chunk_pages)
             .finish_non_exhaustive()
     }
 }
@@ -582,6 +587,10 @@ fn default_slot_wait() -> Duration {
 fn default_snapshot() -> weir_postgres::SnapshotMode {
     weir_postgres::SnapshotMode::Initial
 }
+fn default_snapshot_chunk_pages() -> u32 {
+    weir_postgres::snapshot::DEFAULT_CHUNK_PAGES
+}
+
 fn default_snapshot_workers() -> usize {
     2
 }
@@ -784,6 +793,11 @@ impl Config {
         }
         if !(1..=64).contains(&s.snapshot_workers) {
             problems.push("source.snapshot_workers: must be between 1 and 64".into());
+        }
+        if !(1..=1 << 20).contains(&s.snapshot_chunk_pages) {
+            problems.push(
+                "source.snapshot_chunk_pages: must be between 1 and 1048576 (8 GiB of heap)".into(),
+            );
         }
         if self.sink_names.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());

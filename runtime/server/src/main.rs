@@ -45,10 +45,20 @@ enum Command {
         #[command(subcommand)]
         command: weir::cli::PluginCommand,
     },
-    /// Follow the initial snapshot of a running Weir.
+    /// Snapshot tables of a running Weir while it streams
+    /// (`weir snapshot TABLE…`), or follow snapshots (`weir snapshot status`).
+    #[command(args_conflicts_with_subcommands = true)]
     Snapshot {
         #[command(subcommand)]
-        command: SnapshotCommand,
+        command: Option<SnapshotCommand>,
+        /// Tables to snapshot, as `schema.table` (or `table`, in public).
+        tables: Vec<String>,
+        /// Only the rows matching this SQL condition.
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// Configuration file (its [admin] section names the endpoint).
+        #[arg(long, short, default_value = "weir.toml")]
+        config: PathBuf,
     },
 }
 
@@ -87,8 +97,27 @@ fn main() -> ExitCode {
             exit_on_halt,
         } => with_runtime(run(config, exit_on_halt)),
         Command::Snapshot {
-            command: SnapshotCommand::Status { config, once },
+            command: Some(SnapshotCommand::Status { config, once }),
+            ..
         } => with_runtime(weir::cli::snapshot::status(&config, once)),
+        Command::Snapshot {
+            command: None,
+            tables,
+            filter,
+            config,
+        } => {
+            if tables.is_empty() {
+                eprintln!(
+                    "error: name the tables to snapshot (weir snapshot TABLE…), or use `weir snapshot status`"
+                );
+                return ExitCode::FAILURE;
+            }
+            with_runtime(weir::cli::snapshot::request(
+                &config,
+                &tables,
+                filter.as_deref(),
+            ))
+        }
     }
 }
 
@@ -142,6 +171,10 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
         let serves = AdminState {
             status: status.clone(),
             deployer: deployer.clone(),
+            source: Some(weir::pipeline::postgres_config(
+                &config.source,
+                config.pipeline.max_batch,
+            )),
         };
         match weir::admin::serve(admin, serves, admin_stop.clone()).await {
             Ok(addr) => {

@@ -76,6 +76,7 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         require_auth: s.require_auth.clone(),
         snapshot: s.snapshot,
         snapshot_workers: s.snapshot_workers,
+        snapshot_chunk_pages: s.snapshot_chunk_pages,
     }
 }
 
@@ -108,7 +109,8 @@ impl Pipeline {
         let sinks = open_sinks(&config).await?;
         let plugins = load_plugins(&config).await?;
         let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
-        let source = PostgresSource::prepare(pg_config.clone()).await?;
+        let mut source = PostgresSource::prepare(pg_config.clone()).await?;
+        source.share_progress(status.snapshot_progress().clone());
         let start = source.start_lsn();
         tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
 
@@ -347,23 +349,28 @@ async fn source_task(
         ..config
     };
     let mut source = source;
+    let progress = status.snapshot_progress().clone();
+    // initial_only with an interrupted snapshot: stream until the rest is
+    // read by watermark chunks and delivered, then stop.
+    let mut stream_stop = stop.clone();
     if let Some(snapshot) = source.take_initial_snapshot() {
         let slot = reconnect.slot.clone();
-        let progress = snapshot.progress();
-        status.follow_snapshot(progress.clone());
-        let summary = snapshot.run(&out, &stop).await?;
+        let summary = snapshot
+            .run(&out, checkpointer.subscribe_retired(), &stop)
+            .await?;
         if !summary.complete {
-            // Stopped part-way: the next start takes it again from the start.
+            // Stopped part-way: the next start resumes with the chunks not
+            // yet delivered.
             return Ok(());
         }
-        // The slot is not read (so nothing after the consistent point can be
-        // acknowledged, not even by an idle keepalive) until the snapshot's
-        // transaction is durable at every sink.
+        // The slot is not read until the snapshot's last transaction is
+        // durable at every sink (so nothing after the consistent point is
+        // acknowledged before, not even by an idle keepalive).
         let mut retired = checkpointer.subscribe_retired();
-        if summary.rows > 0 {
+        if let Some(last) = summary.last_txn {
             tokio::select! {
                 biased;
-                done = retired.wait_for(|r| r.is_some_and(|t| t >= summary.txn)) => {
+                done = retired.wait_for(|r| r.is_some_and(|t| t >= last)) => {
                     if done.is_err() {
                         return Ok(());
                     }
@@ -392,9 +399,23 @@ async fn source_task(
             return Ok(());
         }
     } else if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
-        tracing::info!(slot = %reconnect.slot, "snapshot = \"initial_only\": no initial snapshot is due (the slot already existed); nothing to do");
-        return Ok(());
+        if !source.resumes_initial_snapshot() {
+            tracing::info!(slot = %reconnect.slot, "snapshot = \"initial_only\": no initial snapshot is due (the slot already existed); nothing to do");
+            return Ok(());
+        }
+        stream_stop = stop.child_token();
+        let (cancel, progress) = (stream_stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            while !progress.is_delivered() && !cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::info!(
+                "snapshot = \"initial_only\": the resumed snapshot is delivered; stopping"
+            );
+            cancel.cancel();
+        });
     }
+    let stop = stream_stop;
     let mut next = Some(source);
     loop {
         let source = match next.take() {
@@ -406,7 +427,8 @@ async fn source_task(
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 match PostgresSource::prepare(reconnect.clone()).await {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        s.share_progress(progress.clone());
                         tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
                         backoff = Duration::from_millis(200);
                         s

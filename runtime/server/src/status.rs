@@ -96,8 +96,9 @@ pub struct Status {
     pub unrouted: AtomicU64,
     /// The checkpointer's watermark, once the pipeline has one.
     watermark: OnceLock<watch::Receiver<Lsn>>,
-    /// The initial snapshot's progress, when one is taken.
-    snapshot: OnceLock<Arc<SnapshotProgress>>,
+    /// Snapshot progress (the initial snapshot, ad-hoc ones, backfills),
+    /// shared with every source the pipeline prepares.
+    snapshot: Arc<SnapshotProgress>,
     /// Per-sink counters, fixed at startup.
     pub sinks: BTreeMap<String, SinkCounters>,
     /// The plugins, their versions, failures and deploys.
@@ -116,7 +117,7 @@ impl Status {
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             watermark: OnceLock::new(),
-            snapshot: OnceLock::new(),
+            snapshot: Arc::default(),
             sinks: sink_names
                 .into_iter()
                 .map(|n| (n, SinkCounters::default()))
@@ -132,26 +133,30 @@ impl Status {
         let _ = self.watermark.set(watermark);
     }
 
-    /// Reports `progress` (the initial snapshot being taken) in the status
+    /// The snapshot progress the sources report into, shown in the status
     /// and the metrics.
-    pub fn follow_snapshot(&self, progress: Arc<SnapshotProgress>) {
-        let _ = self.snapshot.set(progress);
+    pub fn snapshot_progress(&self) -> &Arc<SnapshotProgress> {
+        &self.snapshot
     }
 
-    /// The initial snapshot's progress as `/status` shows it: per table,
-    /// rows read, the estimate, chunks, rows/s and the time left at that
-    /// rate; `null` when no snapshot was taken.
+    /// Snapshot progress as `/status` shows it: per table, rows read, the
+    /// estimate, chunks, rows/s and the time left at that rate; `null`
+    /// when no snapshot was taken.
     fn snapshot_json(&self) -> serde_json::Value {
-        let Some(progress) = self.snapshot.get() else {
+        let progress = &self.snapshot;
+        let Some(elapsed) = progress.elapsed() else {
             return serde_json::Value::Null;
         };
-        let elapsed = progress.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        let elapsed = elapsed.as_secs_f64();
         let tables: Vec<serde_json::Value> = progress
             .tables()
             .iter()
             .map(|t| {
                 let rows = t.rows.load(Ordering::Relaxed);
                 let chunks_done = t.chunks_done.load(Ordering::Relaxed);
+                let chunks = t.chunks.load(Ordering::Relaxed);
+                let done = t.done.load(Ordering::Relaxed);
+                let elapsed = t.elapsed().as_secs_f64();
                 let rate = if elapsed > 0.0 {
                     rows as f64 / elapsed
                 } else {
@@ -159,13 +164,15 @@ impl Status {
                 };
                 let left = t
                     .estimated_rows
-                    .filter(|_| chunks_done < t.chunks && rate > 0.0)
+                    .filter(|_| chunks_done < chunks && rate > 0.0)
                     .map(|e| (e.saturating_sub(rows) as f64 / rate).round());
                 serde_json::json!({
                     "table": t.table,
+                    "request": t.request,
+                    "state": if done { "delivered" } else { "copying" },
                     "rows": rows,
                     "estimated_rows": t.estimated_rows,
-                    "chunks": t.chunks,
+                    "chunks": chunks,
                     "chunks_done": chunks_done,
                     "rows_per_second": rate.round(),
                     "eta_seconds": left,
@@ -178,7 +185,8 @@ impl Status {
             .map(|t| t.rows.load(Ordering::Relaxed))
             .sum();
         serde_json::json!({
-            "state": if progress.is_delivered() { "delivered" } else { "copying" },
+            "state": if progress.is_copying() { "copying" } else { "delivered" },
+            "initial_delivered": progress.is_delivered(),
             "rows": rows,
             "elapsed_seconds": elapsed.round(),
             "tables": tables,
@@ -332,7 +340,8 @@ impl Status {
                 self.is_degraded(c).is_some() as u8
             );
         }
-        if let Some(progress) = self.snapshot.get() {
+        if self.snapshot.elapsed().is_some() {
+            let progress = &self.snapshot;
             let tables = progress.tables();
             for (metric, help) in [
                 (
@@ -351,10 +360,15 @@ impl Status {
                     let v: i128 = match metric {
                         "weir_snapshot_rows" => t.rows.load(Ordering::Relaxed).into(),
                         "weir_snapshot_rows_estimated" => t.estimated_rows.map_or(-1, i128::from),
-                        "weir_snapshot_chunks" => t.chunks.into(),
+                        "weir_snapshot_chunks" => t.chunks.load(Ordering::Relaxed).into(),
                         _ => t.chunks_done.load(Ordering::Relaxed).into(),
                     };
-                    let _ = writeln!(out, "{metric}{{table=\"{}\"}} {v}", label(&t.table));
+                    let _ = writeln!(
+                        out,
+                        "{metric}{{table=\"{}\",request=\"{}\"}} {v}",
+                        label(&t.table),
+                        t.request
+                    );
                 }
             }
             let _ = writeln!(

@@ -254,8 +254,10 @@ async fn take_snapshot(
         }
         items
     });
+    // Nothing downstream: every transaction counts as retired at once.
+    let (_retired_tx, retired) = tokio::sync::watch::channel(Some(weir_core::TxnId(u64::MAX)));
     let summary = snapshot
-        .run(&tx, &weir_postgres::CancellationToken::new())
+        .run(&tx, retired, &weir_postgres::CancellationToken::new())
         .await
         .unwrap();
     drop(tx);
@@ -294,37 +296,56 @@ async fn a_new_slot_reads_existing_rows_then_streams_from_its_consistent_point()
     assert!(summary.complete);
     assert_eq!(summary.rows, 60000);
     assert_eq!(summary.tables, 2);
-    let SourceItem::Begin(begin) = &items[0] else {
-        panic!("{:?}", items[0])
-    };
-    let SourceItem::Commit(commit) = items.last().unwrap() else {
-        panic!("no commit")
-    };
-    assert_eq!(commit.end_lsn, source.start_lsn());
+    // One transaction per chunk with rows, each ending at the consistent
+    // point (acknowledging it moves nothing).
     let mut ids = Vec::new();
-    for (i, item) in items[1..items.len() - 1].iter().enumerate() {
-        let SourceItem::Change(c) = item else {
-            panic!("{item:?}")
-        };
-        assert_eq!(c.op, Op::Read);
-        assert_eq!(c.txn, begin.txn);
-        assert_eq!(
-            c.source.seq as usize, i,
-            "positions are unique and in order"
-        );
-        // Just below the consistent point, where a streamed commit may sit.
-        assert_eq!(c.source.commit_lsn.0, source.start_lsn().0 - 1);
-        let row = c.after.as_ref().unwrap();
-        let Value::Int(id) = row[0] else { panic!() };
-        if id == 1 {
-            assert_eq!(
-                row[1],
-                Value::Text(format!("{}1", "x".repeat(200))),
-                "the snapshot's version"
-            );
+    let mut seqs = Vec::new();
+    let mut open = None;
+    let mut txns = 0;
+    for item in &items {
+        match item {
+            SourceItem::Begin(b) => {
+                assert!(open.is_none(), "transactions do not nest");
+                open = Some(b.txn);
+                txns += 1;
+            }
+            SourceItem::Commit(c) => {
+                assert_eq!(open.take(), Some(c.txn));
+                assert_eq!(c.end_lsn, source.start_lsn());
+            }
+            SourceItem::Change(c) => {
+                assert_eq!(c.op, Op::Read);
+                assert_eq!(Some(c.txn), open);
+                // Just below the consistent point, where a streamed commit may sit.
+                assert_eq!(c.source.commit_lsn.0, source.start_lsn().0 - 1);
+                seqs.push(c.source.seq);
+                let row = c.after.as_ref().unwrap();
+                let Value::Int(id) = row[0] else { panic!() };
+                if id == 1 {
+                    assert_eq!(
+                        row[1],
+                        Value::Text(format!("{}1", "x".repeat(200))),
+                        "the snapshot's version"
+                    );
+                }
+                ids.push(id);
+            }
+            other => panic!("{other:?}"),
         }
-        ids.push(id);
     }
+    assert!(txns > 1, "60000 rows of 200 bytes fill more than one chunk");
+    assert_eq!(
+        summary.last_txn,
+        match items.last() {
+            Some(SourceItem::Commit(c)) => Some(c.txn),
+            _ => None,
+        }
+    );
+    assert_eq!(
+        seqs,
+        (0..60000).collect::<Vec<u32>>(),
+        "positions are unique and in order"
+    );
     ids.sort_unstable();
     assert_eq!(ids, (1..=60000).collect::<Vec<_>>());
 
@@ -332,9 +353,10 @@ async fn a_new_slot_reads_existing_rows_then_streams_from_its_consistent_point()
     weir_postgres::snapshot::record_finished(&config, &slot)
         .await
         .unwrap();
+    let source_start = source.start_lsn();
     let mut running = Running::spawn(source);
     let after = running.txn().await;
-    assert!(after.begin.commit_lsn > begin.commit_lsn);
+    assert!(after.begin.commit_lsn >= source_start);
     assert_eq!(after.changes.len(), 2);
     assert_eq!(after.changes[0].op, Op::Update);
     assert_eq!(after.changes[1].op, Op::Insert);
@@ -435,4 +457,283 @@ async fn a_slot_made_just_before_a_crash_is_snapshotted_again() {
         .unwrap();
     let (summary, _) = take_snapshot(&mut source).await;
     assert_eq!(summary.rows, 5);
+}
+
+/// The table as a map from id to (v, pad): what a state sink would hold.
+type Rows = std::collections::BTreeMap<i64, (i64, String)>;
+
+/// Fails naming the first rows that differ, not printing both tables.
+fn assert_same(rebuilt: &Rows, source: &Rows) {
+    let differ: Vec<_> = source
+        .iter()
+        .filter(|(k, v)| rebuilt.get(k) != Some(v))
+        .map(|(k, v)| (k, Some(v), rebuilt.get(k)))
+        .chain(
+            rebuilt
+                .iter()
+                .filter(|(k, _)| !source.contains_key(k))
+                .map(|(k, v)| (k, None, Some(v))),
+        )
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the rebuilt table differs from the source ({} vs {} rows); first (id, source, rebuilt): {differ:?}",
+        rebuilt.len(),
+        source.len()
+    );
+}
+
+async fn table_rows(client: &tokio_postgres::Client) -> Rows {
+    client
+        .query("SELECT id, v, pad FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}
+
+/// Applies `txn` as a state sink would: `read`, insert and update upsert
+/// the new row, delete removes it. Returns the `read` events it held.
+fn apply(rows: &mut Rows, txn: &Txn) -> usize {
+    let mut reads = 0;
+    for c in &txn.changes {
+        let id = |row: &Option<Vec<Value>>| match row.as_ref().map(|r| &r[0]) {
+            Some(Value::Int(id)) => *id,
+            other => panic!("{other:?}"),
+        };
+        match c.op {
+            Op::Read | Op::Insert | Op::Update => {
+                reads += usize::from(c.op == Op::Read);
+                if let Some(before) = &c.before {
+                    rows.remove(&id(&Some(before.clone())));
+                }
+                let after = c.after.as_ref().unwrap();
+                let (Value::Int(v), Value::Text(pad)) = (&after[1], &after[2]) else {
+                    panic!("{after:?}")
+                };
+                rows.insert(id(&c.after), (*v, pad.clone()));
+            }
+            Op::Delete => {
+                rows.remove(&id(&c.before));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    reads
+}
+
+/// Writes random updates, inserts, key changes and deletes to `t` until
+/// stopped; returns how many statements it ran.
+fn writer(
+    db: &TestDb,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let dbname = db.name.clone();
+    tokio::spawn(async move {
+        let client = connect(&dbname).await;
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = (n * 7919) % 20000 + 1;
+            let sql = match n % 4 {
+                0 => format!("UPDATE t SET v = v + 1 WHERE id = {k}"),
+                1 => format!(
+                    "INSERT INTO t VALUES ({}, 0, 'new') ON CONFLICT DO NOTHING",
+                    100000 + n
+                ),
+                2 => format!("DELETE FROM t WHERE id = {}", k + 3),
+                _ => format!("UPDATE t SET id = {} WHERE id = {}", 200000 + n, k + 5),
+            };
+            client.batch_execute(&sql).await.unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Reads transactions, acknowledging each, into `rows` until one inserts
+/// the row `sentinel`; returns the `read` events seen.
+async fn until_sentinel(running: &mut Running, rows: &mut Rows, sentinel: i64) -> usize {
+    let mut reads = 0;
+    loop {
+        let txn = running.txn().await;
+        reads += apply(rows, &txn);
+        running.ack.send_replace(txn.commit.end_lsn);
+        if txn.changes.iter().any(|c| {
+            c.op == Op::Insert
+                && c.after
+                    .as_ref()
+                    .is_some_and(|r| r[0] == Value::Int(sentinel))
+        }) {
+            return reads;
+        }
+    }
+}
+
+async fn request_state(client: &tokio_postgres::Client, slot: &str, request: i64) -> (String, i64) {
+    let row = client
+        .query_one(
+            "SELECT state || coalesce(': ' || error, ''), cardinality(done)::int8 \
+             FROM weir.snapshot_tables WHERE slot = $1 AND request = $2",
+            &[&slot, &request],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+const TABLE_T: &str = "CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL, pad text NOT NULL); \
+     INSERT INTO t SELECT g, g, repeat('p', 100) FROM generate_series(1, 20000) g;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_while_streaming_under_writes_rebuilds_the_table_and_the_slot_moves_on() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client.batch_execute(TABLE_T).await.unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        snapshot_chunk_pages: 32,
+        ..db.config(&slot, &["t"])
+    };
+    let mut running = Running::start(config.clone()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = writer(&db, stop.clone());
+    let start = confirmed_flush(&client, &slot).await;
+    let request = weir_postgres::snapshot::request(&config, &["public.t".into()], None)
+        .await
+        .unwrap();
+    assert!(request > 0, "request 0 is the initial snapshot's");
+    // A state sink that only sees changes from now on, plus the snapshot.
+    let mut rows = Rows::new();
+    let (mut reads, mut moved_while_copying) = (0, false);
+    loop {
+        let txn = running.txn().await;
+        reads += apply(&mut rows, &txn);
+        running.ack.send_replace(txn.commit.end_lsn);
+        let (state, done) = request_state(&client, &slot, request).await;
+        if state == "pending" && done >= 2 {
+            moved_while_copying |= confirmed_flush(&client, &slot).await > start;
+        }
+        if state != "pending" {
+            assert_eq!(state, "done");
+            break;
+        }
+    }
+    assert!(
+        moved_while_copying,
+        "the slot was acknowledged while the snapshot ran"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writes.await.unwrap();
+    assert!(
+        written > 20,
+        "the writer ran during the snapshot ({written} writes)"
+    );
+    client
+        .batch_execute("INSERT INTO t VALUES (-1, 0, 'end')")
+        .await
+        .unwrap();
+    reads += until_sentinel(&mut running, &mut rows, -1).await;
+    assert_same(&rows, &table_rows(&client).await);
+    assert!(
+        reads >= 19000,
+        "the snapshot read the table ({reads} reads)"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_initial_snapshot_resumes_with_the_chunks_not_delivered() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client.batch_execute(TABLE_T).await.unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        snapshot_chunk_pages: 32,
+        snapshot_workers: 1,
+        ..snapshot_config(&db, &slot, &["t"])
+    };
+    let mut first = weir_postgres::PostgresSource::prepare(config.clone())
+        .await
+        .unwrap();
+    let snapshot = first.take_initial_snapshot().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (retired_tx, retired) = tokio::sync::watch::channel(None);
+    let shutdown = weir_postgres::CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { snapshot.run(&tx, retired, &shutdown).await }
+    });
+    // Three chunks reach the "sinks"; then the process dies.
+    let mut rows = Rows::new();
+    let mut txns = Vec::new();
+    let mut current: Option<(weir_core::TxnBegin, Vec<weir_core::ChangeEvent>)> = None;
+    while txns.len() < 3 {
+        for item in rx.recv().await.unwrap() {
+            match item {
+                weir_core::SourceItem::Begin(b) => current = Some((b, Vec::new())),
+                weir_core::SourceItem::Change(c) => current.as_mut().unwrap().1.push(c),
+                weir_core::SourceItem::Commit(commit) => {
+                    let (begin, changes) = current.take().unwrap();
+                    txns.push(Txn {
+                        begin,
+                        changes,
+                        commit,
+                    });
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let kept: usize = txns[..3].iter().map(|t| apply(&mut rows, t)).sum();
+    retired_tx.send_replace(Some(txns[2].begin.txn));
+    eventually("three chunks recorded", || async {
+        request_state(&client, &slot, 0).await.1 >= 3
+    })
+    .await;
+    shutdown.cancel();
+    drop(rx);
+    let _ = task.await;
+    drop(first);
+    // Written while Weir was down: after the consistent point, in the stream.
+    client
+        .batch_execute("UPDATE t SET v = -v WHERE id % 100 = 0; DELETE FROM t WHERE id % 101 = 0")
+        .await
+        .unwrap();
+
+    let mut second = weir_postgres::PostgresSource::prepare(config.clone())
+        .await
+        .unwrap();
+    assert!(
+        second.take_initial_snapshot().is_none(),
+        "no new slot, no new snapshot"
+    );
+    assert!(second.resumes_initial_snapshot());
+    let progress = std::sync::Arc::new(weir_postgres::snapshot::SnapshotProgress::default());
+    second.share_progress(progress.clone());
+    let mut running = Running::spawn(second);
+    let mut reread = 0;
+    while !progress.is_delivered() {
+        let txn = running.txn().await;
+        reread += apply(&mut rows, &txn);
+        running.ack.send_replace(txn.commit.end_lsn);
+    }
+    client
+        .batch_execute("INSERT INTO t VALUES (-1, 0, 'end')")
+        .await
+        .unwrap();
+    reread += until_sentinel(&mut running, &mut rows, -1).await;
+    assert_same(&rows, &table_rows(&client).await);
+    assert!(
+        kept + reread <= 20000,
+        "only the chunks not delivered were read again ({kept} kept, {reread} read after the restart)"
+    );
+    let state: String = client
+        .query_one("SELECT state FROM weir.snapshots WHERE slot = $1", &[&slot])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "done");
+    running.stop().await.unwrap();
 }

@@ -1,7 +1,10 @@
-//! `weir snapshot status`: the initial snapshot's progress, read from a
-//! running Weir's `/status` (its `[admin]` endpoint): one progress bar per
-//! table in a terminal, refreshed until the snapshot is delivered, or, with
-//! `--once` (and whenever the output is not a terminal), one line per table.
+//! `weir snapshot`, against a running Weir's `[admin]` endpoint:
+//! * `weir snapshot TABLE… [--where COND]` queues a snapshot of those
+//!   tables (`POST /snapshots`), read while the slot streams;
+//! * `weir snapshot status` shows snapshot progress from `/status`: one
+//!   progress bar per table in a terminal, refreshed until every snapshot
+//!   is delivered, or, with `--once` (and whenever the output is not a
+//!   terminal), one line per table.
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -17,21 +20,71 @@ use crate::config::Config;
 /// How often a terminal view asks again.
 const REFRESH: Duration = Duration::from_millis(500);
 
-/// Shows the snapshot's progress of the Weir that `config_path` configures.
-pub async fn status(config_path: &Path, once: bool) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
+/// The admin endpoint of the Weir `config_path` configures.
+fn admin_of(config_path: &Path) -> Result<crate::config::AdminConfig, ExitCode> {
+    let config = Config::load(config_path).map_err(|e| {
+        eprint!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    config.admin.ok_or_else(|| {
+        eprintln!(
+            "error: {}: `weir snapshot` talks to the admin endpoint; add [admin] listen = \"127.0.0.1:PORT\"",
+            config_path.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// Queues a snapshot of `tables` (only the rows matching `filter`, when
+/// given) with the Weir that `config_path` configures.
+pub async fn request(config_path: &Path, tables: &[String], filter: Option<&str>) -> ExitCode {
+    let admin = match admin_of(config_path) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let url = format!("http://{}/snapshots", admin.listen);
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .timeout(Duration::from_secs(30))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::json!({ "tables": tables, "where": filter }).to_string());
+    if let Some(token) = &admin.token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
         Err(e) => {
-            eprint!("error: {e}");
+            eprintln!("error: {url}: {e} (is weir running with this configuration?)");
             return ExitCode::FAILURE;
         }
     };
-    let Some(admin) = config.admin else {
+    let code = response.status();
+    let body: Json = match response.bytes().await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or(Json::Null),
+        Err(_) => Json::Null,
+    };
+    if !code.is_success() {
         eprintln!(
-            "error: {}: `weir snapshot status` reads the admin endpoint; add [admin] listen = \"127.0.0.1:PORT\"",
-            config_path.display()
+            "error: {}",
+            body["error"]
+                .as_str()
+                .map_or_else(|| format!("{url}: HTTP {code}"), str::to_owned)
         );
         return ExitCode::FAILURE;
+    }
+    println!(
+        "snapshot request {} queued for {}; follow it with `weir snapshot status`",
+        body["request"],
+        tables.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
+/// Shows the snapshot progress of the Weir that `config_path` configures.
+pub async fn status(config_path: &Path, once: bool) -> ExitCode {
+    let admin = match admin_of(config_path) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let url = format!("http://{}/status", admin.listen);
     let client = reqwest::Client::new();
@@ -63,7 +116,9 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
         };
         let snapshot = &status["snapshot"];
         if snapshot.is_null() {
-            println!("no initial snapshot in this run (the slot existed, or snapshot = \"never\")");
+            println!(
+                "no snapshot in this run (the slot existed, or snapshot = \"never\", and none was requested)"
+            );
             return ExitCode::SUCCESS;
         }
         let delivered = snapshot["state"] == "delivered";
@@ -81,7 +136,7 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         for t in &tables {
-            let name = t["table"].as_str().unwrap_or("?").to_owned();
+            let name = label(t);
             let bar = shown.entry(name.clone()).or_insert_with(|| {
                 let bar = bars.add(ProgressBar::new(0));
                 bar.set_style(
@@ -97,7 +152,7 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
             bar.set_length(total);
             bar.set_position(rows);
             bar.set_message(rate_and_eta(t));
-            if t["chunks_done"] == t["chunks"] {
+            if t["state"] == "delivered" || t["chunks_done"] == t["chunks"] {
                 bar.set_length(rows);
                 bar.finish_with_message(format!("done, {} chunks", t["chunks"]));
             }
@@ -110,14 +165,25 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
     }
 }
 
+/// `public.orders`, or `public.orders #3` for request 3 (not the initial
+/// snapshot).
+fn label(t: &Json) -> String {
+    let table = t["table"].as_str().unwrap_or("?");
+    match t["request"].as_i64() {
+        Some(r) if r > 0 => format!("{table} #{r}"),
+        _ => table.to_owned(),
+    }
+}
+
 /// `public.orders: 1200/5000 rows, 3/10 chunks, 850 rows/s, 4s left`.
 fn line(t: &Json) -> String {
     let estimate = t["estimated_rows"]
         .as_u64()
         .map_or_else(|| "?".to_owned(), |e| e.to_string());
     format!(
-        "{}: {}/{} rows, {}/{} chunks, {}",
-        t["table"].as_str().unwrap_or("?"),
+        "{}: {}/{} rows, {}/{} chunks, {}, {}",
+        label(t),
+        t["state"].as_str().unwrap_or("?"),
         t["rows"],
         estimate,
         t["chunks_done"],

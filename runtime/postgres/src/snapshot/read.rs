@@ -1,0 +1,507 @@
+//! Reading the rows a table already holds: the table's shape from the
+//! catalog, as pgoutput would announce it, and its rows in chunks through
+//! `COPY (SELECT …) TO STDOUT`, decoded by the same code as the stream's
+//! values.
+//!
+//! The caller runs a read in a transaction that fixes what it sees: a
+//! `REPEATABLE READ` transaction that imported the slot's exported
+//! snapshot ([`super::InitialSnapshot`]), or one statement between two
+//! watermarks (`super::watermark`).
+//!
+//! Two ways to cut a table into chunks:
+//! * [`Chunk::Pages`]: a range of heap pages (`ctid` bounds, a TID range
+//!   scan on PostgreSQL 14+). Every table has them, keyed or not, they
+//!   split a table evenly by its size, and a chunk is one sequential read.
+//!   Both snapshot kinds use them.
+//! * [`Chunk::After`]: the next rows in key order after a key (keyset
+//!   pagination on the primary key), for a caller that wants key order.
+//!
+//! Values are parsed from COPY's text format: fields split on tabs, `\N`
+//! for NULL and backslash escapes undone, then [`decode_text`] as for the
+//! stream (the session uses the stream's settings, `SESSION_OPTIONS`, so
+//! each type has the one text form the decoder expects).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use tokio_postgres::Client;
+use weir_codec::PgType;
+use weir_core::{Column, ReplicaIdentity, TableSchema, Value};
+
+use super::{literal, quote_ident};
+use crate::PgError;
+use crate::conn::SESSION_OPTIONS;
+use crate::decode::decode_text;
+use crate::pgoutput::register;
+
+/// A table ready to be read: its shape and how to select its columns.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    /// The table's shape, registered like a Relation message's, so that a
+    /// `read` event and a later change of an unchanged table share it.
+    pub schema: Arc<TableSchema>,
+    /// `pg_class.relpages`: the table's size in pages when last analyzed
+    /// (or vacuumed), for cutting it into page ranges.
+    pub pages: u32,
+    /// `pg_class.reltuples`, an estimate of its rows; `None` when never
+    /// analyzed.
+    pub estimated_rows: Option<u64>,
+    kinds: Box<[PgType]>,
+    /// Quoted `schema.table`.
+    sql_name: String,
+    /// The quoted column list, in the order of the row values.
+    select_list: String,
+    /// Per key column: its index in the row, quoted name, and the
+    /// qualified type its text is cast back to in a key bound.
+    keys: Vec<(usize, String, String)>,
+}
+
+/// Which rows of a table one read takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// The rows in heap pages `start..end` (`end` = `None`: to the end).
+    Pages {
+        /// The first page.
+        start: u32,
+        /// The page after the last; `None` reads to the end of the table.
+        end: Option<u32>,
+    },
+    /// At most `limit` rows in key order after `key` (the key columns'
+    /// text forms, as [`Rows::last_key`] gives them); `None`: from the
+    /// start.
+    After {
+        /// Where the previous chunk of this table ended.
+        key: Option<Vec<String>>,
+        /// Most rows to read.
+        limit: u64,
+    },
+}
+
+/// The rows one read returned.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// The rows, each with one value per column of the table's schema.
+    pub rows: Vec<Vec<Value>>,
+    /// The key columns' text forms of the last row, for
+    /// [`Chunk::After`]; `None` when the read returned nothing or the
+    /// table has no key.
+    pub last_key: Option<Vec<String>>,
+}
+
+/// The session settings the decoder expects, for a connection that reads
+/// snapshots (`SET` them once, before the first read).
+pub fn session_settings() -> String {
+    // SESSION_OPTIONS is "-c name=value -c …", as libpq's options take it.
+    SESSION_OPTIONS
+        .split("-c")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (name, value) = s.split_once('=').unwrap_or((s, ""));
+            format!("SET {name} = '{value}';")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads `schema.table`'s shape from the catalog, as the Relation message
+/// of a change to it would announce it (the same columns, types and key
+/// flags), and registers it under `db_key`. `published`: the publication's
+/// column list for the table, when it has one.
+pub async fn describe(
+    client: &Client,
+    addr: &str,
+    db_key: &Arc<str>,
+    schema: &str,
+    table: &str,
+    published: Option<&[String]>,
+) -> Result<SnapshotTable, PgError> {
+    let qualified = format!("{schema}.{table}");
+    let sql = |e| PgError::sql(addr, format!("describing table {qualified}"), e);
+    let rel = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text, greatest(c.relpages, 0)::int8, c.reltuples::float8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(sql)?
+        .ok_or_else(|| PgError::MissingTables {
+            addr: addr.to_owned(),
+            dbname: String::new(),
+            tables: vec![qualified.clone()],
+        })?;
+    let oid: u32 = rel.get(0);
+    let identity: String = rel.get(1);
+    let pages: i64 = rel.get(2);
+    let tuples: f64 = rel.get(3);
+    let replica_identity = match identity.as_str() {
+        "d" => ReplicaIdentity::Default,
+        "n" => ReplicaIdentity::Nothing,
+        "f" => ReplicaIdentity::Full,
+        _ => ReplicaIdentity::Index,
+    };
+    // Published columns (not dropped, not generated), their type as
+    // pgoutput names it (a domain by its base type, a type outside
+    // pg_catalog as "schema.name"), the qualified type for casts, and
+    // whether the replica identity holds them.
+    let columns = client
+        .query(
+            "WITH RECURSIVE base(attnum, oid, depth) AS ( \
+               SELECT a.attnum, a.atttypid, 0 FROM pg_attribute a \
+               WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+               UNION ALL \
+               SELECT b.attnum, t.typbasetype, b.depth + 1 FROM base b \
+               JOIN pg_type t ON t.oid = b.oid WHERE t.typtype = 'd' AND b.depth < 32 \
+             ), resolved AS ( \
+               SELECT DISTINCT ON (attnum) attnum, oid FROM base ORDER BY attnum, depth DESC \
+             ) \
+             SELECT a.attname::text, a.atttypid, a.atttypmod, bn.nspname::text, bt.typname::text, \
+               quote_ident(tn.nspname) || '.' || quote_ident(t.typname), \
+               CASE c.relreplident \
+                 WHEN 'f' THEN true \
+                 WHEN 'n' THEN false \
+                 ELSE a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i \
+                   WHERE i.indrelid = c.oid AND (CASE c.relreplident WHEN 'i' THEN i.indisreplident \
+                     ELSE i.indisprimary END) LIMIT 1), '{}')) \
+               END \
+             FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN resolved r ON r.attnum = a.attnum \
+             JOIN pg_type bt ON bt.oid = r.oid \
+             JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(sql)?;
+    let mut cols = Vec::with_capacity(columns.len());
+    let mut kinds = Vec::with_capacity(columns.len());
+    let mut keys = Vec::new();
+    let mut select = Vec::with_capacity(columns.len());
+    for row in &columns {
+        let name: String = row.get(0);
+        // A publication's column list: the stream sends only those.
+        if published.is_some_and(|p| !p.contains(&name)) {
+            continue;
+        }
+        let i = cols.len();
+        let type_oid: u32 = row.get(1);
+        let type_modifier: i32 = row.get(2);
+        let (base_ns, base_name): (String, String) = (row.get(3), row.get(4));
+        let cast: String = row.get(5);
+        let key: bool = row.get(6);
+        // As the stream decoder resolves it: built-in OIDs by their own
+        // name; other types by their Type message, which names a domain's
+        // base type and leaves pg_catalog's namespace out.
+        let type_name = match postgres_types::Type::from_oid(type_oid) {
+            Some(t) => t.name().to_owned(),
+            None if base_ns == "pg_catalog" => base_name,
+            None => format!("{base_ns}.{base_name}"),
+        };
+        let kind = if type_name.contains('.') {
+            PgType::Other
+        } else {
+            PgType::from_name(&type_name)
+        };
+        let quoted = quote_ident(&name);
+        if key {
+            keys.push((i, quoted.clone(), cast));
+        }
+        select.push(quoted);
+        kinds.push(kind);
+        cols.push(Column {
+            name,
+            type_oid,
+            type_name,
+            type_modifier,
+            key,
+        });
+    }
+    let candidate = TableSchema {
+        id: oid,
+        version: 0,
+        schema: schema.to_owned(),
+        name: table.to_owned(),
+        columns: cols,
+        replica_identity,
+    };
+    Ok(SnapshotTable {
+        schema: register(db_key, candidate),
+        pages: u32::try_from(pages).unwrap_or(u32::MAX),
+        estimated_rows: (tuples >= 0.0).then_some(tuples as u64),
+        kinds: kinds.into_boxed_slice(),
+        sql_name: format!("{}.{}", quote_ident(schema), quote_ident(table)),
+        select_list: select.join(", "),
+        // Keyset chunks need a unique key: the primary key or the replica
+        // identity index, not every column of REPLICA IDENTITY FULL.
+        keys: if replica_identity == ReplicaIdentity::Full {
+            Vec::new()
+        } else {
+            keys
+        },
+    })
+}
+
+impl SnapshotTable {
+    /// The table's quoted `schema.table`, for SQL.
+    pub(crate) fn sql_name(&self) -> &str {
+        &self.sql_name
+    }
+
+    /// Whether [`Chunk::After`] can read this table (it has a key).
+    pub fn has_key(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The `COPY` statement reading `chunk`, with an optional extra
+    /// condition (`where`, SQL the user gave for a filtered snapshot).
+    pub fn copy_sql(&self, chunk: &Chunk, filter: Option<&str>) -> Result<String, String> {
+        let mut conditions = Vec::new();
+        let mut tail = String::new();
+        match chunk {
+            Chunk::Pages { start, end } => {
+                conditions.push(format!("ctid >= '({start},0)'::tid"));
+                if let Some(end) = end {
+                    conditions.push(format!("ctid < '({end},0)'::tid"));
+                }
+            }
+            Chunk::After { key, limit } => {
+                if self.keys.is_empty() {
+                    return Err(format!(
+                        "table {} has no key to read it in key order",
+                        self.schema.qualified_name()
+                    ));
+                }
+                let names: Vec<&str> = self.keys.iter().map(|(_, n, _)| n.as_str()).collect();
+                if let Some(key) = key {
+                    if key.len() != self.keys.len() {
+                        return Err(format!(
+                            "a key bound of {} values for {} key columns",
+                            key.len(),
+                            self.keys.len()
+                        ));
+                    }
+                    let bounds: Vec<String> = self
+                        .keys
+                        .iter()
+                        .zip(key)
+                        .map(|((_, _, cast), text)| format!("{}::{cast}", literal(text)))
+                        .collect();
+                    conditions.push(format!("({}) > ({})", names.join(", "), bounds.join(", ")));
+                }
+                tail = format!(" ORDER BY {} LIMIT {limit}", names.join(", "));
+            }
+        }
+        if let Some(filter) = filter {
+            conditions.push(format!("({filter})"));
+        }
+        let mut sql = format!("COPY (SELECT {} FROM {}", self.select_list, self.sql_name);
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&tail);
+        sql.push_str(") TO STDOUT");
+        Ok(sql)
+    }
+
+    /// Reads `chunk` (in the caller's transaction), decoding every row.
+    pub async fn read(
+        &self,
+        client: &Client,
+        addr: &str,
+        chunk: &Chunk,
+        filter: Option<&str>,
+    ) -> Result<Rows, PgError> {
+        let sql = self.copy_sql(chunk, filter).map_err(PgError::Config)?;
+        let context = || {
+            format!(
+                "reading table {} for a snapshot",
+                self.schema.qualified_name()
+            )
+        };
+        let stream = client
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| PgError::sql(addr, context(), e))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut parser = CopyParser::default();
+        let mut out = Rows::default();
+        while let Some(data) = stream.next().await {
+            let data: Bytes = data.map_err(|e| PgError::sql(addr, context(), e))?;
+            parser
+                .feed(&data, self, &mut out)
+                .map_err(|message| PgError::Protocol {
+                    addr: addr.to_owned(),
+                    message: format!("{}: {message}", context()),
+                })?;
+        }
+        if !parser.pending.is_empty() {
+            return Err(PgError::Protocol {
+                addr: addr.to_owned(),
+                message: format!("{}: the last row has no line end", context()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// One COPY text line into a row of values (and its key texts).
+    fn row(&self, line: &[u8], out: &mut Rows) -> Result<(), String> {
+        let mut values = Vec::with_capacity(self.kinds.len());
+        let mut field = Vec::new();
+        let mut key_texts = Vec::with_capacity(self.keys.len());
+        for (i, raw) in line.split(|&b| b == b'\t').enumerate() {
+            let Some(&kind) = self.kinds.get(i) else {
+                return Err(format!(
+                    "a row has more than the {} columns of {}",
+                    self.kinds.len(),
+                    self.schema.qualified_name()
+                ));
+            };
+            if raw == b"\\N" {
+                values.push(Value::Null);
+                continue;
+            }
+            field.clear();
+            unescape(raw, &mut field)?;
+            let value = decode_text(kind, &field)
+                .map_err(|e| format!("column {}: {e}", self.schema.columns[i].name))?;
+            if self.keys.iter().any(|(k, _, _)| *k == i) {
+                key_texts.push(String::from_utf8_lossy(&field).into_owned());
+            }
+            values.push(value);
+        }
+        if values.len() != self.kinds.len() {
+            return Err(format!(
+                "a row has {} of the {} columns of {}",
+                values.len(),
+                self.kinds.len(),
+                self.schema.qualified_name()
+            ));
+        }
+        out.rows.push(values);
+        if !self.keys.is_empty() {
+            out.last_key = Some(key_texts);
+        }
+        Ok(())
+    }
+}
+
+/// Splits COPY data (which may cut rows anywhere) into lines.
+#[derive(Default)]
+struct CopyParser {
+    pending: Vec<u8>,
+}
+
+impl CopyParser {
+    fn feed(&mut self, data: &[u8], table: &SnapshotTable, out: &mut Rows) -> Result<(), String> {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            if self.pending.is_empty() {
+                table.row(&rest[..end], out)?;
+            } else {
+                self.pending.extend_from_slice(&rest[..end]);
+                let line = std::mem::take(&mut self.pending);
+                table.row(&line, out)?;
+            }
+            rest = &rest[end + 1..];
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+}
+
+/// Undoes COPY text escapes: `\b \f \n \r \t \v \\`, octal `\NNN`, hex
+/// `\xHH`, and `\c` for any other character c.
+pub(crate) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&c) = raw.get(i + 1) else {
+            return Err("a field ends in a lone backslash".to_owned());
+        };
+        i += 2;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' => {
+                let mut v = 0u32;
+                let mut digits = 0;
+                while digits < 2 {
+                    match raw.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                            digits += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if digits == 0 {
+                    out.push(b'x');
+                } else {
+                    out.push(v as u8);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_escapes_are_undone() {
+        let mut out = Vec::new();
+        unescape(br"a\tb\nc\\d\101\x41\q\r", &mut out).unwrap();
+        assert_eq!(out, b"a\tb\nc\\dAAq\r");
+        out.clear();
+        assert!(unescape(b"trailing\\", &mut out).is_err());
+        out.clear();
+        unescape(br"\x\7\08", &mut out).unwrap();
+        assert_eq!(out, [b'x', 7, 0, b'8']);
+    }
+
+    #[test]
+    fn literals_survive_quotes_and_backslashes() {
+        assert_eq!(literal(r"it's a \ test"), r"E'it''s a \\ test'");
+    }
+
+    #[test]
+    fn settings_are_the_streams() {
+        let s = session_settings();
+        assert!(s.contains("SET DateStyle = 'ISO';"), "{s}");
+        assert!(s.contains("SET bytea_output = 'hex';"), "{s}");
+    }
+}

@@ -1,0 +1,905 @@
+//! Snapshot chunks read while the slot streams, by the watermark method
+//! of DBLog (Andreas Andreadis and Ioannis Papapanagiotou, 2020).
+//!
+//! For each chunk the *reader* (a task beside the stream, with its own SQL
+//! connection) writes a low mark, selects the chunk, and writes a high
+//! mark: transactional logical messages (`pg_logical_emit_message`,
+//! prefix [`PREFIX`]), each its own transaction, so they sit in commit
+//! order among the changes. The [`Engine`], inside the stream, watches the
+//! decoded transactions: between the two marks it notes the key of every
+//! change to the chunk's table; at the high mark's commit it places the
+//! chunk's rows, less those keys, as `read` events of that transaction.
+//!
+//! Why that is exact: a row the stream changed between the marks may have
+//! been selected before or after the change, so its selected version is
+//! dropped and the change stands. Any other selected row is the version
+//! current at the high mark: changes before the low mark come earlier in
+//! the stream, changes after the high mark later. The slot never pauses,
+//! and memory holds one chunk (the reader waits until its chunk is placed
+//! before reading the next).
+//!
+//! A chunk is recorded delivered once the pipeline acknowledges the high
+//! mark's transaction; a chunk cut off by a crash is read again later
+//! with new marks, and marks without a chunk (from before a restart, or
+//! from another pipeline's slot) are dropped from the stream.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TableSchema, Value};
+
+use super::state::{
+    PendingTable, Planned, next_pending, record_chunks, record_failed, record_plan,
+};
+use super::{
+    SnapshotProgress, TableProgress, chunk_count, chunk_pages, describe, session_settings,
+};
+use crate::PgError;
+use crate::config::PostgresConfig;
+use crate::setup::connect_sql;
+
+/// The logical message prefix of the marks.
+pub(crate) const PREFIX: &str = "weir.watermark";
+
+/// How often the reader looks for requests when nobody wakes it.
+const POLL: Duration = Duration::from_secs(5);
+
+/// What the reader tells the engine, always before the mark it concerns
+/// is written, so the engine has it when the mark arrives.
+pub(crate) enum Note {
+    /// Chunk `id` of `table` is about to be read.
+    Begin { id: u64, table: Arc<TableSchema> },
+    /// Its rows, and where to say in which transaction they were placed.
+    Rows {
+        id: u64,
+        rows: Vec<Vec<Value>>,
+        placed: oneshot::Sender<Lsn>,
+    },
+}
+
+/// The stream's half: strips marks, keeps the window, places chunks.
+pub(crate) struct Engine {
+    /// `slot nonce`: marks with another token are not this process's.
+    token: String,
+    notes: mpsc::Receiver<Note>,
+    announced: Option<(u64, Arc<TableSchema>)>,
+    window: Option<Window>,
+    /// Rows received for the open window's chunk.
+    rows: Option<Received>,
+    /// A high mark was seen in the current transaction: its rows go in
+    /// before its commit.
+    placing: Option<(Arc<TableSchema>, Received)>,
+    /// The current transaction's xid, commit time and next position.
+    xid: u32,
+    commit_time: i64,
+    next_seq: u32,
+}
+
+/// A chunk's rows, as the reader sent them.
+struct Received {
+    id: u64,
+    rows: Vec<Vec<Value>>,
+    placed: oneshot::Sender<Lsn>,
+}
+
+/// The changes seen between a chunk's marks.
+struct Window {
+    id: u64,
+    table: Arc<TableSchema>,
+    /// The identity's column names: the key, or every column when the
+    /// table has none.
+    identity: Vec<String>,
+    changed: HashSet<String>,
+    truncated: bool,
+}
+
+impl Window {
+    fn new(id: u64, table: Arc<TableSchema>) -> Self {
+        let mut identity: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name.clone())
+            .collect();
+        if identity.is_empty() {
+            identity = table.columns.iter().map(|c| c.name.clone()).collect();
+        }
+        Window {
+            id,
+            table,
+            identity,
+            changed: HashSet::new(),
+            truncated: false,
+        }
+    }
+
+    /// The identity of `row` (laid out as `schema`'s columns), as text;
+    /// `None` when `schema` lacks an identity column.
+    fn identity_of(&self, schema: &TableSchema, row: &[Value]) -> Option<String> {
+        let mut key = String::new();
+        for name in &self.identity {
+            let i = schema.columns.iter().position(|c| &c.name == name)?;
+            key.push_str(&format!("{:?}\u{1f}", row.get(i)?));
+        }
+        Some(key)
+    }
+
+    fn observe(&mut self, c: &ChangeEvent) {
+        let Some(schema) = &c.table else { return };
+        if schema.id != self.table.id {
+            return;
+        }
+        if c.op == Op::Truncate {
+            self.truncated = true;
+            return;
+        }
+        for row in [&c.before, &c.after].into_iter().flatten() {
+            if let Some(key) = self.identity_of(schema, row) {
+                self.changed.insert(key);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// An engine for the marks carrying `token` (see [`token`]).
+    pub(crate) fn new(token: String, notes: mpsc::Receiver<Note>) -> Self {
+        Engine {
+            token,
+            notes,
+            announced: None,
+            window: None,
+            rows: None,
+            placing: None,
+            xid: 0,
+            commit_time: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Looks at the items decoded into `batch` from `from` on: marks are
+    /// removed, changes inside a window noted, and a chunk's rows placed
+    /// before the commit of its high mark's transaction.
+    pub(crate) fn process(&mut self, batch: &mut Vec<SourceItem>, from: usize) {
+        let idle = self.window.is_none() && self.placing.is_none();
+        let relevant = |i: &SourceItem| match i {
+            SourceItem::Change(c) => c.op == Op::Message,
+            SourceItem::Begin(_) => true,
+            _ => false,
+        };
+        if from >= batch.len() || (idle && !batch[from..].iter().any(relevant)) {
+            return;
+        }
+        let tail = batch.split_off(from);
+        for item in tail {
+            match &item {
+                SourceItem::Begin(b) => {
+                    self.xid = b.xid;
+                    self.commit_time = b.commit_time_micros;
+                    self.next_seq = 0;
+                }
+                SourceItem::Change(c) => {
+                    // A mark leaves no gap: the positions of a high mark's
+                    // transaction are its chunk's rows, from 0.
+                    if let Some(mark) = c.message.as_ref().filter(|m| m.prefix == PREFIX) {
+                        self.mark(&mark.content);
+                        continue;
+                    }
+                    self.next_seq = self.next_seq.max(c.source.seq.saturating_add(1));
+                    if let Some(w) = &mut self.window {
+                        w.observe(c);
+                    }
+                }
+                SourceItem::Commit(commit) => {
+                    if let Some((table, chunk)) = self.placing.take() {
+                        for row in chunk.rows {
+                            batch.push(SourceItem::Change(ChangeEvent {
+                                op: Op::Read,
+                                table: Some(table.clone()),
+                                before: None,
+                                after: Some(row),
+                                message: None,
+                                source: SourceInfo {
+                                    commit_lsn: commit.commit_lsn,
+                                    lsn: commit.commit_lsn,
+                                    xid: self.xid,
+                                    commit_time_micros: self.commit_time,
+                                    seq: self.next_seq,
+                                },
+                                txn: commit.txn,
+                            }));
+                            self.next_seq = self.next_seq.saturating_add(1);
+                        }
+                        let _ = chunk.placed.send(commit.end_lsn);
+                    }
+                }
+                SourceItem::Restart => {}
+            }
+            batch.push(item);
+        }
+    }
+
+    fn drain_notes(&mut self) {
+        while let Ok(note) = self.notes.try_recv() {
+            match note {
+                Note::Begin { id, table } => {
+                    self.announced = Some((id, table));
+                    self.rows = None;
+                }
+                Note::Rows { id, rows, placed } => self.rows = Some(Received { id, rows, placed }),
+            }
+        }
+    }
+
+    fn mark(&mut self, content: &[u8]) {
+        let text = String::from_utf8_lossy(content);
+        let Some(rest) = text
+            .strip_prefix(self.token.as_str())
+            .and_then(|r| r.strip_prefix(' '))
+        else {
+            return;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(kind), Some(id)) = (parts.next(), parts.next().and_then(|i| i.parse().ok()))
+        else {
+            return;
+        };
+        self.drain_notes();
+        match kind {
+            "low" => {
+                self.window = match &self.announced {
+                    Some((a, table)) if *a == id => Some(Window::new(id, table.clone())),
+                    _ => None,
+                };
+            }
+            "high" => {
+                let Some(window) = self.window.take().filter(|w| w.id == id) else {
+                    return;
+                };
+                let Some(mut chunk) = self.rows.take().filter(|r| r.id == id) else {
+                    return;
+                };
+                if window.truncated {
+                    chunk.rows.clear();
+                } else if !window.changed.is_empty() {
+                    let schema = window.table.clone();
+                    chunk.rows.retain(|r| {
+                        window
+                            .identity_of(&schema, r)
+                            .is_none_or(|k| !window.changed.contains(&k))
+                    });
+                }
+                self.placing = Some((window.table, chunk));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the marks of one stream of `slot` carry: the slot and a number
+/// unique to this stream, so that marks left by an earlier stream, or
+/// written for another slot, are told apart.
+pub(crate) fn token(slot: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{slot} {:x}", nanos ^ (u64::from(std::process::id()) << 40))
+}
+
+/// A chunk placed, to record once acknowledged.
+struct Placed {
+    end_lsn: Lsn,
+    table: PendingTable,
+    chunk: u32,
+    rows: u64,
+    progress: Arc<TableProgress>,
+}
+
+/// The reader's half: takes the tables still to read from
+/// `weir.snapshot_tables`, one chunk at a time, until `shutdown`.
+/// Connection failures are retried; a table that cannot be read (dropped,
+/// a bad filter) is recorded failed and the next one taken.
+pub(crate) async fn read_chunks(
+    cfg: PostgresConfig,
+    db_key: Arc<str>,
+    token: String,
+    notes: mpsc::Sender<Note>,
+    acked: watch::Receiver<Lsn>,
+    progress: Arc<SnapshotProgress>,
+    shutdown: CancellationToken,
+) {
+    let addr = cfg.address();
+    let (placed_tx, placed_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_acknowledged(
+        cfg.clone(),
+        placed_rx,
+        acked,
+        progress.clone(),
+        shutdown.clone(),
+    ));
+    let ids = AtomicU64::new(1);
+    let reader = Reader {
+        cfg: &cfg,
+        addr: &addr,
+        db_key: &db_key,
+        token: &token,
+        notes: &notes,
+        placed: &placed_tx,
+        progress: &progress,
+        ids: &ids,
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            o = reader.serve(&shutdown) => o,
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "snapshot reader lost its connection");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    drop(placed_tx);
+    let _ = recorder.await;
+}
+
+struct Reader<'a> {
+    cfg: &'a PostgresConfig,
+    addr: &'a str,
+    db_key: &'a Arc<str>,
+    token: &'a str,
+    notes: &'a mpsc::Sender<Note>,
+    placed: &'a mpsc::UnboundedSender<Placed>,
+    progress: &'a Arc<SnapshotProgress>,
+    ids: &'a AtomicU64,
+}
+
+/// Why a table's reading stopped.
+enum Stop {
+    /// The connection failed: retry with a new one.
+    Connection(PgError),
+    /// The table cannot be read: record it failed.
+    Table(String),
+    /// Its heap was rewritten (VACUUM FULL, CLUSTER, a rewriting ALTER):
+    /// cut it again.
+    Rewritten,
+}
+
+impl Reader<'_> {
+    async fn serve(&self, shutdown: &CancellationToken) -> Result<(), PgError> {
+        let client = connect_sql(self.cfg, self.addr).await?;
+        client
+            .batch_execute(&format!(
+                "{} SET row_security = off; SET statement_timeout = 0;",
+                session_settings()
+            ))
+            .await
+            .map_err(|e| PgError::sql(self.addr, "setting up the snapshot reader", e))?;
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(|e| PgError::sql(self.addr, "reading the server version", e))?
+            .get(0);
+        loop {
+            let Some(table) = next_pending(&client, self.addr, &self.cfg.slot).await? else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = self.progress.woken() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            };
+            let failure = if version < 140_000 {
+                Some(Stop::Table(
+                    "snapshots while streaming need PostgreSQL 14 or later (logical messages in pgoutput)"
+                        .into(),
+                ))
+            } else {
+                self.table(&client, table.clone(), version).await.err()
+            };
+            match failure {
+                None | Some(Stop::Rewritten) => {}
+                Some(Stop::Connection(e)) => return Err(e),
+                Some(Stop::Table(error)) => {
+                    tracing::error!(
+                        table = %format!("{}.{}", table.schema, table.name), request = table.request,
+                        %error, "snapshot of a table failed"
+                    );
+                    record_failed(&client, self.addr, &self.cfg.slot, &table, &error).await?;
+                }
+            }
+        }
+    }
+
+    /// Reads every chunk of `table` not yet delivered, each placed in the
+    /// stream before the next is read.
+    async fn table(&self, client: &Client, table: PendingTable, version: i32) -> Result<(), Stop> {
+        let (schema, name) = (table.schema.as_str(), table.name.as_str());
+        let qualified = format!("{schema}.{name}");
+        let conn = |e| Stop::Connection(e);
+        let published = client
+            .query_opt(
+                if version >= 150_000 {
+                    "SELECT attnames::text[], rowfilter FROM pg_publication_tables \
+                     WHERE pubname = $1 AND schemaname = $2 AND tablename = $3"
+                } else {
+                    "SELECT NULL::text[], NULL::text FROM pg_publication_tables \
+                     WHERE pubname = $1 AND schemaname = $2 AND tablename = $3"
+                },
+                &[&self.cfg.publication, &schema, &name],
+            )
+            .await
+            .map_err(|e| conn(PgError::sql(self.addr, "reading a table's publication", e)))?;
+        let Some(published) = published else {
+            return Err(Stop::Table(format!(
+                "{qualified} is no longer in publication {:?}",
+                self.cfg.publication
+            )));
+        };
+        let columns: Option<Vec<String>> = published.get(0);
+        let row_filter: Option<String> = published.get(1);
+        let shape = describe(
+            client,
+            self.addr,
+            self.db_key,
+            schema,
+            name,
+            columns.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
+            e => conn(e),
+        })?;
+        let filter = match (&row_filter, &table.filter) {
+            (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        let heap = heap_of(client, self.addr, shape.schema.id)
+            .await
+            .map_err(conn)?;
+        let (plan, mut done) = match table.plan.clone() {
+            Some(plan) if plan.heap == heap => (plan, table.done.clone()),
+            previous => {
+                if previous.is_some() {
+                    tracing::info!(table = %qualified, "the table was rewritten since it was cut into chunks; reading it whole again");
+                }
+                let pages = client
+                    .query_one(
+                        "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
+                        &[&shape.schema.id],
+                    )
+                    .await
+                    .map_err(|e| conn(PgError::sql(self.addr, "measuring a table", e)))?
+                    .get::<_, i64>(0);
+                let plan = Planned {
+                    schema: schema.to_owned(),
+                    name: name.to_owned(),
+                    heap,
+                    chunk_pages: table.chunk_pages,
+                    chunks: chunk_count(
+                        u32::try_from(pages).unwrap_or(u32::MAX),
+                        table.chunk_pages,
+                        true,
+                    ),
+                };
+                record_plan(
+                    client,
+                    self.addr,
+                    &self.cfg.slot,
+                    table.request,
+                    std::slice::from_ref(&plan),
+                )
+                .await
+                .map_err(conn)?;
+                (plan, Vec::new())
+            }
+        };
+        done.sort_unstable();
+        let progress = self.progress.add(TableProgress::new(
+            shape.schema.qualified_name(),
+            table.request,
+            shape.estimated_rows,
+            u64::from(plan.chunks),
+        ));
+        progress
+            .chunks_done
+            .store(done.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            table = %qualified, request = table.request, chunks = plan.chunks,
+            delivered = done.len(), "snapshot of a table while streaming"
+        );
+        let lost = || Stop::Connection(PgError::Io(std::io::Error::other("the stream stopped")));
+        for k in 0..plan.chunks {
+            if done.binary_search(&(k as i32)).is_ok() {
+                continue;
+            }
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            self.notes
+                .send(Note::Begin {
+                    id,
+                    table: shape.schema.clone(),
+                })
+                .await
+                .map_err(|_| lost())?;
+            self.emit(client, "low", id).await.map_err(conn)?;
+            // The lock keeps the heap from being rewritten during the read;
+            // the check after it, from having been rewritten since the cut.
+            client
+                .batch_execute(&format!(
+                    "BEGIN; LOCK TABLE {} IN ACCESS SHARE MODE",
+                    shape.sql_name()
+                ))
+                .await
+                .map_err(|e| conn(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
+            let read = async {
+                if heap_of(client, self.addr, shape.schema.id).await? != plan.heap {
+                    return Ok(None);
+                }
+                let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
+                shape
+                    .read(client, self.addr, &chunk, filter.as_deref())
+                    .await
+                    .map(Some)
+            }
+            .await;
+            let _ = client.batch_execute("COMMIT").await;
+            let rows = match read {
+                Ok(Some(rows)) => rows.rows,
+                Ok(None) => {
+                    // Leave the plan as it is: the next pass sees the new
+                    // heap and cuts the table again.
+                    return Err(Stop::Rewritten);
+                }
+                Err(e @ PgError::Server { .. }) => return Err(Stop::Table(e.to_string())),
+                Err(e) => return Err(conn(e)),
+            };
+            let n = rows.len() as u64;
+            let (placed_tx, placed_rx) = oneshot::channel();
+            self.notes
+                .send(Note::Rows {
+                    id,
+                    rows,
+                    placed: placed_tx,
+                })
+                .await
+                .map_err(|_| lost())?;
+            self.emit(client, "high", id).await.map_err(conn)?;
+            let end_lsn = placed_rx.await.map_err(|_| lost())?;
+            progress.read(n as usize);
+            let _ = self.placed.send(Placed {
+                end_lsn,
+                table: table.clone(),
+                chunk: k,
+                rows: n,
+                progress: progress.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn emit(&self, client: &Client, kind: &str, id: u64) -> Result<(), PgError> {
+        client
+            .execute(
+                "SELECT pg_logical_emit_message(true, $1, $2)",
+                &[&PREFIX, &format!("{} {kind} {id}", self.token)],
+            )
+            .await
+            .map_err(|e| PgError::sql(self.addr, "writing a snapshot watermark", e))?;
+        Ok(())
+    }
+}
+
+async fn heap_of(client: &Client, addr: &str, oid: u32) -> Result<i64, PgError> {
+    client
+        .query_one("SELECT pg_relation_filenode($1::oid)::int8", &[&oid])
+        .await
+        .map_err(|e| PgError::sql(addr, "reading a table's heap file", e))?
+        .get::<_, Option<i64>>(0)
+        .ok_or_else(|| PgError::Config(format!("table {oid} has no heap file")))
+}
+
+/// Records each placed chunk once the pipeline acknowledged its
+/// transaction. Failing to record costs re-reading the chunk after a
+/// crash, so it is retried, then logged.
+async fn record_acknowledged(
+    cfg: PostgresConfig,
+    mut placed: mpsc::UnboundedReceiver<Placed>,
+    mut acked: watch::Receiver<Lsn>,
+    progress: Arc<SnapshotProgress>,
+    shutdown: CancellationToken,
+) {
+    let addr = cfg.address();
+    let mut client: Option<Client> = None;
+    while let Some(p) = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        p = placed.recv() => p,
+    } {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = acked.wait_for(|a| *a >= p.end_lsn) => if r.is_err() { return },
+        }
+        let table = (p.table.schema.as_str(), p.table.name.as_str());
+        let mut recorded = None;
+        for _ in 0..3 {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = connect_sql(&cfg, &addr).await.ok();
+            }
+            let Some(c) = &client else { continue };
+            match record_chunks(
+                c,
+                &addr,
+                &cfg.slot,
+                p.table.request,
+                table,
+                &[p.chunk as i32],
+                p.rows as i64,
+            )
+            .await
+            {
+                Ok(complete) => {
+                    recorded = Some(complete);
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "recording a snapshot chunk"),
+            }
+        }
+        match recorded {
+            Some(true) => {
+                p.progress.done.store(true, Ordering::Relaxed);
+                tracing::info!(table = %p.progress.table, request = p.table.request, "snapshot of a table delivered");
+                if p.table.request == 0
+                    && let Some(c) = &client
+                    && super::state::initial_done(c, &addr, &cfg.slot)
+                        .await
+                        .unwrap_or(false)
+                {
+                    progress.set_delivered();
+                    tracing::info!(slot = %cfg.slot, "initial snapshot delivered");
+                }
+            }
+            Some(false) => {}
+            None => tracing::warn!(
+                table = %p.progress.table, chunk = p.chunk,
+                "could not record a delivered snapshot chunk; a restart would read it again"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::{Column, LogicalMessage, ReplicaIdentity, TxnBegin, TxnCommit, TxnId};
+
+    fn table() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: 7,
+            version: 0,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: ["id", "v"]
+                .iter()
+                .map(|n| Column {
+                    name: (*n).into(),
+                    type_oid: 23,
+                    type_name: "int4".into(),
+                    type_modifier: -1,
+                    key: *n == "id",
+                })
+                .collect(),
+            replica_identity: ReplicaIdentity::Default,
+        })
+    }
+
+    fn row(id: i64, v: i64) -> Vec<Value> {
+        vec![Value::Int(id), Value::Int(v)]
+    }
+
+    fn txn(n: u64, lsn: u64, changes: Vec<ChangeEvent>) -> Vec<SourceItem> {
+        let txn = TxnId(n);
+        let mut items = vec![SourceItem::Begin(TxnBegin {
+            txn,
+            xid: n as u32,
+            commit_lsn: Lsn(lsn),
+            commit_time_micros: 0,
+        })];
+        for (seq, mut c) in changes.into_iter().enumerate() {
+            c.txn = txn;
+            c.source.seq = seq as u32;
+            items.push(SourceItem::Change(c));
+        }
+        items.push(SourceItem::Commit(TxnCommit {
+            txn,
+            commit_lsn: Lsn(lsn),
+            end_lsn: Lsn(lsn + 1),
+        }));
+        items
+    }
+
+    fn change(
+        op: Op,
+        table: &Arc<TableSchema>,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            table: Some(table.clone()),
+            before,
+            after,
+            message: None,
+            source: SourceInfo {
+                commit_lsn: Lsn(0),
+                lsn: Lsn(0),
+                xid: 0,
+                commit_time_micros: 0,
+                seq: 0,
+            },
+            txn: TxnId(0),
+        }
+    }
+
+    fn mark(token: &str, kind: &str, id: u64) -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Message,
+            message: Some(LogicalMessage {
+                prefix: PREFIX.into(),
+                content: format!("{token} {kind} {id}").into_bytes(),
+            }),
+            table: None,
+            ..change(Op::Message, &table(), None, None)
+        }
+    }
+
+    fn reads(items: &[SourceItem]) -> Vec<(u64, Vec<Value>)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Change(c) if c.op == Op::Read => {
+                    Some((c.txn.0, c.after.clone().unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn feed(engine: &mut Engine, out: &mut Vec<SourceItem>, items: Vec<SourceItem>) {
+        for item in items {
+            let from = out.len();
+            out.push(item);
+            engine.process(out, from);
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_changed_between_the_marks_are_left_to_the_stream() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut engine = Engine::new("s 1".into(), rx);
+        let token = "s 1";
+        let t = table();
+        let mut out = Vec::new();
+        tx.send(Note::Begin {
+            id: 5,
+            table: t.clone(),
+        })
+        .await
+        .unwrap();
+        // Before the low mark: not in the window.
+        feed(
+            &mut engine,
+            &mut out,
+            txn(1, 10, vec![change(Op::Update, &t, None, Some(row(1, 10)))]),
+        );
+        feed(
+            &mut engine,
+            &mut out,
+            txn(2, 20, vec![mark(token, "low", 5)]),
+        );
+        // Inside: an update of 2, a key change 3 → 30, a delete of 4, and
+        // a change to another table with the same key values.
+        let other = Arc::new(TableSchema {
+            id: 8,
+            ..(*t).clone()
+        });
+        feed(
+            &mut engine,
+            &mut out,
+            txn(
+                3,
+                30,
+                vec![
+                    change(Op::Update, &t, None, Some(row(2, 20))),
+                    change(Op::Update, &t, Some(row(3, 0)), Some(row(30, 0))),
+                    change(Op::Delete, &t, Some(vec![Value::Int(4), Value::Null]), None),
+                    change(Op::Update, &other, None, Some(row(5, 50))),
+                ],
+            ),
+        );
+        let (placed, placed_rx) = oneshot::channel();
+        tx.send(Note::Rows {
+            id: 5,
+            rows: (1..=5).map(|i| row(i, 0)).collect(),
+            placed,
+        })
+        .await
+        .unwrap();
+        feed(
+            &mut engine,
+            &mut out,
+            txn(4, 40, vec![mark(token, "high", 5)]),
+        );
+        assert_eq!(reads(&out), vec![(4, row(1, 0)), (4, row(5, 0))]);
+        assert_eq!(placed_rx.await.unwrap(), Lsn(41));
+        assert!(
+            out.iter()
+                .all(|i| !matches!(i, SourceItem::Change(c) if c.op == Op::Message)),
+            "the marks are not delivered"
+        );
+        // Placed before its transaction's commit, with positions after its own.
+        let at = out
+            .iter()
+            .position(|i| matches!(i, SourceItem::Change(c) if c.op == Op::Read))
+            .unwrap();
+        assert!(matches!(&out[at - 1], SourceItem::Begin(b) if b.txn == TxnId(4)));
+        assert!(matches!(out.last(), Some(SourceItem::Commit(c)) if c.txn == TxnId(4)));
+    }
+
+    #[tokio::test]
+    async fn marks_of_other_runs_are_dropped_and_a_truncate_empties_the_chunk() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut engine = Engine::new("s 2".into(), rx);
+        let t = table();
+        let mut out = Vec::new();
+        // Marks written by an earlier process (another nonce): dropped.
+        feed(
+            &mut engine,
+            &mut out,
+            txn(1, 10, vec![mark("s 1", "low", 1), mark("s 1", "high", 1)]),
+        );
+        assert_eq!(out.len(), 2, "an empty transaction remains: {out:?}");
+        tx.send(Note::Begin {
+            id: 1,
+            table: t.clone(),
+        })
+        .await
+        .unwrap();
+        feed(
+            &mut engine,
+            &mut out,
+            txn(2, 20, vec![mark("s 2", "low", 1)]),
+        );
+        feed(
+            &mut engine,
+            &mut out,
+            txn(3, 30, vec![change(Op::Truncate, &t, None, None)]),
+        );
+        let (placed, placed_rx) = oneshot::channel();
+        tx.send(Note::Rows {
+            id: 1,
+            rows: vec![row(1, 1)],
+            placed,
+        })
+        .await
+        .unwrap();
+        feed(
+            &mut engine,
+            &mut out,
+            txn(4, 40, vec![mark("s 2", "high", 1)]),
+        );
+        assert!(reads(&out).is_empty());
+        assert_eq!(placed_rx.await.unwrap(), Lsn(41));
+    }
+}
