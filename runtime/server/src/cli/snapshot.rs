@@ -175,13 +175,13 @@ fn label(t: &Json) -> String {
     }
 }
 
-/// `public.orders: 1200/5000 rows, 3/10 chunks, 850 rows/s, 4s left`.
+/// `public.orders: copying, 1200/5000 rows, 3/10 chunks, 850 rows/s, 4s left`.
 fn line(t: &Json) -> String {
     let estimate = t["estimated_rows"]
         .as_u64()
         .map_or_else(|| "?".to_owned(), |e| e.to_string());
     format!(
-        "{}: {}/{} rows, {}/{} chunks, {}, {}",
+        "{}: {}, {}/{} rows, {}/{} chunks, {}",
         label(t),
         t["state"].as_str().unwrap_or("?"),
         t["rows"],
