@@ -184,10 +184,17 @@ async fn a_sigkill_during_the_snapshot_resumes_it_and_loses_nothing() {
         .iter()
         .map(|l| l["after"]["id"].as_i64().unwrap())
         .collect();
-    let missing: Vec<i64> = (1..=400001).filter(|id| !got.contains(id)).take(10).collect();
-    assert!(missing.is_empty(), "rows never delivered, first ones: {missing:?}");
+    let missing: Vec<i64> = (1..=400001)
+        .filter(|id| !got.contains(id))
+        .take(10)
+        .collect();
     assert!(
-        weir.log().contains("resuming with the chunks not yet delivered"),
+        missing.is_empty(),
+        "rows never delivered, first ones: {missing:?}"
+    );
+    assert!(
+        weir.log()
+            .contains("resuming with the chunks not yet delivered"),
         "{}",
         weir.log()
     );

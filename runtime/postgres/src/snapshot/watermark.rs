@@ -298,6 +298,8 @@ struct Placed {
     chunk: u32,
     rows: u64,
     progress: Arc<TableProgress>,
+    /// Told once the chunk is recorded (dropped if it could not be).
+    recorded: oneshot::Sender<()>,
 }
 
 /// The reader's half: takes the tables still to read from
@@ -522,6 +524,8 @@ impl Reader<'_> {
             delivered = done.len(), "snapshot of a table while streaming"
         );
         let lost = || Stop::Connection(PgError::Io(std::io::Error::other("the stream stopped")));
+        let mut recording = Vec::new();
+        let mut rewritten = false;
         for k in 0..plan.chunks {
             if done.binary_search(&(k as i32)).is_ok() {
                 continue;
@@ -560,8 +564,11 @@ impl Reader<'_> {
                 Ok(Some(rows)) => rows.rows,
                 Ok(None) => {
                     // Leave the plan as it is: the next pass sees the new
-                    // heap and cuts the table again.
-                    return Err(Stop::Rewritten);
+                    // heap and cuts the table again, once the chunks in
+                    // flight are recorded under the old cut (recorded
+                    // later, they would mark chunks of the new one).
+                    rewritten = true;
+                    break;
                 }
                 Err(e @ PgError::Server { .. }) => return Err(Stop::Table(e.to_string())),
                 Err(e) => return Err(conn(e)),
@@ -579,13 +586,24 @@ impl Reader<'_> {
             self.emit(client, "high", id).await.map_err(conn)?;
             let end_lsn = placed_rx.await.map_err(|_| lost())?;
             progress.read(n as usize);
+            let (recorded, recorded_rx) = oneshot::channel();
+            recording.push(recorded_rx);
             let _ = self.placed.send(Placed {
                 end_lsn,
                 table: table.clone(),
                 chunk: k,
                 rows: n,
                 progress: progress.clone(),
+                recorded,
             });
+        }
+        // Until its chunks are recorded the table still looks pending, and
+        // taking it again would read them twice.
+        for r in recording {
+            let _ = r.await;
+        }
+        if rewritten {
+            return Err(Stop::Rewritten);
         }
         Ok(())
     }
@@ -655,6 +673,9 @@ async fn record_acknowledged(
                 }
                 Err(e) => tracing::debug!(error = %e, "recording a snapshot chunk"),
             }
+        }
+        if recorded.is_some() {
+            let _ = p.recorded.send(());
         }
         match recorded {
             Some(true) => {

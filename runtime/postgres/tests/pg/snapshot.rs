@@ -714,10 +714,18 @@ async fn an_interrupted_initial_snapshot_resumes_with_the_chunks_not_delivered()
     second.share_progress(progress.clone());
     let mut running = Running::spawn(second);
     let mut reread = 0;
+    let mut ticks = 0;
     while !progress.is_delivered() {
         let txn = running.txn().await;
         reread += apply(&mut rows, &txn);
         running.ack.send_replace(txn.commit.end_lsn);
+        // The last chunk is recorded after its acknowledgement: keep the
+        // stream busy meanwhile, so there is always a next transaction.
+        ticks += 1;
+        client
+            .batch_execute(&format!("INSERT INTO t VALUES (-{ticks} - 1, 0, 'tick')"))
+            .await
+            .unwrap();
     }
     client
         .batch_execute("INSERT INTO t VALUES (-1, 0, 'end')")
