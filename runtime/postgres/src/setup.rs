@@ -247,18 +247,26 @@ async fn prepare_with(
         .await?;
     } else if cfg.snapshot != SnapshotMode::Never && slot_exists && !cfg.all_tables {
         // A table added to the capture since the slot last ran: its rows
-        // are copied while the slot streams.
-        snapshot::ensure_state_table(client, addr).await?;
-        let added = snapshot::backfill_new_tables(
-            client,
-            addr,
-            &cfg.slot,
-            &captured,
-            cfg.snapshot_chunk_pages,
-        )
-        .await?;
-        if !added.is_empty() {
-            tracing::info!(slot = %cfg.slot, tables = ?added, "tables added to the capture; backfilling their rows while streaming");
+        // are copied while the slot streams. A role that may not create
+        // the state tables (a slot made by someone else) streams without.
+        match snapshot::ensure_state_table(client, addr).await {
+            Err(e) if e.sqlstate() == Some("42501") => {
+                tracing::warn!(slot = %cfg.slot, error = %e, "tables added to the capture will not be backfilled");
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {
+                let added = snapshot::backfill_new_tables(
+                    client,
+                    addr,
+                    &cfg.slot,
+                    &captured,
+                    cfg.snapshot_chunk_pages,
+                )
+                .await?;
+                if !added.is_empty() {
+                    tracing::info!(slot = %cfg.slot, tables = ?added, "tables added to the capture; backfilling their rows while streaming");
+                }
+            }
         }
     }
 

@@ -73,11 +73,16 @@ pub(crate) struct Engine {
     rows: Option<Received>,
     /// A high mark was seen in the current transaction: its rows go in
     /// before its commit.
-    placing: Option<(Arc<TableSchema>, Received)>,
-    /// The current transaction's xid, commit time and next position.
+    placing: Option<Placing>,
+}
+
+/// A chunk to place at the commit of its high mark's transaction, with
+/// that transaction's xid and commit time (from the mark).
+struct Placing {
+    table: Arc<TableSchema>,
+    chunk: Received,
     xid: u32,
     commit_time: i64,
-    next_seq: u32,
 }
 
 /// A chunk's rows, as the reader sent them.
@@ -156,9 +161,6 @@ impl Engine {
             window: None,
             rows: None,
             placing: None,
-            xid: 0,
-            commit_time: 0,
-            next_seq: 0,
         }
     }
 
@@ -167,58 +169,47 @@ impl Engine {
     /// before the commit of its high mark's transaction.
     pub(crate) fn process(&mut self, batch: &mut Vec<SourceItem>, from: usize) {
         let idle = self.window.is_none() && self.placing.is_none();
-        let relevant = |i: &SourceItem| match i {
-            SourceItem::Change(c) => c.op == Op::Message,
-            SourceItem::Begin(_) => true,
-            _ => false,
-        };
-        if from >= batch.len() || (idle && !batch[from..].iter().any(relevant)) {
+        let is_message = |i: &SourceItem| matches!(i, SourceItem::Change(c) if c.op == Op::Message);
+        if from >= batch.len() || (idle && !batch[from..].iter().any(is_message)) {
             return;
         }
         let tail = batch.split_off(from);
         for item in tail {
             match &item {
-                SourceItem::Begin(b) => {
-                    self.xid = b.xid;
-                    self.commit_time = b.commit_time_micros;
-                    self.next_seq = 0;
-                }
                 SourceItem::Change(c) => {
-                    // A mark leaves no gap: the positions of a high mark's
-                    // transaction are its chunk's rows, from 0.
                     if let Some(mark) = c.message.as_ref().filter(|m| m.prefix == PREFIX) {
-                        self.mark(&mark.content);
+                        self.mark(&mark.content, &c.source);
                         continue;
                     }
-                    self.next_seq = self.next_seq.max(c.source.seq.saturating_add(1));
                     if let Some(w) = &mut self.window {
                         w.observe(c);
                     }
                 }
                 SourceItem::Commit(commit) => {
-                    if let Some((table, chunk)) = self.placing.take() {
-                        for row in chunk.rows {
+                    // The high mark's transaction holds nothing else (the
+                    // reader writes it alone): its positions are the rows'.
+                    if let Some(p) = self.placing.take() {
+                        for (seq, row) in p.chunk.rows.into_iter().enumerate() {
                             batch.push(SourceItem::Change(ChangeEvent {
                                 op: Op::Read,
-                                table: Some(table.clone()),
+                                table: Some(p.table.clone()),
                                 before: None,
                                 after: Some(row),
                                 message: None,
                                 source: SourceInfo {
                                     commit_lsn: commit.commit_lsn,
                                     lsn: commit.commit_lsn,
-                                    xid: self.xid,
-                                    commit_time_micros: self.commit_time,
-                                    seq: self.next_seq,
+                                    xid: p.xid,
+                                    commit_time_micros: p.commit_time,
+                                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
                                 },
                                 txn: commit.txn,
                             }));
-                            self.next_seq = self.next_seq.saturating_add(1);
                         }
-                        let _ = chunk.placed.send(commit.end_lsn);
+                        let _ = p.chunk.placed.send(commit.end_lsn);
                     }
                 }
-                SourceItem::Restart => {}
+                SourceItem::Begin(_) | SourceItem::Restart => {}
             }
             batch.push(item);
         }
@@ -236,7 +227,7 @@ impl Engine {
         }
     }
 
-    fn mark(&mut self, content: &[u8]) {
+    fn mark(&mut self, content: &[u8], at: &SourceInfo) {
         let text = String::from_utf8_lossy(content);
         let Some(rest) = text
             .strip_prefix(self.token.as_str())
@@ -274,7 +265,12 @@ impl Engine {
                             .is_none_or(|k| !window.changed.contains(&k))
                     });
                 }
-                self.placing = Some((window.table, chunk));
+                self.placing = Some(Placing {
+                    table: window.table,
+                    chunk,
+                    xid: at.xid,
+                    commit_time: at.commit_time_micros,
+                });
             }
             _ => {}
         }

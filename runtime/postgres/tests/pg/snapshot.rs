@@ -733,9 +733,15 @@ async fn an_interrupted_initial_snapshot_resumes_with_the_chunks_not_delivered()
         .unwrap();
     reread += until_sentinel(&mut running, &mut rows, -1).await;
     assert_same(&rows, &table_rows(&client).await);
+    // The 200 rows updated while Weir was down may have moved into pages
+    // not yet read, and are read there again; nothing else is.
     assert!(
-        kept + reread <= 20000,
+        kept + reread <= 20000 + 200,
         "only the chunks not delivered were read again ({kept} kept, {reread} read after the restart)"
+    );
+    assert!(
+        kept >= 3 * 1000,
+        "three chunks were delivered before the crash ({kept} rows)"
     );
     let state: String = client
         .query_one("SELECT state FROM weir.snapshots WHERE slot = $1", &[&slot])
