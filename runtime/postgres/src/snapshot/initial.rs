@@ -434,7 +434,8 @@ async fn record_delivered(
         for (table, (chunks, rows)) in by_table {
             let plan = &plans[table];
             let table = (plan.schema.as_str(), plan.name.as_str());
-            if let Err(e) = record_chunks(&client, &addr, &slot, 0, table, &chunks, rows).await {
+            let recorded = record_chunks(&client, &addr, &slot, 0, table, plan.heap, &chunks, rows);
+            if let Err(e) = recorded.await {
                 tracing::warn!(error = %e, "could not record delivered snapshot chunks; a restart would read them again");
             }
         }

@@ -254,6 +254,19 @@ impl SnapshotTable {
         &self.sql_name
     }
 
+    /// A column of the identity a watermark window matches rows by (the
+    /// key, or every column without one) whose type decodes as
+    /// `Value::Other`: its binary-mode stream form differs from COPY's text.
+    pub(crate) fn untyped_identity(&self) -> Option<&str> {
+        let keyed = self.schema.columns.iter().any(|c| c.key);
+        self.schema
+            .columns
+            .iter()
+            .zip(self.kinds.iter())
+            .find(|(c, kind)| (c.key || !keyed) && **kind == PgType::Other)
+            .map(|(c, _)| c.name.as_str())
+    }
+
     /// Whether [`Chunk::After`] can read this table (it has a key).
     pub fn has_key(&self) -> bool {
         !self.keys.is_empty()

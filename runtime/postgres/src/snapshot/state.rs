@@ -42,7 +42,9 @@ pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<()
              CREATE TABLE IF NOT EXISTS weir.snapshots (slot text PRIMARY KEY, \
                consistent_point pg_lsn, state text NOT NULL, \
                started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz); \
-             ALTER TABLE weir.snapshots ADD COLUMN IF NOT EXISTS tables text[]; \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute \
+               WHERE attrelid = 'weir.snapshots'::regclass AND attname = 'tables') THEN \
+               ALTER TABLE weir.snapshots ADD COLUMN tables text[]; END IF; END $$; \
              CREATE SEQUENCE IF NOT EXISTS weir.snapshot_requests; \
              CREATE TABLE IF NOT EXISTS weir.snapshot_tables (slot text NOT NULL, \
                request int8 NOT NULL, schema_name text NOT NULL, table_name text NOT NULL, \
@@ -108,6 +110,10 @@ pub(crate) async fn initial_state(
         return Ok(InitialState::Settled);
     };
     let mut resumable = row.get::<_, bool>(1) && tables_table;
+    // Every table recorded, the crash came before the snapshot was.
+    if resumable && finish_initial(client, addr, slot).await? {
+        return Ok(InitialState::Settled);
+    }
     if resumable {
         resumable = client
             .query_one(
@@ -229,7 +235,7 @@ pub(crate) async fn record_plan(
              FROM unnest($3::text[], $4::text[], $5::int8[], $6::int4[], $7::int4[]) AS x(s, t, h, p, c) \
              ON CONFLICT (slot, request, schema_name, table_name) DO UPDATE SET \
                heap = EXCLUDED.heap, chunk_pages = EXCLUDED.chunk_pages, chunks = EXCLUDED.chunks, \
-               done = '{}', state = 'pending', error = NULL",
+               done = '{}', rows = 0, state = 'pending', error = NULL",
             &[&slot, &request, &schemas, &names, &heaps, &pages, &chunks],
         )
         .await
@@ -302,46 +308,97 @@ pub(crate) async fn next_pending(
 }
 
 /// Records chunks of a table delivered (durable at every sink), with the
-/// rows they held. Returns whether the table is now complete; completing
+/// rows they held, if the table is still cut as it was when they were
+/// read (`heap`). Returns whether the table is now complete; completing
 /// the last table of the initial snapshot marks it done as well.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_chunks(
     client: &Client,
     addr: &str,
     slot: &str,
     request: i64,
     table: (&str, &str),
+    heap: i64,
     chunks: &[i32],
     rows: i64,
 ) -> Result<bool, PgError> {
     let sql = |e| PgError::sql(addr, "recording delivered snapshot chunks", e);
     let row = client
         .query_opt(
-            "UPDATE weir.snapshot_tables SET \
-               done = ARRAY(SELECT DISTINCT x FROM unnest(done || $5::int4[]) x ORDER BY x), \
-               rows = rows + $6, \
-               state = CASE WHEN (SELECT count(DISTINCT x) FROM unnest(done || $5::int4[]) x) \
-                 >= chunks THEN 'done' ELSE state END, \
-               finished_at = CASE WHEN (SELECT count(DISTINCT x) FROM unnest(done || $5::int4[]) x) \
-                 >= chunks THEN now() END \
-             WHERE slot = $1 AND request = $2 AND schema_name = $3 AND table_name = $4 \
-             RETURNING state = 'done'",
-            &[&slot, &request, &table.0, &table.1, &chunks, &rows],
+            "WITH n AS (SELECT ARRAY(SELECT DISTINCT x FROM unnest(t.done || $6::int4[]) x \
+                 WHERE x < t.chunks ORDER BY x) AS done \
+               FROM weir.snapshot_tables t WHERE slot = $1 AND request = $2 \
+                 AND schema_name = $3 AND table_name = $4 AND heap = $5) \
+             UPDATE weir.snapshot_tables t SET done = n.done, rows = t.rows + $7, \
+               state = CASE WHEN cardinality(n.done) >= t.chunks THEN 'done' ELSE t.state END, \
+               finished_at = CASE WHEN cardinality(n.done) >= t.chunks \
+                 THEN coalesce(t.finished_at, now()) ELSE t.finished_at END \
+             FROM n WHERE slot = $1 AND request = $2 AND schema_name = $3 AND table_name = $4 \
+             RETURNING t.state = 'done'",
+            &[&slot, &request, &table.0, &table.1, &heap, &chunks, &rows],
         )
         .await
         .map_err(sql)?;
     let complete = row.is_some_and(|r| r.get::<_, bool>(0));
     if complete && request == 0 {
-        client
-            .execute(
-                "UPDATE weir.snapshots SET state = 'done', finished_at = now() \
-                 WHERE slot = $1 AND state = 'running' AND NOT EXISTS (SELECT 1 \
-                   FROM weir.snapshot_tables WHERE slot = $1 AND request = 0 AND state = 'pending')",
-                &[&slot],
-            )
-            .await
-            .map_err(sql)?;
+        finish_initial(client, addr, slot).await?;
     }
     Ok(complete)
+}
+
+/// Marks the initial snapshot done once none of its tables is pending
+/// (each delivered, or failed and reported). Run after each table's
+/// record, and again at the next start in case a crash came between.
+pub(crate) async fn finish_initial(
+    client: &Client,
+    addr: &str,
+    slot: &str,
+) -> Result<bool, PgError> {
+    let n = client
+        .execute(
+            "UPDATE weir.snapshots SET state = 'done', finished_at = now() \
+             WHERE slot = $1 AND state = 'running' AND consistent_point IS NOT NULL \
+               AND EXISTS (SELECT 1 FROM weir.snapshot_tables WHERE slot = $1 AND request = 0) \
+               AND NOT EXISTS (SELECT 1 FROM weir.snapshot_tables \
+                 WHERE slot = $1 AND request = 0 AND state = 'pending')",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| {
+            PgError::sql(
+                addr,
+                format!("marking the snapshot done in {STATE_TABLE}"),
+                e,
+            )
+        })?;
+    Ok(n > 0)
+}
+
+/// Raises a table's chunk count when it grew past its cut (the last chunk
+/// is open-ended, and would otherwise read all the growth at once).
+pub(crate) async fn extend_plan(
+    client: &Client,
+    addr: &str,
+    slot: &str,
+    table: &PendingTable,
+    chunks: u32,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "UPDATE weir.snapshot_tables SET chunks = $5 \
+             WHERE slot = $1 AND request = $2 AND schema_name = $3 AND table_name = $4 \
+               AND chunks < $5",
+            &[
+                &slot,
+                &table.request,
+                &table.schema,
+                &table.name,
+                &(chunks as i32),
+            ],
+        )
+        .await
+        .map_err(|e| PgError::sql(addr, "extending a snapshot's chunks", e))?;
+    Ok(())
 }
 
 /// Whether the initial snapshot of `slot` is recorded done.
@@ -416,12 +473,14 @@ pub async fn request(
             )));
         }
         if let Some(filter) = filter {
+            // Parsed and planned, not run: one statement only, so the
+            // condition cannot carry a second one.
             let check = format!(
-                "EXPLAIN SELECT 1 FROM {}.{} WHERE ({filter})",
+                "SELECT 1 FROM {}.{} WHERE ({filter})",
                 quote_ident(&schema),
                 quote_ident(&name)
             );
-            client.batch_execute(&check).await.map_err(|e| {
+            client.prepare(&check).await.map_err(|e| {
                 PgError::Config(format!(
                     "the snapshot filter {filter:?} is not a valid condition on {schema}.{name}: {}",
                     e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned())

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TableSchema, Value};
 
 use super::state::{
-    PendingTable, Planned, next_pending, record_chunks, record_failed, record_plan,
+    PendingTable, Planned, extend_plan, next_pending, record_chunks, record_failed, record_plan,
 };
 use super::{
     SnapshotProgress, TableProgress, chunk_count, chunk_pages, describe, session_settings,
@@ -54,6 +54,8 @@ const POLL: Duration = Duration::from_secs(5);
 pub(crate) enum Note {
     /// Chunk `id` of `table` is about to be read.
     Begin { id: u64, table: Arc<TableSchema> },
+    /// Chunk `id` was given up before its high mark: close its window.
+    Abort { id: u64 },
     /// Its rows, and where to say in which transaction they were placed.
     Rows {
         id: u64,
@@ -186,6 +188,9 @@ impl Engine {
                     }
                 }
                 SourceItem::Commit(commit) => {
+                    if self.window.is_some() {
+                        self.drain_notes();
+                    }
                     // The high mark's transaction holds nothing else (the
                     // reader writes it alone): its positions are the rows'.
                     if let Some(p) = self.placing.take() {
@@ -223,6 +228,15 @@ impl Engine {
                     self.rows = None;
                 }
                 Note::Rows { id, rows, placed } => self.rows = Some(Received { id, rows, placed }),
+                Note::Abort { id } => {
+                    if self.window.as_ref().is_some_and(|w| w.id == id) {
+                        self.window = None;
+                    }
+                    if self.announced.as_ref().is_some_and(|a| a.0 == id) {
+                        self.announced = None;
+                    }
+                    self.rows = None;
+                }
             }
         }
     }
@@ -249,7 +263,15 @@ impl Engine {
                 };
             }
             "high" => {
-                let Some(window) = self.window.take().filter(|w| w.id == id) else {
+                if self.window.as_ref().is_none_or(|w| w.id != id) {
+                    // Not the open chunk's (a stale mark): its rows, if
+                    // any, are dropped and the reader hears of it.
+                    if self.rows.as_ref().is_some_and(|r| r.id == id) {
+                        self.rows = None;
+                    }
+                    return;
+                }
+                let Some(window) = self.window.take() else {
                     return;
                 };
                 let Some(mut chunk) = self.rows.take().filter(|r| r.id == id) else {
@@ -293,6 +315,9 @@ struct Placed {
     table: PendingTable,
     chunk: u32,
     rows: u64,
+    /// The heap of the cut the chunk belongs to: a record for an older
+    /// cut must not land in a newer one.
+    heap: i64,
     progress: Arc<TableProgress>,
     /// Told once the chunk is recorded (dropped if it could not be).
     recorded: oneshot::Sender<()>,
@@ -416,6 +441,11 @@ impl Reader<'_> {
                         %error, "snapshot of a table failed"
                     );
                     record_failed(&client, self.addr, &self.cfg.slot, &table, &error).await?;
+                    if table.request == 0
+                        && super::state::finish_initial(&client, self.addr, &self.cfg.slot).await?
+                    {
+                        self.progress.set_delivered();
+                    }
                 }
             }
         }
@@ -426,7 +456,6 @@ impl Reader<'_> {
     async fn table(&self, client: &Client, table: PendingTable, version: i32) -> Result<(), Stop> {
         let (schema, name) = (table.schema.as_str(), table.name.as_str());
         let qualified = format!("{schema}.{name}");
-        let conn = |e| Stop::Connection(e);
         let published = client
             .query_opt(
                 if version >= 150_000 {
@@ -439,7 +468,7 @@ impl Reader<'_> {
                 &[&self.cfg.publication, &schema, &name],
             )
             .await
-            .map_err(|e| conn(PgError::sql(self.addr, "reading a table's publication", e)))?;
+            .map_err(|e| stop(PgError::sql(self.addr, "reading a table's publication", e)))?;
         let Some(published) = published else {
             return Err(Stop::Table(format!(
                 "{qualified} is no longer in publication {:?}",
@@ -459,7 +488,7 @@ impl Reader<'_> {
         .await
         .map_err(|e| match e {
             PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
-            e => conn(e),
+            e => stop(e),
         })?;
         let filter = match (&row_filter, &table.filter) {
             (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
@@ -467,7 +496,7 @@ impl Reader<'_> {
         };
         let heap = heap_of(client, self.addr, shape.schema.id)
             .await
-            .map_err(conn)?;
+            .map_err(stop)?;
         let (plan, mut done) = match table.plan.clone() {
             Some(plan) if plan.heap == heap => (plan, table.done.clone()),
             previous => {
@@ -480,7 +509,7 @@ impl Reader<'_> {
                         &[&shape.schema.id],
                     )
                     .await
-                    .map_err(|e| conn(PgError::sql(self.addr, "measuring a table", e)))?
+                    .map_err(|e| stop(PgError::sql(self.addr, "measuring a table", e)))?
                     .get::<_, i64>(0);
                 let plan = Planned {
                     schema: schema.to_owned(),
@@ -501,10 +530,33 @@ impl Reader<'_> {
                     std::slice::from_ref(&plan),
                 )
                 .await
-                .map_err(conn)?;
+                .map_err(stop)?;
                 (plan, Vec::new())
             }
         };
+        // Grown past its cut: more chunks, so that the last, open-ended
+        // one does not read all the growth at once.
+        let pages = client
+            .query_one(
+                "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
+                &[&shape.schema.id],
+            )
+            .await
+            .map_err(|e| stop(PgError::sql(self.addr, "measuring a table", e)))?
+            .get::<_, i64>(0);
+        let mut plan = plan;
+        let needed = chunk_count(
+            u32::try_from(pages).unwrap_or(u32::MAX),
+            plan.chunk_pages,
+            true,
+        );
+        if needed > plan.chunks {
+            extend_plan(client, self.addr, &self.cfg.slot, &table, needed)
+                .await
+                .map_err(stop)?;
+            // The old last chunk, if delivered, read to the end then.
+            plan.chunks = needed;
+        }
         done.sort_unstable();
         let progress = self.progress.add(TableProgress::new(
             shape.schema.qualified_name(),
@@ -519,89 +571,175 @@ impl Reader<'_> {
             table = %qualified, request = table.request, chunks = plan.chunks,
             delivered = done.len(), "snapshot of a table while streaming"
         );
-        let lost = || Stop::Connection(PgError::Io(std::io::Error::other("the stream stopped")));
         let mut recording = Vec::new();
-        let mut rewritten = false;
+        let mut outcome = Ok(());
         for k in 0..plan.chunks {
             if done.binary_search(&(k as i32)).is_ok() {
                 continue;
             }
-            let id = self.ids.fetch_add(1, Ordering::Relaxed);
-            self.notes
-                .send(Note::Begin {
-                    id,
-                    table: shape.schema.clone(),
-                })
+            match self
+                .chunk(
+                    client,
+                    &table,
+                    &plan,
+                    filter.as_deref(),
+                    columns.as_deref(),
+                    k,
+                    &progress,
+                )
                 .await
-                .map_err(|_| lost())?;
-            self.emit(client, "low", id).await.map_err(conn)?;
-            // The lock keeps the heap from being rewritten during the read;
-            // the check after it, from having been rewritten since the cut.
-            client
-                .batch_execute(&format!(
-                    "BEGIN; LOCK TABLE {} IN ACCESS SHARE MODE",
-                    shape.sql_name()
-                ))
-                .await
-                .map_err(|e| conn(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
-            let read = async {
-                if heap_of(client, self.addr, shape.schema.id).await? != plan.heap {
-                    return Ok(None);
-                }
-                let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
-                shape
-                    .read(client, self.addr, &chunk, filter.as_deref())
-                    .await
-                    .map(Some)
-            }
-            .await;
-            let _ = client.batch_execute("COMMIT").await;
-            let rows = match read {
-                Ok(Some(rows)) => rows.rows,
-                Ok(None) => {
-                    // Leave the plan as it is: the next pass sees the new
-                    // heap and cuts the table again, once the chunks in
-                    // flight are recorded under the old cut (recorded
-                    // later, they would mark chunks of the new one).
-                    rewritten = true;
+            {
+                Ok(recorded) => recording.push(recorded),
+                Err(stop) => {
+                    outcome = Err(stop);
                     break;
                 }
-                Err(e @ PgError::Server { .. }) => return Err(Stop::Table(e.to_string())),
-                Err(e) => return Err(conn(e)),
-            };
-            let n = rows.len() as u64;
-            let (placed_tx, placed_rx) = oneshot::channel();
-            self.notes
-                .send(Note::Rows {
-                    id,
-                    rows,
-                    placed: placed_tx,
-                })
-                .await
-                .map_err(|_| lost())?;
-            self.emit(client, "high", id).await.map_err(conn)?;
-            let end_lsn = placed_rx.await.map_err(|_| lost())?;
-            progress.read(n as usize);
-            let (recorded, recorded_rx) = oneshot::channel();
-            recording.push(recorded_rx);
-            let _ = self.placed.send(Placed {
-                end_lsn,
-                table: table.clone(),
-                chunk: k,
-                rows: n,
-                progress: progress.clone(),
-                recorded,
-            });
+            }
         }
         // Until its chunks are recorded the table still looks pending, and
-        // taking it again would read them twice.
+        // taking it again would read them twice; a new cut (after a
+        // rewrite) must not have them recorded into it either.
         for r in recording {
             let _ = r.await;
         }
-        if rewritten {
-            return Err(Stop::Rewritten);
+        outcome
+    }
+
+    /// Reads chunk `k` between two marks and waits until the stream placed
+    /// it; the receiver hears when it is recorded delivered.
+    #[allow(clippy::too_many_arguments)]
+    async fn chunk(
+        &self,
+        client: &Client,
+        table: &PendingTable,
+        plan: &Planned,
+        filter: Option<&str>,
+        columns: Option<&[String]>,
+        k: u32,
+        progress: &Arc<TableProgress>,
+    ) -> Result<oneshot::Receiver<()>, Stop> {
+        let qualified = format!("{}.{}", table.schema, table.name);
+        let lost = || Stop::Connection(PgError::Io(std::io::Error::other("the stream stopped")));
+        // Described per chunk: a column added or dropped since the last one
+        // is read in the shape the stream now announces.
+        let shape = describe(
+            client,
+            self.addr,
+            self.db_key,
+            &table.schema,
+            &table.name,
+            columns,
+        )
+        .await
+        .map_err(|e| match e {
+            PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
+            e => stop(e),
+        })?;
+        if self.cfg.binary
+            && let Some(column) = shape.untyped_identity()
+        {
+            // The stream's binary form of such a value is not COPY's text,
+            // so a change between the marks could not be matched.
+            return Err(Stop::Table(format!(
+                "{qualified}: its key column {column:?} has a type binary mode delivers as raw bytes; \
+                 snapshots while streaming need binary = false for it"
+            )));
         }
-        Ok(())
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.notes
+            .send(Note::Begin {
+                id,
+                table: shape.schema.clone(),
+            })
+            .await
+            .map_err(|_| lost())?;
+        // Whatever ends this chunk early closes its window in the engine.
+        let mut abort = AbortOnExit {
+            notes: self.notes,
+            id: Some(id),
+        };
+        self.emit(client, "low", id).await.map_err(stop)?;
+        self.settle(client).await.map_err(stop)?;
+        // The lock keeps the heap from being rewritten during the read;
+        // the check after it, from having been rewritten since the cut.
+        client
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {} IN ACCESS SHARE MODE",
+                shape.sql_name()
+            ))
+            .await
+            .map_err(|e| stop(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
+        let read = async {
+            if heap_of(client, self.addr, shape.schema.id).await? != plan.heap {
+                return Ok(None);
+            }
+            let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
+            shape
+                .read(client, self.addr, &chunk, filter)
+                .await
+                .map(Some)
+        }
+        .await;
+        let _ = client.batch_execute("COMMIT").await;
+        // A rewrite: the next pass sees the new heap and cuts the table
+        // again, once the chunks in flight are recorded under the old cut.
+        let rows = read.map_err(stop)?.ok_or(Stop::Rewritten)?.rows;
+        let n = rows.len();
+        let (placed_tx, placed_rx) = oneshot::channel();
+        self.notes
+            .send(Note::Rows {
+                id,
+                rows,
+                placed: placed_tx,
+            })
+            .await
+            .map_err(|_| lost())?;
+        self.emit(client, "high", id).await.map_err(stop)?;
+        let end_lsn = placed_rx.await.map_err(|_| lost())?;
+        abort.id = None;
+        progress.read(n);
+        let (recorded, recorded_rx) = oneshot::channel();
+        let _ = self.placed.send(Placed {
+            end_lsn,
+            table: table.clone(),
+            heap: plan.heap,
+            chunk: k,
+            rows: n as u64,
+            progress: progress.clone(),
+            recorded,
+        });
+        Ok(recorded_rx)
+    }
+
+    /// Waits until every transaction whose commit is already written (so
+    /// before the low mark in the stream) is also visible, so that the
+    /// chunk's read sees it. Commit records precede visibility, by the
+    /// whole wait of synchronous replication; a transaction still in
+    /// progress commits after the mark, inside the window, and is not
+    /// waited for.
+    async fn settle(&self, client: &Client) -> Result<(), PgError> {
+        let sql = |e| PgError::sql(self.addr, "waiting for commits before a watermark", e);
+        let snapshot: String = client
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        loop {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_snapshot_xip($1::text::pg_snapshot) x \
+                     WHERE pg_xact_status(x::text::xid8) <> 'in progress' \
+                       AND NOT pg_visible_in_snapshot(x, pg_current_snapshot())",
+                    &[&snapshot],
+                )
+                .await
+                .map_err(sql)?
+                .get(0);
+            if waiting == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn emit(&self, client: &Client, kind: &str, id: u64) -> Result<(), PgError> {
@@ -616,13 +754,40 @@ impl Reader<'_> {
     }
 }
 
+/// The table's heap file; 0 for a partitioned root, which has none (its
+/// partitions are read through it, without the rewrite check).
 async fn heap_of(client: &Client, addr: &str, oid: u32) -> Result<i64, PgError> {
-    client
+    Ok(client
         .query_one("SELECT pg_relation_filenode($1::oid)::int8", &[&oid])
         .await
         .map_err(|e| PgError::sql(addr, "reading a table's heap file", e))?
         .get::<_, Option<i64>>(0)
-        .ok_or_else(|| PgError::Config(format!("table {oid} has no heap file")))
+        .unwrap_or(0))
+}
+
+/// A failure of the reader: a lost connection is retried with a new one;
+/// anything else is the table's and fails it.
+fn stop(e: PgError) -> Stop {
+    if e.is_retryable() {
+        Stop::Connection(e)
+    } else {
+        Stop::Table(e.to_string())
+    }
+}
+
+/// Tells the engine a chunk was given up (closing its window), unless
+/// disarmed by setting `id` to `None`.
+struct AbortOnExit<'a> {
+    notes: &'a mpsc::Sender<Note>,
+    id: Option<u64>,
+}
+
+impl Drop for AbortOnExit<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let _ = self.notes.try_send(Note::Abort { id });
+        }
+    }
 }
 
 /// Records each placed chunk once the pipeline acknowledged its
@@ -658,6 +823,7 @@ async fn record_acknowledged(
                 &cfg.slot,
                 p.table.request,
                 table,
+                p.heap,
                 &[p.chunk as i32],
                 p.rows as i64,
             )
