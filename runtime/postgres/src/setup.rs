@@ -264,7 +264,7 @@ async fn prepare_with(
                 )
                 .await?;
                 if !added.is_empty() {
-                    tracing::info!(slot = %cfg.slot, tables = ?added, "tables added to the capture; backfilling their rows while streaming");
+                    tracing::info!(slot = %cfg.slot, tables = %added.join(", "), "tables added to the capture; backfilling their rows while streaming");
                 }
             }
         }

@@ -409,9 +409,11 @@ async fn source_task(
             while !progress.is_delivered() && !cancel.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tracing::info!(
-                "snapshot = \"initial_only\": the resumed snapshot is delivered; stopping"
-            );
+            if progress.is_delivered() {
+                tracing::info!(
+                    "snapshot = \"initial_only\": the resumed snapshot is delivered; stopping"
+                );
+            }
             cancel.cancel();
         });
     }

@@ -174,7 +174,7 @@ impl Status {
                     "estimated_rows": t.estimated_rows,
                     "chunks": chunks,
                     "chunks_done": chunks_done,
-                    "rows_per_second": rate.round(),
+                    "rows_per_second": rate.round() as u64,
                     "eta_seconds": left,
                 })
             })

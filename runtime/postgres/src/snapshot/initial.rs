@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TxnBegin, TxnCommit, TxnId, Value};
 
+use super::read::measure;
 use super::state::{Planned, record_chunks, record_plan};
 use super::{
     ITEMS_PER_BATCH, SnapshotProgress, TableProgress, chunk_count, chunk_pages, describe, literal,
@@ -190,16 +191,7 @@ impl InitialSnapshot {
             )
             .await?;
             names.push(table.sql_name().to_owned());
-            let size = clients[0]
-                .query_one(
-                    "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8, \
-                       pg_relation_filenode($1::oid)::int8",
-                    &[&table.schema.id],
-                )
-                .await
-                .map_err(|e| PgError::sql(&addr, "measuring a table", e))?;
-            let pages = u32::try_from(size.get::<_, i64>(0)).unwrap_or(u32::MAX);
-            let heap: Option<i64> = size.get(1);
+            let (pages, heap) = measure(&clients[0], &addr, table.schema.id).await?;
             let count = chunk_count(pages, cfg.snapshot_chunk_pages, version >= 140_000);
             for k in 0..count {
                 chunks.push_back((tables.len(), k));
@@ -207,7 +199,7 @@ impl InitialSnapshot {
             plans.push(Planned {
                 schema,
                 name,
-                heap: heap.unwrap_or(0),
+                heap,
                 chunk_pages: cfg.snapshot_chunk_pages,
                 chunks: count,
             });

@@ -101,6 +101,8 @@ pub struct TableProgress {
     /// Every chunk is durable at every sink.
     pub done: AtomicBool,
     started: Instant,
+    /// How long it took, once done: its rate stops there.
+    took: std::sync::OnceLock<std::time::Duration>,
 }
 
 impl TableProgress {
@@ -115,12 +117,22 @@ impl TableProgress {
             rows: AtomicU64::new(0),
             done: AtomicBool::new(false),
             started: Instant::now(),
+            took: std::sync::OnceLock::new(),
         }
     }
 
-    /// How long since this process began reading it.
+    /// How long this process has been reading it, or took to.
     pub fn elapsed(&self) -> std::time::Duration {
-        self.started.elapsed()
+        self.took
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.started.elapsed())
+    }
+
+    /// Records that every chunk is durable at every sink.
+    pub fn finish(&self) {
+        let _ = self.took.set(self.started.elapsed());
+        self.done.store(true, Ordering::Relaxed);
     }
 
     fn read(&self, rows: usize) {
@@ -164,7 +176,7 @@ impl SnapshotProgress {
     pub fn set_delivered(&self) {
         for t in self.tables() {
             if t.request == 0 {
-                t.done.store(true, Ordering::Relaxed);
+                t.finish();
             }
         }
         self.delivered.store(true, Ordering::Relaxed);

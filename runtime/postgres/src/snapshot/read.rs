@@ -248,6 +248,22 @@ pub async fn describe(
     })
 }
 
+/// A table's size in pages now, and its heap file (0 for a partitioned
+/// root, which has none): how it is cut into chunks, and how a rewrite
+/// since is noticed.
+pub(crate) async fn measure(client: &Client, addr: &str, oid: u32) -> Result<(u32, i64), PgError> {
+    let row = client
+        .query_one(
+            "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8, \
+               pg_relation_filenode($1::oid)::int8",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| PgError::sql(addr, "measuring a table", e))?;
+    let pages = u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX);
+    Ok((pages, row.get::<_, Option<i64>>(1).unwrap_or(0)))
+}
+
 impl SnapshotTable {
     /// The table's quoted `schema.table`, for SQL.
     pub(crate) fn sql_name(&self) -> &str {

@@ -36,6 +36,21 @@ pub(crate) fn is_state_table(schema: &str, name: &str) -> bool {
 }
 
 pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<(), PgError> {
+    // Present and current (the common case, on every start and request):
+    // no DDL, no lock, no "already exists" notices.
+    let current: bool = client
+        .query_one(
+            "SELECT to_regclass('weir.snapshot_tables') IS NOT NULL AND EXISTS (SELECT 1 \
+               FROM pg_attribute WHERE attrelid = to_regclass('weir.snapshots') \
+               AND attname = 'tables')",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::sql(addr, format!("looking for {STATE_TABLE}"), e))?
+        .get(0);
+    if current {
+        return Ok(());
+    }
     client
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS weir; \
@@ -456,15 +471,22 @@ pub async fn request(
             Some((s, n)) => (s.to_owned(), n.to_owned()),
             None => ("public".to_owned(), t.clone()),
         };
-        let published = client
+        let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_publication_tables \
-                 WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
+                "SELECT to_regclass(quote_ident($2) || '.' || quote_ident($3)) IS NOT NULL, \
+                   EXISTS (SELECT 1 FROM pg_publication_tables \
+                   WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
                 &[&cfg.publication, &schema, &name],
             )
             .await
-            .map_err(|e| PgError::sql(&addr, "checking a table to snapshot", e))?
-            .get::<_, bool>(0);
+            .map_err(|e| PgError::sql(&addr, "checking a table to snapshot", e))?;
+        let (exists, published): (bool, bool) = (row.get(0), row.get(1));
+        if !exists {
+            return Err(PgError::Config(format!(
+                "cannot snapshot {schema}.{name}: no such table in database {:?}",
+                cfg.dbname
+            )));
+        }
         if !published || is_state_table(&schema, &name) {
             return Err(PgError::Config(format!(
                 "cannot snapshot {schema}.{name}: it is not in publication {:?}, so its later \

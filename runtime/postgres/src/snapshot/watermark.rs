@@ -33,6 +33,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TableSchema, Value};
 
+use super::read::measure;
 use super::state::{
     PendingTable, Planned, extend_plan, next_pending, record_chunks, record_failed, record_plan,
 };
@@ -494,33 +495,22 @@ impl Reader<'_> {
             (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
             (a, b) => a.clone().or_else(|| b.clone()),
         };
-        let heap = heap_of(client, self.addr, shape.schema.id)
+        let (pages, heap) = measure(client, self.addr, shape.schema.id)
             .await
             .map_err(stop)?;
-        let (plan, mut done) = match table.plan.clone() {
+        let needed = chunk_count(pages, table.chunk_pages, true);
+        let (mut plan, mut done) = match table.plan.clone() {
             Some(plan) if plan.heap == heap => (plan, table.done.clone()),
             previous => {
                 if previous.is_some() {
                     tracing::info!(table = %qualified, "the table was rewritten since it was cut into chunks; reading it whole again");
                 }
-                let pages = client
-                    .query_one(
-                        "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
-                        &[&shape.schema.id],
-                    )
-                    .await
-                    .map_err(|e| stop(PgError::sql(self.addr, "measuring a table", e)))?
-                    .get::<_, i64>(0);
                 let plan = Planned {
                     schema: schema.to_owned(),
                     name: name.to_owned(),
                     heap,
                     chunk_pages: table.chunk_pages,
-                    chunks: chunk_count(
-                        u32::try_from(pages).unwrap_or(u32::MAX),
-                        table.chunk_pages,
-                        true,
-                    ),
+                    chunks: needed,
                 };
                 record_plan(
                     client,
@@ -536,20 +526,7 @@ impl Reader<'_> {
         };
         // Grown past its cut: more chunks, so that the last, open-ended
         // one does not read all the growth at once.
-        let pages = client
-            .query_one(
-                "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)::int8",
-                &[&shape.schema.id],
-            )
-            .await
-            .map_err(|e| stop(PgError::sql(self.addr, "measuring a table", e)))?
-            .get::<_, i64>(0);
-        let mut plan = plan;
-        let needed = chunk_count(
-            u32::try_from(pages).unwrap_or(u32::MAX),
-            plan.chunk_pages,
-            true,
-        );
+        let needed = chunk_count(pages, plan.chunk_pages, true);
         if needed > plan.chunks {
             extend_plan(client, self.addr, &self.cfg.slot, &table, needed)
                 .await
@@ -670,7 +647,7 @@ impl Reader<'_> {
             .await
             .map_err(|e| stop(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
         let read = async {
-            if heap_of(client, self.addr, shape.schema.id).await? != plan.heap {
+            if measure(client, self.addr, shape.schema.id).await?.1 != plan.heap {
                 return Ok(None);
             }
             let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
@@ -754,17 +731,6 @@ impl Reader<'_> {
     }
 }
 
-/// The table's heap file; 0 for a partitioned root, which has none (its
-/// partitions are read through it, without the rewrite check).
-async fn heap_of(client: &Client, addr: &str, oid: u32) -> Result<i64, PgError> {
-    Ok(client
-        .query_one("SELECT pg_relation_filenode($1::oid)::int8", &[&oid])
-        .await
-        .map_err(|e| PgError::sql(addr, "reading a table's heap file", e))?
-        .get::<_, Option<i64>>(0)
-        .unwrap_or(0))
-}
-
 /// A failure of the reader: a lost connection is retried with a new one;
 /// anything else is the table's and fails it.
 fn stop(e: PgError) -> Stop {
@@ -841,7 +807,7 @@ async fn record_acknowledged(
         }
         match recorded {
             Some(true) => {
-                p.progress.done.store(true, Ordering::Relaxed);
+                p.progress.finish();
                 tracing::info!(table = %p.progress.table, request = p.table.request, "snapshot of a table delivered");
                 if p.table.request == 0
                     && let Some(c) = &client
