@@ -165,7 +165,7 @@ impl Status {
                 let left = t
                     .estimated_rows
                     .filter(|_| chunks_done < chunks && rate > 0.0)
-                    .map(|e| (e.saturating_sub(rows) as f64 / rate).round());
+                    .map(|e| (e.saturating_sub(rows) as f64 / rate).round() as u64);
                 serde_json::json!({
                     "table": t.table,
                     "request": t.request,
@@ -188,7 +188,7 @@ impl Status {
             "state": if progress.is_copying() { "copying" } else { "delivered" },
             "initial_delivered": progress.is_delivered(),
             "rows": rows,
-            "elapsed_seconds": elapsed.round(),
+            "elapsed_seconds": elapsed.round() as u64,
             "tables": tables,
         })
     }

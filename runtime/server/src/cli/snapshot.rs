@@ -193,7 +193,7 @@ fn line(t: &Json) -> String {
 }
 
 fn rate_and_eta(t: &Json) -> String {
-    match t["eta_seconds"].as_f64() {
+    match t["eta_seconds"].as_u64() {
         Some(left) => format!("{} rows/s, {left}s left", t["rows_per_second"]),
         None => format!("{} rows/s", t["rows_per_second"]),
     }
