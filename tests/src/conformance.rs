@@ -174,6 +174,7 @@ impl Stream {
                     xid: 1000 + self.txn as u32,
                     commit_time_micros: 1_780_000_000_000_000 + self.txn as i64 * 1000,
                     seq,
+                    snapshot: Default::default(),
                 },
                 txn: TxnId(self.txn),
             })),

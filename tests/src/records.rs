@@ -68,6 +68,7 @@ pub fn change(
                 xid: 9,
                 commit_time_micros: 0,
                 seq,
+                snapshot: Default::default(),
             },
             txn: TxnId(commit_lsn),
         })),

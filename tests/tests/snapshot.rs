@@ -215,3 +215,63 @@ async fn initial_only_stops_after_the_snapshot() {
     assert_eq!(ids(&read_jsonl(&p.out), "items", "read").len(), 500);
     assert_eq!(snapshot_state(&db), "done");
 }
+
+/// `weir snapshot status` in a terminal (a pseudo-terminal from
+/// `script`): one live bar per table, redrawn until the snapshot is
+/// delivered, then the total.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_status_in_a_terminal_draws_a_bar_per_table_until_delivered() {
+    let db = TestDb::new("snaptty", TABLES).await;
+    db.exec(
+        "INSERT INTO items SELECT g, repeat('p', 100) FROM generate_series(1, 200000) g;
+         INSERT INTO pairs VALUES (1, 'x'), (2, 'y');",
+    )
+    .await;
+    let admin = free_port();
+    // Small chunks, one worker and small batches: the snapshot takes a
+    // few seconds, so the view sees it running.
+    let p = FilePipeline::start(
+        &db,
+        &["public.items", "public.pairs"],
+        "snapshot_workers = 1\nsnapshot_chunk_pages = 16",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n[pipeline]\nmax_batch = 256\n"),
+    );
+    wait_for(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", admin))
+            .ok()
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("the admin API did not start:\n{}", p.weir.log()));
+    // The view starts once the snapshot shows (it says "no snapshot"
+    // before).
+    wait_for(Duration::from_secs(60), || {
+        let status = http_json(&http_get(admin, "/status"));
+        status["snapshot"]["tables"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the snapshot did not show:\n{}", p.weir.log()));
+    let command = format!(
+        "{} snapshot status --config {}",
+        weir_bin().display(),
+        p.config.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run weir snapshot status under script");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}\n{}", p.weir.log());
+    // The live view, not the plain lines `--once` and pipes get.
+    assert!(!screen.contains("public.items: "), "{screen}");
+    for table in ["public.items", "public.pairs"] {
+        assert!(screen.contains(table), "no bar for {table}:\n{screen}");
+    }
+    assert!(screen.contains("=]"), "no full bar:\n{screen}");
+    assert!(screen.contains("200000/200000 rows"), "{screen}");
+    assert!(screen.contains("2/2 rows"), "{screen}");
+    assert!(screen.contains("delivered: 200002 rows"), "{screen}");
+}

@@ -603,6 +603,13 @@ async fn an_ad_hoc_snapshot_under_writes_rebuilds_the_table_while_the_slot_moves
     };
     let error = refused(r#"{"tables": ["public.other"]}"#);
     assert!(error.contains("public.other"), "{error}");
+    let error = refused(r#"{"tables": ["public.*"]}"#);
+    assert!(error.contains("a pattern, not one table"), "{error}");
+    let error = refused(r#"{"tables": ["Public.t"]}"#);
+    assert!(
+        error.contains("\"Public.t\" is not a table pattern"),
+        "{error}"
+    );
     let error = refused(r#"{"tables": ["public.t"], "where": "no_such_column > 10"}"#);
     assert!(error.contains("no_such_column > 10"), "{error}");
 

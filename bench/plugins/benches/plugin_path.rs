@@ -104,6 +104,7 @@ fn batch() -> Vec<ChangeEvent> {
                 xid: 4242,
                 commit_time_micros: 1_764_000_000_000_000,
                 seq: i as u32,
+                snapshot: Default::default(),
             },
             txn: TxnId(1),
         })

@@ -61,7 +61,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir_core::{ChangeEvent, Column, Lsn, Op, SourceInfo, TableSchema, Value};
+use weir_core::{ChangeEvent, Column, Lsn, Op, SnapshotKind, SourceInfo, TableSchema, Value};
 
 use crate::json::{
     check_row_len, column_error, undo_on_error, write_base64, write_float, write_str,
@@ -640,11 +640,16 @@ fn write_source(
     out.extend_from_slice(b",\"ts_ms\":");
     let commit_ms = source.commit_time_micros.div_euclid(1000);
     out.extend_from_slice(itoa::Buffer::new().format(commit_ms).as_bytes());
-    out.extend_from_slice(if snapshot {
-        b",\"snapshot\":\"true\","
-    } else {
-        b",\"snapshot\":\"false\","
-    });
+    // Debezium's values: "true" for a snapshot's rows, "last" for the
+    // initial snapshot's last one, "incremental" for rows read while
+    // streaming.
+    let value: &[u8] = match (snapshot, source.snapshot) {
+        (false, _) => b",\"snapshot\":\"false\",",
+        (true, SnapshotKind::Last) => b",\"snapshot\":\"last\",",
+        (true, SnapshotKind::Incremental) => b",\"snapshot\":\"incremental\",",
+        (true, SnapshotKind::Initial | SnapshotKind::None) => b",\"snapshot\":\"true\",",
+    };
+    out.extend_from_slice(value);
     field(out, "db", &config.database);
     out.extend_from_slice(b",\"sequence\":\"[\\\"");
     out.extend_from_slice(

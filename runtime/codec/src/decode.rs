@@ -366,6 +366,7 @@ fn parse_source(source: &Fields<'_>) -> Result<SourceInfo, DecodeError> {
         commit_time_micros: parse_utc_timestamp(time)
             .map_err(|e| DecodeError::new(format!("`source.commit_time`: {e}")))?,
         seq: source.u32("seq")?,
+        snapshot: Default::default(),
     })
 }
 
@@ -712,6 +713,7 @@ mod tests {
             // 2026-11-28T21:00:00.123456Z
             commit_time_micros: 1_795_899_600_123_456,
             seq,
+            snapshot: Default::default(),
         }
     }
 

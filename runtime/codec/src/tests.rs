@@ -37,6 +37,7 @@ fn source() -> SourceInfo {
         // 2026-11-28T21:00:00.123456Z
         commit_time_micros: 1_795_899_600_123_456,
         seq: 0,
+        snapshot: Default::default(),
     }
 }
 

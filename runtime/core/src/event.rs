@@ -23,8 +23,8 @@ pub enum Op {
     Truncate,
     /// A transactional logical decoding message (`pg_logical_emit_message`).
     Message,
-    /// A row as it was when read by an initial snapshot; `after` is set.
-    /// Weir's own source does not snapshot yet; plugins may emit it.
+    /// A row as a snapshot read it; `after` is set, and
+    /// [`SourceInfo::snapshot`] says which snapshot.
     Read,
 }
 
@@ -55,6 +55,28 @@ pub struct SourceInfo {
     pub commit_time_micros: i64,
     /// Position of the event within its transaction, from 0.
     pub seq: u32,
+    /// For a `read`, which snapshot it belongs to.
+    pub snapshot: SnapshotKind,
+}
+
+/// Which snapshot a [`Op::Read`] event belongs to (Debezium's
+/// `source.snapshot`): a consumer that rebuilds state from the initial
+/// snapshot learns from [`SnapshotKind::Last`] that it has every row.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Not from a snapshot: a change from the stream, or a `read` a
+    /// plugin made.
+    #[default]
+    None,
+    /// A row of the initial snapshot.
+    Initial,
+    /// The last row of the initial snapshot: every other row of it comes
+    /// before this one.
+    Last,
+    /// A row read while streaming, between watermarks: an ad-hoc snapshot,
+    /// a backfill, or the rest of an initial snapshot that was interrupted
+    /// (which therefore has no [`SnapshotKind::Last`]).
+    Incremental,
 }
 
 /// A logical decoding message written with `pg_logical_emit_message`.

@@ -26,8 +26,8 @@ mod table_pattern;
 mod value;
 
 pub use event::{
-    ChangeEvent, Destination, LogicalMessage, Op, RawMessage, SinkPayload, SinkRecord, SourceInfo,
-    SourceItem, TxnBegin, TxnCommit, TxnId,
+    ChangeEvent, Destination, LogicalMessage, Op, RawMessage, SinkPayload, SinkRecord,
+    SnapshotKind, SourceInfo, SourceItem, TxnBegin, TxnCommit, TxnId,
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use position::Position;

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use weir_codec::PgType;
 use weir_core::{
-    ChangeEvent, Column, LogicalMessage, Lsn, Op, ReplicaIdentity, SourceInfo, SourceItem,
-    TableSchema, TxnBegin, TxnCommit, TxnId, Value,
+    ChangeEvent, Column, LogicalMessage, Lsn, Op, ReplicaIdentity, SnapshotKind, SourceInfo,
+    SourceItem, TableSchema, TxnBegin, TxnCommit, TxnId, Value,
 };
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
@@ -392,6 +392,7 @@ impl Decoder {
             xid: t.xid,
             commit_time_micros: t.commit_time_micros,
             seq: t.seq,
+            snapshot: SnapshotKind::None,
         };
         t.seq += 1;
         out.push(SourceItem::Change(ChangeEvent {

@@ -447,19 +447,17 @@ fn transform_run(
     work: Vec<Work>,
     out: &mut Vec<Work>,
 ) -> Result<(), HaltError> {
-    enum Slot {
-        Batch,
-        Fixed(Work),
-    }
+    // Per item of `work`: `None` where it went into the batch, or the
+    // work the stage does not take, kept in place.
     let mut batch = Vec::with_capacity(work.len());
     let mut slots = Vec::with_capacity(work.len());
     for w in work {
         match w {
             Work::Change(e, None) if tables.is_none_or(|t| in_tables(t, &e)) => {
                 batch.push(e);
-                slots.push(Slot::Batch);
+                slots.push(None);
             }
-            other => slots.push(Slot::Fixed(other)),
+            other => slots.push(Some(other)),
         }
     }
     let answers = if batch.is_empty() {
@@ -472,11 +470,11 @@ fn transform_run(
     let mut results = batch.into_iter().zip(answers);
     for slot in slots {
         let (event, answer) = match slot {
-            Slot::Fixed(w) => {
+            Some(w) => {
                 out.push(w);
                 continue;
             }
-            Slot::Batch => results.next().expect("one answer per change"),
+            None => results.next().expect("one answer per change"),
         };
         match answer {
             Ok(Outcome::Keep) => out.push(Work::Change(event, None)),

@@ -166,10 +166,16 @@ impl Status {
                     .estimated_rows
                     .filter(|_| chunks_done < chunks && rate > 0.0)
                     .map(|e| (e.saturating_sub(rows) as f64 / rate).round() as u64);
+                let state = match (t.failure(), done) {
+                    (Some(_), _) => "failed",
+                    (None, true) => "delivered",
+                    (None, false) => "copying",
+                };
                 serde_json::json!({
                     "table": t.table,
                     "request": t.request,
-                    "state": if done { "delivered" } else { "copying" },
+                    "state": state,
+                    "error": t.failure(),
                     "rows": rows,
                     "estimated_rows": t.estimated_rows,
                     "chunks": chunks,
@@ -185,7 +191,13 @@ impl Status {
             .map(|t| t.rows.load(Ordering::Relaxed))
             .sum();
         serde_json::json!({
-            "state": if progress.is_copying() { "copying" } else { "delivered" },
+            "state": if progress.is_copying() {
+                "copying"
+            } else if progress.tables().iter().any(|t| t.failure().is_some()) {
+                "failed"
+            } else {
+                "delivered"
+            },
             "initial_delivered": progress.is_delivered(),
             "rows": rows,
             "elapsed_seconds": elapsed.round() as u64,

@@ -159,6 +159,7 @@ fn source(txn: u64, seq: u32) -> SourceInfo {
         xid: 700 + txn as u32,
         commit_time_micros: 1_795_899_600_000_000 + txn as i64,
         seq,
+        snapshot: Default::default(),
     }
 }
 

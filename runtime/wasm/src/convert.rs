@@ -58,6 +58,7 @@ fn lift_source(s: wit::Source) -> SourceInfo {
         xid: s.xid,
         commit_time_micros: s.commit_time_micros,
         seq: s.seq,
+        snapshot: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use weir_core::{ChangeEvent, Destination, Lsn, RawMessage, SourceInfo, TxnId};
+use weir_core::{ChangeEvent, Destination, Lsn, Op, RawMessage, SourceInfo, TxnId};
 
 use crate::bindings::{transform, wit};
 use crate::convert::{Tables, lift_change, lift_destination, lift_raw};
@@ -147,6 +147,7 @@ impl TransformInstance {
             xid: txn.xid,
             commit_time_micros: txn.commit_time_micros,
             seq: 0,
+            snapshot: Default::default(),
         };
         let tables = Tables {
             announced: &self.session.tables,
@@ -209,7 +210,15 @@ fn lift_emit(
     Ok(Emit {
         destination: emit.destination.map(lift_destination),
         payload: match emit.payload {
-            wit::Payload::Change(c) => EmitPayload::Change(lift_change(c, tables, txn)?),
+            wit::Payload::Change(c) => {
+                let mut change = lift_change(c, tables, txn)?;
+                // The contract has no snapshot kind: a read the plugin
+                // passes on keeps the one it was given.
+                if change.op == Op::Read {
+                    change.source.snapshot = source.snapshot;
+                }
+                EmitPayload::Change(change)
+            }
             wit::Payload::Raw(r) => EmitPayload::Raw(lift_raw(r, source)),
         },
     })

@@ -54,6 +54,7 @@ fn source() -> SourceInfo {
         xid: 555,
         commit_time_micros: 1_559_033_904_862_123,
         seq: 0,
+        snapshot: Default::default(),
     }
 }
 
@@ -350,6 +351,20 @@ fn snapshot_reads_are_op_r() {
     let (_, value) = encode(false, &event(Op::Read, None, Some(anne("a@b.c"))));
     assert_eq!(value["op"], "r");
     assert_eq!(value["source"]["snapshot"], "true");
+    for (kind, says) in [
+        (SnapshotKind::Initial, "true"),
+        (SnapshotKind::Last, "last"),
+        (SnapshotKind::Incremental, "incremental"),
+    ] {
+        let mut read = event(Op::Read, None, Some(anne("a@b.c")));
+        read.source.snapshot = kind;
+        let (_, value) = encode(false, &read);
+        assert_eq!(value["source"]["snapshot"], says, "{kind:?}");
+    }
+    // A change from the stream is never a snapshot's, whatever its mark.
+    let mut insert = event(Op::Insert, None, Some(anne("a@b.c")));
+    insert.source.snapshot = SnapshotKind::Last;
+    assert_eq!(encode(false, &insert).1["source"]["snapshot"], "false");
 }
 
 #[test]

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TxnBegin, TxnCommit, TxnId, Value};
+use weir_core::{
+    ChangeEvent, Lsn, Op, SnapshotKind, SourceInfo, SourceItem, TxnBegin, TxnCommit, TxnId, Value,
+};
 
 use super::read::measure;
 use super::state::{Planned, record_chunks, record_plan};
@@ -189,7 +191,8 @@ impl InitialSnapshot {
                 &name,
                 columns.as_deref(),
             )
-            .await?;
+            .await?
+            .matching_stream(cfg.binary);
             names.push(table.sql_name().to_owned());
             let (pages, heap) = measure(&clients[0], &addr, table.schema.id).await?;
             let count = chunk_count(pages, cfg.snapshot_chunk_pages, version >= 140_000);
@@ -253,12 +256,17 @@ impl InitialSnapshot {
         let queue = Arc::new(std::sync::Mutex::new(chunks));
         // Workers send rows, or the error that stopped them: the first
         // error ends the snapshot at once rather than after every chunk.
-        type Read = Result<(usize, u32, Vec<Vec<Value>>), PgError>;
-        let (rows_tx, mut rows_rx) = mpsc::channel::<Read>(workers * 2);
+        type Read = Result<(usize, u32, Vec<Vec<Value>>, OwnedSemaphorePermit), PgError>;
+        let (rows_tx, mut rows_rx) = mpsc::channel::<Read>(workers + 1);
+        // Decoded chunks held at once, read or being read, until their
+        // rows are handed on: one per worker and one more, so that memory
+        // is bounded by the workers, not by how far they run ahead.
+        let budget = Arc::new(Semaphore::new(workers + 1));
         let mut tasks = tokio::task::JoinSet::new();
         let per_chunk = cfg.snapshot_chunk_pages;
         for client in clients {
-            let (queue, tables, filters, progress, rows_tx, addr) = (
+            let (budget, queue, tables, filters, progress, rows_tx, addr) = (
+                budget.clone(),
                 queue.clone(),
                 tables.clone(),
                 filters.clone(),
@@ -268,6 +276,9 @@ impl InitialSnapshot {
             );
             tasks.spawn(async move {
                 loop {
+                    let Ok(permit) = budget.clone().acquire_owned().await else {
+                        return;
+                    };
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some((index, k)) = next else {
                         return;
@@ -279,8 +290,8 @@ impl InitialSnapshot {
                     let read = tables[index]
                         .read(&client, &addr, &chunk, filters[index].as_deref())
                         .await
-                        .map(|rows| (index, k, rows.rows));
-                    if let Ok((_, _, rows)) = &read {
+                        .map(|rows| (index, k, rows.rows, permit));
+                    if let Ok((_, _, rows, _)) = &read {
                         progress[index].read(rows.len());
                     }
                     let failed = read.is_err();
@@ -305,7 +316,10 @@ impl InitialSnapshot {
         let mut seq: u32 = 0;
         let mut rows_read: u64 = 0;
         let mut last_txn = None;
-        let mut batch = Vec::new();
+        // Sized for a full batch: growing one by doubling copies its
+        // items over and over (they are large).
+        let new_batch = || Vec::with_capacity(ITEMS_PER_BATCH + 2);
+        let mut batch = new_batch();
         let cut_short = |rows_read, last_txn| SnapshotSummary {
             last_txn,
             rows: rows_read,
@@ -318,7 +332,7 @@ impl InitialSnapshot {
                 _ = shutdown.cancelled() => return Ok(cut_short(rows_read, last_txn)),
             };
             let Some(read) = next else { break };
-            let (index, chunk, rows) = read?;
+            let (index, chunk, rows, permit) = read?;
             let n = rows.len() as u64;
             if rows.is_empty() {
                 let _ = handed_tx.send(Handed {
@@ -337,6 +351,16 @@ impl InitialSnapshot {
                 commit_time_micros: now,
             }));
             for row in rows {
+                // Sent before a row is added, not after: the last row is
+                // then still here when the loop ends, to be marked last.
+                if batch.len() >= ITEMS_PER_BATCH
+                    && out
+                        .send(std::mem::replace(&mut batch, new_batch()))
+                        .await
+                        .is_err()
+                {
+                    return Ok(cut_short(rows_read, last_txn));
+                }
                 batch.push(SourceItem::Change(ChangeEvent {
                     op: Op::Read,
                     table: Some(tables[index].schema.clone()),
@@ -349,23 +373,22 @@ impl InitialSnapshot {
                         xid: 0,
                         commit_time_micros: now,
                         seq,
+                        snapshot: SnapshotKind::Initial,
                     },
                     txn,
                 }));
                 seq = seq.checked_add(1).ok_or_else(|| {
                     PgError::Config("an initial snapshot of more than 4 294 967 295 rows".into())
                 })?;
-                if batch.len() >= ITEMS_PER_BATCH
-                    && out.send(std::mem::take(&mut batch)).await.is_err()
-                {
-                    return Ok(cut_short(rows_read, last_txn));
-                }
             }
             batch.push(SourceItem::Commit(TxnCommit {
                 txn,
                 commit_lsn: at,
                 end_lsn: cp,
             }));
+            // Its rows are in batches now, which the pipeline's bounded
+            // channels hold back: another chunk may be read.
+            drop(permit);
             rows_read += n;
             last_txn = Some(txn);
             let _ = handed_tx.send(Handed {
@@ -377,6 +400,12 @@ impl InitialSnapshot {
         }
         while let Some(done) = tasks.join_next().await {
             done.map_err(|e| PgError::Io(std::io::Error::other(e.to_string())))?;
+        }
+        if let Some(last) = batch.iter_mut().rev().find_map(|item| match item {
+            SourceItem::Change(change) => Some(change),
+            _ => None,
+        }) {
+            last.source.snapshot = SnapshotKind::Last;
         }
         let complete = batch.is_empty() || out.send(batch).await.is_ok();
         tracing::info!(slot = %cfg.slot, rows = rows_read, tables = tables.len(), "initial snapshot read");

@@ -103,6 +103,9 @@ pub struct TableProgress {
     started: Instant,
     /// How long it took, once done: its rate stops there.
     took: std::sync::OnceLock<std::time::Duration>,
+    /// Why it was given up, if it was (shown so until the table is read
+    /// again).
+    failed: std::sync::OnceLock<String>,
 }
 
 impl TableProgress {
@@ -118,7 +121,13 @@ impl TableProgress {
             done: AtomicBool::new(false),
             started: Instant::now(),
             took: std::sync::OnceLock::new(),
+            failed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Why the table was given up, if it was.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
     }
 
     /// How long this process has been reading it, or took to.
@@ -150,13 +159,16 @@ impl SnapshotProgress {
             .clone()
     }
 
-    /// Starts showing `table`; a table of the same request shown before
-    /// (a previous attempt) is replaced.
+    /// Starts showing `table`; the same table shown before for the same
+    /// request (a previous attempt), or given up in any request, is
+    /// replaced.
     pub fn add(&self, table: TableProgress) -> Arc<TableProgress> {
         let _ = self.started.set(Instant::now());
         let table = Arc::new(table);
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.retain(|t| !(t.table == table.table && t.request == table.request));
+        tables.retain(|t| {
+            !(t.table == table.table && (t.request == table.request || t.failure().is_some()))
+        });
         tables.push(Arc::clone(&table));
         table
     }
@@ -175,18 +187,31 @@ impl SnapshotProgress {
     /// sink.
     pub fn set_delivered(&self) {
         for t in self.tables() {
-            if t.request == 0 {
+            if t.request == 0 && t.failure().is_none() {
                 t.finish();
             }
         }
         self.delivered.store(true, Ordering::Relaxed);
     }
 
+    /// Records that `table` of `request` was given up, with why; shown
+    /// from now on as failed, not as being copied.
+    pub fn fail(&self, table: &str, request: i64, error: &str) {
+        let shown = self
+            .tables()
+            .into_iter()
+            .find(|t| t.table == table && t.request == request);
+        let shown =
+            shown.unwrap_or_else(|| self.add(TableProgress::new(table.into(), request, None, 0)));
+        let _ = shown.took.set(shown.started.elapsed());
+        let _ = shown.failed.set(error.to_owned());
+    }
+
     /// Whether some table is still being read or delivered.
     pub fn is_copying(&self) -> bool {
         self.tables()
             .iter()
-            .any(|t| !t.done.load(Ordering::Relaxed))
+            .any(|t| !t.done.load(Ordering::Relaxed) && t.failure().is_none())
     }
 
     /// Tells the source that snapshot requests were queued, so it looks

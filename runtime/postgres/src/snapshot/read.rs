@@ -16,10 +16,23 @@
 //! * [`Chunk::After`]: the next rows in key order after a key (keyset
 //!   pagination on the primary key), for a caller that wants key order.
 //!
-//! Values are parsed from COPY's text format: fields split on tabs, `\N`
-//! for NULL and backslash escapes undone, then [`decode_text`] as for the
-//! stream (the session uses the stream's settings, `SESSION_OPTIONS`, so
-//! each type has the one text form the decoder expects).
+//! Page chunks are read in COPY's binary format and decoded by
+//! [`decode_binary`], as the stream's binary mode is: no escapes to undo,
+//! no numbers to parse (a snapshot took 0.58× the instructions per row of
+//! the text format; BENCHMARKS.md). The decoders yield the same [`Value`] for a type's text
+//! and binary forms, so a row reads the same whichever mode the stream
+//! uses. A column of a type without a binary decoder (`PgType::Other`:
+//! arrays, enums, extension types) is selected as text (its output
+//! function's, as the text stream sends it), whose binary form is the text
+//! itself; for a
+//! stream in binary mode ([`SnapshotTable::matching_stream`]) it is read in
+//! its binary form, which both then deliver as hex.
+//!
+//! Key chunks are read in COPY's text format (fields split on tabs, `\N`
+//! for NULL and backslash escapes undone, then [`decode_text`]), since the
+//! next chunk's bound is the last key's text. The session uses the
+//! stream's settings (`SESSION_OPTIONS`), so each type has the one text
+//! form the decoder expects.
 
 use std::sync::Arc;
 
@@ -32,7 +45,7 @@ use weir_core::{Column, ReplicaIdentity, TableSchema, Value};
 use super::{literal, quote_ident};
 use crate::PgError;
 use crate::conn::SESSION_OPTIONS;
-use crate::decode::decode_text;
+use crate::decode::{decode_binary, decode_text};
 use crate::pgoutput::register;
 
 /// A table ready to be read: its shape and how to select its columns.
@@ -50,8 +63,20 @@ pub struct SnapshotTable {
     kinds: Box<[PgType]>,
     /// Quoted `schema.table`.
     sql_name: String,
-    /// The quoted column list, in the order of the row values.
+    /// The quoted column names, in the order of the row values.
+    quoted: Box<[String]>,
+    /// They, joined: the column list of a text COPY.
     select_list: String,
+    /// The same for a binary COPY, with the columns of `as_text` as
+    /// their text.
+    binary_select_list: String,
+    /// Per column: a binary COPY reads it as text (a type without a
+    /// decoder, when the stream sends it as text).
+    as_text: Box<[bool]>,
+    /// Per column: its type has a binary send function, so pgoutput's
+    /// binary mode sends it in that form (and hex is all Weir makes of an
+    /// undecoded one); otherwise the stream sends text even then.
+    sendable: Box<[bool]>,
     /// Per key column: its index in the row, quoted name, and the
     /// qualified type its text is cast back to in a key bound.
     keys: Vec<(usize, String, String)>,
@@ -69,7 +94,8 @@ pub enum Chunk {
     },
     /// At most `limit` rows in key order after `key` (the key columns'
     /// text forms, as [`Rows::last_key`] gives them); `None`: from the
-    /// start.
+    /// start. Read in COPY's text format, so a column of a type without a
+    /// decoder is its text even for a binary stream.
     After {
         /// Where the previous chunk of this table ended.
         key: Option<Vec<String>>,
@@ -159,7 +185,7 @@ pub async fn describe(
                SELECT DISTINCT ON (attnum) attnum, oid FROM base ORDER BY attnum, depth DESC \
              ) \
              SELECT a.attname::text, a.atttypid, a.atttypmod, bn.nspname::text, bt.typname::text, \
-               quote_ident(tn.nspname) || '.' || quote_ident(t.typname), \
+               quote_ident(tn.nspname) || '.' || quote_ident(t.typname), t.typsend <> 0, \
                CASE c.relreplident \
                  WHEN 'f' THEN true \
                  WHEN 'n' THEN false \
@@ -184,6 +210,7 @@ pub async fn describe(
     let mut kinds = Vec::with_capacity(columns.len());
     let mut keys = Vec::new();
     let mut select = Vec::with_capacity(columns.len());
+    let mut sends = Vec::with_capacity(columns.len());
     for row in &columns {
         let name: String = row.get(0);
         // A publication's column list: the stream sends only those.
@@ -195,7 +222,8 @@ pub async fn describe(
         let type_modifier: i32 = row.get(2);
         let (base_ns, base_name): (String, String) = (row.get(3), row.get(4));
         let cast: String = row.get(5);
-        let key: bool = row.get(6);
+        let sendable: bool = row.get(6);
+        let key: bool = row.get(7);
         // As the stream decoder resolves it: built-in OIDs by their own
         // name; other types by their Type message, which names a domain's
         // base type and leaves pg_catalog's namespace out.
@@ -213,6 +241,7 @@ pub async fn describe(
         if key {
             keys.push((i, quoted.clone(), cast));
         }
+        sends.push(sendable);
         select.push(quoted);
         kinds.push(kind);
         cols.push(Column {
@@ -231,13 +260,17 @@ pub async fn describe(
         columns: cols,
         replica_identity,
     };
-    Ok(SnapshotTable {
+    let table = SnapshotTable {
         schema: register(db_key, candidate),
         pages: u32::try_from(pages).unwrap_or(u32::MAX),
         estimated_rows: (tuples >= 0.0).then_some(tuples as u64),
         kinds: kinds.into_boxed_slice(),
         sql_name: format!("{}.{}", quote_ident(schema), quote_ident(table)),
         select_list: select.join(", "),
+        quoted: select.into_boxed_slice(),
+        binary_select_list: String::new(),
+        as_text: Box::default(),
+        sendable: sends.into_boxed_slice(),
         // Keyset chunks need a unique key: the primary key or the replica
         // identity index, not every column of REPLICA IDENTITY FULL.
         keys: if replica_identity == ReplicaIdentity::Full {
@@ -245,7 +278,8 @@ pub async fn describe(
         } else {
             keys
         },
-    })
+    };
+    Ok(table.matching_stream(false))
 }
 
 /// A table's size in pages now, and its heap file (0 for a partitioned
@@ -270,17 +304,41 @@ impl SnapshotTable {
         &self.sql_name
     }
 
-    /// A column of the identity a watermark window matches rows by (the
-    /// key, or every column without one) whose type decodes as
-    /// `Value::Other`: its binary-mode stream form differs from COPY's text.
-    pub(crate) fn untyped_identity(&self) -> Option<&str> {
-        let keyed = self.schema.columns.iter().any(|c| c.key);
-        self.schema
-            .columns
+    /// Makes page chunks read values as a stream with pgoutput's `binary`
+    /// option set to `binary` delivers them. A type without a decoder is
+    /// read as its text (its output function's, as the text stream sends
+    /// it); in binary mode, a type with a send function arrives as hex of
+    /// its send form, so it is read in that form instead, and a watermark
+    /// window matches the stream's changes to a chunk's rows by equal
+    /// values.
+    pub fn matching_stream(mut self, binary: bool) -> Self {
+        self.as_text = self
+            .kinds
             .iter()
-            .zip(self.kinds.iter())
-            .find(|(c, kind)| (c.key || !keyed) && **kind == PgType::Other)
-            .map(|(c, _)| c.name.as_str())
+            .zip(self.sendable.iter())
+            .map(|(&kind, &sendable)| kind == PgType::Other && !(binary && sendable))
+            .collect();
+        self.binary_select_list = self
+            .quoted
+            .iter()
+            .zip(self.as_text.iter())
+            .map(|(quoted, &as_text)| {
+                if as_text {
+                    // A cast to text may differ from the output function
+                    // (inet's keeps the mask, `::1/128`). format() turns
+                    // NULL into '', so NULL is kept apart first (by
+                    // num_nulls: `IS NULL` holds for a row of NULL fields).
+                    format!(
+                        "CASE WHEN pg_catalog.num_nulls({quoted}) = 0 \
+                         THEN pg_catalog.format('%s', {quoted}) END"
+                    )
+                } else {
+                    quoted.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        self
     }
 
     /// Whether [`Chunk::After`] can read this table (it has a key).
@@ -330,14 +388,30 @@ impl SnapshotTable {
         if let Some(filter) = filter {
             conditions.push(format!("({filter})"));
         }
-        let mut sql = format!("COPY (SELECT {} FROM {}", self.select_list, self.sql_name);
+        let binary = Self::binary(chunk);
+        let columns = if binary {
+            &self.binary_select_list
+        } else {
+            &self.select_list
+        };
+        let mut sql = format!("COPY (SELECT {columns} FROM {}", self.sql_name);
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&tail);
-        sql.push_str(") TO STDOUT");
+        sql.push_str(if binary {
+            ") TO STDOUT (FORMAT binary)"
+        } else {
+            ") TO STDOUT"
+        });
         Ok(sql)
+    }
+
+    /// Whether `chunk` is read in COPY's binary format: page chunks are;
+    /// key chunks need the last key's text for the next bound.
+    fn binary(chunk: &Chunk) -> bool {
+        matches!(chunk, Chunk::Pages { .. })
     }
 
     /// Reads `chunk` (in the caller's transaction), decoding every row.
@@ -360,23 +434,20 @@ impl SnapshotTable {
             .await
             .map_err(|e| PgError::sql(addr, context(), e))?;
         let mut stream = std::pin::pin!(stream);
-        let mut parser = CopyParser::default();
+        let mut parser = CopyParser {
+            binary: Self::binary(chunk).then_some(BinaryState::Header),
+            pending: Vec::new(),
+        };
         let mut out = Rows::default();
+        let protocol = |message: String| PgError::Protocol {
+            addr: addr.to_owned(),
+            message: format!("{}: {message}", context()),
+        };
         while let Some(data) = stream.next().await {
             let data: Bytes = data.map_err(|e| PgError::sql(addr, context(), e))?;
-            parser
-                .feed(&data, self, &mut out)
-                .map_err(|message| PgError::Protocol {
-                    addr: addr.to_owned(),
-                    message: format!("{}: {message}", context()),
-                })?;
+            parser.feed(&data, self, &mut out).map_err(protocol)?;
         }
-        if !parser.pending.is_empty() {
-            return Err(PgError::Protocol {
-                addr: addr.to_owned(),
-                message: format!("{}: the last row has no line end", context()),
-            });
-        }
+        parser.finish().map_err(protocol)?;
         Ok(out)
     }
 
@@ -422,14 +493,48 @@ impl SnapshotTable {
     }
 }
 
-/// Splits COPY data (which may cut rows anywhere) into lines.
-#[derive(Default)]
+/// The signature that starts COPY's binary format, before its flags and
+/// header extension.
+const BINARY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Where a binary COPY is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BinaryState {
+    Header,
+    Rows,
+    /// The trailer came: nothing may follow.
+    Ended,
+}
+
+/// Splits COPY data (which may cut rows anywhere) into rows: lines of the
+/// text format, or tuples of the binary one.
 struct CopyParser {
+    /// `None`: the text format.
+    binary: Option<BinaryState>,
+    /// The start of a row that the data so far cut off.
     pending: Vec<u8>,
 }
 
 impl CopyParser {
     fn feed(&mut self, data: &[u8], table: &SnapshotTable, out: &mut Rows) -> Result<(), String> {
+        if let Some(state) = &mut self.binary {
+            // The server sends one message per row, so a cut row is rare:
+            // parse straight from the message unless one is pending.
+            let joined;
+            let buf = if self.pending.is_empty() {
+                data
+            } else {
+                self.pending.extend_from_slice(data);
+                joined = std::mem::take(&mut self.pending);
+                &joined[..]
+            };
+            let mut at = 0;
+            while let Some(used) = binary_step(&buf[at..], state, table, out)? {
+                at += used;
+            }
+            self.pending.extend_from_slice(&buf[at..]);
+            return Ok(());
+        }
         let mut rest = data;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             if self.pending.is_empty() {
@@ -443,6 +548,110 @@ impl CopyParser {
         }
         self.pending.extend_from_slice(rest);
         Ok(())
+    }
+
+    /// Checks that the data ended where a COPY may end.
+    fn finish(&self) -> Result<(), String> {
+        match self.binary {
+            _ if !self.pending.is_empty() => Err("the data ends in the middle of a row".to_owned()),
+            Some(BinaryState::Ended) | None => Ok(()),
+            Some(_) => Err("the binary data ends without its trailer".to_owned()),
+        }
+    }
+}
+
+/// Takes the next piece of a binary COPY (the header, a tuple or the
+/// trailer) off `buf`: `Ok(Some(bytes used))`, or `Ok(None)` when `buf`
+/// holds less than the whole piece.
+fn binary_step(
+    buf: &[u8],
+    state: &mut BinaryState,
+    table: &SnapshotTable,
+    out: &mut Rows,
+) -> Result<Option<usize>, String> {
+    let be_i16 = |at: usize| {
+        buf.get(at..at + 2)
+            .map(|b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    let be_i32 = |at: usize| {
+        buf.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match *state {
+        BinaryState::Header => {
+            let Some(ext) = be_i32(15) else {
+                return Ok(None);
+            };
+            if &buf[..11] != BINARY_SIGNATURE {
+                return Err("the binary data does not start with COPY's signature".to_owned());
+            }
+            // Bits 16-31 are critical: a reader that does not know one must
+            // stop (bit 16, OIDs, is never asked for here).
+            let flags = be_i32(11).unwrap_or(0);
+            if flags as u32 & 0xFFFF_0000 != 0 {
+                return Err(format!("the binary data has header flags {flags:#x}"));
+            }
+            let ext = usize::try_from(ext).map_err(|_| "a negative header extension length")?;
+            if buf.len() < 19 + ext {
+                return Ok(None);
+            }
+            *state = BinaryState::Rows;
+            Ok(Some(19 + ext))
+        }
+        BinaryState::Ended if buf.is_empty() => Ok(None),
+        BinaryState::Ended => Err("data after the binary trailer".to_owned()),
+        BinaryState::Rows => {
+            let Some(count) = be_i16(0) else {
+                return Ok(None);
+            };
+            if count == -1 {
+                *state = BinaryState::Ended;
+                return Ok(Some(2));
+            }
+            if usize::try_from(count).ok() != Some(table.kinds.len()) {
+                return Err(format!(
+                    "a row has {count} of the {} columns of {}",
+                    table.kinds.len(),
+                    table.schema.qualified_name()
+                ));
+            }
+            // Find the row's end before decoding any of it.
+            let mut at = 2;
+            for _ in 0..count {
+                let Some(len) = be_i32(at) else {
+                    return Ok(None);
+                };
+                if len < -1 {
+                    return Err(format!("a field of length {len}"));
+                }
+                at += 4 + usize::try_from(len).unwrap_or(0);
+            }
+            if buf.len() < at {
+                return Ok(None);
+            }
+            let mut values = Vec::with_capacity(table.kinds.len());
+            let mut at = 2;
+            for (i, &kind) in table.kinds.iter().enumerate() {
+                let len = be_i32(at).unwrap_or(-1);
+                at += 4;
+                let Ok(len) = usize::try_from(len) else {
+                    values.push(Value::Null);
+                    continue;
+                };
+                let raw = &buf[at..at + len];
+                at += len;
+                let value = if table.as_text[i] {
+                    decode_text(kind, raw)
+                } else {
+                    decode_binary(kind, raw)
+                };
+                values.push(
+                    value.map_err(|e| format!("column {}: {e}", table.schema.columns[i].name))?,
+                );
+            }
+            out.rows.push(values);
+            Ok(Some(at))
+        }
     }
 }
 
@@ -520,6 +729,180 @@ mod tests {
         out.clear();
         unescape(br"\x\7\08", &mut out).unwrap();
         assert_eq!(out, [b'x', 7, 0, b'8']);
+    }
+
+    /// A table of (int8 key, text, an enum selected as text).
+    fn three_columns() -> SnapshotTable {
+        let column = |name: &str, type_name: &str, key| Column {
+            name: name.to_owned(),
+            type_oid: 0,
+            type_name: type_name.to_owned(),
+            type_modifier: -1,
+            key,
+        };
+        SnapshotTable {
+            schema: Arc::new(TableSchema {
+                id: 1,
+                version: 0,
+                schema: "public".to_owned(),
+                name: "t".to_owned(),
+                columns: vec![
+                    column("id", "int8", true),
+                    column("note", "text", false),
+                    column("mood", "public.mood", false),
+                ],
+                replica_identity: ReplicaIdentity::Default,
+            }),
+            pages: 1,
+            estimated_rows: None,
+            kinds: vec![PgType::Int8, PgType::Text, PgType::Other].into_boxed_slice(),
+            sql_name: "public.t".to_owned(),
+            quoted: ["id", "note", "mood"].map(str::to_owned).into(),
+            select_list: "id, note, mood".to_owned(),
+            binary_select_list: String::new(),
+            as_text: Box::default(),
+            sendable: [true; 3].into(),
+            keys: vec![(0, "id".to_owned(), "pg_catalog.int8".to_owned())],
+        }
+        .matching_stream(false)
+    }
+
+    fn binary_copy(rows: &[[Option<&[u8]>; 3]]) -> Vec<u8> {
+        let mut data = BINARY_SIGNATURE.to_vec();
+        data.extend_from_slice(&0i32.to_be_bytes());
+        // A header extension, which a reader must skip.
+        data.extend_from_slice(&3i32.to_be_bytes());
+        data.extend_from_slice(b"ext");
+        for row in rows {
+            data.extend_from_slice(&3i16.to_be_bytes());
+            for field in row {
+                match field {
+                    Some(b) => {
+                        data.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                        data.extend_from_slice(b);
+                    }
+                    None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        data
+    }
+
+    fn parse_binary(table: &SnapshotTable, pieces: &[&[u8]]) -> Result<Vec<Vec<Value>>, String> {
+        let mut parser = CopyParser {
+            binary: Some(BinaryState::Header),
+            pending: Vec::new(),
+        };
+        let mut out = Rows::default();
+        for piece in pieces {
+            parser.feed(piece, table, &mut out)?;
+        }
+        parser.finish()?;
+        Ok(out.rows)
+    }
+
+    #[test]
+    fn binary_copy_is_decoded_wherever_the_data_is_cut() {
+        let table = three_columns();
+        let seven = 7i64.to_be_bytes();
+        let data = binary_copy(&[
+            [Some(&seven), Some(b"tab\\there"), Some(b"happy")],
+            [Some(&(-1i64).to_be_bytes()), None, Some(b"")],
+        ]);
+        let want = vec![
+            vec![
+                Value::Int(7),
+                // No escapes in the binary format: a backslash is itself.
+                Value::Text("tab\\there".to_owned()),
+                Value::Other("happy".to_owned()),
+            ],
+            vec![Value::Int(-1), Value::Null, Value::Other(String::new())],
+        ];
+        assert_eq!(parse_binary(&table, &[&data]).unwrap(), want);
+        for cut in 1..data.len() {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(parse_binary(&table, &[a, b]).unwrap(), want, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_eq!(parse_binary(&table, &bytes).unwrap(), want);
+    }
+
+    #[test]
+    fn bad_binary_copy_is_an_error_that_says_what() {
+        let table = three_columns();
+        let seven = 7i64.to_be_bytes();
+        let good = binary_copy(&[[Some(&seven), None, None]]);
+        let err = |data: &[u8]| parse_binary(&table, &[data]).unwrap_err();
+        assert!(err(&good[..good.len() - 2]).contains("without its trailer"));
+        assert!(err(&good[..good.len() - 3]).contains("middle of a row"));
+        let mut after = good.clone();
+        after.push(0);
+        assert!(err(&after).contains("after the binary trailer"));
+        let mut signature = good.clone();
+        signature[0] = b'X';
+        assert!(err(&signature).contains("signature"));
+        let two = {
+            let mut d = good[..22].to_vec();
+            d.extend_from_slice(&2i16.to_be_bytes());
+            d
+        };
+        assert!(
+            err(&two).contains("2 of the 3 columns of public.t"),
+            "{}",
+            err(&two)
+        );
+        let short_int = binary_copy(&[[Some(b"1234"), None, None]]);
+        assert!(err(&short_int).contains("column id"), "{}", err(&short_int));
+    }
+
+    #[test]
+    fn page_chunks_copy_binary_and_key_chunks_text() {
+        let table = three_columns();
+        let pages = table
+            .copy_sql(
+                &Chunk::Pages {
+                    start: 0,
+                    end: Some(8),
+                },
+                None,
+            )
+            .unwrap();
+        let as_text = "CASE WHEN pg_catalog.num_nulls(mood) = 0 \
+                       THEN pg_catalog.format('%s', mood) END";
+        assert!(
+            pages.contains(&format!("SELECT id, note, {as_text} FROM")),
+            "{pages}"
+        );
+        assert!(pages.ends_with("TO STDOUT (FORMAT binary)"), "{pages}");
+        // For a binary stream, in the form it sends; unless the type has
+        // no send function, when the stream sends text too.
+        let whole = Chunk::Pages {
+            start: 0,
+            end: None,
+        };
+        let binary = three_columns().matching_stream(true);
+        assert!(
+            binary
+                .copy_sql(&whole, None)
+                .unwrap()
+                .contains("SELECT id, note, mood FROM")
+        );
+        let mut unsendable = three_columns();
+        unsendable.sendable[2] = false;
+        let unsendable = unsendable.matching_stream(true);
+        assert!(unsendable.copy_sql(&whole, None).unwrap().contains(as_text));
+        let keys = table
+            .copy_sql(
+                &Chunk::After {
+                    key: None,
+                    limit: 10,
+                },
+                None,
+            )
+            .unwrap();
+        assert!(keys.contains("SELECT id, note, mood FROM"), "{keys}");
+        assert!(keys.ends_with("LIMIT 10) TO STDOUT"), "{keys}");
     }
 
     #[test]

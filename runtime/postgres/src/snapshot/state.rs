@@ -467,10 +467,16 @@ pub async fn request(
     ensure_state_table(&client, &addr).await?;
     let mut parsed = Vec::with_capacity(tables.len());
     for t in tables {
-        let (schema, name) = match t.split_once('.') {
-            Some((s, n)) => (s.to_owned(), n.to_owned()),
-            None => ("public".to_owned(), t.clone()),
+        // The grammar `source.tables` uses: `"My.Schema"."T"` names one
+        // table with capitals and dots; a bare name is in `public`.
+        let pattern = weir_core::TablePattern::parse(t)
+            .map_err(|e| PgError::Config(format!("cannot snapshot: {e}")))?;
+        let Some((schema, name)) = pattern.exact() else {
+            return Err(PgError::Config(format!(
+                "cannot snapshot {t:?}: a pattern, not one table (name each table to snapshot)"
+            )));
         };
+        let (schema, name) = (schema.to_owned(), name.to_owned());
         let row = client
             .query_one(
                 "SELECT to_regclass(quote_ident($2) || '.' || quote_ident($3)) IS NOT NULL, \

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use weir_core::{ChangeEvent, Lsn, Op, SourceInfo, SourceItem, TableSchema, Value};
+use weir_core::{ChangeEvent, Lsn, Op, SnapshotKind, SourceInfo, SourceItem, TableSchema, Value};
 
 use super::read::measure;
 use super::state::{
@@ -195,6 +195,7 @@ impl Engine {
                     // The high mark's transaction holds nothing else (the
                     // reader writes it alone): its positions are the rows'.
                     if let Some(p) = self.placing.take() {
+                        batch.reserve(p.chunk.rows.len() + 1);
                         for (seq, row) in p.chunk.rows.into_iter().enumerate() {
                             batch.push(SourceItem::Change(ChangeEvent {
                                 op: Op::Read,
@@ -208,6 +209,7 @@ impl Engine {
                                     xid: p.xid,
                                     commit_time_micros: p.commit_time,
                                     seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                                    snapshot: SnapshotKind::Incremental,
                                 },
                                 txn: commit.txn,
                             }));
@@ -442,6 +444,11 @@ impl Reader<'_> {
                         %error, "snapshot of a table failed"
                     );
                     record_failed(&client, self.addr, &self.cfg.slot, &table, &error).await?;
+                    self.progress.fail(
+                        &format!("{}.{}", table.schema, table.name),
+                        table.request,
+                        &error,
+                    );
                     if table.request == 0
                         && super::state::finish_initial(&client, self.addr, &self.cfg.slot).await?
                     {
@@ -490,7 +497,8 @@ impl Reader<'_> {
         .map_err(|e| match e {
             PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
             e => stop(e),
-        })?;
+        })?
+        .matching_stream(self.cfg.binary);
         let filter = match (&row_filter, &table.filter) {
             (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
             (a, b) => a.clone().or_else(|| b.clone()),
@@ -611,17 +619,8 @@ impl Reader<'_> {
         .map_err(|e| match e {
             PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
             e => stop(e),
-        })?;
-        if self.cfg.binary
-            && let Some(column) = shape.untyped_identity()
-        {
-            // The stream's binary form of such a value is not COPY's text,
-            // so a change between the marks could not be matched.
-            return Err(Stop::Table(format!(
-                "{qualified}: its key column {column:?} has a type binary mode delivers as raw bytes; \
-                 snapshots while streaming need binary = false for it"
-            )));
-        }
+        })?
+        .matching_stream(self.cfg.binary);
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         self.notes
             .send(Note::Begin {
@@ -896,6 +895,7 @@ mod tests {
                 xid: 0,
                 commit_time_micros: 0,
                 seq: 0,
+                snapshot: Default::default(),
             },
             txn: TxnId(0),
         }

@@ -121,7 +121,8 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        let delivered = snapshot["state"] == "delivered";
+        // Nothing left to copy: every table delivered, or some given up.
+        let delivered = snapshot["state"] == "delivered" || snapshot["state"] == "failed";
         let tables = snapshot["tables"].as_array().cloned().unwrap_or_default();
         if !live {
             for t in &tables {
@@ -133,7 +134,7 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
                 snapshot["rows"],
                 snapshot["elapsed_seconds"]
             );
-            return ExitCode::SUCCESS;
+            return exit_code(snapshot);
         }
         for t in &tables {
             let name = label(t);
@@ -152,16 +153,31 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
             bar.set_length(total);
             bar.set_position(rows);
             bar.set_message(rate_and_eta(t));
-            if t["state"] == "delivered" || t["chunks_done"] == t["chunks"] {
+            if t["state"] == "failed" {
+                bar.abandon_with_message(format!("failed: {}", t["error"].as_str().unwrap_or("?")));
+            } else if t["state"] == "delivered" || t["chunks_done"] == t["chunks"] {
                 bar.set_length(rows);
                 bar.finish_with_message(format!("done, {} chunks", t["chunks"]));
             }
         }
         if delivered {
-            let _ = bars.println(format!("delivered: {} rows", snapshot["rows"]));
-            return ExitCode::SUCCESS;
+            let _ = bars.println(format!(
+                "{}: {} rows",
+                snapshot["state"].as_str().unwrap_or("?"),
+                snapshot["rows"]
+            ));
+            return exit_code(snapshot);
         }
         tokio::time::sleep(REFRESH).await;
+    }
+}
+
+/// Failure when a table was given up, so scripts notice.
+fn exit_code(snapshot: &Json) -> ExitCode {
+    if snapshot["state"] == "failed" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -193,6 +209,9 @@ fn line(t: &Json) -> String {
 }
 
 fn rate_and_eta(t: &Json) -> String {
+    if let Some(error) = t["error"].as_str() {
+        return format!("failed: {error}");
+    }
     match t["eta_seconds"].as_u64() {
         Some(left) => format!("{} rows/s, {left}s left", t["rows_per_second"]),
         None => format!("{} rows/s", t["rows_per_second"]),

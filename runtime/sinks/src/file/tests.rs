@@ -36,6 +36,7 @@ fn source(seq: u32) -> SourceInfo {
         xid: 123,
         commit_time_micros: 1_795_899_600_123_456,
         seq,
+        snapshot: Default::default(),
     }
 }
 

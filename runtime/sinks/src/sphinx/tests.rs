@@ -41,6 +41,7 @@ fn event(keys: &[(&str, &str)], values: Vec<Value>) -> ChangeEvent {
             xid: 1,
             commit_time_micros: 0,
             seq: 0,
+            snapshot: Default::default(),
         },
         txn: TxnId(1),
     }

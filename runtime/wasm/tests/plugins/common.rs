@@ -108,6 +108,7 @@ fn source(seq: u32) -> SourceInfo {
         xid: 900,
         commit_time_micros: 1_700_000_000_000_000,
         seq,
+        snapshot: Default::default(),
     }
 }
 
