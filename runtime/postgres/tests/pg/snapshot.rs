@@ -227,22 +227,25 @@ async fn snapshot_rows_decode_as_the_stream_does() {
     running.stop().await.unwrap();
 }
 
-/// With pgoutput's binary mode, a page chunk (read as binary COPY) holds
-/// exactly the stream's values, including the types without a decoder
-/// (array, interval, inet, enum), which both deliver as hex of their send
-/// form: so a watermark window can match the stream's changes to a
-/// chunk's rows whatever the key's type.
-#[tokio::test(flavor = "multi_thread")]
-async fn in_binary_mode_snapshot_rows_decode_as_the_binary_stream_does() {
+/// Runs `setup` in a new database, streams `rows` (one transaction into
+/// `table`) with pgoutput's binary option `binary`, and reads `table` as
+/// one page chunk matching that stream: the streamed rows and the read
+/// ones, in key order, and the COPY statement.
+async fn streamed_and_read(
+    setup: &str,
+    rows: &str,
+    table: &str,
+    binary: bool,
+) -> (Vec<Vec<Value>>, Vec<Vec<Value>>, String) {
     let db = TestDb::new().await;
-    db.client().await.batch_execute(SETUP).await.unwrap();
+    db.client().await.batch_execute(setup).await.unwrap();
     let slot = db.slot();
     let config = weir_postgres::PostgresConfig {
-        binary: true,
-        ..db.config(&slot, &["snap"])
+        binary,
+        ..db.config(&slot, &[table])
     };
     let mut running = Running::start(config).await;
-    db.client().await.batch_execute(ROWS).await.unwrap();
+    db.client().await.batch_execute(rows).await.unwrap();
     let txn = running.txn().await;
     let mut streamed: Vec<Vec<Value>> = txn
         .changes
@@ -250,6 +253,36 @@ async fn in_binary_mode_snapshot_rows_decode_as_the_binary_stream_does() {
         .map(|c| c.after.clone().unwrap())
         .collect();
     key_order(&mut streamed);
+
+    let client = snapshot_client(&db).await;
+    let db_key: std::sync::Arc<str> = "snapshot-test".into();
+    let shape = describe(&client, "test", &db_key, "public", table, None)
+        .await
+        .unwrap()
+        .matching_stream(binary);
+    let whole = Chunk::Pages {
+        start: 0,
+        end: None,
+    };
+    let mut read = shape
+        .read(&client, "test", &whole, None)
+        .await
+        .unwrap()
+        .rows;
+    key_order(&mut read);
+    running.ack.send_replace(txn.commit.end_lsn);
+    running.stop().await.unwrap();
+    (streamed, read, shape.copy_sql(&whole, None).unwrap())
+}
+
+/// With pgoutput's binary mode, a page chunk (read as binary COPY) holds
+/// exactly the stream's values, including the types without a decoder
+/// (array, interval, inet, enum), which both deliver as hex of their send
+/// form: so a watermark window can match the stream's changes to a
+/// chunk's rows whatever the key's type.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_binary_mode_snapshot_rows_decode_as_the_binary_stream_does() {
+    let (streamed, read, sql) = streamed_and_read(SETUP, ROWS, "snap", true).await;
     // The enum really is raw bytes here, not its label.
     assert!(
         streamed
@@ -257,24 +290,8 @@ async fn in_binary_mode_snapshot_rows_decode_as_the_binary_stream_does() {
             .any(|r| r[14] == Value::Other("\\x736164".to_owned())),
         "{streamed:?}"
     );
-
-    let client = snapshot_client(&db).await;
-    let db_key: std::sync::Arc<str> = "snapshot-test".into();
-    let snap = describe(&client, "test", &db_key, "public", "snap", None)
-        .await
-        .unwrap()
-        .matching_stream(true);
-    let whole = Chunk::Pages {
-        start: 0,
-        end: None,
-    };
-    let sql = snap.copy_sql(&whole, None).unwrap();
     assert!(sql.contains(r#""m", "p" FROM"#), "no casts to text: {sql}");
-    let mut rows = snap.read(&client, "test", &whole, None).await.unwrap().rows;
-    key_order(&mut rows);
-    assert_rows(&rows, &streamed, "binary stream, binary COPY");
-    running.ack.send_replace(txn.commit.end_lsn);
-    running.stop().await.unwrap();
+    assert_rows(&read, &streamed, "binary stream, binary COPY");
 }
 
 /// Types whose text and binary forms take different paths through the
@@ -306,45 +323,9 @@ async fn every_kind_of_column_reads_as_the_stream_sends_it_in_both_modes() {
            NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     "#;
     for binary in [false, true] {
-        let db = TestDb::new().await;
-        db.client().await.batch_execute(KINDS).await.unwrap();
-        let slot = db.slot();
-        let config = weir_postgres::PostgresConfig {
-            binary,
-            ..db.config(&slot, &["kinds"])
-        };
-        let mut running = Running::start(config).await;
-        db.client().await.batch_execute(KIND_ROWS).await.unwrap();
-        let txn = running.txn().await;
-        let streamed: Vec<Vec<Value>> = txn
-            .changes
-            .iter()
-            .map(|c| c.after.clone().unwrap())
-            .collect();
+        let (streamed, read, _) = streamed_and_read(KINDS, KIND_ROWS, "kinds", binary).await;
         assert_eq!(streamed.len(), 3);
-
-        let client = snapshot_client(&db).await;
-        let db_key: std::sync::Arc<str> = "snapshot-test".into();
-        let kinds = describe(&client, "test", &db_key, "public", "kinds", None)
-            .await
-            .unwrap()
-            .matching_stream(binary);
-        let whole = Chunk::Pages {
-            start: 0,
-            end: None,
-        };
-        let mut rows = kinds
-            .read(&client, "test", &whole, None)
-            .await
-            .unwrap()
-            .rows;
-        rows.sort_by_key(|r| match r[0] {
-            Value::Int(n) => n,
-            _ => 0,
-        });
-        assert_rows(&rows, &streamed, &format!("binary = {binary}"));
-        running.ack.send_replace(txn.commit.end_lsn);
-        running.stop().await.unwrap();
+        assert_rows(&read, &streamed, &format!("binary = {binary}"));
     }
 }
 
