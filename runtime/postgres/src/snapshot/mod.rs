@@ -229,3 +229,52 @@ impl SnapshotProgress {
 pub(crate) fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_given_up_is_not_copying_nor_delivered_until_read_again() {
+        let progress = SnapshotProgress::default();
+        let initial = progress.add(TableProgress::new("public.a".into(), 0, None, 2));
+        progress.add(TableProgress::new("public.b".into(), 0, None, 1));
+        assert!(progress.is_copying());
+        progress.fail("public.b", 0, "no such table");
+        // a is still being read.
+        assert!(progress.is_copying());
+        initial.finish();
+        assert!(!progress.is_copying(), "b is given up, not being copied");
+        progress.set_delivered();
+        let b = progress
+            .tables()
+            .into_iter()
+            .find(|t| t.table == "public.b")
+            .unwrap();
+        assert_eq!(b.failure(), Some("no such table"));
+        assert!(
+            !b.done.load(Ordering::Relaxed),
+            "a failed table is not delivered"
+        );
+
+        // A table never shown can fail too (before it was described).
+        progress.fail("public.c", 3, "permission denied");
+        assert_eq!(progress.tables().len(), 3);
+        // A new request for a failed table replaces the failure.
+        progress.add(TableProgress::new("public.b".into(), 4, None, 1));
+        let shown: Vec<(String, i64, bool)> = progress
+            .tables()
+            .iter()
+            .map(|t| (t.table.clone(), t.request, t.failure().is_some()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("public.a".to_owned(), 0, false),
+                ("public.c".to_owned(), 3, true),
+                ("public.b".to_owned(), 4, false),
+            ]
+        );
+        assert!(progress.is_copying());
+    }
+}
