@@ -626,6 +626,17 @@ async fn an_ad_hoc_snapshot_under_writes_rebuilds_the_table_while_the_slot_moves
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no request number in {out:?}"));
+    // Shown at once, before the reader takes it (`weir snapshot status`
+    // would otherwise say none was requested).
+    let status = admin_json(admin, "/status").expect("/status");
+    assert!(
+        status["snapshot"]["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["table"] == "public.t" && t["request"] == request),
+        "{status}"
+    );
 
     // The slot's position while the table is being read.
     let mut during = Vec::new();

@@ -388,7 +388,9 @@ async fn request_snapshot(Extract(admin): Extract<Arc<Admin>>, body: Bytes) -> R
     match weir_postgres::snapshot::request(source, &request.tables, request.filter.as_deref()).await
     {
         Ok(id) => {
-            admin.status.snapshot_progress().wake();
+            let progress = admin.status.snapshot_progress();
+            progress.queue(id, &request.tables);
+            progress.wake();
             (
                 StatusCode::ACCEPTED,
                 axum::Json(serde_json::json!({

@@ -169,6 +169,7 @@ impl Status {
                 let state = match (t.failure(), done) {
                     (Some(_), _) => "failed",
                     (None, true) => "delivered",
+                    (None, false) if SnapshotProgress::is_queued(t) => "queued",
                     (None, false) => "copying",
                 };
                 serde_json::json!({

@@ -194,6 +194,28 @@ impl SnapshotProgress {
         self.delivered.store(true, Ordering::Relaxed);
     }
 
+    /// Shows `tables` (as a request names them) as queued for `request`
+    /// until the reader takes them, so that a request is visible at once.
+    pub fn queue(&self, request: i64, tables: &[String]) {
+        for t in tables {
+            if let Ok(pattern) = weir_core::TablePattern::parse(t)
+                && let Some((schema, name)) = pattern.exact()
+            {
+                self.add(TableProgress::new(
+                    format!("{schema}.{name}"),
+                    request,
+                    None,
+                    0,
+                ));
+            }
+        }
+    }
+
+    /// Whether `t` waits for the reader: queued, no chunk planned yet.
+    pub fn is_queued(t: &TableProgress) -> bool {
+        t.chunks.load(Ordering::Relaxed) == 0 && t.failure().is_none()
+    }
+
     /// Records that `table` of `request` was given up, with why; shown
     /// from now on as failed, not as being copied.
     pub fn fail(&self, table: &str, request: i64, error: &str) {
@@ -276,5 +298,25 @@ mod tests {
             ]
         );
         assert!(progress.is_copying());
+    }
+
+    #[test]
+    fn a_queued_request_shows_until_the_reader_takes_it() {
+        let progress = SnapshotProgress::default();
+        progress.queue(7, &["orders".to_owned(), r#""Sales"."Q1""#.to_owned()]);
+        let shown: Vec<(String, i64)> = progress
+            .tables()
+            .iter()
+            .inspect(|t| assert!(SnapshotProgress::is_queued(t)))
+            .map(|t| (t.table.clone(), t.request))
+            .collect();
+        assert_eq!(
+            shown,
+            [("public.orders".to_owned(), 7), ("Sales.Q1".to_owned(), 7)]
+        );
+        assert!(progress.is_copying(), "queued counts as not delivered");
+        let taken = progress.add(TableProgress::new("public.orders".into(), 7, None, 3));
+        assert!(!SnapshotProgress::is_queued(&taken));
+        assert_eq!(progress.tables().len(), 2);
     }
 }

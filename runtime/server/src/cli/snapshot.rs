@@ -155,7 +155,9 @@ pub async fn status(config_path: &Path, once: bool) -> ExitCode {
             bar.set_message(rate_and_eta(t));
             if t["state"] == "failed" {
                 bar.abandon_with_message(format!("failed: {}", t["error"].as_str().unwrap_or("?")));
-            } else if t["state"] == "delivered" || t["chunks_done"] == t["chunks"] {
+            } else if t["state"] == "delivered"
+                || (t["state"] == "copying" && t["chunks_done"] == t["chunks"])
+            {
                 bar.set_length(rows);
                 bar.finish_with_message(format!("done, {} chunks", t["chunks"]));
             }
