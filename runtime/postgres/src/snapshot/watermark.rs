@@ -18,6 +18,17 @@
 //! and memory holds one chunk (the reader waits until its chunk is placed
 //! before reading the next).
 //!
+//! One more condition makes it exact: every transaction before the low
+//! mark must be visible to the chunk's read. A commit record is written
+//! before its transaction becomes visible, so a transaction can precede
+//! the mark in the stream and still be invisible to a read right after
+//! it: for the whole wait of synchronous replication, or while its
+//! backend is between flushing and marking the commit. The reader waits
+//! out the first kind ([`Reader::settle`]); for the rest the engine
+//! remembers the xids of the last [`RECENT`] transactions, and at the
+//! high mark checks them against the read's snapshot: a chunk that missed
+//! one is not placed but read again with new marks.
+//!
 //! A chunk is recorded delivered once the pipeline acknowledges the high
 //! mark's transaction; a chunk cut off by a crash is read again later
 //! with new marks, and marks without a chunk (from before a restart, or
@@ -50,6 +61,11 @@ pub(crate) const PREFIX: &str = "weir.watermark";
 /// How often the reader looks for requests when nobody wakes it.
 const POLL: Duration = Duration::from_secs(5);
 
+/// How many of the latest transactions' xids the engine keeps, to check
+/// that a chunk's read saw every one before its low mark. A transaction
+/// visible only after this many later ones committed would be missed.
+const RECENT: usize = 4096;
+
 /// What the reader tells the engine, always before the mark it concerns
 /// is written, so the engine has it when the mark arrives.
 pub(crate) enum Note {
@@ -57,12 +73,56 @@ pub(crate) enum Note {
     Begin { id: u64, table: Arc<TableSchema> },
     /// Chunk `id` was given up before its high mark: close its window.
     Abort { id: u64 },
-    /// Its rows, and where to say in which transaction they were placed.
+    /// Its rows, the snapshot they were read in, and where to say in
+    /// which transaction they were placed (`None`: read it again).
     Rows {
         id: u64,
         rows: Vec<Vec<Value>>,
-        placed: oneshot::Sender<Lsn>,
+        seen: ReadSnapshot,
+        placed: oneshot::Sender<Option<Lsn>>,
     },
+}
+
+/// Which transactions a chunk's read saw: Postgres's `pg_snapshot`
+/// (`xmin:xmax:xip,…`, 64-bit xids).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReadSnapshot {
+    xmin: u64,
+    xmax: u64,
+    /// In progress when the snapshot was taken, sorted.
+    xip: Vec<u64>,
+}
+
+impl ReadSnapshot {
+    /// Parses `pg_current_snapshot()::text`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let mut xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        xip.sort_unstable();
+        Some(ReadSnapshot { xmin, xmax, xip })
+    }
+
+    /// Whether the committed transaction `xid` (32 bits, as the stream
+    /// gives it) is visible. A recent xid is within 2³¹ of `xmax`, which
+    /// gives it its epoch.
+    fn sees_committed(&self, xid: u32) -> bool {
+        let distance = i64::from(xid.wrapping_sub(self.xmax as u32) as i32);
+        let Some(full) = self.xmax.checked_add_signed(distance) else {
+            return true;
+        };
+        full < self.xmin || (full < self.xmax && self.xip.binary_search(&full).is_err())
+    }
 }
 
 /// The stream's half: strips marks, keeps the window, places chunks.
@@ -77,6 +137,8 @@ pub(crate) struct Engine {
     /// A high mark was seen in the current transaction: its rows go in
     /// before its commit.
     placing: Option<Placing>,
+    /// The xids of the latest [`RECENT`] transactions, oldest first.
+    recent: std::collections::VecDeque<u32>,
 }
 
 /// A chunk to place at the commit of its high mark's transaction, with
@@ -92,7 +154,8 @@ struct Placing {
 struct Received {
     id: u64,
     rows: Vec<Vec<Value>>,
-    placed: oneshot::Sender<Lsn>,
+    seen: ReadSnapshot,
+    placed: oneshot::Sender<Option<Lsn>>,
 }
 
 /// The changes seen between a chunk's marks.
@@ -104,10 +167,13 @@ struct Window {
     identity: Vec<String>,
     changed: HashSet<String>,
     truncated: bool,
+    /// The xids of the transactions just before the low mark, which the
+    /// read must have seen.
+    before: Vec<u32>,
 }
 
 impl Window {
-    fn new(id: u64, table: Arc<TableSchema>) -> Self {
+    fn new(id: u64, table: Arc<TableSchema>, before: Vec<u32>) -> Self {
         let mut identity: Vec<String> = table
             .columns
             .iter()
@@ -123,6 +189,7 @@ impl Window {
             identity,
             changed: HashSet::new(),
             truncated: false,
+            before,
         }
     }
 
@@ -164,6 +231,7 @@ impl Engine {
             window: None,
             rows: None,
             placing: None,
+            recent: std::collections::VecDeque::with_capacity(RECENT),
         }
     }
 
@@ -171,6 +239,14 @@ impl Engine {
     /// removed, changes inside a window noted, and a chunk's rows placed
     /// before the commit of its high mark's transaction.
     pub(crate) fn process(&mut self, batch: &mut Vec<SourceItem>, from: usize) {
+        for item in batch.get(from..).unwrap_or_default() {
+            if let SourceItem::Begin(b) = item {
+                if self.recent.len() == RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(b.xid);
+            }
+        }
         let idle = self.window.is_none() && self.placing.is_none();
         let is_message = |i: &SourceItem| matches!(i, SourceItem::Change(c) if c.op == Op::Message);
         if from >= batch.len() || (idle && !batch[from..].iter().any(is_message)) {
@@ -214,7 +290,7 @@ impl Engine {
                                 txn: commit.txn,
                             }));
                         }
-                        let _ = p.chunk.placed.send(commit.end_lsn);
+                        let _ = p.chunk.placed.send(Some(commit.end_lsn));
                     }
                 }
                 SourceItem::Begin(_) | SourceItem::Restart => {}
@@ -230,7 +306,19 @@ impl Engine {
                     self.announced = Some((id, table));
                     self.rows = None;
                 }
-                Note::Rows { id, rows, placed } => self.rows = Some(Received { id, rows, placed }),
+                Note::Rows {
+                    id,
+                    rows,
+                    seen,
+                    placed,
+                } => {
+                    self.rows = Some(Received {
+                        id,
+                        rows,
+                        seen,
+                        placed,
+                    })
+                }
                 Note::Abort { id } => {
                     if self.window.as_ref().is_some_and(|w| w.id == id) {
                         self.window = None;
@@ -261,7 +349,11 @@ impl Engine {
         match kind {
             "low" => {
                 self.window = match &self.announced {
-                    Some((a, table)) if *a == id => Some(Window::new(id, table.clone())),
+                    Some((a, table)) if *a == id => Some(Window::new(
+                        id,
+                        table.clone(),
+                        self.recent.iter().copied().collect(),
+                    )),
                     _ => None,
                 };
             }
@@ -280,6 +372,14 @@ impl Engine {
                 let Some(mut chunk) = self.rows.take().filter(|r| r.id == id) else {
                     return;
                 };
+                if let Some(missed) = window.before.iter().find(|x| !chunk.seen.sees_committed(**x)) {
+                    tracing::debug!(
+                        chunk = id, xid = missed,
+                        "a chunk's read missed a transaction before its low mark; reading it again"
+                    );
+                    let _ = chunk.placed.send(None);
+                    return;
+                }
                 if window.truncated {
                     chunk.rows.clear();
                 } else if !window.changed.is_empty() {
@@ -621,58 +721,75 @@ impl Reader<'_> {
             e => stop(e),
         })?
         .matching_stream(self.cfg.binary);
-        let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        self.notes
-            .send(Note::Begin {
-                id,
-                table: shape.schema.clone(),
-            })
-            .await
-            .map_err(|_| lost())?;
-        // Whatever ends this chunk early closes its window in the engine.
-        let mut abort = AbortOnExit {
-            notes: self.notes,
-            id: Some(id),
-        };
-        self.emit(client, "low", id).await.map_err(stop)?;
-        self.settle(client).await.map_err(stop)?;
-        // The lock keeps the heap from being rewritten during the read;
-        // the check after it, from having been rewritten since the cut.
-        client
-            .batch_execute(&format!(
-                "BEGIN; LOCK TABLE {} IN ACCESS SHARE MODE",
-                shape.sql_name()
-            ))
-            .await
-            .map_err(|e| stop(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
-        let read = async {
-            if measure(client, self.addr, shape.schema.id).await?.1 != plan.heap {
-                return Ok(None);
-            }
-            let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
-            shape
-                .read(client, self.addr, &chunk, filter)
+        // Read again, with new marks, when the engine finds the read
+        // missed a transaction before the low mark (rare: see the module).
+        let (end_lsn, n) = loop {
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            self.notes
+                .send(Note::Begin {
+                    id,
+                    table: shape.schema.clone(),
+                })
                 .await
-                .map(Some)
-        }
-        .await;
-        let _ = client.batch_execute("COMMIT").await;
-        // A rewrite: the next pass sees the new heap and cuts the table
-        // again, once the chunks in flight are recorded under the old cut.
-        let rows = read.map_err(stop)?.ok_or(Stop::Rewritten)?.rows;
-        let n = rows.len();
-        let (placed_tx, placed_rx) = oneshot::channel();
-        self.notes
-            .send(Note::Rows {
-                id,
-                rows,
-                placed: placed_tx,
-            })
-            .await
-            .map_err(|_| lost())?;
-        self.emit(client, "high", id).await.map_err(stop)?;
-        let end_lsn = placed_rx.await.map_err(|_| lost())?;
-        abort.id = None;
+                .map_err(|_| lost())?;
+            // Whatever ends this chunk early closes its window in the engine.
+            let mut abort = AbortOnExit {
+                notes: self.notes,
+                id: Some(id),
+            };
+            self.emit(client, "low", id).await.map_err(stop)?;
+            self.settle(client).await.map_err(stop)?;
+            // The lock keeps the heap from being rewritten during the read;
+            // the check after it, from having been rewritten since the cut.
+            // Repeatable read: the snapshot reported is the read's.
+            client
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE {} IN ACCESS SHARE MODE",
+                    shape.sql_name()
+                ))
+                .await
+                .map_err(|e| stop(PgError::sql(self.addr, "locking a table to snapshot", e)))?;
+            let read = async {
+                if measure(client, self.addr, shape.schema.id).await?.1 != plan.heap {
+                    return Ok(None);
+                }
+                let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
+                let rows = shape.read(client, self.addr, &chunk, filter).await?.rows;
+                let seen: String = client
+                    .query_one("SELECT pg_current_snapshot()::text", &[])
+                    .await
+                    .map_err(|e| PgError::sql(self.addr, "reading a chunk's snapshot", e))?
+                    .get(0);
+                let seen = ReadSnapshot::parse(&seen).ok_or_else(|| PgError::Protocol {
+                    addr: self.addr.to_owned(),
+                    message: format!("pg_current_snapshot() gave {seen:?}"),
+                })?;
+                Ok(Some((rows, seen)))
+            }
+            .await;
+            let _ = client.batch_execute("COMMIT").await;
+            // A rewrite: the next pass sees the new heap and cuts the table
+            // again, once the chunks in flight are recorded under the old cut.
+            let (rows, seen) = read.map_err(stop)?.ok_or(Stop::Rewritten)?;
+            let n = rows.len();
+            let (placed_tx, placed_rx) = oneshot::channel();
+            self.notes
+                .send(Note::Rows {
+                    id,
+                    rows,
+                    seen,
+                    placed: placed_tx,
+                })
+                .await
+                .map_err(|_| lost())?;
+            self.emit(client, "high", id).await.map_err(stop)?;
+            let placed = placed_rx.await.map_err(|_| lost())?;
+            abort.id = None;
+            if let Some(end_lsn) = placed {
+                break (end_lsn, n);
+            }
+            tracing::info!(table = %qualified, chunk = k, "a snapshot chunk is read again: its read missed a transaction committed before its low mark");
+        };
         progress.read(n);
         let (recorded, recorded_rx) = oneshot::channel();
         let _ = self.placed.send(Placed {
@@ -925,6 +1042,11 @@ mod tests {
             .collect()
     }
 
+    /// A read that saw every transaction of the tests (xids below 100).
+    fn saw_all() -> ReadSnapshot {
+        ReadSnapshot::parse("100:100:").unwrap()
+    }
+
     fn feed(engine: &mut Engine, out: &mut Vec<SourceItem>, items: Vec<SourceItem>) {
         for item in items {
             let from = out.len();
@@ -981,6 +1103,7 @@ mod tests {
         tx.send(Note::Rows {
             id: 5,
             rows: (1..=5).map(|i| row(i, 0)).collect(),
+            seen: saw_all(),
             placed,
         })
         .await
@@ -991,7 +1114,7 @@ mod tests {
             txn(4, 40, vec![mark(token, "high", 5)]),
         );
         assert_eq!(reads(&out), vec![(4, row(1, 0)), (4, row(5, 0))]);
-        assert_eq!(placed_rx.await.unwrap(), Lsn(41));
+        assert_eq!(placed_rx.await.unwrap(), Some(Lsn(41)));
         assert!(
             out.iter()
                 .all(|i| !matches!(i, SourceItem::Change(c) if c.op == Op::Message)),
@@ -1039,6 +1162,7 @@ mod tests {
         tx.send(Note::Rows {
             id: 1,
             rows: vec![row(1, 1)],
+            seen: saw_all(),
             placed,
         })
         .await
@@ -1049,6 +1173,73 @@ mod tests {
             txn(4, 40, vec![mark("s 2", "high", 1)]),
         );
         assert!(reads(&out).is_empty());
-        assert_eq!(placed_rx.await.unwrap(), Lsn(41));
+        assert_eq!(placed_rx.await.unwrap(), Some(Lsn(41)));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_read_missed_a_transaction_before_its_low_mark_is_not_placed() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut engine = Engine::new("s 3".into(), rx);
+        let t = table();
+        let mut out = Vec::new();
+        // Transaction 7 deletes row 1 and precedes the low mark, but was
+        // still in progress for the read (its backend had not yet marked
+        // the commit): the read still has row 1.
+        feed(
+            &mut engine,
+            &mut out,
+            txn(7, 10, vec![change(Op::Delete, &t, Some(vec![Value::Int(1), Value::Null]), None)]),
+        );
+        // Each try's marks are transactions n and n + 1.
+        for (id, n, seen, read) in [(1, 8, "5:10:7", vec![1, 2]), (2, 10, "8:12:", vec![2])] {
+            tx.send(Note::Begin {
+                id,
+                table: t.clone(),
+            })
+            .await
+            .unwrap();
+            feed(&mut engine, &mut out, txn(n, n * 10, vec![mark("s 3", "low", id)]));
+            let (placed, placed_rx) = oneshot::channel();
+            tx.send(Note::Rows {
+                id,
+                rows: read.into_iter().map(|k| row(k, 0)).collect(),
+                seen: ReadSnapshot::parse(seen).unwrap(),
+                placed,
+            })
+            .await
+            .unwrap();
+            feed(
+                &mut engine,
+                &mut out,
+                txn(n + 1, n * 10 + 10, vec![mark("s 3", "high", id)]),
+            );
+            let placed = placed_rx.await.unwrap();
+            if id == 1 {
+                assert_eq!(placed, None, "read again");
+                assert!(reads(&out).is_empty(), "nothing placed: {out:?}");
+            } else {
+                assert_eq!(placed, Some(Lsn(111)));
+            }
+        }
+        // The second read saw the delete (7 < xmin 8).
+        assert_eq!(reads(&out), vec![(11, row(2, 0))]);
+    }
+
+    #[test]
+    fn read_snapshots_tell_committed_xids_apart_across_epochs() {
+        let s = ReadSnapshot::parse("4294967300:4294967310:4294967305,4294967301").unwrap();
+        assert_eq!(s.xip, vec![4294967301, 4294967305], "sorted");
+        // 32-bit xids: 4294967300 is 4 in epoch 1.
+        assert!(s.sees_committed(3), "below xmin");
+        assert!(s.sees_committed(1), "below xmin");
+        assert!(s.sees_committed(u32::MAX), "the previous epoch's last");
+        assert!(s.sees_committed(6));
+        assert!(!s.sees_committed(5), "in progress");
+        assert!(!s.sees_committed(9), "in progress");
+        assert!(!s.sees_committed(14), "at or past xmax");
+        assert!(!s.sees_committed(20));
+        assert_eq!(ReadSnapshot::parse("1:2"), None);
+        assert_eq!(ReadSnapshot::parse("1:2:x"), None);
+        assert_eq!(ReadSnapshot::parse("1:2:3:4"), None);
     }
 }
