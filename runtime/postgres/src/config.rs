@@ -296,7 +296,21 @@ pub struct PostgresConfig {
     /// Heap pages per snapshot chunk: the unit read at once, held in
     /// memory at once, and recorded delivered at once.
     pub snapshot_chunk_pages: u32,
+    /// Ask for large transactions before their commit (pgoutput protocol
+    /// 2, PostgreSQL 14 and later), so the walsender does not spill them
+    /// and stall every transaction behind them. Weir still hands on only
+    /// committed changes, in commit order.
+    pub streaming: bool,
+    /// Bytes of streamed, not yet committed transactions held in memory;
+    /// past it the largest is written to a file in `spill_dir`.
+    pub streaming_memory: usize,
+    /// Where streamed transactions go past `streaming_memory`: a
+    /// directory per stream inside it, removed when the stream ends.
+    pub spill_dir: PathBuf,
 }
+
+/// Default of [`PostgresConfig::streaming_memory`]: 64 MiB.
+pub const DEFAULT_STREAMING_MEMORY: usize = 64 << 20;
 
 /// When the rows a table already holds are read (`source.snapshot`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -340,6 +354,9 @@ impl Default for PostgresConfig {
             snapshot: SnapshotMode::Never,
             snapshot_workers: 2,
             snapshot_chunk_pages: crate::snapshot::DEFAULT_CHUNK_PAGES,
+            streaming: false,
+            streaming_memory: DEFAULT_STREAMING_MEMORY,
+            spill_dir: std::env::temp_dir().join("weir-spill"),
         }
     }
 }

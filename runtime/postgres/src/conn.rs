@@ -579,20 +579,27 @@ impl ReplConn {
         start: Lsn,
         publication: &str,
         binary: bool,
+        streaming: bool,
     ) -> Result<(), PgError> {
         // The publication list is a string literal holding identifiers:
         // quote as an identifier, then as a literal.
         let pubs = quote_ident(publication).replace('\'', "''");
-        let mut opts = format!("proto_version '1', publication_names '{pubs}'");
+        let version = if streaming { 2 } else { 1 };
+        let mut opts = format!("proto_version '{version}', publication_names '{pubs}'");
         if self.server_major >= 14 {
             opts.push_str(", messages 'true'");
             if binary {
                 opts.push_str(", binary 'true'");
             }
-        } else if binary {
+            if streaming {
+                opts.push_str(", streaming 'true'");
+            }
+        } else if binary || streaming {
             return Err(PgError::Config(format!(
-                "postgres at {}: binary mode needs PostgreSQL 14 or later (server is {})",
-                self.addr, self.server_major
+                "postgres at {}: {} needs PostgreSQL 14 or later (server is {})",
+                self.addr,
+                if binary { "binary mode" } else { "streaming" },
+                self.server_major
             )));
         }
         let sql = format!("START_REPLICATION SLOT {slot} LOGICAL {start} ({opts})");

@@ -13,6 +13,7 @@ use weir_core::{Lsn, SourceItem};
 
 use crate::error::PgError;
 use crate::pgoutput::{Decoder, forget_schemas};
+use crate::streamed::Streamed;
 
 /// The database key of every fuzzing decoder. Schema versions live in a
 /// process-wide registry keyed by it; each input starts by forgetting
@@ -44,13 +45,19 @@ pub fn join_messages<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8
 }
 
 /// Decodes a pgoutput input with one decoder, as one replication stream
-/// would, until the first error.
+/// with streaming on would, until the first error. Streamed transactions
+/// past 4 KiB are spilled, so that path is fuzzed too.
 pub fn decode_pgoutput(data: &[u8]) -> Result<Vec<SourceItem>, PgError> {
     forget_schemas(DB_KEY);
-    let mut decoder = Decoder::new(Arc::from(DB_KEY));
+    let spill = std::env::temp_dir().join(format!("weir-fuzz-spill-{}", std::process::id()));
+    let streamed = Streamed::open(spill, 4 << 10).map_err(PgError::Config)?;
+    let mut decoder = Decoder::new(Arc::from(DB_KEY)).with_streaming(streamed);
     let mut out = Vec::new();
     for (i, message) in split_messages(data).into_iter().enumerate() {
         decoder.decode(Lsn(i as u64), message, &mut out)?;
+        while decoder.replaying() {
+            decoder.replay(64, &mut out)?;
+        }
     }
     Ok(out)
 }
@@ -167,7 +174,7 @@ mod capture {
     /// Streams `slot` until the end marker's commit and a keepalive after it.
     async fn record(cfg: &PostgresConfig, binary: bool) -> Vec<Frame> {
         let mut conn = ReplConn::connect(cfg).await.unwrap();
-        conn.start_replication(&cfg.slot, Lsn::ZERO, &cfg.publication, binary)
+        conn.start_replication(&cfg.slot, Lsn::ZERO, &cfg.publication, binary, false)
             .await
             .unwrap();
         let mut frames = Vec::new();

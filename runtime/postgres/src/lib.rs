@@ -90,12 +90,14 @@ mod pgoutput;
 mod setup;
 pub mod snapshot;
 mod source;
+mod streamed;
 mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
 
 pub use config::{
-    AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, PostgresConfig, RequireAuth, SnapshotMode, SslMode,
+    AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAMING_MEMORY, PostgresConfig, RequireAuth,
+    SnapshotMode, SslMode,
 };
 pub use error::{PgError, ServerError};
 pub use setup::connect;

@@ -1,4 +1,4 @@
-//! Decoding of pgoutput (protocol version 1) messages into [`SourceItem`]s.
+//! Decoding of pgoutput messages into [`SourceItem`]s.
 //!
 //! pgoutput sends, per committed transaction: `B`egin, then `R`elation
 //! (and `Y` type) messages for tables whose schema the stream has not
@@ -6,6 +6,15 @@
 //! `T`runcate / `M`essage changes, then `C`ommit. The decoder keeps the
 //! relation and type caches and the state of the open transaction, and
 //! turns each message into zero or more items.
+//!
+//! With streaming on (protocol 2), a large transaction may also arrive
+//! before its commit, in Stream Start … Stream Stop blocks whose changes
+//! carry their (sub)transaction's xid; [`Streamed`] keeps those messages,
+//! and at Stream Commit the decoder replays them, a bounded number per
+//! [`Decoder::replay`] call, as one ordinary transaction. The relations
+//! such a transaction described stay in force after it: pgoutput counts
+//! them as sent once it commits (and not if it aborts, when they are
+//! dropped with it, unread).
 //!
 //! Non-transactional logical decoding messages
 //! (`pg_logical_emit_message(false, ...)`) are skipped with a debug log:
@@ -26,6 +35,7 @@ use weir_core::{
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
 use crate::decode::{decode_binary, decode_text};
 use crate::error::PgError;
+use crate::streamed::{Replay, Streamed};
 
 /// Weir's transaction numbers come from one process-wide counter, so a
 /// reconnect (a new [`PostgresSource`](crate::PostgresSource)) never reuses
@@ -125,6 +135,16 @@ pub(crate) struct Decoder {
     types: HashMap<u32, (String, PgType)>,
     txn: Option<OpenTxn>,
     last_commit_end: Lsn,
+    /// Transactions streamed before their commit (protocol 2).
+    streamed: Option<Streamed>,
+    /// A committed streamed transaction being handed on.
+    replaying: Option<Replaying>,
+}
+
+/// The replay of one committed streamed transaction.
+struct Replaying {
+    messages: Replay,
+    commit: TxnCommit,
 }
 
 /// A bounds-checked big-endian reader over one message.
@@ -193,12 +213,58 @@ impl Decoder {
             types: HashMap::new(),
             txn: None,
             last_commit_end: Lsn::ZERO,
+            streamed: None,
+            replaying: None,
         }
     }
 
-    /// Whether a transaction has begun and not yet committed.
+    /// Accepts streamed transactions (protocol 2), held by `streamed`.
+    pub(crate) fn with_streaming(mut self, streamed: Streamed) -> Decoder {
+        self.streamed = Some(streamed);
+        self
+    }
+
+    /// Whether a transaction has begun and not yet been handed on,
+    /// streamed ones included.
     pub(crate) fn in_txn(&self) -> bool {
-        self.txn.is_some()
+        self.txn.is_some() || self.streamed.as_ref().is_some_and(Streamed::any_open)
+    }
+
+    /// Whether a committed streamed transaction still has messages to
+    /// hand on: call [`replay`](Self::replay) before decoding more.
+    pub(crate) fn replaying(&self) -> bool {
+        self.replaying.is_some()
+    }
+
+    /// Hands on up to `max` more changes of the streamed transaction
+    /// being replayed, and its Commit after the last.
+    pub(crate) fn replay(&mut self, max: usize, out: &mut Vec<SourceItem>) -> Result<(), PgError> {
+        let Some(r) = &mut self.replaying else {
+            return Ok(());
+        };
+        let at = r.commit.commit_lsn;
+        for _ in 0..max.max(1) {
+            let next = match self.replaying.as_mut().map(|r| r.messages.next()) {
+                Some(Ok(next)) => next,
+                Some(Err(message)) => return Err(PgError::Decode { lsn: at, message }),
+                None => return Ok(()),
+            };
+            match next {
+                Some((lsn, message)) => self
+                    .decode_inner(lsn, &message, out)
+                    .map_err(|message| PgError::Decode { lsn, message })?,
+                None => {
+                    let Some(r) = self.replaying.take() else {
+                        return Ok(());
+                    };
+                    self.txn = None;
+                    self.last_commit_end = r.commit.end_lsn;
+                    out.push(SourceItem::Commit(r.commit));
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// End LSN of the last transaction decoded (zero before the first).
@@ -214,12 +280,33 @@ impl Decoder {
         msg: &[u8],
         out: &mut Vec<SourceItem>,
     ) -> Result<(), PgError> {
+        if self.replaying.is_some() {
+            return Err(PgError::Decode {
+                lsn,
+                message: "a message arrived while a streamed transaction was still being replayed"
+                    .into(),
+            });
+        }
         self.decode_inner(lsn, msg, out)
             .map_err(|message| PgError::Decode { lsn, message })
     }
 
     fn decode_inner(&mut self, lsn: Lsn, msg: &[u8], out: &mut Vec<SourceItem>) -> R<()> {
         let mut rd = Rd { b: msg, i: 1 };
+        if let Some(streamed) = &mut self.streamed
+            && streamed.current().is_some()
+            && matches!(
+                msg.first(),
+                Some(b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M')
+            )
+        {
+            // Kept as a protocol 1 message would be: without the xid.
+            let subxid = rd.u32()?;
+            let mut kept = Vec::with_capacity(msg.len() - 4);
+            kept.push(msg[0]);
+            kept.extend_from_slice(&msg[5..]);
+            return streamed.push(lsn, subxid, &kept);
+        }
         match msg.first().copied() {
             Some(b'B') => {
                 let final_lsn = Lsn(rd.u64()?);
@@ -346,15 +433,69 @@ impl Decoder {
                 };
                 self.push_change(lsn, Op::Message, None, None, None, Some(message), out)?;
             }
+            Some(b'S') => {
+                let xid = rd.u32()?;
+                let first = rd.u8()? == 1;
+                self.streaming("STREAM START")?.start(xid, first)?;
+            }
+            Some(b'E') => self.streaming("STREAM STOP")?.stop()?,
+            Some(b'A') => {
+                let xid = rd.u32()?;
+                let subxid = rd.u32()?;
+                self.streaming("STREAM ABORT")?.abort(xid, subxid);
+            }
+            Some(b'c') => {
+                let xid = rd.u32()?;
+                let _flags = rd.u8()?;
+                let commit_lsn = Lsn(rd.u64()?);
+                let end_lsn = Lsn(rd.u64()?);
+                let commit_time = rd.i64()?;
+                if let Some(t) = &self.txn {
+                    return Err(format!(
+                        "STREAM COMMIT of xid {xid} while xid {} is still open",
+                        t.xid
+                    ));
+                }
+                let messages = self.streaming("STREAM COMMIT")?.commit(xid)?;
+                let id = next_txn_id();
+                let commit_time_micros = commit_time.saturating_add(PG_EPOCH_OFFSET_MICROS);
+                self.txn = Some(OpenTxn {
+                    id,
+                    final_lsn: commit_lsn,
+                    xid,
+                    commit_time_micros,
+                    seq: 0,
+                });
+                out.push(SourceItem::Begin(TxnBegin {
+                    txn: id,
+                    xid,
+                    commit_lsn,
+                    commit_time_micros,
+                }));
+                self.replaying = Some(Replaying {
+                    messages,
+                    commit: TxnCommit {
+                        txn: id,
+                        commit_lsn,
+                        end_lsn,
+                    },
+                });
+            }
             Some(t) => {
                 return Err(format!(
-                    "unexpected pgoutput message {:?} (streaming and two-phase are not enabled)",
+                    "unexpected pgoutput message {:?} (two-phase is not enabled)",
                     t as char
                 ));
             }
             None => return Err("empty pgoutput message".into()),
         }
         Ok(())
+    }
+
+    fn streaming(&mut self, what: &str) -> R<&mut Streamed> {
+        self.streamed
+            .as_mut()
+            .ok_or_else(|| format!("{what} although streaming is off"))
     }
 
     fn rel(&self, oid: u32) -> R<&CachedRelation> {

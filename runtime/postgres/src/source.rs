@@ -35,6 +35,7 @@ use crate::pgoutput::Decoder;
 use crate::setup;
 use crate::snapshot::watermark::{self, Engine};
 use crate::snapshot::{InitialSnapshot, SnapshotProgress};
+use crate::streamed::Streamed;
 
 /// Acknowledgement changes within this window share one status update.
 const ACK_COALESCE: Duration = Duration::from_millis(100);
@@ -205,9 +206,15 @@ impl PostgresSource {
             reader_stop,
         )));
 
+        let mut decoder = Decoder::new(self.db_key.clone());
+        if cfg.streaming {
+            let streamed = Streamed::for_slot(&cfg.spill_dir, &cfg.slot, cfg.streaming_memory)
+                .map_err(|e| PgError::Config(format!("source.spill_dir: {e}")))?;
+            decoder = decoder.with_streaming(streamed);
+        }
         let mut stream = Stream {
             addr: cfg.address(),
-            decoder: Decoder::new(self.db_key.clone()),
+            decoder,
             engine: Some(engine),
             out,
             acked,
@@ -272,7 +279,13 @@ async fn open_stream(
             c = ReplConn::connect(cfg) => c?,
         };
         match conn
-            .start_replication(&cfg.slot, start, &cfg.publication, cfg.binary)
+            .start_replication(
+                &cfg.slot,
+                start,
+                &cfg.publication,
+                cfg.binary,
+                cfg.streaming,
+            )
             .await
         {
             Ok(()) => return Ok(Some(conn)),
@@ -459,6 +472,19 @@ impl Stream<'_> {
             // just to fill a batch.
             while let Some(frame) = reader.try_frame()? {
                 self.frame(frame)?;
+                // A committed streamed transaction goes downstream in
+                // batches, before anything after it is decoded.
+                while self.decoder.replaying() {
+                    let from = self.batch.len();
+                    let room = self.max_batch.saturating_sub(from);
+                    self.decoder.replay(room, &mut self.batch)?;
+                    if let Some(engine) = &mut self.engine {
+                        engine.process(&mut self.batch, from);
+                    }
+                    if self.batch.len() >= self.max_batch && !self.send(writer, shutdown).await? {
+                        return Ok(());
+                    }
+                }
                 if self.batch.len() >= self.max_batch && !self.send(writer, shutdown).await? {
                     return Ok(());
                 }

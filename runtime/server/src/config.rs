@@ -216,6 +216,18 @@ pub struct SourceConfig {
     /// read holds in memory, and what a crash costs to read again.
     #[serde(default = "default_snapshot_chunk_pages")]
     pub snapshot_chunk_pages: u32,
+    /// Receive large transactions while they run (pgoutput protocol 2,
+    /// PostgreSQL 14+), held by Weir until their commit.
+    #[serde(default)]
+    pub streaming: bool,
+    /// MiB of streamed, uncommitted transactions held in memory before
+    /// the largest is written to `spill_dir`.
+    #[serde(default = "default_streaming_memory_mib")]
+    pub streaming_memory_mib: usize,
+    /// Where streamed transactions past `streaming_memory_mib` are kept
+    /// (relative to the config file); the system's temporary directory
+    /// when unset.
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -236,6 +248,9 @@ impl fmt::Debug for SourceConfig {
             .field("snapshot", &self.snapshot)
             .field("snapshot_workers", &self.snapshot_workers)
             .field("snapshot_chunk_pages", &self.snapshot_chunk_pages)
+            .field("streaming", &self.streaming)
+            .field("streaming_memory_mib", &self.streaming_memory_mib)
+            .field("spill_dir", &self.spill_dir)
             .finish_non_exhaustive()
     }
 }
@@ -591,6 +606,10 @@ fn default_snapshot_chunk_pages() -> u32 {
     weir_postgres::snapshot::DEFAULT_CHUNK_PAGES
 }
 
+fn default_streaming_memory_mib() -> usize {
+    weir_postgres::DEFAULT_STREAMING_MEMORY >> 20
+}
+
 fn default_snapshot_workers() -> usize {
     2
 }
@@ -693,10 +712,13 @@ impl Config {
                 }
             }
         }
-        if let Some(p) = &mut config.source.sslrootcert
-            && p.is_relative()
+        for p in [&mut config.source.sslrootcert, &mut config.source.spill_dir]
+            .into_iter()
+            .flatten()
         {
-            *p = base.join(&*p);
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
         if let Some(dir) = &mut config.plugins.cache_dir
             && !dir.as_os_str().is_empty()
@@ -790,6 +812,9 @@ impl Config {
         }
         if s.max_message_mib == 0 {
             problems.push("source.max_message_mib: must be at least 1".into());
+        }
+        if s.streaming_memory_mib == 0 {
+            problems.push("source.streaming_memory_mib: must be at least 1".into());
         }
         if !(1..=64).contains(&s.snapshot_workers) {
             problems.push("source.snapshot_workers: must be between 1 and 64".into());

@@ -77,6 +77,12 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         snapshot: s.snapshot,
         snapshot_workers: s.snapshot_workers,
         snapshot_chunk_pages: s.snapshot_chunk_pages,
+        streaming: s.streaming,
+        streaming_memory: s.streaming_memory_mib.saturating_mul(1 << 20),
+        spill_dir: s
+            .spill_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("weir-spill")),
     }
 }
 

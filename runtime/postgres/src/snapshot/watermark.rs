@@ -372,9 +372,14 @@ impl Engine {
                 let Some(mut chunk) = self.rows.take().filter(|r| r.id == id) else {
                     return;
                 };
-                if let Some(missed) = window.before.iter().find(|x| !chunk.seen.sees_committed(**x)) {
+                if let Some(missed) = window
+                    .before
+                    .iter()
+                    .find(|x| !chunk.seen.sees_committed(**x))
+                {
                     tracing::debug!(
-                        chunk = id, xid = missed,
+                        chunk = id,
+                        xid = missed,
                         "a chunk's read missed a transaction before its low mark; reading it again"
                     );
                     let _ = chunk.placed.send(None);
@@ -1188,7 +1193,16 @@ mod tests {
         feed(
             &mut engine,
             &mut out,
-            txn(7, 10, vec![change(Op::Delete, &t, Some(vec![Value::Int(1), Value::Null]), None)]),
+            txn(
+                7,
+                10,
+                vec![change(
+                    Op::Delete,
+                    &t,
+                    Some(vec![Value::Int(1), Value::Null]),
+                    None,
+                )],
+            ),
         );
         // Each try's marks are transactions n and n + 1.
         for (id, n, seen, read) in [(1, 8, "5:10:7", vec![1, 2]), (2, 10, "8:12:", vec![2])] {
@@ -1198,7 +1212,11 @@ mod tests {
             })
             .await
             .unwrap();
-            feed(&mut engine, &mut out, txn(n, n * 10, vec![mark("s 3", "low", id)]));
+            feed(
+                &mut engine,
+                &mut out,
+                txn(n, n * 10, vec![mark("s 3", "low", id)]),
+            );
             let (placed, placed_rx) = oneshot::channel();
             tx.send(Note::Rows {
                 id,

@@ -7,5 +7,6 @@ mod common;
 mod errors;
 mod resume;
 mod snapshot;
+mod streaming;
 mod throughput;
 mod types;
