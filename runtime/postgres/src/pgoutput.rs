@@ -935,6 +935,120 @@ pub(crate) mod tests {
 
     /// Rough decode throughput on one core for a 10-column row. Run with
     /// `cargo test --release -p weir-postgres decode_throughput -- --ignored --nocapture`.
+    /// `message` as sent inside a stream block: its xid after the tag.
+    fn streamed(xid: u32, message: &[u8]) -> Vec<u8> {
+        let mut v = vec![message[0]];
+        v.extend_from_slice(&xid.to_be_bytes());
+        v.extend_from_slice(&message[1..]);
+        v
+    }
+
+    fn stream_start(xid: u32, first: bool) -> Vec<u8> {
+        let mut v = vec![b'S'];
+        v.extend_from_slice(&xid.to_be_bytes());
+        v.push(u8::from(first));
+        v
+    }
+
+    fn stream_commit(xid: u32, commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
+        let mut v = vec![b'c'];
+        v.extend_from_slice(&xid.to_be_bytes());
+        v.push(0);
+        v.extend_from_slice(&commit_lsn.to_be_bytes());
+        v.extend_from_slice(&end_lsn.to_be_bytes());
+        v.extend_from_slice(&0i64.to_be_bytes());
+        v
+    }
+
+    fn stream_abort(xid: u32, subxid: u32) -> Vec<u8> {
+        let mut v = vec![b'A'];
+        v.extend_from_slice(&xid.to_be_bytes());
+        v.extend_from_slice(&subxid.to_be_bytes());
+        v
+    }
+
+    fn inserted_ids(items: &[SourceItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                SourceItem::Begin(b) => format!("B{}", b.xid),
+                SourceItem::Commit(_) => "C".into(),
+                SourceItem::Change(c) => match &c.after.as_ref().unwrap()[0] {
+                    Value::Int(id) => id.to_string(),
+                    v => panic!("{v:?}"),
+                },
+                SourceItem::Restart => "R".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_transactions_are_handed_on_at_their_commit_without_aborted_parts() {
+        let dir = std::env::temp_dir().join(format!("weir-pgoutput-{}", std::process::id()));
+        let mut d = decoder().with_streaming(Streamed::open(dir, 1 << 20).unwrap());
+        let mut out = Vec::new();
+        let rel = wire::relation(1, "public", "t", b'd', &[("id", 20, true)]);
+        let ins = |id: &str| wire::insert(1, &[Some(id.as_bytes())]);
+        let mut feed = |d: &mut Decoder, out: &mut Vec<SourceItem>, m: Vec<u8>| {
+            d.decode(Lsn(1), &m, out).unwrap();
+            while d.replaying() {
+                d.replay(2, out).unwrap();
+            }
+        };
+        // Two streamed transactions, 10 (with subtransaction 11) and 20,
+        // interleaved; a plain one, 30, commits between their blocks.
+        feed(&mut d, &mut out, stream_start(10, true));
+        feed(&mut d, &mut out, streamed(10, &rel));
+        feed(&mut d, &mut out, streamed(10, &ins("1")));
+        feed(&mut d, &mut out, streamed(11, &ins("2")));
+        feed(&mut d, &mut out, vec![b'E']);
+        assert!(d.in_txn(), "a streamed transaction is open");
+        feed(&mut d, &mut out, stream_start(20, true));
+        feed(&mut d, &mut out, streamed(20, &rel));
+        feed(&mut d, &mut out, streamed(20, &ins("5")));
+        feed(&mut d, &mut out, vec![b'E']);
+        feed(&mut d, &mut out, wire::begin(300, 0, 30));
+        // Described again outside the streams: theirs were their own.
+        feed(&mut d, &mut out, rel.clone());
+        feed(&mut d, &mut out, ins("9"));
+        feed(&mut d, &mut out, wire::commit(300, 301, 0));
+        feed(&mut d, &mut out, stream_start(10, false));
+        feed(&mut d, &mut out, streamed(10, &ins("3")));
+        feed(&mut d, &mut out, vec![b'E']);
+        assert_eq!(
+            inserted_ids(&out),
+            ["B30", "9", "C"],
+            "nothing streamed yet"
+        );
+        feed(&mut d, &mut out, stream_abort(10, 11));
+        feed(&mut d, &mut out, stream_abort(20, 20));
+        feed(&mut d, &mut out, stream_commit(10, 400, 401));
+        assert_eq!(
+            inserted_ids(&out),
+            ["B30", "9", "C", "B10", "1", "3", "C"],
+            "10 without 11's change; 20 never"
+        );
+        assert!(!d.in_txn());
+        assert_eq!(d.last_commit_end(), Lsn(401));
+        // Each change numbered within its transaction, at its commit.
+        let SourceItem::Change(c) = &out[5] else {
+            panic!()
+        };
+        assert_eq!(
+            (c.source.seq, c.source.commit_lsn, c.source.xid),
+            (1, Lsn(400), 10)
+        );
+        // Out of order, or with streaming off: errors naming what.
+        let e = d
+            .decode(Lsn(9), &stream_commit(20, 500, 501), &mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("never streamed"), "{e}");
+        let e = decoder()
+            .decode(Lsn(9), &stream_start(1, true), &mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("streaming is off"), "{e}");
+    }
+
     #[test]
     #[ignore]
     fn decode_throughput() {
