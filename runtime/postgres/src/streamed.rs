@@ -170,21 +170,20 @@ impl Streamed {
         });
         held.memory_bytes += size;
         self.in_memory += size;
-        while self.in_memory > self.limit {
-            self.spill_largest()?;
-        }
+        while self.in_memory > self.limit && self.spill_largest()? {}
         Ok(())
     }
 
-    /// Writes the transaction holding the most memory out to its file.
-    fn spill_largest(&mut self) -> IoResult<()> {
+    /// Writes the transaction holding the most memory out to its file;
+    /// `false` when none holds any.
+    fn spill_largest(&mut self) -> IoResult<bool> {
         let Some((&xid, _)) = self
             .txns
             .iter()
             .filter(|(_, h)| !h.memory.is_empty())
             .max_by_key(|(_, h)| h.memory_bytes)
         else {
-            return Ok(());
+            return Ok(false);
         };
         let dir = &self.dir;
         let held = self.txns.get_mut(&xid).unwrap_or_else(|| unreachable!());
@@ -218,7 +217,7 @@ impl Streamed {
         }
         self.in_memory -= held.memory_bytes;
         held.memory_bytes = 0;
-        Ok(())
+        Ok(true)
     }
 
     /// Stream Abort of `subxid` of `xid`: the whole transaction when they
