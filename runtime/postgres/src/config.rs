@@ -307,6 +307,25 @@ pub struct PostgresConfig {
     /// Where streamed transactions go past `streaming_memory`: a
     /// directory per stream inside it, removed when the stream ends.
     pub spill_dir: PathBuf,
+    /// How often Weir writes a heartbeat (a non-transactional logical
+    /// message, which nothing downstream sees) so that the slot moves on
+    /// while the published tables are idle and others write. `None`: never.
+    pub heartbeat_interval: Option<Duration>,
+    /// WAL the slot may hold back before Weir warns (bytes).
+    pub retained_wal_alarm: u64,
+    /// What to do when the server has invalidated the slot.
+    pub on_slot_lost: OnSlotLost,
+}
+
+/// What to do with a slot the server invalidated (`source.on_slot_lost`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSlotLost {
+    /// Stop with [`PgError::SlotLost`](crate::PgError::SlotLost).
+    #[default]
+    Fail,
+    /// Drop it, make a new one and take the initial snapshot again.
+    Resnapshot,
 }
 
 /// Default of [`PostgresConfig::streaming_memory`]: 64 MiB.
@@ -357,6 +376,9 @@ impl Default for PostgresConfig {
             streaming: false,
             streaming_memory: DEFAULT_STREAMING_MEMORY,
             spill_dir: std::env::temp_dir().join("weir-spill"),
+            heartbeat_interval: None,
+            retained_wal_alarm: 1 << 30,
+            on_slot_lost: OnSlotLost::Fail,
         }
     }
 }

@@ -143,6 +143,23 @@ pub enum PgError {
         waited: Duration,
     },
 
+    /// The server invalidated the slot (`wal_status = lost`): it fell
+    /// further behind than `max_slot_wal_keep_size` allows, and the WAL it
+    /// still needed is gone. Not retried.
+    #[error(
+        "postgres at {addr}: replication slot {slot:?} was invalidated by the server \
+         (wal_status = lost): it fell more than max_slot_wal_keep_size behind and the WAL \
+         it still needed was removed, so the changes after its last confirmed position are \
+         gone; set source.on_slot_lost = \"resnapshot\" to make a new slot and take a fresh \
+         snapshot, or drop the slot and start again"
+    )]
+    SlotLost {
+        /// `host:port`.
+        addr: String,
+        /// The slot's name.
+        slot: String,
+    },
+
     /// The slot exists but cannot serve this source (wrong plugin, wrong
     /// database, physical slot).
     #[error("postgres at {addr}: replication slot {slot:?} cannot be used: {reason}")]

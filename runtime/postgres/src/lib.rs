@@ -73,9 +73,9 @@
 //! placing their rows in the stream. Progress is kept in the source
 //! database (`weir.snapshots`, `weir.snapshot_tables`); see [`snapshot`].
 //!
-//! Non-transactional logical messages are skipped (they have no place in
-//! commit order); transactional ones become [`weir_core::Op::Message`]
-//! events.
+//! Logical messages become [`weir_core::Op::Message`] events: a
+//! transactional one inside its transaction, a non-transactional one as a
+//! transaction of its own (xid 0) at its place in the stream.
 
 mod auth;
 #[cfg(all(test, unix))]
@@ -94,10 +94,11 @@ mod streamed;
 mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
+mod watch;
 
 pub use config::{
-    AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAMING_MEMORY, PostgresConfig, RequireAuth,
-    SnapshotMode, SslMode,
+    AuthMethod, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STREAMING_MEMORY, OnSlotLost, PostgresConfig,
+    RequireAuth, SnapshotMode, SslMode,
 };
 pub use error::{PgError, ServerError};
 pub use setup::connect;
@@ -105,3 +106,4 @@ pub use source::PostgresSource;
 /// The shutdown signal [`PostgresSource::run`] takes, re-exported so callers
 /// need not depend on `tokio-util` themselves.
 pub use tokio_util::sync::CancellationToken;
+pub use watch::{SlotHealth, SlotReading};

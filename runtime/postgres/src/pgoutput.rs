@@ -16,11 +16,15 @@
 //! them as sent once it commits (and not if it aborts, when they are
 //! dropped with it, unread).
 //!
-//! Non-transactional logical decoding messages
-//! (`pg_logical_emit_message(false, ...)`) are skipped with a debug log:
-//! they are not part of any transaction, so they have no commit LSN that
-//! the ack tracker could order them by, and they are not redelivered after
-//! a restart anyway.
+//! A non-transactional logical decoding message
+//! (`pg_logical_emit_message(false, ...)`) arrives between transactions,
+//! when the walsender reads it, and is handed on as a transaction of its
+//! own holding just that message: xid 0 (no transaction), its LSN as the
+//! commit LSN, the time it was decoded as the commit time. Every
+//! transaction before it in the stream committed before it, and every
+//! one after it commits after it, so acknowledging it moves the slot past
+//! it. Weir's heartbeats ([`HEARTBEAT_PREFIX`]) become such transactions
+//! without the message: nothing is delivered, but the slot moves.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +40,10 @@ use crate::conn::PG_EPOCH_OFFSET_MICROS;
 use crate::decode::{decode_binary, decode_text};
 use crate::error::PgError;
 use crate::streamed::{Replay, Streamed};
+
+/// The prefix of the heartbeat messages Weir writes to keep the slot
+/// moving (see [`crate::watch`]).
+pub(crate) const HEARTBEAT_PREFIX: &str = "weir.heartbeat";
 
 /// Weir's transaction numbers come from one process-wide counter, so a
 /// reconnect (a new [`PostgresSource`](crate::PostgresSource)) never reuses
@@ -416,21 +424,17 @@ impl Decoder {
             }
             Some(b'M') => {
                 let transactional = rd.u8()? & 1 == 1;
-                let _msg_lsn = rd.u64()?;
+                let msg_lsn = Lsn(rd.u64()?);
                 let prefix = rd.cstr()?;
                 let len = usize::try_from(rd.i32()?).map_err(|_| "negative message length")?;
                 let content = rd.take(len)?;
-                if !transactional {
-                    tracing::debug!(
-                        %lsn, prefix,
-                        "skipping a non-transactional logical decoding message"
-                    );
-                    return Ok(());
-                }
                 let message = LogicalMessage {
                     prefix: prefix.to_owned(),
                     content: content.to_vec(),
                 };
+                if !transactional {
+                    return self.untransactional(msg_lsn, message, out);
+                }
                 self.push_change(lsn, Op::Message, None, None, None, Some(message), out)?;
             }
             Some(b'S') => {
@@ -489,6 +493,58 @@ impl Decoder {
             }
             None => return Err("empty pgoutput message".into()),
         }
+        Ok(())
+    }
+
+    /// A non-transactional message, as a transaction of its own.
+    fn untransactional(
+        &mut self,
+        at: Lsn,
+        message: LogicalMessage,
+        out: &mut Vec<SourceItem>,
+    ) -> R<()> {
+        if let Some(t) = &self.txn {
+            return Err(format!(
+                "a non-transactional message at {at} inside the transaction of xid {}",
+                t.xid
+            ));
+        }
+        let id = next_txn_id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        out.push(SourceItem::Begin(TxnBegin {
+            txn: id,
+            xid: 0,
+            commit_lsn: at,
+            commit_time_micros: now,
+        }));
+        if message.prefix != HEARTBEAT_PREFIX {
+            out.push(SourceItem::Change(ChangeEvent {
+                op: Op::Message,
+                table: None,
+                before: None,
+                after: None,
+                message: Some(message),
+                source: SourceInfo {
+                    commit_lsn: at,
+                    lsn: at,
+                    xid: 0,
+                    commit_time_micros: now,
+                    seq: 0,
+                    snapshot: SnapshotKind::None,
+                },
+                txn: id,
+            }));
+        }
+        // Past the message's first byte: a restart from here skips it.
+        let end_lsn = Lsn(at.0 + 1);
+        self.last_commit_end = end_lsn;
+        out.push(SourceItem::Commit(TxnCommit {
+            txn: id,
+            commit_lsn: at,
+            end_lsn,
+        }));
         Ok(())
     }
 
@@ -893,9 +949,32 @@ pub(crate) mod tests {
         m.extend_from_slice(b"pfx\0");
         m.extend_from_slice(&2i32.to_be_bytes());
         m.extend_from_slice(b"hi");
-        // Non-transactional: skipped.
+        // Non-transactional: a transaction of its own, at its LSN.
         d.decode(Lsn(5), &m, &mut out).unwrap();
-        assert!(out.is_empty());
+        let [
+            SourceItem::Begin(b),
+            SourceItem::Change(c),
+            SourceItem::Commit(end),
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((b.xid, b.commit_lsn, c.source.xid), (0, Lsn(5), 0));
+        assert_eq!(c.message.as_ref().unwrap().content, b"hi");
+        assert_eq!((end.commit_lsn, end.end_lsn), (Lsn(5), Lsn(6)));
+        assert!(!d.in_txn());
+        out.clear();
+        // A heartbeat: a transaction with nothing in it.
+        let mut hb = vec![b'M', 0];
+        hb.extend_from_slice(&7u64.to_be_bytes());
+        hb.extend_from_slice(HEARTBEAT_PREFIX.as_bytes());
+        hb.extend_from_slice(&[0, 0, 0, 0, 0]);
+        d.decode(Lsn(7), &hb, &mut out).unwrap();
+        assert!(
+            matches!(&out[..], [SourceItem::Begin(_), SourceItem::Commit(c)] if c.end_lsn == Lsn(8)),
+            "{out:?}"
+        );
+        out.clear();
         m[1] = 1;
         // Transactional outside a transaction is a protocol violation.
         assert!(d.decode(Lsn(5), &m, &mut out).is_err());
@@ -989,7 +1068,7 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let rel = wire::relation(1, "public", "t", b'd', &[("id", 20, true)]);
         let ins = |id: &str| wire::insert(1, &[Some(id.as_bytes())]);
-        let mut feed = |d: &mut Decoder, out: &mut Vec<SourceItem>, m: Vec<u8>| {
+        let feed = |d: &mut Decoder, out: &mut Vec<SourceItem>, m: Vec<u8>| {
             d.decode(Lsn(1), &m, out).unwrap();
             while d.replaying() {
                 d.replay(2, out).unwrap();

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 use weir_core::Lsn;
 
 use crate::auth::{AuthGuard, AuthPolicy};
-use crate::config::{PostgresConfig, SnapshotMode};
+use crate::config::{OnSlotLost, PostgresConfig, SnapshotMode};
 use crate::conn::{CONNECT_TIMEOUT, ReplConn, quote_ident};
 use crate::error::PgError;
 use crate::snapshot::{self, InitialSnapshot};
@@ -207,7 +207,21 @@ async fn prepare_with(
     // exported snapshot would have. Otherwise the slot is made again and
     // the snapshot starts over.
     let wants_snapshot = cfg.snapshot != SnapshotMode::Never && cfg.create_slot;
-    let mut slot_exists = slot_row(client, addr, &cfg.slot).await?.is_some();
+    let row = slot_row(client, addr, &cfg.slot).await?;
+    let mut slot_exists = row.is_some();
+    // Invalidated: never resumed from, which would silently skip
+    // everything the server removed; made again only when asked to.
+    if row.is_some_and(|r| r.wal_status.as_deref() == Some("lost")) {
+        if cfg.on_slot_lost != OnSlotLost::Resnapshot || !wants_snapshot {
+            return Err(PgError::SlotLost {
+                addr: addr.to_owned(),
+                slot: cfg.slot.clone(),
+            });
+        }
+        tracing::warn!(slot = %cfg.slot, "the server invalidated the slot (wal_status = lost); on_slot_lost = \"resnapshot\": making it again and taking a fresh snapshot");
+        snapshot::drop_slot_and_state(client, addr, &cfg.slot).await?;
+        slot_exists = false;
+    }
     let mut resuming = false;
     if wants_snapshot && slot_exists {
         let server: i32 = client
@@ -478,14 +492,17 @@ struct SlotRow {
     database: Option<String>,
     active_pid: Option<i32>,
     confirmed_flush: Option<String>,
+    /// `wal_status` (PostgreSQL 13+).
+    wal_status: Option<String>,
 }
 
 async fn slot_row(client: &Client, addr: &str, slot: &str) -> Result<Option<SlotRow>, PgError> {
     let row = client
         .query_opt(
             "SELECT slot_type::text, plugin::text, database::text, \
-               CASE WHEN active THEN coalesce(active_pid, 0) END, confirmed_flush_lsn::text \
-             FROM pg_replication_slots WHERE slot_name = $1",
+               CASE WHEN active THEN coalesce(active_pid, 0) END, confirmed_flush_lsn::text, \
+               to_jsonb(s) ->> 'wal_status' \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -496,6 +513,7 @@ async fn slot_row(client: &Client, addr: &str, slot: &str) -> Result<Option<Slot
         database: r.get(2),
         active_pid: r.get(3),
         confirmed_flush: r.get(4),
+        wal_status: r.get(5),
     }))
 }
 

@@ -36,6 +36,7 @@ use crate::setup;
 use crate::snapshot::watermark::{self, Engine};
 use crate::snapshot::{InitialSnapshot, SnapshotProgress};
 use crate::streamed::Streamed;
+use crate::watch::SlotHealth;
 
 /// Acknowledgement changes within this window share one status update.
 const ACK_COALESCE: Duration = Duration::from_millis(100);
@@ -76,6 +77,7 @@ pub struct PostgresSource {
     initial: Option<InitialSnapshot>,
     resuming: bool,
     progress: Arc<SnapshotProgress>,
+    health: Arc<SlotHealth>,
 }
 
 impl PostgresSource {
@@ -94,6 +96,7 @@ impl PostgresSource {
             initial: prepared.initial,
             resuming: prepared.resuming,
             progress: Arc::default(),
+            health: Arc::default(),
         })
     }
 
@@ -104,6 +107,12 @@ impl PostgresSource {
             initial.share_progress(progress.clone());
         }
         self.progress = progress;
+    }
+
+    /// Reports the slot's lag, retained WAL and alarms into `health` (kept
+    /// across reconnects by the caller) while streaming.
+    pub fn share_health(&mut self, health: Arc<SlotHealth>) {
+        self.health = health;
     }
 
     /// Whether an interrupted initial snapshot continues while this source
@@ -204,6 +213,12 @@ impl PostgresSource {
             acked.clone(),
             self.progress.clone(),
             reader_stop,
+        )));
+
+        let _watch = AbortOnDrop(tokio::spawn(crate::watch::watch_slot(
+            cfg.clone(),
+            self.health.clone(),
+            shutdown.child_token(),
         )));
 
         let mut decoder = Decoder::new(self.db_key.clone());

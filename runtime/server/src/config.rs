@@ -228,6 +228,20 @@ pub struct SourceConfig {
     /// (relative to the config file); the system's temporary directory
     /// when unset.
     pub spill_dir: Option<PathBuf>,
+    /// How often a heartbeat is written so the slot moves on while the
+    /// captured tables are idle; `"0s"` turns heartbeats off.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
+    pub heartbeat_interval: Duration,
+    /// MiB of WAL the slot may hold back before Weir raises an alarm.
+    #[serde(default = "default_retained_wal_alarm_mib")]
+    pub retained_wal_alarm_mib: u64,
+    /// `"fail"` (the default) or `"resnapshot"`: when the server has
+    /// invalidated the slot, make a new one and take a fresh snapshot.
+    #[serde(default)]
+    pub on_slot_lost: weir_postgres::OnSlotLost,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -251,6 +265,9 @@ impl fmt::Debug for SourceConfig {
             .field("streaming", &self.streaming)
             .field("streaming_memory_mib", &self.streaming_memory_mib)
             .field("spill_dir", &self.spill_dir)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("retained_wal_alarm_mib", &self.retained_wal_alarm_mib)
+            .field("on_slot_lost", &self.on_slot_lost)
             .finish_non_exhaustive()
     }
 }
@@ -606,6 +623,12 @@ fn default_snapshot_chunk_pages() -> u32 {
     weir_postgres::snapshot::DEFAULT_CHUNK_PAGES
 }
 
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retained_wal_alarm_mib() -> u64 {
+    1024
+}
 fn default_streaming_memory_mib() -> usize {
     weir_postgres::DEFAULT_STREAMING_MEMORY >> 20
 }
@@ -812,6 +835,13 @@ impl Config {
         }
         if s.max_message_mib == 0 {
             problems.push("source.max_message_mib: must be at least 1".into());
+        }
+        if s.on_slot_lost == weir_postgres::OnSlotLost::Resnapshot
+            && s.snapshot != weir_postgres::SnapshotMode::Initial
+        {
+            problems.push(
+                "source.on_slot_lost: \"resnapshot\" takes a fresh initial snapshot, so it needs snapshot = \"initial\"".into(),
+            );
         }
         if s.streaming_memory_mib == 0 {
             problems.push("source.streaming_memory_mib: must be at least 1".into());

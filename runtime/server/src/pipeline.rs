@@ -83,6 +83,9 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
             .spill_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("weir-spill")),
+        heartbeat_interval: Some(s.heartbeat_interval).filter(|d| !d.is_zero()),
+        retained_wal_alarm: s.retained_wal_alarm_mib.saturating_mul(1 << 20),
+        on_slot_lost: s.on_slot_lost,
     }
 }
 
@@ -117,6 +120,7 @@ impl Pipeline {
         let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
         let mut source = PostgresSource::prepare(pg_config.clone()).await?;
         source.share_progress(status.snapshot_progress().clone());
+        source.share_health(status.slot_health().clone());
         let start = source.start_lsn();
         tracing::info!(slot = %config.source.slot, start_lsn = %start, "resuming from the slot's confirmed position");
 
@@ -356,52 +360,12 @@ async fn source_task(
     };
     let mut source = source;
     let progress = status.snapshot_progress().clone();
+    let health = status.slot_health().clone();
     // initial_only with an interrupted snapshot: stream until the rest is
     // read by watermark chunks and delivered, then stop.
     let mut stream_stop = stop.clone();
     if let Some(snapshot) = source.take_initial_snapshot() {
-        let slot = reconnect.slot.clone();
-        let summary = snapshot
-            .run(&out, checkpointer.subscribe_retired(), &stop)
-            .await?;
-        if !summary.complete {
-            // Stopped part-way: the next start resumes with the chunks not
-            // yet delivered.
-            return Ok(());
-        }
-        // The slot is not read until the snapshot's last transaction is
-        // durable at every sink (so nothing after the consistent point is
-        // acknowledged before, not even by an idle keepalive).
-        let mut retired = checkpointer.subscribe_retired();
-        if let Some(last) = summary.last_txn {
-            tokio::select! {
-                biased;
-                done = retired.wait_for(|r| r.is_some_and(|t| t >= last)) => {
-                    if done.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = stop.cancelled() => return Ok(()),
-            }
-        }
-        // Delivered: a lost connection here must not make the next start
-        // take the whole snapshot again.
-        let mut tries = 0;
-        while let Err(e) = weir_postgres::snapshot::record_finished(&reconnect, &slot).await {
-            tries += 1;
-            if tries >= 10 || !e.is_retryable() {
-                return Err(e.into());
-            }
-            tracing::warn!(error = %e, "could not record the snapshot done yet; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.cancelled() => return Ok(()),
-            }
-        }
-        progress.set_delivered();
-        tracing::info!(slot = %slot, rows = summary.rows, tables = summary.tables, "initial snapshot delivered");
-        if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
-            tracing::info!("snapshot = \"initial_only\": stopping after the snapshot");
+        if !initial_snapshot(snapshot, &out, &checkpointer, &stop, &reconnect, &progress).await? {
             return Ok(());
         }
     } else if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
@@ -434,9 +398,43 @@ async fn source_task(
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                match PostgresSource::prepare(reconnect.clone()).await {
+                let prepared = match PostgresSource::prepare(reconnect.clone()).await {
+                    Err(PgError::SlotLost { .. })
+                        if reconnect.on_slot_lost == weir_postgres::OnSlotLost::Resnapshot =>
+                    {
+                        // A new slot, and every row again from its snapshot.
+                        let fresh = PostgresConfig {
+                            create_slot: true,
+                            ..reconnect.clone()
+                        };
+                        match PostgresSource::prepare(fresh).await {
+                            Ok(mut s) => {
+                                s.share_progress(progress.clone());
+                                s.share_health(health.clone());
+                                if let Some(snapshot) = s.take_initial_snapshot()
+                                    && !initial_snapshot(
+                                        snapshot,
+                                        &out,
+                                        &checkpointer,
+                                        &stop,
+                                        &reconnect,
+                                        &progress,
+                                    )
+                                    .await?
+                                {
+                                    break Ok(());
+                                }
+                                Ok(s)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                match prepared {
                     Ok(mut s) => {
                         s.share_progress(progress.clone());
+                        s.share_health(health.clone());
                         tracing::info!(start_lsn = %s.start_lsn(), "reconnected to Postgres");
                         backoff = Duration::from_millis(200);
                         s
@@ -471,6 +469,64 @@ async fn source_task(
             Err(e) => break Err(e.into()),
         }
     }
+}
+
+/// Runs a new slot's initial snapshot and records it done once its last
+/// transaction is durable at every sink. `Ok(false)`: stop here (stopped
+/// part-way, shut down, or `initial_only`); else stream from the slot.
+async fn initial_snapshot(
+    snapshot: weir_postgres::snapshot::InitialSnapshot,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    checkpointer: &Checkpointer,
+    stop: &CancellationToken,
+    reconnect: &PostgresConfig,
+    progress: &weir_postgres::snapshot::SnapshotProgress,
+) -> Result<bool, HaltError> {
+    let slot = reconnect.slot.clone();
+    let summary = snapshot
+        .run(out, checkpointer.subscribe_retired(), stop)
+        .await?;
+    if !summary.complete {
+        // Stopped part-way: the next start resumes with the chunks not
+        // yet delivered.
+        return Ok(false);
+    }
+    // The slot is not read until the snapshot's last transaction is
+    // durable at every sink (so nothing after the consistent point is
+    // acknowledged before, not even by an idle keepalive).
+    let mut retired = checkpointer.subscribe_retired();
+    if let Some(last) = summary.last_txn {
+        tokio::select! {
+            biased;
+            done = retired.wait_for(|r| r.is_some_and(|t| t >= last)) => {
+                if done.is_err() {
+                    return Ok(false);
+                }
+            }
+            _ = stop.cancelled() => return Ok(false),
+        }
+    }
+    // Delivered: a lost connection here must not make the next start
+    // take the whole snapshot again.
+    let mut tries = 0;
+    while let Err(e) = weir_postgres::snapshot::record_finished(reconnect, &slot).await {
+        tries += 1;
+        if tries >= 10 || !e.is_retryable() {
+            return Err(e.into());
+        }
+        tracing::warn!(error = %e, "could not record the snapshot done yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return Ok(false),
+        }
+    }
+    progress.set_delivered();
+    tracing::info!(slot = %slot, rows = summary.rows, tables = summary.tables, "initial snapshot delivered");
+    if reconnect.snapshot == weir_postgres::SnapshotMode::InitialOnly {
+        tracing::info!("snapshot = \"initial_only\": stopping after the snapshot");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Checks a configuration the way `weir check` does: parse and validate,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 use weir_core::Lsn;
+use weir_postgres::SlotHealth;
 use weir_postgres::snapshot::SnapshotProgress;
 use weir_wasm::PluginEngine;
 
@@ -99,6 +100,8 @@ pub struct Status {
     /// Snapshot progress (the initial snapshot, ad-hoc ones, backfills),
     /// shared with every source the pipeline prepares.
     snapshot: Arc<SnapshotProgress>,
+    /// The slot's lag, retained WAL and alarms, as last read.
+    slot: Arc<SlotHealth>,
     /// Per-sink counters, fixed at startup.
     pub sinks: BTreeMap<String, SinkCounters>,
     /// The plugins, their versions, failures and deploys.
@@ -118,6 +121,7 @@ impl Status {
             unrouted: AtomicU64::new(0),
             watermark: OnceLock::new(),
             snapshot: Arc::default(),
+            slot: Arc::default(),
             sinks: sink_names
                 .into_iter()
                 .map(|n| (n, SinkCounters::default()))
@@ -137,6 +141,27 @@ impl Status {
     /// and the metrics.
     pub fn snapshot_progress(&self) -> &Arc<SnapshotProgress> {
         &self.snapshot
+    }
+
+    /// Where the sources report the slot's readings.
+    pub fn slot_health(&self) -> &Arc<SlotHealth> {
+        &self.slot
+    }
+
+    /// The slot as `/status` shows it; `null` before the first reading.
+    fn slot_json(&self) -> serde_json::Value {
+        let Some(r) = self.slot.reading() else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "lag_bytes": r.lag_bytes,
+            "lag_seconds": r.lag_seconds,
+            "retained_wal_bytes": r.retained_bytes,
+            "wal_status": r.wal_status,
+            "safe_wal_bytes": r.safe_wal_bytes,
+            "alarm": r.alarm,
+            "heartbeats": r.heartbeats,
+        })
     }
 
     /// Snapshot progress as `/status` shows it: per table, rows read, the
@@ -273,6 +298,7 @@ impl Status {
             "sinks": sinks,
             "plugins": self.plugins.snapshot(),
             "snapshot": self.snapshot_json(),
+            "slot": self.slot_json(),
         })
     }
 
@@ -389,6 +415,37 @@ impl Status {
                 "# HELP weir_snapshot_delivered 1 once every row of the initial snapshot is durable at every sink.\n# TYPE weir_snapshot_delivered gauge\nweir_snapshot_delivered {}",
                 progress.is_delivered() as u8
             );
+        }
+        if let Some(r) = self.slot.reading() {
+            for (name, help, v) in [
+                (
+                    "weir_slot_lag_bytes",
+                    "WAL written on the server and not yet acknowledged by every sink.",
+                    r.lag_bytes as f64,
+                ),
+                (
+                    "weir_slot_lag_seconds",
+                    "How long the newest acknowledged WAL waited to be acknowledged (flush_lag).",
+                    r.lag_seconds,
+                ),
+                (
+                    "weir_slot_retained_wal_bytes",
+                    "WAL the server keeps for the slot.",
+                    r.retained_bytes as f64,
+                ),
+                (
+                    "weir_slot_safe_wal_bytes",
+                    "WAL that may still be written before the server invalidates the slot (-1: no limit).",
+                    r.safe_wal_bytes.map_or(-1.0, |b| b as f64),
+                ),
+                (
+                    "weir_slot_alarm",
+                    "1 while the slot holds back too much WAL or is close to being invalidated.",
+                    f64::from(u8::from(r.alarm.is_some())),
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            }
         }
         self.plugins.metrics(&mut out);
         out

@@ -240,7 +240,10 @@ impl Engine {
     /// before the commit of its high mark's transaction.
     pub(crate) fn process(&mut self, batch: &mut Vec<SourceItem>, from: usize) {
         for item in batch.get(from..).unwrap_or_default() {
-            if let SourceItem::Begin(b) = item {
+            // xid 0: a message outside any transaction, visible to all.
+            if let SourceItem::Begin(b) = item
+                && b.xid != 0
+            {
                 if self.recent.len() == RECENT {
                     self.recent.pop_front();
                 }

@@ -184,7 +184,16 @@ async fn logical_messages_in_and_out_of_transactions() {
     )
     .await
     .unwrap();
+    // Outside any transaction: one of its own, xid 0, at its LSN.
+    let alone = run.txn().await;
+    assert_eq!(alone.begin.xid, 0);
+    assert_eq!(alone.changes.len(), 1);
+    let m = &alone.changes[0];
+    assert_eq!((m.op, m.source.xid), (Op::Message, 0));
+    assert_eq!(m.message.as_ref().unwrap().content, b"not transactional");
+    assert_eq!(m.source.lsn, alone.begin.commit_lsn);
     let t = run.txn().await;
+    assert!(t.begin.commit_lsn > alone.commit.end_lsn);
     assert_eq!(t.changes.len(), 2);
     assert_eq!(t.changes[0].op, Op::Insert);
     let m = &t.changes[1];
@@ -194,6 +203,59 @@ async fn logical_messages_in_and_out_of_transactions() {
     assert_eq!(msg.prefix, "weir");
     assert_eq!(msg.content, [0x00, 0xff]);
     assert!(m.source.lsn >= t.changes[0].source.lsn);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_move_the_slot_while_its_tables_are_idle_and_readings_show_its_wal() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE other (id int)")
+        .await
+        .unwrap();
+    let slot = db.slot();
+    let config = weir_postgres::PostgresConfig {
+        heartbeat_interval: Some(std::time::Duration::from_millis(300)),
+        status_interval: std::time::Duration::from_millis(300),
+        // Any WAL held back raises the alarm.
+        retained_wal_alarm: 1,
+        ..db.config(&slot, &["t"])
+    };
+    let mut source = weir_postgres::PostgresSource::prepare(config)
+        .await
+        .unwrap();
+    let health = Arc::new(weir_postgres::SlotHealth::default());
+    source.share_health(health.clone());
+    let mut run = Running::spawn(source);
+    // Another table written: nothing for this slot, and it must not pin.
+    c.batch_execute("INSERT INTO other SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    let before = confirmed_flush(&c, &slot).await;
+    // A heartbeat: a transaction with nothing in it, which, acknowledged,
+    // moves the slot past everything written before it.
+    let beat = run.txn().await;
+    assert!(beat.changes.is_empty(), "{beat:?}");
+    assert_eq!(beat.begin.xid, 0);
+    assert!(beat.commit.end_lsn > before);
+    run.ack.send_replace(beat.commit.end_lsn);
+    eventually("the slot moved to the heartbeat", || async {
+        confirmed_flush(&c, &slot).await >= beat.commit.end_lsn
+    })
+    .await;
+    eventually("a reading of the slot", || async {
+        health.reading().is_some_and(|r| r.heartbeats > 0)
+    })
+    .await;
+    let r = health.reading().unwrap();
+    assert_eq!(r.wal_status.as_deref(), Some("reserved"), "{r:?}");
+    assert!(r.retained_bytes > 0 && r.lag_bytes >= 0, "{r:?}");
+    assert!(
+        r.alarm.as_deref().is_some_and(|a| a.contains("holds back")),
+        "{r:?}"
+    );
+    // Heartbeats go on; let the stop not wait for their acknowledgement.
+    run.ack.send_replace(weir_core::Lsn(u64::MAX));
     run.stop().await.unwrap();
 }
 
