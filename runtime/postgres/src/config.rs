@@ -315,6 +315,10 @@ pub struct PostgresConfig {
     pub retained_wal_alarm: u64,
     /// What to do when the server has invalidated the slot.
     pub on_slot_lost: OnSlotLost,
+    /// Report a partitioned table's changes under the partitioned table
+    /// itself rather than the partition that holds the row (the
+    /// publication's `publish_via_partition_root`, PostgreSQL 13+).
+    pub publish_via_partition_root: bool,
 }
 
 /// What to do with a slot the server invalidated (`source.on_slot_lost`).
@@ -379,6 +383,7 @@ impl Default for PostgresConfig {
             heartbeat_interval: None,
             retained_wal_alarm: 1 << 30,
             on_slot_lost: OnSlotLost::Fail,
+            publish_via_partition_root: false,
         }
     }
 }

@@ -19,11 +19,12 @@
 //! A non-transactional logical decoding message
 //! (`pg_logical_emit_message(false, ...)`) arrives between transactions,
 //! when the walsender reads it, and is handed on as a transaction of its
-//! own holding just that message: xid 0 (no transaction), its LSN as the
-//! commit LSN, the time it was decoded as the commit time. Every
-//! transaction before it in the stream committed before it, and every
-//! one after it commits after it, so acknowledging it moves the slot past
-//! it. Weir's heartbeats ([`HEARTBEAT_PREFIX`]) become such transactions
+//! own holding just that message: xid 0 (no transaction), the time it was
+//! decoded as the commit time. The LSN pgoutput gives it is the *end* of
+//! its WAL record, where the next record may begin (a commit, say): that
+//! is its end LSN, so acknowledging it moves the slot past the message
+//! and never past the next record, and one byte before it is its commit
+//! LSN, inside its own record, so no transaction shares its position. Weir's heartbeats ([`HEARTBEAT_PREFIX`]) become such transactions
 //! without the message: nothing is delivered, but the slot moves.
 
 use std::collections::HashMap;
@@ -509,6 +510,9 @@ impl Decoder {
                 t.xid
             ));
         }
+        // `at` is the end of the message's record (see the module docs).
+        let end_lsn = at;
+        let at = Lsn(at.0.saturating_sub(1));
         let id = next_txn_id();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -537,8 +541,6 @@ impl Decoder {
                 txn: id,
             }));
         }
-        // Past the message's first byte: a restart from here skips it.
-        let end_lsn = Lsn(at.0 + 1);
         self.last_commit_end = end_lsn;
         out.push(SourceItem::Commit(TxnCommit {
             txn: id,
@@ -959,9 +961,11 @@ pub(crate) mod tests {
         else {
             panic!("{out:?}")
         };
-        assert_eq!((b.xid, b.commit_lsn, c.source.xid), (0, Lsn(5), 0));
+        // The LSN is the end of the message's record, where the next one
+        // may start: acknowledged, it must not pass that one.
+        assert_eq!((b.xid, b.commit_lsn, c.source.xid), (0, Lsn(4), 0));
         assert_eq!(c.message.as_ref().unwrap().content, b"hi");
-        assert_eq!((end.commit_lsn, end.end_lsn), (Lsn(5), Lsn(6)));
+        assert_eq!((end.commit_lsn, end.end_lsn), (Lsn(4), Lsn(5)));
         assert!(!d.in_txn());
         out.clear();
         // A heartbeat: a transaction with nothing in it.
@@ -971,7 +975,7 @@ pub(crate) mod tests {
         hb.extend_from_slice(&[0, 0, 0, 0, 0]);
         d.decode(Lsn(7), &hb, &mut out).unwrap();
         assert!(
-            matches!(&out[..], [SourceItem::Begin(_), SourceItem::Commit(c)] if c.end_lsn == Lsn(8)),
+            matches!(&out[..], [SourceItem::Begin(_), SourceItem::Commit(c)] if c.end_lsn == Lsn(7)),
             "{out:?}"
         );
         out.clear();

@@ -389,8 +389,9 @@ async fn ensure_publication(
     };
     let row = client
         .query_opt(
-            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate \
-             FROM pg_publication WHERE pubname = $1",
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, \
+               coalesce((to_jsonb(p) ->> 'pubviaroot')::bool, false) \
+             FROM pg_publication p WHERE pubname = $1",
             &[&cfg.publication],
         )
         .await
@@ -403,12 +404,15 @@ async fn ensure_publication(
                 publication: cfg.publication.clone(),
             });
         }
-        let stmt = if cfg.all_tables {
+        let mut stmt = if cfg.all_tables {
             format!("CREATE PUBLICATION {pub_ident} FOR ALL TABLES")
         } else {
             let list = table_list(&mut schemas.iter().copied().zip(names.iter().copied()));
             format!("CREATE PUBLICATION {pub_ident} FOR TABLE {list}")
         };
+        if cfg.publish_via_partition_root {
+            stmt.push_str(" WITH (publish_via_partition_root = true)");
+        }
         match client.batch_execute(&stmt).await {
             Ok(()) => {
                 tracing::info!(publication = %cfg.publication, "created publication");
@@ -430,6 +434,25 @@ async fn ensure_publication(
         ("delete", row.get(3)),
         ("truncate", row.get(4)),
     ];
+    let via_root: bool = row.get(5);
+    if via_root != cfg.publish_via_partition_root {
+        if !cfg.create_publication {
+            return Err(PgError::Config(format!(
+                "postgres at {addr}: publication {:?} has publish_via_partition_root = {via_root}, \
+                 but source.publish_via_partition_root is {}; change one of them \
+                 (or set create_publication = true to let Weir change the publication)",
+                cfg.publication, cfg.publish_via_partition_root
+            )));
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {pub_ident} SET (publish_via_partition_root = {})",
+                cfg.publish_via_partition_root
+            ))
+            .await
+            .map_err(sql("setting the publication's publish_via_partition_root"))?;
+        tracing::info!(publication = %cfg.publication, via_root = cfg.publish_via_partition_root, "changed publish_via_partition_root");
+    }
     for (op, on) in ops {
         if !on {
             tracing::warn!(

@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_core::Lsn;
 
@@ -76,16 +77,21 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> String {
 
 impl Streamed {
     /// For a stream of `slot` by this process: spills go to
-    /// `base/<slot>-<pid>`. Directories left there for the slot by
-    /// processes no longer running (killed) are removed.
+    /// `base/<slot>-<pid>-<n>`, `n` counting this process's streams.
+    /// Directories left there for the slot by processes no longer running
+    /// (killed) are removed.
     pub(crate) fn for_slot(base: &Path, slot: &str, limit: usize) -> IoResult<Streamed> {
-        if let Ok(entries) = std::fs::read_dir(base) {
+        static STREAMS: AtomicU64 = AtomicU64::new(0);
+        // Whether a process runs is only known here through /proc.
+        if cfg!(target_os = "linux")
+            && let Ok(entries) = std::fs::read_dir(base)
+        {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let Some(pid) = name
                     .to_str()
                     .and_then(|n| n.strip_prefix(slot)?.strip_prefix('-'))
-                    .and_then(|p| p.parse::<u32>().ok())
+                    .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
                 else {
                     continue;
                 };
@@ -94,7 +100,11 @@ impl Streamed {
                 }
             }
         }
-        Streamed::open(base.join(format!("{slot}-{}", std::process::id())), limit)
+        let n = STREAMS.fetch_add(1, Ordering::Relaxed);
+        Streamed::open(
+            base.join(format!("{slot}-{}-{n}", std::process::id())),
+            limit,
+        )
     }
 
     /// Holds up to `limit` bytes in memory and spills to files in `dir`,
@@ -132,6 +142,9 @@ impl Streamed {
             ));
         }
         if first {
+            if self.txns.contains_key(&xid) {
+                return Err(format!("a second first STREAM START of xid {xid}"));
+            }
             self.txns.insert(xid, Held::default());
         } else if !self.txns.contains_key(&xid) {
             // Its first block came before this stream began: the
@@ -188,8 +201,7 @@ impl Streamed {
         let dir = &self.dir;
         let held = self.txns.get_mut(&xid).unwrap_or_else(|| unreachable!());
         if held.spill.is_none() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| io_err("creating the spill directory", dir, e))?;
+            create_private_dir(dir)?;
             let path = dir.join(format!("{xid}.spill"));
             let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
             held.spill = Some(Spill {
@@ -200,7 +212,7 @@ impl Streamed {
         }
         let spill = held.spill.as_mut().unwrap_or_else(|| unreachable!());
         for e in held.memory.drain(..) {
-            if held.aborted.contains(&e.subxid) {
+            if held.aborted.contains(&e.subxid) && !is_schema(&e.message) {
                 continue;
             }
             let len = u32::try_from(e.message.len()).map_err(|_| "a message over 4 GiB")?;
@@ -282,6 +294,17 @@ impl Drop for Streamed {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Creates `dir` (and its parents) readable by this user only: it holds
+/// rows of the captured tables.
+fn create_private_dir(dir: &Path) -> IoResult<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .map_err(|e| io_err("creating the spill directory", dir, e))
 }
 
 /// Relation and Type messages: kept whichever subtransaction sent them.
@@ -401,6 +424,25 @@ mod tests {
                 "limit {limit}"
             );
         }
+    }
+
+    #[test]
+    fn a_schema_kept_from_a_rolled_back_subtransaction_survives_a_later_spill() {
+        let d = dir("subabort-spill");
+        // Room for the first four entries; the later ones push all out.
+        let mut s = Streamed::open(d, 4 * (ENTRY_OVERHEAD + 4)).unwrap();
+        s.start(5, true).unwrap();
+        s.push(Lsn(1), 5, b"Ia").unwrap();
+        s.push(Lsn(2), 6, b"Rrel").unwrap();
+        s.push(Lsn(3), 6, b"Ib").unwrap();
+        s.stop().unwrap();
+        s.abort(5, 6);
+        s.start(5, false).unwrap();
+        s.push(Lsn(4), 5, &[b'I'; 64]).unwrap();
+        s.stop().unwrap();
+        assert!(s.txns[&5].spill.is_some(), "spilled after the abort");
+        let got: Vec<Vec<u8>> = all(s.commit(5).unwrap()).into_iter().map(|e| e.1).collect();
+        assert_eq!(got, vec![b"Ia".to_vec(), b"Rrel".to_vec(), vec![b'I'; 64]]);
     }
 
     #[test]

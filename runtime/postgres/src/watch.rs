@@ -94,6 +94,8 @@ pub(crate) async fn watch_slot(
     let mut heartbeats = health.reading().map_or(0, |r| r.heartbeats);
     let mut beat_failed = false;
     let mut alarm: Option<String> = health.reading().and_then(|r| r.alarm);
+    // Before 14 pgoutput sends no messages: a heartbeat would only write WAL.
+    let mut beats = cfg.heartbeat_interval;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -101,7 +103,17 @@ pub(crate) async fn watch_slot(
         }
         if client.as_ref().is_none_or(Client::is_closed) {
             match connect_sql(&cfg, &addr).await {
-                Ok(c) => client = Some(c),
+                Ok(c) => {
+                    let version: Option<i32> = c
+                        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+                        .await
+                        .ok()
+                        .map(|r| r.get(0));
+                    if version.is_some_and(|v| v < 140_000) && beats.take().is_some() {
+                        tracing::info!(slot = %cfg.slot, "no heartbeats: pgoutput sends logical messages from PostgreSQL 14 on");
+                    }
+                    client = Some(c);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "watching the slot: cannot connect");
                     continue;
@@ -109,7 +121,7 @@ pub(crate) async fn watch_slot(
             }
         }
         let Some(c) = &client else { continue };
-        if let Some(every) = cfg.heartbeat_interval
+        if let Some(every) = beats
             && last_beat.elapsed() >= every
         {
             last_beat = Instant::now();

@@ -242,6 +242,10 @@ pub struct SourceConfig {
     /// invalidated the slot, make a new one and take a fresh snapshot.
     #[serde(default)]
     pub on_slot_lost: weir_postgres::OnSlotLost,
+    /// Report changes of a partitioned table's partitions under the
+    /// partitioned table (the publication's `publish_via_partition_root`).
+    #[serde(default)]
+    pub publish_via_partition_root: bool,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -268,6 +272,10 @@ impl fmt::Debug for SourceConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("retained_wal_alarm_mib", &self.retained_wal_alarm_mib)
             .field("on_slot_lost", &self.on_slot_lost)
+            .field(
+                "publish_via_partition_root",
+                &self.publish_via_partition_root,
+            )
             .finish_non_exhaustive()
     }
 }

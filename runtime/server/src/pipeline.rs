@@ -86,6 +86,7 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         heartbeat_interval: Some(s.heartbeat_interval).filter(|d| !d.is_zero()),
         retained_wal_alarm: s.retained_wal_alarm_mib.saturating_mul(1 << 20),
         on_slot_lost: s.on_slot_lost,
+        publish_via_partition_root: s.publish_via_partition_root,
     }
 }
 
@@ -353,6 +354,8 @@ async fn source_task(
     // A slot or publication that vanished while Weir was connected must not
     // be silently re-created: a new slot starts at the current WAL position
     // and everything since the acknowledged one would be skipped.
+    // (A slot the server invalidated is made again only if allowed to.)
+    let may_create_slot = config.create_slot;
     let reconnect = PostgresConfig {
         create_slot: false,
         create_publication: false,
@@ -400,7 +403,8 @@ async fn source_task(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 let prepared = match PostgresSource::prepare(reconnect.clone()).await {
                     Err(PgError::SlotLost { .. })
-                        if reconnect.on_slot_lost == weir_postgres::OnSlotLost::Resnapshot =>
+                        if may_create_slot
+                            && reconnect.on_slot_lost == weir_postgres::OnSlotLost::Resnapshot =>
                     {
                         // A new slot, and every row again from its snapshot.
                         let fresh = PostgresConfig {

@@ -731,6 +731,7 @@ impl Reader<'_> {
         .matching_stream(self.cfg.binary);
         // Read again, with new marks, when the engine finds the read
         // missed a transaction before the low mark (rare: see the module).
+        let mut tries = 0u32;
         let (end_lsn, n) = loop {
             let id = self.ids.fetch_add(1, Ordering::Relaxed);
             self.notes
@@ -796,7 +797,12 @@ impl Reader<'_> {
             if let Some(end_lsn) = placed {
                 break (end_lsn, n);
             }
-            tracing::info!(table = %qualified, chunk = k, "a snapshot chunk is read again: its read missed a transaction committed before its low mark");
+            tries += 1;
+            if tries.is_multiple_of(10) {
+                tracing::warn!(table = %qualified, chunk = k, tries, "a snapshot chunk keeps missing transactions committed before its low mark; reading it again");
+            } else {
+                tracing::info!(table = %qualified, chunk = k, "a snapshot chunk is read again: its read missed a transaction committed before its low mark");
+            }
         };
         progress.read(n);
         let (recorded, recorded_rx) = oneshot::channel();

@@ -192,8 +192,10 @@ async fn logical_messages_in_and_out_of_transactions() {
     assert_eq!((m.op, m.source.xid), (Op::Message, 0));
     assert_eq!(m.message.as_ref().unwrap().content, b"not transactional");
     assert_eq!(m.source.lsn, alone.begin.commit_lsn);
+    // Acknowledging it never passes the start of the next record.
     let t = run.txn().await;
-    assert!(t.begin.commit_lsn > alone.commit.end_lsn);
+    assert!(t.begin.commit_lsn >= alone.commit.end_lsn);
+    assert!(alone.commit.end_lsn > alone.begin.commit_lsn);
     assert_eq!(t.changes.len(), 2);
     assert_eq!(t.changes[0].op, Op::Insert);
     let m = &t.changes[1];
@@ -238,6 +240,7 @@ async fn heartbeats_move_the_slot_while_its_tables_are_idle_and_readings_show_it
     assert!(beat.changes.is_empty(), "{beat:?}");
     assert_eq!(beat.begin.xid, 0);
     assert!(beat.commit.end_lsn > before);
+    assert!(beat.commit.end_lsn > beat.begin.commit_lsn);
     run.ack.send_replace(beat.commit.end_lsn);
     eventually("the slot moved to the heartbeat", || async {
         confirmed_flush(&c, &slot).await >= beat.commit.end_lsn
@@ -257,6 +260,44 @@ async fn heartbeats_move_the_slot_while_its_tables_are_idle_and_readings_show_it
     // Heartbeats go on; let the stop not wait for their acknowledgement.
     run.ack.send_replace(weir_core::Lsn(u64::MAX));
     run.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn partitions_report_under_their_root_when_published_via_it() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE m (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); \
+         CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu'); \
+         CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us')",
+    )
+    .await
+    .unwrap();
+    for via_root in [false, true] {
+        let slot = db.slot();
+        let config = weir_postgres::PostgresConfig {
+            publish_via_partition_root: via_root,
+            ..db.config(&slot, &["m"])
+        };
+        let mut run = Running::start(config).await;
+        c.batch_execute("INSERT INTO m VALUES (1, 'eu'), (2, 'us')")
+            .await
+            .unwrap();
+        let t = run.txn().await;
+        let names: Vec<&str> = t
+            .changes
+            .iter()
+            .map(|c| c.table.as_ref().unwrap().name.as_str())
+            .collect();
+        if via_root {
+            assert_eq!(names, ["m", "m"]);
+        } else {
+            assert_eq!(names, ["m_eu", "m_us"], "the server's default");
+        }
+        run.ack.send_replace(t.commit.end_lsn);
+        run.stop().await.unwrap();
+        c.batch_execute("DELETE FROM m").await.unwrap();
+    }
 }
 
 #[tokio::test]
