@@ -327,21 +327,7 @@ impl Decoder {
                         t.xid
                     ));
                 }
-                let id = next_txn_id();
-                let commit_time_micros = commit_time.saturating_add(PG_EPOCH_OFFSET_MICROS);
-                self.txn = Some(OpenTxn {
-                    id,
-                    final_lsn,
-                    xid,
-                    commit_time_micros,
-                    seq: 0,
-                });
-                out.push(SourceItem::Begin(TxnBegin {
-                    txn: id,
-                    xid,
-                    commit_lsn: final_lsn,
-                    commit_time_micros,
-                }));
+                self.begin(xid, final_lsn, commit_time, out);
             }
             Some(b'C') => {
                 let _flags = rd.u8()?;
@@ -462,21 +448,7 @@ impl Decoder {
                     ));
                 }
                 let messages = self.streaming("STREAM COMMIT")?.commit(xid)?;
-                let id = next_txn_id();
-                let commit_time_micros = commit_time.saturating_add(PG_EPOCH_OFFSET_MICROS);
-                self.txn = Some(OpenTxn {
-                    id,
-                    final_lsn: commit_lsn,
-                    xid,
-                    commit_time_micros,
-                    seq: 0,
-                });
-                out.push(SourceItem::Begin(TxnBegin {
-                    txn: id,
-                    xid,
-                    commit_lsn,
-                    commit_time_micros,
-                }));
+                let id = self.begin(xid, commit_lsn, commit_time, out);
                 self.replaying = Some(Replaying {
                     messages,
                     commit: TxnCommit {
@@ -495,6 +467,33 @@ impl Decoder {
             None => return Err("empty pgoutput message".into()),
         }
         Ok(())
+    }
+
+    /// Opens transaction `xid`, which commits at `final_lsn` at
+    /// `commit_time` (Postgres's epoch), and hands on its Begin.
+    fn begin(
+        &mut self,
+        xid: u32,
+        final_lsn: Lsn,
+        commit_time: i64,
+        out: &mut Vec<SourceItem>,
+    ) -> TxnId {
+        let id = next_txn_id();
+        let commit_time_micros = commit_time.saturating_add(PG_EPOCH_OFFSET_MICROS);
+        self.txn = Some(OpenTxn {
+            id,
+            final_lsn,
+            xid,
+            commit_time_micros,
+            seq: 0,
+        });
+        out.push(SourceItem::Begin(TxnBegin {
+            txn: id,
+            xid,
+            commit_lsn: final_lsn,
+            commit_time_micros,
+        }));
+        id
     }
 
     /// A non-transactional message, as a transaction of its own.
