@@ -177,7 +177,7 @@ impl PostgresSource {
         };
         tracing::info!(
             addr = %conn.addr, slot = %cfg.slot, start = %self.start_lsn,
-            binary = cfg.binary, "streaming from replication slot"
+            binary = cfg.binary, streaming = cfg.streaming, "streaming from replication slot"
         );
         let ReplConn {
             mut reader, writer, ..
