@@ -523,7 +523,9 @@ mod impostor {
             assert_eq!(tag, b'p');
             if trick == Trick::OkInsteadOfScramFinal {
                 let first = String::from_utf8_lossy(&first).into_owned();
-                let nonce = first.rsplit("r=").next().unwrap();
+                // The nonce follows the first ",r=" and holds no comma;
+                // it may itself contain "r=", so never split from the end.
+                let nonce = first.split_once(",r=").unwrap().1;
                 let server_first = format!("r={nonce}impostor,s=c2FsdHNhbHRzYWx0c2FsdA==,i=4096");
                 s.write_all(&auth(11, server_first.as_bytes()))
                     .await
