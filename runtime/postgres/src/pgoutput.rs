@@ -314,7 +314,7 @@ impl Decoder {
             let mut kept = Vec::with_capacity(msg.len() - 4);
             kept.push(msg[0]);
             kept.extend_from_slice(&msg[5..]);
-            return streamed.push(lsn, subxid, &kept);
+            return streamed.push(lsn, subxid, kept.into_boxed_slice());
         }
         match msg.first().copied() {
             Some(b'B') => {

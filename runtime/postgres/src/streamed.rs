@@ -167,7 +167,7 @@ impl Streamed {
 
     /// Keeps one message of the open block (with its xid field removed),
     /// made by `subxid`.
-    pub(crate) fn push(&mut self, lsn: Lsn, subxid: u32, message: &[u8]) -> IoResult<()> {
+    pub(crate) fn push(&mut self, lsn: Lsn, subxid: u32, message: Box<[u8]>) -> IoResult<()> {
         let xid = self
             .current
             .ok_or("a streamed change outside a stream block")?;
@@ -179,7 +179,7 @@ impl Streamed {
         held.memory.push(Entry {
             lsn,
             subxid,
-            message: message.into(),
+            message,
         });
         held.memory_bytes += size;
         self.in_memory += size;
@@ -385,8 +385,12 @@ mod tests {
         for (xid, first) in [(10, true), (11, true), (10, false), (11, false)] {
             s.start(xid, first).unwrap();
             for i in 0..3u8 {
-                s.push(Lsn(u64::from(xid) * 100 + u64::from(i)), xid, &[b'I', i])
-                    .unwrap();
+                s.push(
+                    Lsn(u64::from(xid) * 100 + u64::from(i)),
+                    xid,
+                    Box::from([b'I', i].as_slice()),
+                )
+                .unwrap();
             }
             s.stop().unwrap();
         }
@@ -411,10 +415,10 @@ mod tests {
         for limit in [1 << 20, 1] {
             let mut s = Streamed::open(d.clone(), limit).unwrap();
             s.start(5, true).unwrap();
-            s.push(Lsn(1), 5, b"Ia").unwrap();
-            s.push(Lsn(2), 6, b"Rrel").unwrap();
-            s.push(Lsn(3), 6, b"Ib").unwrap();
-            s.push(Lsn(4), 5, b"Ic").unwrap();
+            s.push(Lsn(1), 5, b"Ia".as_slice().into()).unwrap();
+            s.push(Lsn(2), 6, b"Rrel".as_slice().into()).unwrap();
+            s.push(Lsn(3), 6, b"Ib".as_slice().into()).unwrap();
+            s.push(Lsn(4), 5, b"Ic".as_slice().into()).unwrap();
             s.stop().unwrap();
             s.abort(5, 6);
             let got: Vec<Vec<u8>> = all(s.commit(5).unwrap()).into_iter().map(|e| e.1).collect();
@@ -432,13 +436,14 @@ mod tests {
         // Room for the first four entries; the later ones push all out.
         let mut s = Streamed::open(d, 4 * (ENTRY_OVERHEAD + 4)).unwrap();
         s.start(5, true).unwrap();
-        s.push(Lsn(1), 5, b"Ia").unwrap();
-        s.push(Lsn(2), 6, b"Rrel").unwrap();
-        s.push(Lsn(3), 6, b"Ib").unwrap();
+        s.push(Lsn(1), 5, b"Ia".as_slice().into()).unwrap();
+        s.push(Lsn(2), 6, b"Rrel".as_slice().into()).unwrap();
+        s.push(Lsn(3), 6, b"Ib".as_slice().into()).unwrap();
         s.stop().unwrap();
         s.abort(5, 6);
         s.start(5, false).unwrap();
-        s.push(Lsn(4), 5, &[b'I'; 64]).unwrap();
+        s.push(Lsn(4), 5, vec![b'I'; 64].into_boxed_slice())
+            .unwrap();
         s.stop().unwrap();
         assert!(s.txns[&5].spill.is_some(), "spilled after the abort");
         let got: Vec<Vec<u8>> = all(s.commit(5).unwrap()).into_iter().map(|e| e.1).collect();
@@ -450,7 +455,7 @@ mod tests {
         let d = dir("abort");
         let mut s = Streamed::open(d.clone(), 1).unwrap();
         s.start(7, true).unwrap();
-        s.push(Lsn(1), 7, b"Ia").unwrap();
+        s.push(Lsn(1), 7, b"Ia".as_slice().into()).unwrap();
         s.stop().unwrap();
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         s.abort(7, 7);
@@ -464,7 +469,10 @@ mod tests {
         let mut s = Streamed::open(dir("order"), 1 << 20).unwrap();
         assert!(s.stop().is_err());
         assert!(s.start(3, false).is_err(), "a continuation without a start");
-        assert!(s.push(Lsn(1), 3, b"I").is_err(), "outside a block");
+        assert!(
+            s.push(Lsn(1), 3, b"I".as_slice().into()).is_err(),
+            "outside a block"
+        );
         s.start(3, true).unwrap();
         assert!(s.start(4, true).is_err(), "nested");
         assert!(s.commit(3).is_err(), "inside its block");
