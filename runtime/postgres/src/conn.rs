@@ -28,9 +28,11 @@ use crate::tls::{self, PgStream};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings forced on the walsender so pgoutput's text output has one
-/// predictable form: ISO dates in UTC, round-trippable floats, hex bytea.
+/// predictable form: ISO dates in UTC, round-trippable floats, hex bytea,
+/// `postgres` intervals, and money in the C locale (`$1,234.56`): the forms
+/// the text decoders parse and the binary printers (`crate::printed`) write.
 pub(crate) const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 \
-     -c bytea_output=hex -c IntervalStyle=postgres";
+     -c bytea_output=hex -c IntervalStyle=postgres -c lc_monetary=C";
 
 /// Microseconds from 1970-01-01 to 2000-01-01, the epoch of Postgres's
 /// timestamps on the wire.

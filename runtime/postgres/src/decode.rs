@@ -16,6 +16,7 @@ use weir_codec::calendar::{civil_from_days, days_from_civil, days_in_month};
 use weir_core::Value;
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
+use crate::types::Form;
 
 /// Days from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
@@ -66,9 +67,24 @@ pub(crate) fn decode_text(kind: PgType, b: &[u8]) -> DecodeResult {
     })
 }
 
-/// Decodes the binary send form of a value. Types outside [`PgType`]'s
-/// list become `Value::Other("\\x<hex of the binary form>")`: lossless as
-/// bytes, but not Postgres's text form.
+/// Decodes a value of a column of `form`, sent in its binary form or as
+/// text: the same [`Value`] either way.
+pub(crate) fn decode_value(form: &Form, binary: bool, b: &[u8]) -> DecodeResult {
+    match form {
+        Form::Typed(t) if binary => decode_binary(*t, b),
+        Form::Typed(t) => decode_text(*t, b),
+        _ if !binary => Ok(Value::Other(string(b)?)),
+        _ => {
+            let mut s = String::new();
+            crate::printed::print(form, b, &mut s)?;
+            Ok(Value::Other(s))
+        }
+    }
+}
+
+/// Decodes the binary send form of a value of a type with a [`Value`] of
+/// its own. `PgType::Other` is taken as text (a binary COPY of a column
+/// selected as its text).
 pub(crate) fn decode_binary(kind: PgType, b: &[u8]) -> DecodeResult {
     fn fixed<const N: usize>(b: &[u8]) -> Result<[u8; N], &'static str> {
         b.try_into()
@@ -118,15 +134,8 @@ pub(crate) fn decode_binary(kind: PgType, b: &[u8]) -> DecodeResult {
             Some((1, text)) => Value::Json(string(text)?),
             _ => return Err("unknown jsonb binary version"),
         },
-        PgType::Other => Value::Other(hex_string(b)),
+        PgType::Other => Value::Other(string(b)?),
     })
-}
-
-/// `\x` followed by lower-case hex, the way Postgres prints bytea.
-pub(crate) fn hex_string(b: &[u8]) -> String {
-    let mut s = String::new();
-    weir_codec::push_bytea_hex(&mut s, b);
-    s
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -715,8 +724,21 @@ mod tests {
             Ok(Value::Json("{\"a\": 1}".into()))
         );
         assert_eq!(
-            decode_binary(PgType::Other, &[0, 1, 0xab]),
-            Ok(Value::Other("\\x0001ab".into()))
+            decode_binary(PgType::Other, b"{1,2}"),
+            Ok(Value::Other("{1,2}".into()))
+        );
+        let array = Form::Array {
+            elem: Box::new(Form::Typed(PgType::Int4)),
+            delim: b',',
+        };
+        assert_eq!(
+            decode_value(&array, false, b"{1}"),
+            Ok(Value::Other("{1}".into()))
+        );
+        assert!(decode_value(&array, true, b"{1}").is_err());
+        assert_eq!(
+            decode_value(&Form::Typed(PgType::Int4), true, &7i32.to_be_bytes()),
+            Ok(Value::Int(7))
         );
         assert_eq!(
             decode_binary(PgType::Oid, &u32::MAX.to_be_bytes()),

@@ -87,6 +87,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod pgoutput;
+mod printed;
 mod setup;
 pub mod snapshot;
 mod source;
@@ -94,6 +95,7 @@ mod streamed;
 mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
+mod types;
 mod watch;
 
 pub use config::{

@@ -24,8 +24,14 @@
 //! its WAL record, where the next record may begin (a commit, say): that
 //! is its end LSN, so acknowledging it moves the slot past the message
 //! and never past the next record, and one byte before it is its commit
-//! LSN, inside its own record, so no transaction shares its position. Weir's heartbeats ([`HEARTBEAT_PREFIX`]) become such transactions
+//! LSN, inside its own record, so no transaction shares its position.
+//! Weir's heartbeats ([`HEARTBEAT_PREFIX`]) become such transactions
 //! without the message: nothing is delivered, but the slot moves.
+//!
+//! In binary mode a column's values decode by its type's [`Form`]: a
+//! built-in type's is known here, any other type's comes from the
+//! catalog, which the source looks up ([`Decoder::missing_types`],
+//! [`Decoder::learn`]) before a Relation message that needs it is decoded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +44,10 @@ use weir_core::{
 };
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
-use crate::decode::{decode_binary, decode_text};
+use crate::decode::decode_value;
 use crate::error::PgError;
 use crate::streamed::{Replay, Streamed};
+use crate::types::{self, Catalog, Form};
 
 /// The prefix of the heartbeat messages Weir writes to keep the slot
 /// moving (see [`crate::watch`]).
@@ -125,7 +132,7 @@ fn same_shape(a: &TableSchema, b: &TableSchema) -> bool {
 
 struct CachedRelation {
     schema: Arc<TableSchema>,
-    kinds: Box<[PgType]>,
+    kinds: Box<[Form]>,
 }
 
 struct OpenTxn {
@@ -142,6 +149,12 @@ pub(crate) struct Decoder {
     relations: HashMap<u32, CachedRelation>,
     /// Non-built-in types announced by Type messages: name and decoding.
     types: HashMap<u32, (String, PgType)>,
+    /// Whether values arrive in their binary form (pgoutput's `binary`).
+    binary: bool,
+    /// The server's `server_version_num`, for the few forms that differ.
+    server_version: u32,
+    /// Non-built-in types looked up in the catalog: name and form.
+    catalog: Catalog,
     txn: Option<OpenTxn>,
     last_commit_end: Lsn,
     /// Transactions streamed before their commit (protocol 2).
@@ -220,11 +233,69 @@ impl Decoder {
             db_key,
             relations: HashMap::new(),
             types: HashMap::new(),
+            binary: false,
+            server_version: 0,
+            catalog: HashMap::new(),
             txn: None,
             last_commit_end: Lsn::ZERO,
             streamed: None,
             replaying: None,
         }
+    }
+
+    /// Decodes values in their binary form, from a server of
+    /// `server_version` (`server_version_num`), with the forms of the
+    /// non-built-in types in `catalog` ([`types::lookup`]).
+    pub(crate) fn with_binary(mut self, server_version: u32, catalog: Catalog) -> Decoder {
+        self.binary = true;
+        self.server_version = server_version;
+        self.catalog = catalog;
+        self
+    }
+
+    /// In binary mode, the types that the Relation message `msg` names
+    /// and whose forms are still unknown: look them up and [`learn`]
+    /// them before decoding it.
+    ///
+    /// [`learn`]: Self::learn
+    pub(crate) fn missing_types(&self, msg: &[u8]) -> Vec<u32> {
+        if !self.binary || msg.first() != Some(&b'R') {
+            return Vec::new();
+        }
+        let in_stream = self
+            .streamed
+            .as_ref()
+            .is_some_and(|s| s.current().is_some());
+        let mut rd = Rd {
+            b: msg,
+            i: if in_stream { 5 } else { 1 },
+        };
+        let mut oids = Vec::new();
+        // A malformed message is left for decoding to report.
+        let _ = (|| -> R<()> {
+            rd.u32()?;
+            rd.cstr()?;
+            rd.cstr()?;
+            rd.u8()?;
+            for _ in 0..rd.i16()?.max(0) {
+                rd.u8()?;
+                rd.cstr()?;
+                let oid = rd.u32()?;
+                rd.i32()?;
+                if types::builtin(oid, self.server_version).is_none()
+                    && !self.catalog.contains_key(&oid)
+                {
+                    oids.push(oid);
+                }
+            }
+            Ok(())
+        })();
+        oids
+    }
+
+    /// Adds looked-up types to the catalog.
+    pub(crate) fn learn(&mut self, found: Catalog) {
+        self.catalog.extend(found);
     }
 
     /// Accepts streamed transactions (protocol 2), held by `streamed`.
@@ -625,6 +696,19 @@ impl Decoder {
             let type_oid = rd.u32()?;
             let type_modifier = rd.i32()?;
             let (type_name, kind) = self.resolve_type(type_oid);
+            if self.binary
+                && let Some((part, send)) = kind.unsupported()
+            {
+                return Err(types::unsupported_column(
+                    &format!(
+                        "{}.{name}.{col_name}",
+                        if ns.is_empty() { "pg_catalog" } else { ns }
+                    ),
+                    &type_name,
+                    part,
+                    send,
+                ));
+            }
             kinds.push(kind);
             columns.push(Column {
                 name: col_name.to_owned(),
@@ -659,15 +743,20 @@ impl Decoder {
         Ok(())
     }
 
-    /// A column type's name and decoding: built-in types by OID, others
-    /// from their Type message, else `oid:N` decoded as text.
-    fn resolve_type(&self, oid: u32) -> (String, PgType) {
-        if let Some(t) = postgres_types::Type::from_oid(oid) {
-            return (t.name().to_owned(), PgType::from_name(t.name()));
+    /// A column type's name and decoding: built-in types by OID; others
+    /// named by their Type message, decoded by their looked-up form (in
+    /// binary mode) or as the Type message's base type, else `oid:N`.
+    fn resolve_type(&self, oid: u32) -> (String, Form) {
+        if let Some(found) = types::builtin(oid, self.server_version) {
+            return found;
         }
-        match self.types.get(&oid) {
-            Some((name, kind)) => (name.clone(), *kind),
-            None => (format!("oid:{oid}"), PgType::Other),
+        let looked_up = self.catalog.get(&oid);
+        match (self.types.get(&oid), looked_up) {
+            (Some((name, _)), Some((_, form))) => (name.clone(), form.clone()),
+            (Some((name, PgType::Other)), None) => (name.clone(), Form::Unknown),
+            (Some((name, kind)), None) => (name.clone(), Form::Typed(*kind)),
+            (None, Some((name, form))) => (name.clone(), form.clone()),
+            (None, None) => (format!("oid:{oid}"), Form::Unknown),
         }
     }
 }
@@ -693,19 +782,14 @@ fn read_tuple(rd: &mut Rd<'_>, rel: &CachedRelation) -> R<Vec<Value>> {
         ));
     }
     let mut values = Vec::with_capacity(n);
-    for (i, &kind) in rel.kinds.iter().enumerate() {
+    for (i, kind) in rel.kinds.iter().enumerate() {
         let v = match rd.u8()? {
             b'n' => Value::Null,
             b'u' => Value::Unchanged,
             tag @ (b't' | b'b') => {
                 let len = usize::try_from(rd.i32()?).map_err(|_| "negative value length")?;
                 let data = rd.take(len)?;
-                let r = if tag == b't' {
-                    decode_text(kind, data)
-                } else {
-                    decode_binary(kind, data)
-                };
-                r.map_err(|e| {
+                decode_value(kind, tag == b'b', data).map_err(|e| {
                     let col = &rel.schema.columns[i];
                     let preview = &data[..data.len().min(64)];
                     format!(
@@ -936,7 +1020,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(d2.relations[&5].schema.columns[0].type_name, "int4");
-        assert_eq!(d2.relations[&5].kinds[0], PgType::Int4);
+        assert_eq!(d2.relations[&5].kinds[0], Form::Typed(PgType::Int4));
         assert_eq!(d2.relations[&2].schema.schema, "pg_catalog");
         assert!(out.is_empty());
     }

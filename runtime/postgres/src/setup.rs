@@ -18,6 +18,7 @@ use crate::conn::{CONNECT_TIMEOUT, ReplConn, quote_ident};
 use crate::error::PgError;
 use crate::snapshot::{self, InitialSnapshot};
 use crate::tls;
+use crate::types::{self, Catalog};
 
 /// What preparation learned.
 pub(crate) struct Prepared {
@@ -29,6 +30,9 @@ pub(crate) struct Prepared {
     pub(crate) initial: Option<InitialSnapshot>,
     /// An interrupted initial snapshot continues while streaming.
     pub(crate) resuming: bool,
+    /// In binary mode, the server's `server_version_num` and the forms of
+    /// the published columns' non-built-in types.
+    pub(crate) binary: Option<(u32, Catalog)>,
 }
 
 /// How often the slot is polled while another process holds it.
@@ -200,6 +204,23 @@ async fn prepare_with(
 
     ensure_publication(cfg, addr, &dbname, client, &schemas, &names).await?;
 
+    // Binary mode decodes every published column's type, or refuses to
+    // start, naming the first it cannot.
+    let binary = if cfg.binary {
+        let server: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(sql("reading the server version"))?
+            .get(0);
+        let server = u32::try_from(server).unwrap_or(0);
+        Some((
+            server,
+            types::published_catalog(client, addr, server, &cfg.publication).await?,
+        ))
+    } else {
+        None
+    };
+
     // An initial snapshot interrupted before it was delivered resumes when
     // its chunks were planned (and the server can stream watermarks): the
     // slot has not been acknowledged past its consistent point, so the
@@ -364,6 +385,7 @@ async fn prepare_with(
         db_key,
         initial,
         resuming,
+        binary,
     })
 }
 

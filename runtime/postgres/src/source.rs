@@ -32,10 +32,11 @@ use crate::config::PostgresConfig;
 use crate::conn::{Frame, FrameReader, FrameWriter, ReplConn, log_notice, parse_error_fields};
 use crate::error::PgError;
 use crate::pgoutput::Decoder;
-use crate::setup;
+use crate::setup::{self, connect_sql};
 use crate::snapshot::watermark::{self, Engine};
 use crate::snapshot::{InitialSnapshot, SnapshotProgress};
 use crate::streamed::Streamed;
+use crate::types::{self, Catalog};
 use crate::watch::SlotHealth;
 
 /// Acknowledgement changes within this window share one status update.
@@ -76,6 +77,8 @@ pub struct PostgresSource {
     db_key: Arc<str>,
     initial: Option<InitialSnapshot>,
     resuming: bool,
+    /// In binary mode: `server_version_num` and the published types' forms.
+    binary: Option<(u32, Catalog)>,
     progress: Arc<SnapshotProgress>,
     health: Arc<SlotHealth>,
 }
@@ -95,6 +98,7 @@ impl PostgresSource {
             db_key: prepared.db_key,
             initial: prepared.initial,
             resuming: prepared.resuming,
+            binary: prepared.binary,
             progress: Arc::default(),
             health: Arc::default(),
         })
@@ -222,6 +226,11 @@ impl PostgresSource {
         )));
 
         let mut decoder = Decoder::new(self.db_key.clone());
+        let mut server_version = 0;
+        if let Some((version, catalog)) = self.binary {
+            server_version = version;
+            decoder = decoder.with_binary(version, catalog);
+        }
         if cfg.streaming {
             let streamed = Streamed::for_slot(&cfg.spill_dir, &cfg.slot, cfg.streaming_memory)
                 .map_err(|e| PgError::Config(format!("source.spill_dir: {e}")))?;
@@ -239,6 +248,9 @@ impl PostgresSource {
             max_batch: cfg.max_batch,
             batch: Vec::new(),
             read_timeout: (cfg.status_interval * 6).max(MIN_READ_TIMEOUT),
+            cfg,
+            server_version,
+            catalog_client: None,
         };
         stream
             .run(&mut reader, &mut writer_task.0, &shutdown)
@@ -472,6 +484,11 @@ struct Stream<'a> {
     max_batch: usize,
     batch: Vec<SourceItem>,
     read_timeout: Duration,
+    cfg: &'a PostgresConfig,
+    /// `server_version_num`, for types looked up while streaming.
+    server_version: u32,
+    /// The SQL connection those lookups use, once one was needed.
+    catalog_client: Option<tokio_postgres::Client>,
 }
 
 impl Stream<'_> {
@@ -486,6 +503,7 @@ impl Stream<'_> {
             // Decode everything already buffered; never wait for more data
             // just to fill a batch.
             while let Some(frame) = reader.try_frame()? {
+                self.learn_types(&frame).await?;
                 self.frame(frame)?;
                 // A committed streamed transaction goes downstream in
                 // batches, before anything after it is decoded.
@@ -525,6 +543,28 @@ impl Stream<'_> {
                 },
             }
         }
+    }
+
+    /// Looks up the types a Relation message in `frame` names that the
+    /// decoder does not know yet (binary mode only), on a SQL connection
+    /// opened at the first need and kept.
+    async fn learn_types(&mut self, frame: &Frame) -> Result<(), PgError> {
+        let missing = match frame.body.split_first() {
+            Some((b'w', rest)) if frame.tag == b'd' && rest.len() > 24 => {
+                self.decoder.missing_types(&rest[24..])
+            }
+            _ => return Ok(()),
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.catalog_client.is_none() {
+            self.catalog_client = Some(connect_sql(self.cfg, &self.addr).await?);
+        }
+        let client = self.catalog_client.as_ref().expect("connected above");
+        let found = types::lookup(client, &self.addr, self.server_version, &missing).await?;
+        self.decoder.learn(found);
+        Ok(())
     }
 
     /// Hands the batch downstream. `Ok(false)` means stop: shutdown was
@@ -654,6 +694,7 @@ fn writer_stopped(
 pub(crate) fn replay_stream(data: &[u8], db_key: Arc<str>) -> Result<Vec<SourceItem>, PgError> {
     let mut reader = FrameReader::from_bytes(data, "replay");
     let (_, acked) = watch::channel(Lsn::ZERO);
+    let cfg = PostgresConfig::default();
     let mut stream = Stream {
         addr: "replay".into(),
         decoder: Decoder::new(db_key),
@@ -666,6 +707,9 @@ pub(crate) fn replay_stream(data: &[u8], db_key: Arc<str>) -> Result<Vec<SourceI
         max_batch: usize::MAX,
         batch: Vec::new(),
         read_timeout: MIN_READ_TIMEOUT,
+        cfg: &cfg,
+        server_version: 0,
+        catalog_client: None,
     };
     while let Some(frame) = reader.try_frame()? {
         stream.frame(frame)?;

@@ -191,8 +191,7 @@ impl InitialSnapshot {
                 &name,
                 columns.as_deref(),
             )
-            .await?
-            .matching_stream(cfg.binary);
+            .await?;
             names.push(table.sql_name().to_owned());
             let (pages, heap) = measure(&clients[0], &addr, table.schema.id).await?;
             let count = chunk_count(pages, cfg.snapshot_chunk_pages, version >= 140_000);

@@ -21,12 +21,11 @@
 //! no numbers to parse (a snapshot took 0.58× the instructions per row of
 //! the text format; BENCHMARKS.md). The decoders yield the same [`Value`] for a type's text
 //! and binary forms, so a row reads the same whichever mode the stream
-//! uses. A column of a type without a binary decoder (`PgType::Other`:
-//! arrays, enums, extension types) is selected as text (its output
-//! function's, as the text stream sends it), whose binary form is the text
-//! itself; for a
-//! stream in binary mode ([`SnapshotTable::matching_stream`]) it is read in
-//! its binary form, which both then deliver as hex.
+//! uses. A column of a type without a [`Value`] of its own
+//! (`PgType::Other`: arrays, enums, intervals, extension types) is selected
+//! as its output function's text, which is what the stream delivers for
+//! it in either mode (binary mode prints such values as their text,
+//! [`crate::printed`]); in a binary COPY a text field is the text itself.
 //!
 //! Key chunks are read in COPY's text format (fields split on tabs, `\N`
 //! for NULL and backslash escapes undone, then [`decode_text`]), since the
@@ -71,12 +70,8 @@ pub struct SnapshotTable {
     /// their text.
     binary_select_list: String,
     /// Per column: a binary COPY reads it as text (a type without a
-    /// decoder, when the stream sends it as text).
+    /// [`Value`] of its own).
     as_text: Box<[bool]>,
-    /// Per column: its type has a binary send function, so pgoutput's
-    /// binary mode sends it in that form (and hex is all Weir makes of an
-    /// undecoded one); otherwise the stream sends text even then.
-    sendable: Box<[bool]>,
     /// Per key column: its index in the row, quoted name, and the
     /// qualified type its text is cast back to in a key bound.
     keys: Vec<(usize, String, String)>,
@@ -185,7 +180,7 @@ pub async fn describe(
                SELECT DISTINCT ON (attnum) attnum, oid FROM base ORDER BY attnum, depth DESC \
              ) \
              SELECT a.attname::text, a.atttypid, a.atttypmod, bn.nspname::text, bt.typname::text, \
-               quote_ident(tn.nspname) || '.' || quote_ident(t.typname), t.typsend <> 0, \
+               quote_ident(tn.nspname) || '.' || quote_ident(t.typname), \
                CASE c.relreplident \
                  WHEN 'f' THEN true \
                  WHEN 'n' THEN false \
@@ -210,7 +205,6 @@ pub async fn describe(
     let mut kinds = Vec::with_capacity(columns.len());
     let mut keys = Vec::new();
     let mut select = Vec::with_capacity(columns.len());
-    let mut sends = Vec::with_capacity(columns.len());
     for row in &columns {
         let name: String = row.get(0);
         // A publication's column list: the stream sends only those.
@@ -222,8 +216,7 @@ pub async fn describe(
         let type_modifier: i32 = row.get(2);
         let (base_ns, base_name): (String, String) = (row.get(3), row.get(4));
         let cast: String = row.get(5);
-        let sendable: bool = row.get(6);
-        let key: bool = row.get(7);
+        let key: bool = row.get(6);
         // As the stream decoder resolves it: built-in OIDs by their own
         // name; other types by their Type message, which names a domain's
         // base type and leaves pg_catalog's namespace out.
@@ -241,7 +234,6 @@ pub async fn describe(
         if key {
             keys.push((i, quoted.clone(), cast));
         }
-        sends.push(sendable);
         select.push(quoted);
         kinds.push(kind);
         cols.push(Column {
@@ -270,7 +262,6 @@ pub async fn describe(
         quoted: select.into_boxed_slice(),
         binary_select_list: String::new(),
         as_text: Box::default(),
-        sendable: sends.into_boxed_slice(),
         // Keyset chunks need a unique key: the primary key or the replica
         // identity index, not every column of REPLICA IDENTITY FULL.
         keys: if replica_identity == ReplicaIdentity::Full {
@@ -279,7 +270,7 @@ pub async fn describe(
             keys
         },
     };
-    Ok(table.matching_stream(false))
+    Ok(table.matching_stream())
 }
 
 /// A table's size in pages now, and its heap file (0 for a partitioned
@@ -304,19 +295,15 @@ impl SnapshotTable {
         &self.sql_name
     }
 
-    /// Makes page chunks read values as a stream with pgoutput's `binary`
-    /// option set to `binary` delivers them. A type without a decoder is
-    /// read as its text (its output function's, as the text stream sends
-    /// it); in binary mode, a type with a send function arrives as hex of
-    /// its send form, so it is read in that form instead, and a watermark
-    /// window matches the stream's changes to a chunk's rows by equal
-    /// values.
-    pub fn matching_stream(mut self, binary: bool) -> Self {
+    /// Makes page chunks read values as the stream delivers them: a type
+    /// without a [`Value`] of its own as its output function's text, so a
+    /// watermark window matches the stream's changes to a chunk's rows by
+    /// equal values.
+    fn matching_stream(mut self) -> Self {
         self.as_text = self
             .kinds
             .iter()
-            .zip(self.sendable.iter())
-            .map(|(&kind, &sendable)| kind == PgType::Other && !(binary && sendable))
+            .map(|&kind| kind == PgType::Other)
             .collect();
         self.binary_select_list = self
             .quoted
@@ -761,10 +748,9 @@ mod tests {
             select_list: "id, note, mood".to_owned(),
             binary_select_list: String::new(),
             as_text: Box::default(),
-            sendable: [true; 3].into(),
             keys: vec![(0, "id".to_owned(), "pg_catalog.int8".to_owned())],
         }
-        .matching_stream(false)
+        .matching_stream()
     }
 
     fn binary_copy(rows: &[[Option<&[u8]>; 3]]) -> Vec<u8> {
@@ -875,23 +861,6 @@ mod tests {
             "{pages}"
         );
         assert!(pages.ends_with("TO STDOUT (FORMAT binary)"), "{pages}");
-        // For a binary stream, in the form it sends; unless the type has
-        // no send function, when the stream sends text too.
-        let whole = Chunk::Pages {
-            start: 0,
-            end: None,
-        };
-        let binary = three_columns().matching_stream(true);
-        assert!(
-            binary
-                .copy_sql(&whole, None)
-                .unwrap()
-                .contains("SELECT id, note, mood FROM")
-        );
-        let mut unsendable = three_columns();
-        unsendable.sendable[2] = false;
-        let unsendable = unsendable.matching_stream(true);
-        assert!(unsendable.copy_sql(&whole, None).unwrap().contains(as_text));
         let keys = table
             .copy_sql(
                 &Chunk::After {

@@ -605,8 +605,7 @@ impl Reader<'_> {
         .map_err(|e| match e {
             PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
             e => stop(e),
-        })?
-        .matching_stream(self.cfg.binary);
+        })?;
         let filter = match (&row_filter, &table.filter) {
             (Some(a), Some(b)) => Some(format!("({a}) AND ({b})")),
             (a, b) => a.clone().or_else(|| b.clone()),
@@ -727,8 +726,7 @@ impl Reader<'_> {
         .map_err(|e| match e {
             PgError::MissingTables { .. } => Stop::Table(format!("{qualified} no longer exists")),
             e => stop(e),
-        })?
-        .matching_stream(self.cfg.binary);
+        })?;
         // Read again, with new marks, when the engine finds the read
         // missed a transaction before the low mark (rare: see the module).
         let mut tries = 0u32;

@@ -2,6 +2,7 @@
 //! authentication, `wal_level = logical`). One test binary, so the suite
 //! links once.
 
+mod binary;
 mod changes;
 mod common;
 mod errors;
