@@ -99,7 +99,7 @@ recv() { # label slot binary
   RESULTS+=("$1|$(secs $t0 $t1)|$(rate $t0 $t1)|-|-|-|$ws_cpu")
 }
 
-weir() { # label slot sink-toml
+weir() { # label slot sink-toml [more source settings]
   local t0 t1 pid rss conf="$WORK/$2.toml"
   cat >"$conf" <<TOML
 [source]
@@ -110,6 +110,7 @@ tables = ["public.bench"]
 create_slot = false
 create_publication = false
 status_interval = "1s"
+${4:-}
 
 [[transforms]]
 path = "$PASSTHROUGH"
