@@ -259,9 +259,10 @@ pub struct PostgresConfig {
     /// Create the publication when it does not exist, and add listed tables
     /// it lacks (otherwise either is an error).
     pub create_publication: bool,
-    /// Ask pgoutput for the binary form of column values. Faster to decode,
-    /// but lossless only for the types listed on [`Value`](weir_core::Value);
-    /// see the crate documentation. Text mode is the default.
+    /// Ask pgoutput for the binary form of column values. They decode to
+    /// the same values as in text mode; a published column of a type with
+    /// no binary decoder (an extension's own binary form) is refused when
+    /// the source is prepared. Text mode is the default.
     pub binary: bool,
     /// How often a standby status update is sent even when nothing changed.
     /// Keep it well below the server's `wal_sender_timeout` (60 s by default).

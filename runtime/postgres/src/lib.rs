@@ -20,10 +20,12 @@
 //! Text mode (the default) decodes the types listed on [`weir_core::Value`]
 //! into typed variants and keeps Postgres's text output for every other
 //! type in `Value::Other`, so nothing is lost. Binary mode (`binary: true`,
-//! PostgreSQL 14+) decodes the same listed types from their binary form,
-//! which is cheaper; any *other* type then arrives as `Value::Other` holding
-//! `\x` and the hex of its binary send form, so binary mode is lossless as
-//! text only for the listed types. Timestamps beyond about 294246 AD do
+//! PostgreSQL 14+) decodes the same values from the binary forms: the
+//! listed types directly, every other built-in type (and arrays, ranges,
+//! composites, enums and domains of them, looked up in `pg_type`) printed
+//! as the server prints its text (`printed`). A column of a type whose
+//! binary form Weir cannot print (an extension's own) is refused in binary
+//! mode, naming it (`types`). Timestamps beyond about 294246 AD do
 //! not fit `i64` Unix microseconds and arrive as `Value::Other` with
 //! Postgres's text in either mode. pgoutput announces a domain under its
 //! base type's name, so a domain over a listed type decodes like that type.

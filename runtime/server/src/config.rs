@@ -167,8 +167,8 @@ pub struct SourceConfig {
     /// Create the publication (or add missing tables to it) when needed.
     #[serde(default = "yes")]
     pub create_publication: bool,
-    /// Ask pgoutput for binary values: faster, but only the common types
-    /// decode losslessly; others arrive as their binary form in hex.
+    /// Ask pgoutput for binary values: the same output as text mode; a
+    /// column of a type Weir cannot decode from binary is refused at start.
     #[serde(default)]
     pub binary: bool,
     /// How often to report progress to Postgres even when nothing changes.
