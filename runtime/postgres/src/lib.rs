@@ -88,6 +88,7 @@ mod decode;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lease;
 mod pgoutput;
 mod printed;
 mod setup;

@@ -55,6 +55,27 @@ pub struct Config {
     /// How plugins are kept: hot reload and the compiled-code cache.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// High availability: several processes with this configuration, one
+    /// streaming and the others standing by.
+    pub ha: Option<HaConfig>,
+}
+
+/// `[ha]`: leadership by an advisory lock on the source database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// How soon a standby streams after the leader died or was cut off.
+    #[serde(
+        default = "default_takeover",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
+    pub takeover: Duration,
+    /// The advisory lock's key; by default one derived from the slot name.
+    pub lock_key: Option<i64>,
+}
+
+fn default_takeover() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The dead-letter queue: a sink (and topic) of its own. It receives no
@@ -805,6 +826,15 @@ impl Config {
 
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(ha) = &self.ha
+            && ha.takeover < Duration::from_secs(1)
+        {
+            problems.push(format!(
+                "ha.takeover: {:?} is too short: the leader proves its lease every tenth of it; \
+                 give at least 1s",
+                ha.takeover
+            ));
+        }
         let s = &self.source;
         if s.all_tables && !s.tables.is_empty() {
             problems

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use weir::admin::AdminState;
 use weir::config::Config;
 use weir::pipeline::Pipeline;
-use weir::status::Status;
+use weir::status::{Role, Status};
+use weir_postgres::lease::{self, Lease};
 
 /// Change data capture from PostgreSQL through WebAssembly plugins to sinks.
 #[derive(Parser)]
@@ -191,14 +192,65 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
             }
         }
     }
-    let pipeline = match Pipeline::start(config, status.clone(), &deployer).await {
+    // Under [ha], only the holder of the leadership lock goes on.
+    let lease = match lead(&config, &status, &shutdown).await {
+        Ok(Some(lease)) => Some(lease),
+        Ok(None) if config.ha.is_some() => {
+            admin_stop.cancel();
+            return ExitCode::SUCCESS;
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut lease = lease.map(Lease::keep);
+    let starting = Pipeline::start(config, status.clone(), &deployer);
+    let started = match &mut lease {
+        None => starting.await,
+        Some(held) => tokio::select! {
+            started = starting => started,
+            reason = held.lost() => {
+                tracing::error!(%reason, "lost the leadership lock while starting; exiting");
+                admin_stop.cancel();
+                return ExitCode::from(3);
+            }
+        },
+    };
+    let pipeline = match started {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = match pipeline.wait(shutdown.clone()).await {
+    let fence = pipeline.fence_handle();
+    let stop = shutdown.child_token();
+    let waited = pipeline.wait(stop.clone());
+    tokio::pin!(waited);
+    let result = match lease {
+        None => waited.await,
+        Some(mut held) => tokio::select! {
+            r = &mut waited => {
+                held.release().await;
+                r
+            }
+            reason = held.lost() => {
+                // Fencing: a standby may start streaming soon; nothing more
+                // may reach a sink from here. Exiting leaves no state behind
+                // for a later turn as leader; a supervisor restarts the
+                // process as a standby.
+                tracing::error!(%reason, "lost the leadership lock: stopping delivery at once and exiting");
+                fence.cancel();
+                stop.cancel();
+                let _ = waited.await;
+                admin_stop.cancel();
+                return ExitCode::from(3);
+            }
+        },
+    };
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: pipeline halted: {e}");
@@ -213,6 +265,30 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
     };
     admin_stop.cancel();
     code
+}
+
+/// Under `[ha]`: stands by until this process holds the leadership lock,
+/// then ends any walsender a previous leader left on the slot. `None`
+/// without `[ha]`, or when shutdown came first.
+async fn lead(
+    config: &Config,
+    status: &Status,
+    shutdown: &CancellationToken,
+) -> Result<Option<Lease>, weir_postgres::PgError> {
+    let Some(ha) = &config.ha else {
+        return Ok(None);
+    };
+    status.set_role(Role::Standby);
+    let pg = weir::pipeline::postgres_config(&config.source, config.pipeline.max_batch);
+    let key = ha.lock_key.unwrap_or_else(|| lease::lock_key(&pg.slot));
+    tracing::info!(key, takeover = ?ha.takeover, "high availability: waiting for the leadership lock");
+    let Some(lease) = Lease::acquire(&pg, key, ha.takeover, shutdown).await? else {
+        return Ok(None);
+    };
+    lease.evict_slot_holder(&pg.slot).await?;
+    status.set_role(Role::Leader);
+    tracing::info!(key, "high availability: leading; this process streams");
+    Ok(Some(lease))
 }
 
 async fn signals(shutdown: CancellationToken) {

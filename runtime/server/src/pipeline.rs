@@ -263,6 +263,14 @@ impl Pipeline {
         })
     }
 
+    /// A token that, cancelled, makes the pipeline stop delivering at once:
+    /// sink writes in flight are abandoned and queued changes dropped
+    /// (they were never acknowledged, so they are redelivered), as a
+    /// leader that lost its lease must.
+    pub fn fence_handle(&self) -> CancellationToken {
+        self.abort.clone()
+    }
+
     /// Runs until `shutdown` or a halt. On a halt, changes queued before
     /// the failure are still delivered; nothing from the failing change on.
     /// On shutdown the source stops reading and waits a while for what is

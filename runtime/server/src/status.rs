@@ -108,6 +108,18 @@ pub struct Status {
     pub plugins: PluginsStatus,
     /// After how many milliseconds of failing a sink counts as degraded.
     degraded_after_ms: AtomicU64,
+    /// With `[ha]`: whether this process leads (streams) or stands by.
+    role: Mutex<Option<Role>>,
+}
+
+/// A process's part under `[ha]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Waiting for the leadership lock; streams nothing.
+    Standby,
+    /// Holds the lock and streams.
+    Leader,
 }
 
 impl Status {
@@ -128,6 +140,7 @@ impl Status {
                 .collect(),
             plugins: PluginsStatus::default(),
             degraded_after_ms: AtomicU64::new(60_000),
+            role: Mutex::new(None),
         }
     }
 
@@ -269,6 +282,16 @@ impl Status {
         }
     }
 
+    /// Records this process's part under `[ha]`.
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(|e| e.into_inner()) = Some(role);
+    }
+
+    /// This process's part under `[ha]`; `None` without it.
+    pub fn role(&self) -> Option<Role> {
+        *self.role.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A JSON snapshot for `/status`.
     pub fn snapshot(&self) -> serde_json::Value {
         let sinks: serde_json::Map<String, serde_json::Value> = self
@@ -299,6 +322,7 @@ impl Status {
             "plugins": self.plugins.snapshot(),
             "snapshot": self.snapshot_json(),
             "slot": self.slot_json(),
+            "ha": self.role().map(|role| serde_json::json!({ "role": role })),
         })
     }
 
@@ -315,6 +339,13 @@ impl Status {
             "1 while the pipeline runs, 0 when halted or stopped.",
             up as u64,
         );
+        if let Some(role) = self.role() {
+            gauge(
+                "weir_ha_leader",
+                "1 while this process holds the leadership lock and streams, 0 while it stands by.",
+                (role == Role::Leader) as u64,
+            );
+        }
         gauge(
             "weir_acked_lsn",
             "Acknowledged source position.",
