@@ -407,6 +407,11 @@ impl WeirProcess {
         }
     }
 
+    /// The exit code once the process has exited by itself.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.as_mut()?.try_wait().ok().flatten()?.code()
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, …) with kill(1).
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {

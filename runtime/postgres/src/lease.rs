@@ -17,6 +17,8 @@
 //! ends after `idle_session_timeout` (set to half the takeover time on the
 //! lock's session, PostgreSQL 14+; TCP keepalives otherwise).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -132,9 +134,12 @@ impl Lease {
     /// nothing the leader does (starting its pipeline) delays the proofs.
     pub fn keep(self) -> Held {
         let lost = CancellationToken::new();
+        let clock = LeaseClock::new();
+        clock.trust_until(self.proven + self.takeover / 4);
         let (release, released) = oneshot::channel();
-        let task = tokio::spawn(keep(self, lost.clone(), released));
+        let task = tokio::spawn(keep(self, clock.clone(), lost.clone(), released));
         Held {
+            clock,
             lost,
             task,
             release: Some(release),
@@ -164,15 +169,60 @@ impl Lease {
     }
 }
 
+/// Until when the lease is trusted, readable at any moment without a
+/// task having to run: a sink checks it before each write, so a leader
+/// that was paused (SIGSTOP, a frozen VM) and resumes after a standby took
+/// over writes nothing more, even before its keeper has noticed.
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    base: std::time::Instant,
+    /// Nanoseconds after `base`; 0 once lost or released.
+    until: Arc<AtomicU64>,
+}
+
+impl LeaseClock {
+    fn new() -> LeaseClock {
+        LeaseClock {
+            base: std::time::Instant::now(),
+            until: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn trust_until(&self, until: Instant) {
+        let nanos = until
+            .into_std()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        self.until
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn revoke(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+
+    /// Whether the lease is still trusted now.
+    pub fn valid(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.until.load(Ordering::Acquire)
+    }
+}
+
 /// A lease being kept: [`lost`](Held::lost) resolves once it can no longer
 /// be trusted, and the caller must then stop delivering at once.
 pub struct Held {
+    clock: LeaseClock,
     lost: CancellationToken,
     task: JoinHandle<String>,
     release: Option<oneshot::Sender<()>>,
 }
 
 impl Held {
+    /// The lease's clock, for checks before each write.
+    pub fn clock(&self) -> LeaseClock {
+        self.clock.clone()
+    }
+
     /// Waits until the lease is lost; the reason.
     pub async fn lost(&mut self) -> String {
         self.lost.cancelled().await;
@@ -196,6 +246,7 @@ impl Held {
 /// (then unlocks).
 async fn keep(
     lease: Lease,
+    clock: LeaseClock,
     lost: CancellationToken,
     mut released: oneshot::Receiver<()>,
 ) -> String {
@@ -207,6 +258,7 @@ async fn keep(
         let ping = timeout(limit, lease.client.simple_query("SELECT 1"));
         tokio::select! {
             _ = &mut released => {
+                clock.revoke();
                 let _ = lease
                     .client
                     .query("SELECT pg_advisory_unlock($1)", &[&lease.key])
@@ -220,7 +272,10 @@ async fn keep(
                 );
             }
             r = ping => match r {
-                Ok(Ok(_)) => proven = sent,
+                Ok(Ok(_)) => {
+                    proven = sent;
+                    clock.trust_until(proven + limit);
+                }
                 Ok(Err(e)) => {
                     break format!(
                         "the leadership lock's connection to {} failed: {e}",
@@ -235,6 +290,7 @@ async fn keep(
             _ = sleep_until(proven + limit) => {}
         }
     };
+    clock.revoke();
     lost.cancel();
     reason
 }

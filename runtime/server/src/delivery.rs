@@ -18,7 +18,7 @@ use weir_sinks::retry::Backoff;
 use crate::checkpoint::{Checkpointer, txn_runs};
 use crate::config::Config;
 use crate::halt::{HaltError, StartError, describe_record};
-use crate::status::{SinkCounters, Status};
+use crate::status::Status;
 
 pub(crate) async fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>, StartError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -90,8 +90,7 @@ pub(crate) async fn sink_task(
         };
         let mut offset = 0;
         for chunk in weir_sinks::batch::chunks(writable, caps) {
-            let Some(refused) =
-                write_chunk(&mut *sink, chunk, counters, &mut backoff, &abort).await
+            let Some(refused) = write_chunk(&mut *sink, chunk, &status, &mut backoff, &abort).await
             else {
                 return Ok(());
             };
@@ -161,11 +160,18 @@ pub(crate) async fn sink_task(
 async fn write_chunk(
     sink: &mut dyn Sink,
     chunk: &[SinkRecord],
-    counters: &SinkCounters,
+    status: &Status,
     backoff: &mut Backoff,
     abort: &CancellationToken,
 ) -> Option<Result<Vec<Rejected>, SinkError>> {
+    let counters = &status.sinks[sink.name()];
     loop {
+        // A leader whose lease lapsed writes nothing more (see `[ha]`).
+        if !status.may_deliver() {
+            tracing::warn!(sink = %sink.name(), "the leadership lease is no longer trusted; not writing");
+            abort.cancel();
+            return None;
+        }
         let written = tokio::select! {
             written = sink.write(chunk) => written,
             _ = abort.cancelled() => return None,

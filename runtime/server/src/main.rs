@@ -206,6 +206,9 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
         }
     };
     let mut lease = lease.map(Lease::keep);
+    if let Some(held) = &lease {
+        status.follow_lease(held.clock());
+    }
     let starting = Pipeline::start(config, status.clone(), &deployer);
     let started = match &mut lease {
         None => starting.await,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use weir_core::Lsn;
 use weir_postgres::SlotHealth;
+use weir_postgres::lease::LeaseClock;
 use weir_postgres::snapshot::SnapshotProgress;
 use weir_wasm::PluginEngine;
 
@@ -110,6 +111,8 @@ pub struct Status {
     degraded_after_ms: AtomicU64,
     /// With `[ha]`: whether this process leads (streams) or stands by.
     role: Mutex<Option<Role>>,
+    /// With `[ha]`, while leading: until when the lease is trusted.
+    lease: OnceLock<LeaseClock>,
 }
 
 /// A process's part under `[ha]`.
@@ -141,6 +144,7 @@ impl Status {
             plugins: PluginsStatus::default(),
             degraded_after_ms: AtomicU64::new(60_000),
             role: Mutex::new(None),
+            lease: OnceLock::new(),
         }
     }
 
@@ -287,9 +291,25 @@ impl Status {
         *self.role.lock().unwrap_or_else(|e| e.into_inner()) = Some(role);
     }
 
-    /// This process's part under `[ha]`; `None` without it.
+    /// This process's part under `[ha]`; `None` without it. A leader
+    /// whose lease is no longer trusted counts as standing by.
     pub fn role(&self) -> Option<Role> {
-        *self.role.lock().unwrap_or_else(|e| e.into_inner())
+        let role = *self.role.lock().unwrap_or_else(|e| e.into_inner());
+        match role {
+            Some(Role::Leader) if !self.may_deliver() => Some(Role::Standby),
+            r => r,
+        }
+    }
+
+    /// Makes every sink write depend on `lease` being trusted.
+    pub fn follow_lease(&self, lease: LeaseClock) {
+        let _ = self.lease.set(lease);
+    }
+
+    /// Whether a sink may write now: always without `[ha]`, else while
+    /// the lease is trusted.
+    pub fn may_deliver(&self) -> bool {
+        self.lease.get().is_none_or(LeaseClock::valid)
     }
 
     /// A JSON snapshot for `/status`.
