@@ -1,6 +1,9 @@
 //! The admin HTTP endpoint: `/health`, `/status`, `/metrics`,
 //! `/plugins` (`GET` lists them; `PUT /plugins/{name}` with a component as
-//! the body deploys a new version of one), and `POST /snapshots`
+//! the body deploys a new version of one, or with `?mode=shadow` runs it
+//! beside the running version without delivering its output; `GET` and
+//! `DELETE /plugins/{name}/shadow` report and discard that shadow, `POST
+//! /plugins/{name}/promote` deploys it), and `POST /snapshots`
 //! (`{"tables": ["schema.table", …], "where": "…"}` queues a snapshot of
 //! those tables, read while the slot streams).
 //!
@@ -15,12 +18,13 @@
 //! token, as do snapshot requests. `/metrics` and the bare state of `/health` stay open for probes;
 //! neither holds row values.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State as Extract};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State as Extract};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -88,6 +92,11 @@ pub async fn serve(
         .route("/status", get(status_json))
         .route("/plugins", get(plugins))
         .route("/plugins/{name}", put(deploy))
+        .route(
+            "/plugins/{name}/shadow",
+            get(shadow_report).delete(discard_shadow),
+        )
+        .route("/plugins/{name}/promote", post(promote))
         .route("/snapshots", post(request_snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
@@ -291,8 +300,19 @@ async fn plugins(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
 async fn deploy(
     Extract(admin): Extract<Arc<Admin>>,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
+    let shadow = match query.get("mode").map(String::as_str) {
+        None | Some("run") => false,
+        Some("shadow") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown deploy mode {other:?}: use ?mode=shadow, or no mode to deploy"),
+            );
+        }
+    };
     let Ok(_deploying) = admin.deploying.try_acquire() else {
         return error(
             StatusCode::CONFLICT,
@@ -309,10 +329,7 @@ async fn deploy(
         )
     };
     let Some(deployer) = admin.deployer.get() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the pipeline is not running yet",
-        );
+        return not_running();
     };
     if let Err(e) = deployer.ready_for(&name) {
         return deploy_error(e);
@@ -342,7 +359,26 @@ async fn deploy(
             );
         }
     };
-    match deployer.deploy(&name, body).await {
+    if shadow {
+        return match deployer.deploy_shadow(&name, body).await {
+            Ok(deployed) => (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({
+                    "plugin": deployed.plugin,
+                    "shadow": deployed.version,
+                    "running": deployed.previous,
+                    "state": format!("validated; runs beside the running version from the next transaction boundary, delivering nothing; see GET /plugins/{name}/shadow"),
+                })),
+            )
+                .into_response(),
+            Err(e) => deploy_error(e),
+        };
+    }
+    deployed(deployer.deploy(&name, body).await)
+}
+
+fn deployed(result: Result<crate::reload::Deployed, DeployError>) -> Response {
+    match result {
         Ok(deployed) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({
@@ -354,6 +390,59 @@ async fn deploy(
         )
             .into_response(),
         Err(e) => deploy_error(e),
+    }
+}
+
+/// The answer while the pipeline has not started (and has no deployer).
+fn not_running() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the pipeline is not running yet",
+    )
+}
+
+/// How a plugin's shadow version compares with its running version.
+async fn shadow_report(Extract(admin): Extract<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    if let Some(report) = admin.status.plugins.shadow(&name) {
+        return axum::Json(report.report()).into_response();
+    }
+    // The deployer words the answer, naming the configured plugins when
+    // `name` is none of them.
+    match admin.deployer.get() {
+        Some(deployer) => deploy_error(
+            deployer
+                .knows(&name)
+                .err()
+                .unwrap_or(DeployError::NoShadow { name }),
+        ),
+        None => not_running(),
+    }
+}
+
+async fn discard_shadow(Extract(admin): Extract<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    let Some(deployer) = admin.deployer.get() else {
+        return not_running();
+    };
+    match deployer.discard(&name).await {
+        Ok(version) => axum::Json(serde_json::json!({
+            "plugin": name,
+            "discarded": version,
+        }))
+        .into_response(),
+        Err(e) => deploy_error(e),
+    }
+}
+
+async fn promote(Extract(admin): Extract<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    let Ok(_deploying) = admin.deploying.try_acquire() else {
+        return error(
+            StatusCode::CONFLICT,
+            "another deploy is in progress; send this one again once it has finished",
+        );
+    };
+    match admin.deployer.get() {
+        Some(deployer) => deployed(deployer.promote(&name).await),
+        None => not_running(),
     }
 }
 
@@ -415,6 +504,7 @@ fn deploy_error(e: DeployError) -> Response {
         DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeployError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
         DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        DeployError::NoShadow { .. } => StatusCode::NOT_FOUND,
     };
     error(code, e.to_string())
 }

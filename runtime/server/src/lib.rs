@@ -23,9 +23,11 @@
 //!  admin  cli                       endpoints: HTTP, the `weir plugin` tools
 //!  pipeline                         wires source, processor, sinks
 //!  processor  delivery              the data path: plugins, then sinks
+//!  shadow                           a new version tried beside the running one
 //!  stages  reload                   one plugin's calls; new plugin versions
 //!  halt  status  routing  plugins   errors; counters; route rules; loading
 //!  config  checkpoint  dead_letter  leaves: no module of this crate
+//!  answers                          (leaf) plugin answers as JSON; shadow reports
 //! ```
 //!
 //! The checkpointer publishes its watermark on a `watch` channel that the
@@ -33,6 +35,7 @@
 //! its own [`admin::AdminState`], not through the status.
 
 pub mod admin;
+pub mod answers;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -44,6 +47,7 @@ pub mod plugins;
 mod processor;
 pub mod reload;
 pub mod routing;
+mod shadow;
 mod stages;
 pub mod status;
 
@@ -58,6 +62,7 @@ mod tests {
             ("config", &[include_str!("config.rs")]),
             ("checkpoint", &[include_str!("checkpoint.rs")]),
             ("dead_letter", &[include_str!("dead_letter.rs")]),
+            ("answers", &[include_str!("answers.rs")]),
         ],
         &[
             ("halt", &[include_str!("halt.rs")]),
@@ -69,6 +74,7 @@ mod tests {
             ("stages", &[include_str!("stages.rs")]),
             ("reload", &[include_str!("reload.rs")]),
         ],
+        &[("shadow", &[include_str!("shadow.rs")])],
         &[
             ("processor", &[include_str!("processor.rs")]),
             ("delivery", &[include_str!("delivery.rs")]),
@@ -80,8 +86,10 @@ mod tests {
                 "cli",
                 &[
                     include_str!("cli/mod.rs"),
+                    include_str!("cli/deploy.rs"),
                     include_str!("cli/inspect.rs"),
                     include_str!("cli/new.rs"),
+                    include_str!("cli/record.rs"),
                     include_str!("cli/replay.rs"),
                     include_str!("cli/snapshot.rs"),
                     include_str!("cli/templates.rs"),

@@ -1,6 +1,6 @@
 //! The `weir` command line: `weir run` streams changes, `weir check`
 //! validates a configuration without connecting to anything, and
-//! `weir plugin inspect|test|new` help write plugins (see [`weir::cli`]).
+//! `weir plugin …` writes, tests and deploys plugins (see [`weir::cli`]).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -15,9 +15,22 @@ use weir::pipeline::Pipeline;
 use weir::status::{Role, Status};
 use weir_postgres::lease::{self, Lease};
 
-/// Change data capture from PostgreSQL through WebAssembly plugins to sinks.
+/// Weir keeps caches, search indexes, analytics stores and message logs in
+/// step with a PostgreSQL database: it reads every committed change from
+/// the database's log, in commit order, passes it through your plugins
+/// (WebAssembly, written in Rust, Python or JavaScript) and applies the
+/// result to each sink, acknowledging a change only once every sink holds
+/// it.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Start here:\n  \
+        weir check --config weir.toml      validate a configuration and its plugins\n  \
+        weir run --config weir.toml        stream changes to the sinks\n  \
+        weir plugin new --lang rust NAME   write a plugin (also python, js)\n\n\
+        The README's first command runs a whole pipeline on this machine."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +38,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Stream committed changes from Postgres through the plugins to the sinks.
+    /// Stream committed changes from Postgres through the plugins to the
+    /// sinks, until stopped. Needs weir.toml: a [source] database with
+    /// wal_level = logical and a user allowed to replicate, the sinks, and
+    /// the plugin files.
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = "weir.toml")]
@@ -35,19 +51,23 @@ enum Command {
         #[arg(long)]
         exit_on_halt: bool,
     },
-    /// Validate a configuration and its plugins; connects to nothing.
+    /// Validate a configuration and its plugins. Needs weir.toml and the
+    /// plugin files; connects to nothing.
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "weir.toml")]
         config: PathBuf,
     },
-    /// Inspect, test and create plugins; needs no configuration.
+    /// Write, test and deploy plugins: `new`, `inspect` and `test` need
+    /// nothing but files; `deploy`, `status`, `shadow`, `promote` and
+    /// `discard` need a running Weir's admin endpoint.
     Plugin {
         #[command(subcommand)]
         command: weir::cli::PluginCommand,
     },
     /// Snapshot tables of a running Weir while it streams
-    /// (`weir snapshot TABLE…`), or follow snapshots (`weir snapshot status`).
+    /// (`weir snapshot TABLE…`), or follow snapshots (`weir snapshot
+    /// status`). Needs the weir.toml of that Weir, with [admin].
     #[command(args_conflicts_with_subcommands = true)]
     Snapshot {
         #[command(subcommand)]

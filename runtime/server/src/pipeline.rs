@@ -207,6 +207,8 @@ impl Pipeline {
             .filter(|name| dead_letter.as_ref().is_none_or(|d| &d.sink != *name))
             .cloned();
         let (items_tx, items_rx) = mpsc::channel(capacity);
+        // A version waiting while the source is idle takes over at once.
+        deployer.wake_with(items_tx.downgrade());
         let processor = Processor {
             transforms: plugins
                 .transforms
@@ -220,6 +222,8 @@ impl Pipeline {
                 .map(|(p, c)| Stage::new(p, c.on_failure, &c.breaker)),
             transform_tables: config.transforms.iter().map(|c| c.tables.clone()).collect(),
             router_tables: config.router.as_ref().and_then(|c| c.tables.clone()),
+            transform_shadows: config.transforms.iter().map(|_| None).collect(),
+            router_shadow: None,
             rules: RouteRules::new(&config.routes, routed_sinks),
             dead_letter,
             sink_names: config.sink_names(),

@@ -2,10 +2,13 @@
 //! set compiled at startup, and the new versions (swaps) that replace them
 //! while the pipeline runs.
 
+use std::sync::Arc;
+
 use weir_wasm::{
     DirGrant, Grants, PluginEngine, PluginError, PluginSpec, RouterPlugin, TransformPlugin,
 };
 
+use crate::answers::ShadowReport;
 use crate::config::{Config, PluginConfig};
 
 /// The spec the WASM host loads a configured plugin by.
@@ -86,10 +89,20 @@ pub async fn load_plugins(config: &Config) -> Result<LoadedPlugins, PluginError>
     .expect("plugin loading panicked")
 }
 
-/// A validated new version of a configured plugin, waiting to take over.
+/// A validated new version of a configured plugin, waiting to take over
+/// (or to run as a shadow) at a transaction boundary.
 pub enum Swap {
     /// The transform at this position of the chain.
     Transform(usize, TransformPlugin),
     /// The router.
     Router(RouterPlugin),
+    /// A shadow beside the transform at this position, replacing any
+    /// shadow it has.
+    ShadowTransform(usize, TransformPlugin, Arc<ShadowReport>),
+    /// A shadow beside the router.
+    ShadowRouter(RouterPlugin, Arc<ShadowReport>),
+    /// The transform at this position loses its shadow.
+    EndShadowTransform(usize),
+    /// The router loses its shadow.
+    EndShadowRouter,
 }

@@ -24,6 +24,7 @@ use crate::config::FailurePolicy;
 use crate::halt::{HaltError, describe};
 use crate::plugins::Swap;
 use crate::routing::{RouteRules, in_tables};
+use crate::shadow::Shadow;
 use crate::stages::{Stage, StagePlugin};
 use crate::status::Status;
 
@@ -43,6 +44,10 @@ pub(crate) struct Processor {
     pub(crate) transform_tables: Vec<Option<Vec<TablePattern>>>,
     /// The router's `tables` filter.
     pub(crate) router_tables: Option<Vec<TablePattern>>,
+    /// The shadow version beside each transform, in chain order.
+    pub(crate) transform_shadows: Vec<Option<Shadow<TransformPlugin>>>,
+    /// The shadow version beside the router.
+    pub(crate) router_shadow: Option<Shadow<RouterPlugin>>,
     pub(crate) rules: RouteRules,
     /// Where dead letters go.
     pub(crate) dead_letter: Option<Destination>,
@@ -132,30 +137,45 @@ impl Processor {
         if let Some(router) = &mut self.router {
             router.reset();
         }
+        for shadow in self.transform_shadows.iter_mut().flatten() {
+            shadow.reset();
+        }
+        if let Some(shadow) = &mut self.router_shadow {
+            shadow.reset();
+        }
     }
 
     fn apply_swaps(&mut self) {
-        for swap in self.pending.drain(..) {
-            let (stage_name, old, new) = match swap {
+        for swap in std::mem::take(&mut self.pending) {
+            match swap {
                 Swap::Transform(i, plugin) => {
                     let stage = &mut self.transforms[i];
                     let old = stage.plugin().version().to_owned();
-                    let new = plugin.version().to_owned();
                     stage.swap(plugin);
-                    (stage.plugin().name().to_owned(), old, new)
+                    let shadow = &mut self.transform_shadows[i];
+                    let new = stage.plugin().version();
+                    let promoted = ended_by_promotion(shadow, new);
+                    swapped(&self.status, stage.plugin().name(), &old, new, promoted);
                 }
                 Swap::Router(plugin) => {
                     let Some(stage) = &mut self.router else {
                         continue;
                     };
                     let old = stage.plugin().version().to_owned();
-                    let new = plugin.version().to_owned();
                     stage.swap(plugin);
-                    (stage.plugin().name().to_owned(), old, new)
+                    let new = stage.plugin().version();
+                    let promoted = ended_by_promotion(&mut self.router_shadow, new);
+                    swapped(&self.status, stage.plugin().name(), &old, new, promoted);
                 }
-            };
-            tracing::info!(plugin = %stage_name, from = %old, to = %new, "new plugin version took over at a transaction boundary");
-            self.status.plugins.swapped(&stage_name, &new);
+                Swap::ShadowTransform(i, plugin, report) => {
+                    self.transform_shadows[i] = start_shadow(plugin, report);
+                }
+                Swap::ShadowRouter(plugin, report) => {
+                    self.router_shadow = start_shadow(plugin, report);
+                }
+                Swap::EndShadowTransform(i) => self.transform_shadows[i] = None,
+                Swap::EndShadowRouter => self.router_shadow = None,
+            }
         }
     }
 
@@ -245,17 +265,32 @@ impl Processor {
             dead_letter: self.dead_letter.as_ref(),
         };
         let stage = &mut self.transforms[i];
+        let mut shadow = self.transform_shadows[i].as_mut();
         let tables = self.transform_tables[i].as_deref();
         let changes = work.iter().any(|w| takes(tables, w));
         // A transaction's commit may come in a batch of its own.
         let commits = work.iter().any(|w| matches!(w, Work::Commit(_)));
-        let hooked_commit = commits && stage.wants_commit()?;
+        let hooked_commit = commits && (stage.wants_commit()? || shadow.is_some());
         if !changes && !hooked_commit {
             return Ok(work);
         }
         let mut out = Vec::with_capacity(work.len());
         if !stage.wants_commit()? {
-            transform_run(stage, tables, &failures, work, &mut out)?;
+            transform_run(
+                stage,
+                shadow.as_deref_mut(),
+                tables,
+                &failures,
+                work,
+                &mut out,
+            )?;
+            if let Some(shadow) = shadow {
+                for w in &out {
+                    if let Work::Commit(txn) = w {
+                        shadow.commit(txn, None, stage.plugin().version());
+                    }
+                }
+            }
             return Ok(out);
         }
         let mut run = Vec::new();
@@ -264,20 +299,28 @@ impl Processor {
                 run.push(w);
                 continue;
             };
-            transform_run(stage, tables, &failures, std::mem::take(&mut run), &mut out)?;
+            transform_run(
+                stage,
+                shadow.as_deref_mut(),
+                tables,
+                &failures,
+                std::mem::take(&mut run),
+                &mut out,
+            )?;
             // A swap never lands inside a transaction, but the plugin may
             // have been re-instantiated after a failure; ask again.
-            if stage.wants_commit()? {
-                out.extend(
-                    stage
-                        .commit(&txn)?
-                        .into_iter()
-                        .map(|e| emit_work(e, txn.txn)),
-                );
+            let emits = if stage.wants_commit()? {
+                Some(stage.commit(&txn)?)
+            } else {
+                None
+            };
+            if let Some(shadow) = shadow.as_deref_mut() {
+                shadow.commit(&txn, emits.as_deref(), stage.plugin().version());
             }
+            out.extend(emits.into_iter().flatten().map(|e| emit_work(e, txn.txn)));
             out.push(Work::Commit(txn));
         }
-        transform_run(stage, tables, &failures, run, &mut out)?;
+        transform_run(stage, shadow, tables, &failures, run, &mut out)?;
         Ok(out)
     }
 
@@ -290,7 +333,11 @@ impl Processor {
         let mut slots = Vec::with_capacity(work.len());
         for w in work {
             match w {
-                Work::Commit(_) => {}
+                Work::Commit(txn) => {
+                    if let (Some(shadow), Some(router)) = (&mut self.router_shadow, &self.router) {
+                        shadow.commit(&txn, None, router.plugin().version());
+                    }
+                }
                 Work::Change(e, None)
                     if self.router.is_some()
                         && (self.router_tables.as_deref()).is_none_or(|t| in_tables(t, &e)) =>
@@ -305,6 +352,9 @@ impl Processor {
             Some(router) if !to_route.is_empty() => {
                 let chosen = router.run(&to_route)?;
                 (self.status.plugins).set_per_call(router.plugin().name(), router.per_call());
+                if let Some(shadow) = &mut self.router_shadow {
+                    shadow.offer(&to_route, &chosen, router.plugin().version());
+                }
                 chosen
             }
             _ => Vec::new(),
@@ -419,6 +469,50 @@ impl Processor {
     }
 }
 
+/// Ends a stage's shadow when the version that took over is the shadow's
+/// own (it was promoted); returns whether it did.
+fn ended_by_promotion<P: crate::shadow::Shadowed>(
+    shadow: &mut Option<Shadow<P>>,
+    running: &str,
+) -> bool {
+    if shadow.as_ref().is_some_and(|s| s.version() == running) {
+        *shadow = None;
+        return true;
+    }
+    false
+}
+
+/// Reports a new version that took over.
+fn swapped(status: &Status, plugin: &str, old: &str, new: &str, promoted: bool) {
+    tracing::info!(%plugin, from = %old, to = %new, promoted, "new plugin version took over at a transaction boundary");
+    status.plugins.swapped(plugin, new);
+    if promoted {
+        status.plugins.end_shadow(plugin, new);
+    }
+}
+
+/// Starts a shadow version; a shadow that cannot start is reported, and
+/// the running version goes on alone.
+fn start_shadow<P: crate::shadow::Shadowed>(
+    plugin: P,
+    report: Arc<crate::answers::ShadowReport>,
+) -> Option<Shadow<P>> {
+    let (name, version) = (plugin.name().to_owned(), report.version().to_owned());
+    match Shadow::start(plugin, report.clone()) {
+        Ok(shadow) => {
+            tracing::info!(plugin = %name, %version, "a shadow version runs beside the running one from this transaction boundary; only the running one's output is delivered");
+            Some(shadow)
+        }
+        Err(e) => {
+            tracing::error!(plugin = %name, %version, error = %e, "cannot start the shadow version's thread");
+            report
+                .tally()
+                .failure(format!("cannot start its thread: {e}"));
+            None
+        }
+    }
+}
+
 /// Who chose a record's destination, named only if that destination is bad.
 #[derive(Clone, Copy)]
 enum ChosenBy {
@@ -442,6 +536,7 @@ fn takes(tables: Option<&[TablePattern]>, work: &Work) -> bool {
 /// what it does not take where it was.
 fn transform_run(
     stage: &mut Stage<TransformPlugin>,
+    shadow: Option<&mut Shadow<TransformPlugin>>,
     tables: Option<&[TablePattern]>,
     failures: &Failures<'_>,
     work: Vec<Work>,
@@ -465,6 +560,9 @@ fn transform_run(
     } else {
         let answers = stage.run(&batch)?;
         (failures.status.plugins).set_per_call(stage.plugin().name(), stage.per_call());
+        if let Some(shadow) = shadow {
+            shadow.offer(&batch, &answers, stage.plugin().version());
+        }
         answers
     };
     let mut results = batch.into_iter().zip(answers);

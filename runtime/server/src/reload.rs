@@ -6,22 +6,31 @@
 //! its imports against the plugin's grants, its `init` with the plugin's
 //! configuration) before anything changes; an invalid one is refused and
 //! the running version stays. A valid one goes to the processor, which
-//! swaps it in at the next transaction boundary.
+//! swaps it in at the next transaction boundary (at once when the source
+//! is idle between transactions).
 //!
-//! Versions waiting for that boundary are few ([`SWAPS_WAITING`]): none
-//! comes while the source is idle or inside a long transaction, and each
-//! waiting version holds its compiled code, so more deploys are refused
-//! until they have taken over.
+//! A version can also be tried first: deployed as a shadow
+//! (`PUT /plugins/{name}?mode=shadow`) it runs beside the running version
+//! without delivering anything, then is promoted (`POST
+//! /plugins/{name}/promote`, an ordinary deploy of the same bytes) or
+//! discarded (`DELETE /plugins/{name}/shadow`).
+//!
+//! Versions waiting for a boundary are few ([`SWAPS_WAITING`]): none
+//! comes inside a long transaction, and each waiting version holds its
+//! compiled code, so more deploys are refused until they have taken over.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use weir_core::SourceItem;
 use weir_wasm::{PluginEngine, PluginSpec, RouterPlugin, TransformPlugin};
+
+use crate::answers::ShadowReport;
 
 use crate::config::Config;
 use crate::halt::HaltError;
@@ -37,6 +46,10 @@ pub struct Deployer {
     /// One deploy at a time, so a file write by the endpoint and the
     /// watcher noticing it cannot both swap.
     busy: tokio::sync::Mutex<()>,
+    /// The processor's input, to wake it when a version is queued while
+    /// the source is idle (no batch would come to take it over). Weak, so
+    /// the processor still stops when the source does.
+    wake: OnceLock<mpsc::WeakSender<Vec<SourceItem>>>,
 }
 
 /// One configured plugin.
@@ -59,6 +72,9 @@ struct Seen {
     stamp: Option<(SystemTime, u64)>,
     /// The version running or waiting to take over.
     version: String,
+    /// The shadow version, if one runs or waits to: its version and
+    /// bytes, kept for a promotion.
+    shadow: Option<(String, Bytes)>,
 }
 
 /// Why a deploy was refused.
@@ -86,6 +102,14 @@ pub enum DeployError {
     /// The new version could not be written next to the old one.
     #[error("{0}")]
     Io(String),
+    /// A shadow was asked for, and the plugin has none.
+    #[error(
+        "plugin {name:?} has no shadow version; deploy one with PUT /plugins/{name}?mode=shadow (weir plugin deploy --shadow)"
+    )]
+    NoShadow {
+        /// The plugin.
+        name: String,
+    },
 }
 
 /// The most validated versions that wait for a transaction boundary.
@@ -139,7 +163,13 @@ impl Deployer {
             swaps,
             status,
             busy: tokio::sync::Mutex::new(()),
+            wake: OnceLock::new(),
         }
+    }
+
+    /// Where to wake the processor when a version is queued.
+    pub fn wake_with(&self, processor: mpsc::WeakSender<Vec<SourceItem>>) {
+        let _ = self.wake.set(processor);
     }
 
     /// Whether any plugin is configured.
@@ -160,6 +190,11 @@ impl Deployer {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// Whether a plugin `name` is configured.
+    pub fn knows(&self, name: &str) -> Result<(), DeployError> {
+        self.slot(name).map(|_| ())
     }
 
     /// Whether a deploy of `name` could be taken now: the plugin exists and
@@ -202,16 +237,98 @@ impl Deployer {
                     slot.spec.path.display()
                 ))
             })?;
-        *slot.seen() = Seen {
-            stamp: Some(stamp),
-            version: version.clone(),
-        };
+        {
+            let mut seen = slot.seen();
+            seen.stamp = Some(stamp);
+            seen.version = version.clone();
+        }
         self.accept(slot, &version, swap, place);
         Ok(Deployed {
             plugin: name.to_owned(),
             version,
             previous,
         })
+    }
+
+    /// Validates `bytes` as a shadow version of plugin `name`: from the
+    /// next transaction boundary it runs beside the running version on the
+    /// same batches, and only the running version's output is delivered
+    /// (see `shadow.rs`). The plugin's file is left alone: a restart runs
+    /// the running version, without the shadow. A shadow the plugin
+    /// already has is replaced.
+    pub async fn deploy_shadow(&self, name: &str, bytes: Bytes) -> Result<Deployed, DeployError> {
+        let _busy = self.busy.lock().await;
+        let slot = self.slot(name)?;
+        let place = self
+            .reserve()
+            .map_err(|waiting| DeployError::Waiting { waiting })?;
+        let running = slot.seen().version.clone();
+        let version = version_of(&bytes);
+        let swap = self.validate(slot, bytes.clone()).await.map_err(|e| {
+            self.refused(slot, &e);
+            DeployError::Invalid(e)
+        })?;
+        let report = Arc::new(ShadowReport::new(name, &version));
+        let swap = match swap {
+            Swap::Transform(i, plugin) => Swap::ShadowTransform(i, plugin, report.clone()),
+            Swap::Router(plugin) => Swap::ShadowRouter(plugin, report.clone()),
+            other => other,
+        };
+        slot.seen().shadow = Some((version.clone(), bytes));
+        tracing::info!(plugin = %name, %version, %running, "shadow version validated; it runs beside the running version from the next transaction boundary");
+        self.status.plugins.start_shadow(name, report);
+        self.send(place, swap);
+        Ok(Deployed {
+            plugin: name.to_owned(),
+            version,
+            previous: running,
+        })
+    }
+
+    /// Deploys the shadow version of `name` as its running version: the
+    /// file is replaced and the version takes over at the next transaction
+    /// boundary, as any deploy; the shadow ends then.
+    pub async fn promote(&self, name: &str) -> Result<Deployed, DeployError> {
+        let slot = self.slot(name)?;
+        let Some((_, bytes)) = slot.seen().shadow.clone() else {
+            return Err(DeployError::NoShadow {
+                name: name.to_owned(),
+            });
+        };
+        let deployed = self.deploy(name, bytes).await?;
+        let mut seen = slot.seen();
+        if seen
+            .shadow
+            .as_ref()
+            .is_some_and(|(v, _)| *v == deployed.version)
+        {
+            seen.shadow = None;
+        }
+        Ok(deployed)
+    }
+
+    /// Ends the shadow version of `name` at once (its thread stops after
+    /// the call it is in); returns its version.
+    pub async fn discard(&self, name: &str) -> Result<String, DeployError> {
+        let _busy = self.busy.lock().await;
+        let slot = self.slot(name)?;
+        let Some((version, _)) = slot.seen().shadow.clone() else {
+            return Err(DeployError::NoShadow {
+                name: name.to_owned(),
+            });
+        };
+        let place = self
+            .reserve()
+            .map_err(|waiting| DeployError::Waiting { waiting })?;
+        slot.seen().shadow = None;
+        self.status.plugins.end_shadow(name, &version);
+        let end = match slot.kind {
+            Kind::Transform(i) => Swap::EndShadowTransform(i),
+            Kind::Router => Swap::EndShadowRouter,
+        };
+        tracing::info!(plugin = %name, %version, "shadow version discarded");
+        self.send(place, end);
+        Ok(version)
     }
 
     /// Checks every plugin's file every `interval` until `stop`, and
@@ -313,8 +430,19 @@ impl Deployer {
     ) {
         tracing::info!(plugin = %slot.spec.name, %version, "new plugin version validated; it takes over at the next transaction boundary");
         self.status.plugins.accepted(&slot.spec.name, version);
-        if let Some(place) = place {
-            place.send(swap);
+        self.send(place, swap);
+    }
+
+    /// Queues `swap` for the processor and wakes it: between transactions
+    /// it takes over at once, without waiting for the source's next batch.
+    fn send(&self, place: Option<mpsc::Permit<'_, Swap>>, swap: Swap) {
+        let Some(place) = place else {
+            return;
+        };
+        place.send(swap);
+        if let Some(processor) = self.wake.get().and_then(mpsc::WeakSender::upgrade) {
+            // Full means batches are flowing: the next one takes it over.
+            let _ = processor.try_send(Vec::new());
         }
     }
 
@@ -334,6 +462,7 @@ impl Slot {
             seen: Mutex::new(Seen {
                 stamp,
                 version: version.to_owned(),
+                shadow: None,
             }),
         }
     }

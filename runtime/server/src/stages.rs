@@ -40,8 +40,9 @@ const MAX_PATIENCE: u32 = 1024;
 pub(crate) trait StagePlugin {
     /// A live instance.
     type Instance;
-    /// The plugin's answer for one change.
-    type Answer;
+    /// The plugin's answer for one change (copied for a shadow version
+    /// to be compared with).
+    type Answer: Clone + Send;
     /// `transform` or `router`, for reports.
     const KIND: &'static str;
 

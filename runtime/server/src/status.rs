@@ -15,6 +15,7 @@ use weir_postgres::lease::LeaseClock;
 use weir_postgres::snapshot::SnapshotProgress;
 use weir_wasm::PluginEngine;
 
+use crate::answers::ShadowReport;
 use crate::config::FailurePolicy;
 
 /// Lifecycle of the pipeline.
@@ -537,6 +538,18 @@ pub struct PluginState {
     /// Most changes per call, after calls failed for their size; `None`
     /// while batches are not cut.
     pub per_call: Option<usize>,
+    /// A shadow version beside it: its state and counts here, its samples
+    /// at `GET /plugins/NAME/shadow`.
+    #[serde(serialize_with = "shadow_summary")]
+    pub shadow: Option<Arc<ShadowReport>>,
+}
+
+fn shadow_summary<S: serde::Serializer>(
+    shadow: &Option<Arc<ShadowReport>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    shadow.as_ref().map(|s| s.summary()).serialize(serializer)
 }
 
 /// The plugins of the pipeline, as reported by `/status` and `/metrics`.
@@ -588,6 +601,7 @@ impl PluginsStatus {
                 refused: 0,
                 last_refusal: None,
                 per_call: None,
+                shadow: None,
             },
         );
     }
@@ -636,6 +650,27 @@ impl PluginsStatus {
         });
     }
 
+    /// A shadow version was validated; it starts at the next transaction
+    /// boundary and replaces any shadow the plugin has.
+    pub fn start_shadow(&self, name: &str, report: Arc<ShadowReport>) {
+        self.update(name, |s| s.shadow = Some(report));
+    }
+
+    /// The shadow `version` ended (discarded or promoted); a newer shadow
+    /// stays.
+    pub fn end_shadow(&self, name: &str, version: &str) {
+        self.update(name, |s| {
+            if s.shadow.as_ref().is_some_and(|r| r.version() == version) {
+                s.shadow = None;
+            }
+        });
+    }
+
+    /// The plugin's shadow version, if it has one.
+    pub fn shadow(&self, name: &str) -> Option<Arc<ShadowReport>> {
+        self.lock().get(name).and_then(|s| s.shadow.clone())
+    }
+
     /// Every plugin's state, by name.
     pub fn states(&self) -> BTreeMap<String, PluginState> {
         self.lock().clone()
@@ -681,6 +716,27 @@ impl PluginsStatus {
                 let _ = writeln!(
                     out,
                     "weir_plugin_deploys_total{{plugin=\"{name}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_plugin_shadow_total A shadow version's answers, by how they compare with the running version's.\n# TYPE weir_plugin_shadow_total counter"
+        );
+        for (name, s) in &states {
+            let Some(shadow) = &s.shadow else { continue };
+            let c = shadow.counts();
+            for (verdict, n) in [
+                ("same", c.same),
+                ("changed", c.changed),
+                ("dropped", c.dropped),
+                ("failed", c.failed),
+                ("skipped", c.skipped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "weir_plugin_shadow_total{{plugin=\"{name}\",version=\"{}\",verdict=\"{verdict}\"}} {n}",
+                    shadow.version()
                 );
             }
         }

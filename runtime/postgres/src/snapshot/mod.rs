@@ -20,6 +20,9 @@
 //!   its exported snapshot died with its connection, but the stream from
 //!   the consistent point plus watermark chunks give the same result.
 //!
+//! And for plugin authors, [`sample`]: rows of a table as `read` events,
+//! read in a read-only transaction, outside any capture.
+//!
 //! Progress lives in the source database (`state`): [`STATE_TABLE`] holds
 //! each slot's initial snapshot, `weir.snapshot_tables` every table to
 //! snapshot and the chunks delivered so far. A chunk counts as delivered
@@ -28,6 +31,7 @@
 
 mod initial;
 pub mod read;
+mod sample;
 mod state;
 pub(crate) mod watermark;
 
@@ -39,6 +43,7 @@ pub(crate) use crate::conn::quote_ident;
 
 pub use initial::{InitialSnapshot, SnapshotSummary};
 pub use read::{Chunk, Rows, SnapshotTable, describe, session_settings};
+pub use sample::sample;
 pub(crate) use state::{
     InitialState, backfill_new_tables, drop_slot_and_state, ensure_state_table, initial_state,
     is_state_table, quoted_names, record_started,

@@ -1,13 +1,19 @@
-//! `weir plugin ...`: tools for plugin authors, which run without a
-//! configuration, a database or sinks.
+//! `weir plugin ...`: tools for plugin authors. `inspect`, `test` and
+//! `new` need nothing but files; `record` reads the source database;
+//! `deploy` and the rest talk to a running Weir.
 //!
 //! * `weir plugin inspect PLUGIN.wasm`: what a component is and whether
 //!   this Weir runs it ([`inspect`]);
 //! * `weir plugin test PLUGIN.wasm --events FILE.jsonl`: runs a plugin over
 //!   events written as native JSON envelopes and prints what it made of
 //!   each ([`replay`]);
+//! * `weir plugin record --config weir.toml --table T`: rows of a live
+//!   table as `read` events, to test a plugin on real data ([`record`]);
 //! * `weir plugin new --lang rust|python|js NAME`: writes a new plugin
-//!   project from the templates built into the binary ([`new`]).
+//!   project from the templates built into the binary ([`new`]);
+//! * `weir plugin deploy|status|shadow|promote|discard`: deploys plugins
+//!   into a running Weir, or tries them beside the running version first,
+//!   through its admin endpoint ([`deploy`]).
 //!
 //! And for operators, `weir snapshot status`: the initial snapshot's
 //! progress, from a running Weir's admin endpoint ([`snapshot`]).
@@ -21,8 +27,10 @@ use weir_wasm::{DirGrant, Grants, PluginEngine, PluginError};
 
 use crate::config::PluginsConfig;
 
+pub mod deploy;
 pub mod inspect;
 pub mod new;
+pub mod record;
 pub mod replay;
 pub mod snapshot;
 mod templates;
@@ -67,6 +75,24 @@ pub enum PluginCommand {
         #[arg(long)]
         allow_network: bool,
     },
+    /// Write rows of a live table as `read` events, one native JSON
+    /// envelope per line on stdout: real data for `weir plugin test`.
+    /// Needs weir.toml's [source] connection; reads in one read-only
+    /// transaction, with no slot.
+    Record {
+        /// Configuration file; its [source] says which database.
+        #[arg(long, short, default_value = "weir.toml")]
+        config: PathBuf,
+        /// The table, as `schema.table` (or `table`, in public).
+        #[arg(long)]
+        table: String,
+        /// The most rows to write (in key order when the table has a key).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Only the rows matching this SQL condition.
+        #[arg(long = "where", value_name = "SQL")]
+        filter: Option<String>,
+    },
     /// Create a new plugin project from Weir's templates.
     New {
         /// The language to write the plugin in.
@@ -78,6 +104,73 @@ pub enum PluginCommand {
         /// Where to create the project directory.
         #[arg(long, value_name = "PARENT", default_value = ".")]
         dir: PathBuf,
+    },
+    /// Deploy a new version of a plugin into a running Weir, and wait until
+    /// it runs. Needs the admin endpoint (--admin URL, and
+    /// WEIR_ADMIN_TOKEN when it has a token). Exit status 0: it runs;
+    /// 1: refused (the endpoint's reason is printed); 2: accepted, not
+    /// yet running after --wait.
+    Deploy {
+        /// The plugin's name in weir.toml (`name`, or the file's stem).
+        name: String,
+        /// The component file (.wasm).
+        file: PathBuf,
+        /// The admin endpoint.
+        #[command(flatten)]
+        admin: deploy::AdminArgs,
+        /// Run it as a shadow beside the running version: it gets the
+        /// same changes and delivers nothing; see `weir plugin shadow`.
+        #[arg(long)]
+        shadow: bool,
+        /// How long to wait for the new version to take over.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// List the plugins of a running Weir: running version, a version
+    /// waiting to take over, failures, deploys and any shadow. Needs the
+    /// admin endpoint.
+    Status {
+        /// The admin endpoint.
+        #[command(flatten)]
+        admin: deploy::AdminArgs,
+        /// Print the endpoint's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How a plugin's shadow version compares with its running version:
+    /// counts of same, changed, dropped and failed answers, and the first
+    /// ones that differ. Needs the admin endpoint.
+    Shadow {
+        /// The plugin's name.
+        name: String,
+        /// The admin endpoint.
+        #[command(flatten)]
+        admin: deploy::AdminArgs,
+        /// Print the endpoint's JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a plugin's shadow version its running version (at the next
+    /// transaction boundary), and wait until it runs. Needs the admin
+    /// endpoint.
+    Promote {
+        /// The plugin's name.
+        name: String,
+        /// The admin endpoint.
+        #[command(flatten)]
+        admin: deploy::AdminArgs,
+        /// How long to wait for it to take over.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Stop and discard a plugin's shadow version. Needs the admin
+    /// endpoint.
+    Discard {
+        /// The plugin's name.
+        name: String,
+        /// The admin endpoint.
+        #[command(flatten)]
+        admin: deploy::AdminArgs,
     },
 }
 
@@ -122,6 +215,25 @@ pub fn run(command: PluginCommand) -> ExitCode {
             },
         }),
         PluginCommand::New { lang, name, dir } => new::run(lang, &name, &dir),
+        PluginCommand::Record {
+            config,
+            table,
+            limit,
+            filter,
+        } => record::run(&config, &table, limit, filter.as_deref()),
+        PluginCommand::Deploy {
+            name,
+            file,
+            admin,
+            shadow,
+            wait,
+        } => return deploy::deploy(&admin, &name, &file, shadow, wait),
+        PluginCommand::Status { admin, json } => return deploy::status(&admin, json),
+        PluginCommand::Shadow { name, admin, json } => return deploy::shadow(&admin, &name, json),
+        PluginCommand::Promote { name, admin, wait } => {
+            return deploy::promote(&admin, &name, wait);
+        }
+        PluginCommand::Discard { name, admin } => return deploy::discard(&admin, &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,12 @@
 //!   versions Weir is tested with.
 //! * Python and JavaScript: the template with `{{name}}` and
 //!   `{{module_name}}` (the name in snake_case) substituted; the helper
-//!   module in `NAME/weir_plugin/`; the contract at `NAME/wit/weir-cdc.wit`.
+//!   module in `NAME/weir_plugin/`; the toolchain's installer (which
+//!   `build.sh` runs) in `NAME/toolchain/`; the contract at
+//!   `NAME/wit/weir-cdc.wit`.
+//!
+//! Every template holds an `events.jsonl` of changes its example plugin
+//! does and does not touch, for the printed `weir plugin test` step.
 //!
 //! Only template files are substituted; the SDK, helpers and contract are
 //! copied as they are.
@@ -22,8 +27,8 @@ use anyhow::{Context as _, bail};
 
 use super::Lang;
 use super::templates::{
-    EmbeddedFile, JS_HELPER, JS_TEMPLATE, PLUGINS_CARGO_LOCK, PYTHON_HELPER, PYTHON_TEMPLATE,
-    RUST_SDK, RUST_TEMPLATE, WIT,
+    EmbeddedFile, JS_HELPER, JS_TEMPLATE, JS_TOOLCHAIN, PLUGINS_CARGO_LOCK, PYTHON_HELPER,
+    PYTHON_TEMPLATE, PYTHON_TOOLCHAIN, RUST_SDK, RUST_TEMPLATE, WIT,
 };
 
 /// Runs `weir plugin new`: creates `parent/name` and prints the next steps.
@@ -121,13 +126,14 @@ fn project_files(lang: Lang, name: &str) -> Vec<ProjectFile> {
             files
         }
         Lang::Python | Lang::Js => {
-            let (template, helper) = match lang {
-                Lang::Python => (PYTHON_TEMPLATE, PYTHON_HELPER),
-                _ => (JS_TEMPLATE, JS_HELPER),
+            let (template, helper, toolchain) = match lang {
+                Lang::Python => (PYTHON_TEMPLATE, PYTHON_HELPER, PYTHON_TOOLCHAIN),
+                _ => (JS_TEMPLATE, JS_HELPER, JS_TOOLCHAIN),
             };
             let mut files =
                 substituted(template, &[("{{name}}", name), ("{{module_name}}", &snake)]);
             files.extend(copied(helper, "weir_plugin"));
+            files.extend(copied(toolchain, "toolchain"));
             files.push(wit("wit/weir-cdc.wit"));
             files
         }
@@ -277,7 +283,7 @@ fn next_steps(lang: Lang, name: &str, project: &Path) -> String {
             text.push_str(
                 "  python3 -m unittest               # unit tests, natively\n\
                  \x20 ./build.sh                        # tests, then builds the component \
-                 (needs componentize-py: see README.md)\n",
+                 (installs componentize-py the first time)\n",
             );
             format!("{name}.wasm")
         }
@@ -285,15 +291,19 @@ fn next_steps(lang: Lang, name: &str, project: &Path) -> String {
             text.push_str(
                 "  node --test                       # unit tests, natively\n\
                  \x20 ./build.sh                        # tests, then builds the component \
-                 (needs ComponentizeJS: see README.md)\n",
+                 (installs ComponentizeJS the first time)\n",
             );
             format!("{name}.wasm")
         }
     };
     text.push_str(&format!(
         "  weir plugin inspect {wasm}\n  weir plugin test {wasm} --events events.jsonl\n\n\
-         events.jsonl holds change events as native JSON envelopes, one per line (what a file \
-         sink writes).\nREADME.md says how to deploy the plugin.\n"
+         events.jsonl holds a few changes as native JSON envelopes, one per line. For real rows:\n\
+         \x20 weir plugin record --config weir.toml --table TABLE > events.jsonl\n\
+         (a file sink's output works as it is too).\n\n\
+         To run the plugin, add it to weir.toml as README.md shows. A running Weir takes each new \
+         version with\n  weir plugin deploy {name} {wasm} --admin http://127.0.0.1:9187   \
+         # add --shadow to try it first\n"
     ));
     text
 }
@@ -375,6 +385,10 @@ mod tests {
             assert!(!read(helper).is_empty());
             assert_eq!(read("wit/weir-cdc.wit"), WIT);
             assert!(!project.join("Cargo.lock").exists());
+            let installer = std::fs::metadata(project.join("toolchain/install.sh")).unwrap();
+            assert_eq!(installer.permissions().mode() & 0o111, 0o111);
+            assert!(read("build.sh").contains("toolchain/install.sh"));
+            assert!(read("events.jsonl").lines().count() >= 4);
         }
     }
 

@@ -38,16 +38,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use weir_codec::{DecodeContext, JsonEncoder, decode_native_json};
-use weir_core::{ChangeEvent, Destination, RawMessage};
+use weir_core::ChangeEvent;
 use weir_wasm::{
-    Emit, EmitPayload, Grants, Outcome, PluginSpec, PluginWorld, RouterPlugin, Transaction,
-    TransformPlugin,
+    Grants, Outcome, PluginSpec, PluginWorld, RouterPlugin, Transaction, TransformPlugin,
 };
 
+use crate::answers::{emits_json, outcome_fields, route_fields, string};
 use crate::config::{BreakerConfig, FailurePolicy};
 use crate::stages::{Stage, StagePlugin};
-
-use base64::Engine as _;
 
 /// What `weir plugin test` was asked to do.
 #[derive(Clone, Debug)]
@@ -205,29 +203,15 @@ impl<'a, W: Write> TransformRun<'a, W> {
     fn transaction(&mut self, txn: &[LineEvent]) -> anyhow::Result<()> {
         for (line, answer) in run_stage(&mut self.stage, txn) {
             self.tally.events += 1;
-            let n = line.line;
-            let text = match answer {
-                Ok(Outcome::Keep) => {
-                    self.tally.keep += 1;
-                    format!(r#"{{"line":{n},"outcome":"keep"}}"#)
-                }
-                Ok(Outcome::Drop) => {
-                    self.tally.drop += 1;
-                    format!(r#"{{"line":{n},"outcome":"drop"}}"#)
-                }
-                Ok(Outcome::Replace(emits)) => {
-                    self.tally.replace += 1;
-                    format!(
-                        r#"{{"line":{n},"outcome":"replace","emits":{}}}"#,
-                        emits_json(&emits, &mut self.encoder)
-                    )
-                }
-                Ok(Outcome::Fail { message, .. }) | Err(message) => {
-                    self.tally.fail += 1;
-                    failure_json(n, &message)
-                }
-            };
-            writeln!(self.out, "{text}").context("cannot write to stdout")?;
+            match &answer {
+                Ok(Outcome::Keep) => self.tally.keep += 1,
+                Ok(Outcome::Drop) => self.tally.drop += 1,
+                Ok(Outcome::Replace(_)) => self.tally.replace += 1,
+                Ok(Outcome::Fail { .. }) | Err(_) => self.tally.fail += 1,
+            }
+            let fields = outcome_fields(&answer, &mut self.encoder);
+            writeln!(self.out, r#"{{"line":{},{fields}}}"#, line.line)
+                .context("cannot write to stdout")?;
         }
         if self.stage.wants_commit()? {
             self.commit(&txn[0].event)?;
@@ -280,21 +264,11 @@ impl<'a, W: Write> RouterRun<'a, W> {
             self.tally.transactions += 1;
             for (line, answer) in run_stage(&mut self.stage, txn) {
                 self.tally.events += 1;
-                let text = match answer {
-                    Ok(destinations) => {
-                        self.tally.routed += 1;
-                        let list: Vec<String> = destinations.iter().map(destination_json).collect();
-                        format!(
-                            r#"{{"line":{},"destinations":[{}]}}"#,
-                            line.line,
-                            list.join(",")
-                        )
-                    }
-                    Err(message) => {
-                        self.tally.fail += 1;
-                        failure_json(line.line, &message)
-                    }
-                };
+                match &answer {
+                    Ok(_) => self.tally.routed += 1,
+                    Err(_) => self.tally.fail += 1,
+                }
+                let text = format!(r#"{{"line":{},{}}}"#, line.line, route_fields(&answer));
                 writeln!(self.out, "{text}").context("cannot write to stdout")?;
             }
         }
@@ -329,128 +303,9 @@ fn run_stage<'e, P: StagePlugin>(
     }
 }
 
-fn failure_json(line: usize, message: &str) -> String {
-    format!(
-        r#"{{"line":{line},"outcome":"fail","error":{}}}"#,
-        string(message)
-    )
-}
-
-/// `text` as a JSON string.
-fn string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
-}
-
-fn destination_json(destination: &Destination) -> String {
-    format!(
-        r#"{{"sink":{},"topic":{}}}"#,
-        string(&destination.sink),
-        destination
-            .topic
-            .as_deref()
-            .map_or("null".to_owned(), string)
-    )
-}
-
-fn emits_json(emits: &[Emit], encoder: &mut JsonEncoder) -> String {
-    let list: Vec<String> = emits.iter().map(|e| emit_json(e, encoder)).collect();
-    format!("[{}]", list.join(","))
-}
-
-fn emit_json(emit: &Emit, encoder: &mut JsonEncoder) -> String {
-    let destination = emit
-        .destination
-        .as_ref()
-        .map_or("null".to_owned(), destination_json);
-    match &emit.payload {
-        EmitPayload::Change(event) => {
-            let mut envelope = Vec::new();
-            match encoder.encode(event, &mut envelope) {
-                // The encoder writes UTF-8 JSON.
-                Ok(()) => format!(
-                    r#"{{"destination":{destination},"change":{}}}"#,
-                    String::from_utf8_lossy(&envelope)
-                ),
-                Err(e) => format!(
-                    r#"{{"destination":{destination},"change":null,"error":{}}}"#,
-                    string(&format!("a sink could not encode this change: {e}"))
-                ),
-            }
-        }
-        EmitPayload::Raw(raw) => {
-            format!(r#"{{"destination":{destination},"raw":{}}}"#, raw_json(raw))
-        }
-    }
-}
-
-fn raw_json(raw: &RawMessage) -> String {
-    let headers: Vec<String> = raw
-        .headers
-        .iter()
-        .map(|(name, value)| format!("{}:{}", string(name), bytes_json(Some(value))))
-        .collect();
-    format!(
-        r#"{{"key":{},"value":{},"headers":{{{}}}}}"#,
-        bytes_json(raw.key.as_deref()),
-        bytes_json(raw.value.as_deref()),
-        headers.join(",")
-    )
-}
-
-/// Bytes as a string when they are UTF-8 text, else as `{"base64":...}`,
-/// so either reads back exactly.
-fn bytes_json(bytes: Option<&[u8]>) -> String {
-    match bytes {
-        None => "null".to_owned(),
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => string(text),
-            Err(_) => format!(
-                r#"{{"base64":"{}"}}"#,
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            ),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_core::SourceInfo;
-
-    #[test]
-    fn raw_bytes_are_text_or_base64() {
-        let raw = RawMessage {
-            key: Some(b"k\"1".to_vec()),
-            value: Some(vec![0xff, 0x00]),
-            headers: vec![("h".into(), b"v".to_vec())],
-            source: SourceInfo::default(),
-        };
-        assert_eq!(
-            raw_json(&raw),
-            r#"{"key":"k\"1","value":{"base64":"/wA="},"headers":{"h":"v"}}"#
-        );
-        let emit = Emit {
-            destination: Some(Destination {
-                sink: "kafka".into(),
-                topic: None,
-            }),
-            payload: EmitPayload::Raw(RawMessage {
-                key: None,
-                value: None,
-                headers: Vec::new(),
-                source: SourceInfo::default(),
-            }),
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(&emits_json(&[emit], &mut JsonEncoder::new())).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!([{
-                "destination": {"sink": "kafka", "topic": null},
-                "raw": {"key": null, "value": null, "headers": {}},
-            }])
-        );
-    }
 
     #[test]
     fn events_files_are_read_with_line_numbers() {

@@ -35,6 +35,7 @@ pub(crate) static RUST_TEMPLATE: &[EmbeddedFile] = embed!("plugins/templates/rus
     ".cargo/config.toml",
     "Cargo.toml",
     "README.md",
+    "events.jsonl",
     "src/lib.rs",
 );
 
@@ -63,6 +64,7 @@ pub(crate) static PYTHON_TEMPLATE: &[EmbeddedFile] = embed!("plugins/templates/p
     ".gitignore",
     "README.md",
     "build.sh" => exec,
+    "events.jsonl",
     "plugin.py",
     "test_plugin.py",
 );
@@ -74,12 +76,19 @@ pub(crate) static PYTHON_HELPER: &[EmbeddedFile] = embed!("plugins/python/weir_p
     "testing.py",
 );
 
+/// The Python toolchain's installer (`plugins/python/toolchain/`), copied
+/// as it is: a project's build.sh installs what it builds with.
+pub(crate) static PYTHON_TOOLCHAIN: &[EmbeddedFile] = embed!("plugins/python/toolchain":
+    "install.sh" => exec,
+);
+
 /// `plugins/templates/js/`: `{{name}}` and `{{module_name}}` are
 /// substituted.
 pub(crate) static JS_TEMPLATE: &[EmbeddedFile] = embed!("plugins/templates/js":
     ".gitignore",
     "README.md",
     "build.sh" => exec,
+    "events.jsonl",
     "package.json",
     "plugin.js",
     "plugin.test.js",
@@ -90,6 +99,14 @@ pub(crate) static JS_HELPER: &[EmbeddedFile] = embed!("plugins/js/weir_plugin":
     "build.mjs",
     "index.js",
     "testing.js",
+);
+
+/// The JavaScript toolchain's installer and the tree it installs
+/// (`plugins/js/toolchain/`), copied as they are.
+pub(crate) static JS_TOOLCHAIN: &[EmbeddedFile] = embed!("plugins/js/toolchain":
+    "install.sh" => exec,
+    "package-lock.json",
+    "package.json",
 );
 
 /// The contract, `wit/weir-cdc.wit`.
@@ -141,8 +158,10 @@ mod tests {
             ("plugins/sdk", RUST_SDK),
             ("plugins/templates/python", PYTHON_TEMPLATE),
             ("plugins/python/weir_plugin", PYTHON_HELPER),
+            ("plugins/python/toolchain", PYTHON_TOOLCHAIN),
             ("plugins/templates/js", JS_TEMPLATE),
             ("plugins/js/weir_plugin", JS_HELPER),
+            ("plugins/js/toolchain", JS_TOOLCHAIN),
         ] {
             let on_disk = files_in(&repo().join(dir));
             let embedded: BTreeMap<String, bool> = list
