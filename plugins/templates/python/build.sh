@@ -1,16 +1,12 @@
 #!/usr/bin/env bash
 # Runs the unit tests of {{name}}, then builds {{name}}.wasm, a component
-# Weir loads, with componentize-py (installed by Weir's scripts/setup-polyglot
-# under ~/.cache/weir/tools, or see README.md).
+# Weir loads, with componentize-py (installed on the first build by
+# toolchain/install.sh under ~/.cache/weir/tools; see README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-tools="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}"
-componentize_py="$tools/python/bin/componentize-py"
-if [[ ! -x "$componentize_py" ]]; then
-  echo "build.sh: componentize-py is not installed at $componentize_py (see README.md)" >&2
-  exit 1
-fi
+toolchain/install.sh
+componentize_py="${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}/python/bin/componentize-py"
 
 python3 -m unittest discover -s . >&2
 
