@@ -300,8 +300,13 @@ async fn few_new_versions_wait_for_a_transaction_boundary() {
     let dir = tempfile::tempdir().unwrap();
     let stamp = dir.path().join("stamp.wasm");
     std::fs::write(&stamp, stamp_version(0)).unwrap();
+    // The first transform holds the processor inside a transaction: it
+    // blocks on row 1 until its deadline, and that change is skipped.
     let body_toml = format!(
-        "[[transforms]]\nname = \"stamp\"\npath = {stamp:?}\n\n[plugins]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+        "[[transforms]]\nname = \"hold\"\npath = {:?}\ntimeout = \"10s\"\non_failure = \"skip\"\nconfig = {{ trap_on_id = \"1\" }}\n\n\
+         [[transforms]]\nname = \"stamp\"\npath = {stamp:?}\n\n[pipeline]\nmax_batch = 1\n\n\
+         [plugins]\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+        plugin("sleeper")
     );
     let p = FilePipeline::start(&db, &["t"], "", &body_toml);
     // The slot exists a moment before the pipeline runs (the initial
@@ -312,8 +317,11 @@ async fn few_new_versions_wait_for_a_transaction_boundary() {
     })
     .unwrap_or_else(|| panic!("the pipeline never ran:\n{}", p.weir.log()));
 
-    // Nothing is written, so no transaction boundary comes and every
-    // accepted version waits, holding its compiled code. Four may.
+    // Inside that transaction no boundary comes, so every accepted version
+    // waits, holding its compiled code. Four may.
+    db.exec("BEGIN; INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b'); COMMIT")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut last = String::new();
     for n in 1..=4 {
         let deployed = put(admin, "/plugins/stamp", "", &stamp_version(n));
@@ -329,10 +337,13 @@ async fn few_new_versions_wait_for_a_transaction_boundary() {
     // The refused one was not written either.
     assert_eq!(std::fs::read(&stamp).unwrap(), stamp_version(4));
 
-    // A transaction lets them take over, and the queue is free again.
-    db.exec("INSERT INTO t VALUES (1, 'a')").await;
+    // The transaction ends on the version it started with; the next one
+    // runs the last accepted version, and the queue is free again.
     let lines = wait_lines(&p.out, 1, Duration::from_secs(60));
-    assert_eq!(lines[0]["after"]["v"], "a@weir-stamp:004", "{lines:?}");
+    assert_eq!(lines[0]["after"]["v"], "b@weir-stamp:000", "{lines:?}");
+    db.exec("INSERT INTO t VALUES (3, 'c')").await;
+    let lines = wait_lines(&p.out, 2, Duration::from_secs(60));
+    assert_eq!(lines[1]["after"]["v"], "c@weir-stamp:004", "{lines:?}");
     wait_for(Duration::from_secs(30), || {
         let plugins = http_json(&get(admin, "/plugins", ""));
         (plugins["stamp"]["version"] == last.as_str()).then_some(())

@@ -22,7 +22,22 @@ fn stamped(db: &TestDb, admin: u16, extra: &str) -> (FilePipeline, tempfile::Tem
     let body = format!(
         "[[transforms]]\nname = \"stamp\"\npath = {path:?}\n{extra}\n[pipeline]\nmax_batch = 2\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
     );
-    (FilePipeline::start(db, &["t"], "", &body), plugins)
+    (
+        running(FilePipeline::start(db, &["t"], "", &body), admin),
+        plugins,
+    )
+}
+
+/// `p` once its pipeline runs: the slot exists a moment before (the
+/// initial snapshot is recorded in between), and deploys wait for it.
+fn running(p: FilePipeline, admin: u16) -> FilePipeline {
+    wait_for(Duration::from_secs(30), || {
+        http_get(admin, "/status")
+            .contains("\"state\":\"running\"")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the pipeline never ran:\n{}", p.weir.log()));
+    p
 }
 
 /// Runs `weir plugin ARGS… --admin` against the pipeline's endpoint.
@@ -152,6 +167,12 @@ async fn a_shadow_reports_exactly_what_it_would_change_and_delivers_nothing() {
         std::fs::read(plugins.path().join("stamp.wasm")).unwrap(),
         stamp_version(0)
     );
+
+    // While the source is idle, a deploy takes over at once: no change
+    // has to come first.
+    let (code, out) = cli(admin, &["deploy", "stamp", &shadow]);
+    assert_eq!(code, 0, "{out}\n{}", p.weir.log());
+    assert!(out.contains("runs (was"), "{out}");
     p.stop_cleanly();
 }
 
@@ -338,4 +359,50 @@ async fn a_promotion_under_load_hands_over_at_a_transaction_boundary() {
         [0, 1],
         "the shadow took over once, and nothing it saw as a shadow was delivered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_router_has_shadows_too() {
+    let db = TestDb::new(
+        "shadow_router",
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+    )
+    .await;
+    let admin = free_port();
+    let router = plugin("route-by-table");
+    let body = format!(
+        "[router]\nname = \"router\"\npath = {router:?}\nconfig = {{ \"route.*\" = \"out\" }}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+    );
+    let mut p = running(FilePipeline::start(&db, &["t"], "", &body), admin);
+
+    // A transform is no router: refused with the endpoint's reason, and
+    // nothing changes.
+    let stamp = tempfile::tempdir().unwrap();
+    let stamp = write_component(stamp.path(), "stamp.wasm", &stamp_version(1));
+    let (code, out) = cli(admin, &["deploy", "router", &stamp, "--shadow"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error:") && out.contains("router"), "{out}");
+    assert!(http_get(admin, "/plugins/router/shadow").starts_with("HTTP/1.1 404"));
+
+    // The same router as its own shadow agrees on every change.
+    let (code, out) = cli(
+        admin,
+        &["deploy", "router", router.to_str().unwrap(), "--shadow"],
+    );
+    assert_eq!(code, 0, "{out}");
+    for id in 0..12 {
+        db.exec(&format!("INSERT INTO t VALUES ({id}, 'a')")).await;
+    }
+    wait_lines(&p.out, 12, Duration::from_secs(60));
+    let report = wait_for(Duration::from_secs(60), || {
+        let report = http_json(&http_get(admin, "/plugins/router/shadow"));
+        (report["counts"]["same"] == 12).then_some(report)
+    })
+    .unwrap_or_else(|| panic!("{}", p.weir.log()));
+    assert_eq!(
+        report["counts"],
+        serde_json::json!({"same": 12, "changed": 0, "dropped": 0, "failed": 0, "skipped": 0})
+    );
+    assert_eq!(report["samples"], serde_json::json!([]));
+    p.stop_cleanly();
 }

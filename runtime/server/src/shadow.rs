@@ -7,8 +7,9 @@
 //! version's answers and goes on at once: a shadow that traps, loops until
 //! its deadline or runs slowly never holds up delivery. A shadow that falls
 //! behind has batches left out (counted as skipped) until the next
-//! transaction boundary, and then starts on a fresh instance, so it never
-//! sees part of a transaction. Its failures are its own: counted in its
+//! transaction boundary, and then starts on a fresh instance; a transform
+//! with a `commit` hook is handed one transaction at a time, so its hook
+//! never runs on part of one. Its failures are its own: counted in its
 //! report, never the running plugin's failure policy or circuit breaker.
 
 use std::sync::Arc;
