@@ -79,6 +79,48 @@ pub fn stamp_version(n: u32) -> Vec<u8> {
     bytes
 }
 
+/// Checks the output of the stamp plugin under load (rows `0..n` written
+/// as transactions of three, `v` being `a`, `b` or `c`): every change once,
+/// in order, each stamped by exactly one version, each transaction by one
+/// version. Returns the versions in the order they took over.
+pub fn stamp_versions_in_order(lines: &[Json]) -> Vec<u32> {
+    let ids: Vec<i64> = lines
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (0..lines.len() as i64).collect::<Vec<_>>(),
+        "every change once, in order"
+    );
+    let mut per_txn: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for (id, line) in ids.iter().zip(lines) {
+        let v = line["after"]["v"].as_str().unwrap();
+        let (value, stamp) = v
+            .split_once("@weir-stamp:")
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(
+            !value.contains('@') && ["a", "b", "c"].contains(&value),
+            "stamped by one version only: {v}"
+        );
+        per_txn
+            .entry(id / 3)
+            .or_default()
+            .push(stamp.parse().unwrap());
+    }
+    let mut versions_in_order = Vec::new();
+    for (txn, stamps) in &per_txn {
+        assert!(
+            stamps.iter().all(|s| *s == stamps[0]),
+            "transaction {txn} was split across versions: {stamps:?}"
+        );
+        if versions_in_order.last() != Some(&stamps[0]) {
+            versions_in_order.push(stamps[0]);
+        }
+    }
+    versions_in_order
+}
+
 /// The path of a Python or JavaScript example component (`redact_pii`,
 /// `normalize`, `py_passthrough`, `js_passthrough`), built by
 /// `scripts/build-polyglot-plugins`.

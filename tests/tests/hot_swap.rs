@@ -5,7 +5,6 @@
 //! is processed by exactly one version, whole transactions by the same one,
 //! in order, none lost and none duplicated.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,39 +119,10 @@ async fn plugins_are_replaced_under_load_at_transaction_boundaries() {
     );
     p.stop_cleanly();
 
-    // None lost, none duplicated, in commit order.
-    let ids: Vec<i64> = lines
-        .iter()
-        .map(|l| l["after"]["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, (0..rows as i64).collect::<Vec<_>>());
-    // Each change carries exactly one stamp; a transaction, one version;
-    // versions only move forward; the invalid one never ran.
-    let mut per_txn: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (id, line) in ids.iter().zip(&lines) {
-        let v = line["after"]["v"].as_str().unwrap();
-        let (value, stamp) = v
-            .split_once("@weir-stamp:")
-            .unwrap_or_else(|| panic!("{v}"));
-        assert!(
-            !value.contains('@') && ["a", "b", "c"].contains(&value),
-            "{v}"
-        );
-        per_txn
-            .entry(id / 3)
-            .or_default()
-            .push(stamp.parse().unwrap());
-    }
-    let mut versions_in_order = Vec::new();
-    for (txn, stamps) in &per_txn {
-        assert!(
-            stamps.iter().all(|s| *s == stamps[0]),
-            "transaction {txn} was split across versions: {stamps:?}"
-        );
-        if versions_in_order.last() != Some(&stamps[0]) {
-            versions_in_order.push(stamps[0]);
-        }
-    }
+    // None lost, none duplicated, in commit order; each change carries
+    // exactly one stamp; a transaction, one version; versions only move
+    // forward; the invalid one never ran.
+    let versions_in_order = stamp_versions_in_order(&lines);
     assert_eq!(
         versions_in_order,
         [0, 1, 2],

@@ -5,7 +5,6 @@
 //! delivery as it was; a promotion under load hands over at a transaction
 //! boundary with every change delivered once, in order.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -323,37 +322,8 @@ async fn a_promotion_under_load_hands_over_at_a_transaction_boundary() {
     let lines = wait_lines(&p.out, rows, Duration::from_secs(60));
     p.stop_cleanly();
 
-    let ids: Vec<i64> = lines
-        .iter()
-        .map(|l| l["after"]["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        (0..rows as i64).collect::<Vec<_>>(),
-        "every change once, in order"
-    );
-    let mut per_txn: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (id, line) in ids.iter().zip(&lines) {
-        let v = line["after"]["v"].as_str().unwrap();
-        let (_, stamp) = v
-            .split_once("@weir-stamp:")
-            .unwrap_or_else(|| panic!("{v}"));
-        assert!(!stamp.contains('@'), "stamped by one version only: {v}");
-        per_txn
-            .entry(id / 3)
-            .or_default()
-            .push(stamp.parse().unwrap());
-    }
-    let mut order = Vec::new();
-    for (txn, stamps) in &per_txn {
-        assert!(
-            stamps.iter().all(|s| *s == stamps[0]),
-            "transaction {txn} split: {stamps:?}"
-        );
-        if order.last() != Some(&stamps[0]) {
-            order.push(stamps[0]);
-        }
-    }
+    assert_eq!(lines.len(), rows);
+    let order = stamp_versions_in_order(&lines);
     assert_eq!(
         order,
         [0, 1],
@@ -404,5 +374,67 @@ async fn a_router_has_shadows_too() {
         serde_json::json!({"same": 12, "changed": 0, "dropped": 0, "failed": 0, "skipped": 0})
     );
     assert_eq!(report["samples"], serde_json::json!([]));
+    p.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_with_a_commit_hook_sees_one_transaction_at_a_time() {
+    let db = TestDb::new("shadow_hook", "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let admin = free_port();
+    let plugins = tempfile::tempdir().unwrap();
+    let path = write_component(plugins.path(), "stamp.wasm", &stamp_version(0));
+    // Batches large enough to hold several transactions: the running
+    // version (no hook) gets them in one call, the shadow's hook must still
+    // see each transaction alone.
+    let body = format!(
+        "[[transforms]]\nname = \"stamp\"\npath = {path:?}\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+    );
+    let mut p = running(FilePipeline::start(&db, &["t"], "", &body), admin);
+    let hook = std::fs::read(plugin("commit-hook")).unwrap();
+    let hook = write_component(plugins.path(), "hook.wasm", &hook);
+    let (code, out) = cli(admin, &["deploy", "stamp", &hook, "--shadow"]);
+    assert_eq!(code, 0, "{out}");
+    // Transactions of three rows, committed one right after the other so
+    // that batches hold several.
+    let txns = 20;
+    for t in 0..txns {
+        let id = t * 3;
+        db.exec(&format!(
+            "INSERT INTO t VALUES ({id}, 'a'), ({}, 'b'), ({}, 'c')",
+            id + 1,
+            id + 2
+        ))
+        .await;
+    }
+    wait_lines(&p.out, txns * 3, Duration::from_secs(60));
+    // Every change is changed (the hook plugin keeps it, the running one
+    // stamps it), and so is every transaction's hook output (the running
+    // version has no hook). An empty transaction of the stream (a
+    // heartbeat) may be compared too.
+    let report = answered(admin, (txns * 4) as u64, 0, || p.weir.log());
+    assert_eq!(report["counts"]["same"], 0, "{report}");
+    assert!(
+        report["counts"]["changed"].as_u64() >= Some((txns * 4) as u64),
+        "{report}"
+    );
+    let commits: Vec<&Json> = report["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("commit").is_some())
+        .collect();
+    assert!(!commits.is_empty(), "{report}");
+    let mut whole = 0;
+    for sample in commits {
+        let raw = &sample["shadow"]["emits"][0]["raw"]["value"];
+        let summary: Json = serde_json::from_str(raw.as_str().unwrap()).unwrap();
+        assert_eq!(summary["xid"], sample["commit"]["xid"], "{sample}");
+        match summary["changes"].as_u64() {
+            Some(3) => whole += 1,
+            Some(0) => {}
+            _ => panic!("the hook saw more or less than one transaction: {sample}"),
+        }
+    }
+    assert!(whole > 0, "{report}");
     p.stop_cleanly();
 }

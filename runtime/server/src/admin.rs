@@ -505,6 +505,7 @@ fn deploy_error(e: DeployError) -> Response {
         DeployError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
         DeployError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         DeployError::NoShadow { .. } => StatusCode::NOT_FOUND,
+        DeployError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
 }

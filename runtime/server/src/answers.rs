@@ -6,6 +6,7 @@
 //! Both use the same words for an answer, so what a plugin author sees in a
 //! test run is what an operator sees in a shadow report.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use base64::Engine as _;
@@ -318,6 +319,8 @@ pub enum ShadowState {
     Waiting,
     /// Running beside the running version.
     Running,
+    /// Its thread ended on a failure (see `last_failure`); it runs no more.
+    Stopped,
 }
 
 /// What a shadow version has done so far: shared by the thread that runs
@@ -327,12 +330,20 @@ pub struct ShadowReport {
     plugin: String,
     version: String,
     tally: Mutex<Tally>,
+    /// Counted apart from the rest: the processor thread counts these, and
+    /// must never wait for the lock the shadow's thread and the admin
+    /// endpoint take.
+    skipped: AtomicU64,
+    /// Set when the shadow is to stop (discarded, replaced, promoted): its
+    /// thread ends after the call it is in.
+    stop: AtomicBool,
 }
 
 /// The changing part of a [`ShadowReport`].
 #[derive(Debug)]
 pub struct Tally {
     state: ShadowState,
+    /// All but `skipped`, which the report keeps apart.
     counts: Counts,
     samples: Vec<Sample>,
     /// The last failure of the shadow itself, not blamed on one change
@@ -352,6 +363,8 @@ impl ShadowReport {
                 samples: Vec::new(),
                 last_failure: None,
             }),
+            skipped: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
         }
     }
 
@@ -372,27 +385,57 @@ impl ShadowReport {
 
     /// The counts so far.
     pub fn counts(&self) -> Counts {
-        self.tally().counts
+        let counts = self.tally().counts;
+        Counts {
+            skipped: self.skipped.load(Ordering::Relaxed),
+            ..counts
+        }
+    }
+
+    /// Counts changes the shadow never saw.
+    pub fn skipped(&self, changes: u64) {
+        self.skipped.fetch_add(changes, Ordering::Relaxed);
+    }
+
+    /// Tells the shadow's thread to end after the call it is in.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the shadow is to end (or has ended).
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The shadow's thread ended on `failure`.
+    pub fn ended(&self, failure: String) {
+        self.stop();
+        let mut tally = self.tally();
+        tally.state = ShadowState::Stopped;
+        tally.last_failure = Some(failure);
     }
 
     /// State and counts, as `/plugins` and `/status` list them.
     pub fn summary(&self) -> serde_json::Value {
+        let counts = self.counts();
         let tally = self.tally();
         serde_json::json!({
             "version": self.version,
             "state": tally.state,
-            "counts": tally.counts,
+            "counts": counts,
+            "last_failure": tally.last_failure,
         })
     }
 
     /// Everything, with the samples, for `GET /plugins/NAME/shadow`.
     pub fn report(&self) -> serde_json::Value {
+        let counts = self.counts();
         let tally = self.tally();
         serde_json::json!({
             "plugin": self.plugin,
             "version": self.version,
             "state": tally.state,
-            "counts": tally.counts,
+            "counts": counts,
             "samples": tally.samples,
             "last_failure": tally.last_failure,
         })
@@ -405,24 +448,25 @@ impl Tally {
         self.state = ShadowState::Running;
     }
 
-    /// Counts one verdict; `sample` makes the sample to keep, called only
-    /// for a difference while fewer than [`SAMPLES_KEPT`] are kept.
-    pub fn count(&mut self, verdict: Verdict, sample: impl FnOnce() -> Sample) {
-        let n = match verdict {
-            Verdict::Same => &mut self.counts.same,
-            Verdict::Changed => &mut self.counts.changed,
-            Verdict::Dropped => &mut self.counts.dropped,
-            Verdict::Failed => &mut self.counts.failed,
-        };
-        *n += 1;
-        if verdict != Verdict::Same && self.samples.len() < SAMPLES_KEPT {
-            self.samples.push(sample());
-        }
+    /// How many more samples are kept.
+    pub fn room_for_samples(&self) -> usize {
+        SAMPLES_KEPT.saturating_sub(self.samples.len())
     }
 
-    /// Counts changes the shadow never saw.
-    pub fn skipped(&mut self, changes: u64) {
-        self.counts.skipped += changes;
+    /// Counts verdicts, and keeps `samples` of the differences as far as
+    /// there is room.
+    pub fn count(&mut self, verdicts: &[Verdict], samples: Vec<Sample>) {
+        for verdict in verdicts {
+            let n = match verdict {
+                Verdict::Same => &mut self.counts.same,
+                Verdict::Changed => &mut self.counts.changed,
+                Verdict::Dropped => &mut self.counts.dropped,
+                Verdict::Failed => &mut self.counts.failed,
+            };
+            *n += 1;
+        }
+        let room = self.room_for_samples();
+        self.samples.extend(samples.into_iter().take(room));
     }
 
     /// Records a failure of the shadow no change is blamed for.
@@ -553,18 +597,22 @@ mod tests {
             } else {
                 Verdict::Same
             };
-            report.tally().count(verdict, || {
-                Sample::of_change(
-                    verdict,
-                    &event(i),
-                    "old",
-                    r#""outcome":"keep""#,
-                    r#""outcome":"drop""#,
-                    &mut encoder,
-                )
-            });
+            let sample = Sample::of_change(
+                verdict,
+                &event(i),
+                "old",
+                r#""outcome":"keep""#,
+                r#""outcome":"drop""#,
+                &mut encoder,
+            );
+            let samples = if verdict == Verdict::Same {
+                Vec::new()
+            } else {
+                vec![sample]
+            };
+            report.tally().count(&[verdict], samples);
         }
-        report.tally().skipped(3);
+        report.skipped(3);
         let json = report.report();
         assert_eq!(json["counts"]["changed"], 13);
         assert_eq!(json["counts"]["same"], 12);

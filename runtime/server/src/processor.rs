@@ -260,6 +260,19 @@ impl Processor {
     /// with the `commit` hook gets one transaction per call, and its
     /// hook's output lands just before the commit.
     fn transform(&mut self, i: usize, work: Vec<Work>) -> Result<Vec<Work>, HaltError> {
+        let out = self.transform_stage(i, work)?;
+        // What the batch gave the running version goes to its shadow as
+        // one job; a shadow whose thread ended is let go.
+        if let Some(shadow) = &mut self.transform_shadows[i]
+            && !shadow.flush()
+        {
+            self.transform_shadows[i] = None;
+        }
+        Ok(out)
+    }
+
+    /// [`Processor::transform`], but for the shadow's hand-over.
+    fn transform_stage(&mut self, i: usize, work: Vec<Work>) -> Result<Vec<Work>, HaltError> {
         let failures = Failures {
             status: &self.status,
             dead_letter: self.dead_letter.as_ref(),
@@ -287,7 +300,7 @@ impl Processor {
             if let Some(shadow) = shadow {
                 for w in &out {
                     if let Work::Commit(txn) = w {
-                        shadow.commit(txn, None, stage.plugin().version());
+                        shadow.commit(txn, None);
                     }
                 }
             }
@@ -315,7 +328,7 @@ impl Processor {
                 None
             };
             if let Some(shadow) = shadow.as_deref_mut() {
-                shadow.commit(&txn, emits.as_deref(), stage.plugin().version());
+                shadow.commit(&txn, emits.as_deref());
             }
             out.extend(emits.into_iter().flatten().map(|e| emit_work(e, txn.txn)));
             out.push(Work::Commit(txn));
@@ -333,11 +346,7 @@ impl Processor {
         let mut slots = Vec::with_capacity(work.len());
         for w in work {
             match w {
-                Work::Commit(txn) => {
-                    if let (Some(shadow), Some(router)) = (&mut self.router_shadow, &self.router) {
-                        shadow.commit(&txn, None, router.plugin().version());
-                    }
-                }
+                Work::Commit(_) => {}
                 Work::Change(e, None)
                     if self.router.is_some()
                         && (self.router_tables.as_deref()).is_none_or(|t| in_tables(t, &e)) =>
@@ -354,6 +363,9 @@ impl Processor {
                 (self.status.plugins).set_per_call(router.plugin().name(), router.per_call());
                 if let Some(shadow) = &mut self.router_shadow {
                     shadow.offer(&to_route, &chosen, router.plugin().version());
+                    if !shadow.flush() {
+                        self.router_shadow = None;
+                    }
                 }
                 chosen
             }
@@ -486,9 +498,9 @@ fn ended_by_promotion<P: crate::shadow::Shadowed>(
 fn swapped(status: &Status, plugin: &str, old: &str, new: &str, promoted: bool) {
     tracing::info!(%plugin, from = %old, to = %new, promoted, "new plugin version took over at a transaction boundary");
     status.plugins.swapped(plugin, new);
-    if promoted {
-        status.plugins.end_shadow(plugin, new);
-    }
+    // Also when the shadow never ran (its thread could not start): the
+    // version it was is the running one now.
+    status.plugins.end_shadow(plugin, new);
 }
 
 /// Starts a shadow version; a shadow that cannot start is reported, and

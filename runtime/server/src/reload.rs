@@ -93,7 +93,7 @@ pub enum DeployError {
     Invalid(String),
     /// Too many validated versions wait for a transaction boundary.
     #[error(
-        "{waiting} new plugin versions already wait for a transaction boundary (none comes while the source is idle or inside a long transaction); send this one again once they have taken over"
+        "{waiting} new plugin versions already wait for a transaction boundary (none comes inside a long transaction); send this one again once they have taken over"
     )]
     Waiting {
         /// How many wait.
@@ -102,6 +102,9 @@ pub enum DeployError {
     /// The new version could not be written next to the old one.
     #[error("{0}")]
     Io(String),
+    /// The pipeline has stopped: nothing would run a shadow.
+    #[error("the pipeline has stopped; a shadow version would never run")]
+    Stopped,
     /// A shadow was asked for, and the plugin has none.
     #[error(
         "plugin {name:?} has no shadow version; deploy one with PUT /plugins/{name}?mode=shadow (weir plugin deploy --shadow)"
@@ -216,6 +219,11 @@ impl Deployer {
     /// boundary.
     pub async fn deploy(&self, name: &str, bytes: Bytes) -> Result<Deployed, DeployError> {
         let _busy = self.busy.lock().await;
+        self.deploy_locked(name, bytes).await
+    }
+
+    /// [`Deployer::deploy`], with `busy` held by the caller.
+    async fn deploy_locked(&self, name: &str, bytes: Bytes) -> Result<Deployed, DeployError> {
         let slot = self.slot(name)?;
         // Before compiling: a refused deploy should cost nothing.
         let place = self
@@ -241,6 +249,7 @@ impl Deployer {
             let mut seen = slot.seen();
             seen.stamp = Some(stamp);
             seen.version = version.clone();
+            seen.forget_shadow_of(&version);
         }
         self.accept(slot, &version, swap, place);
         Ok(Deployed {
@@ -259,25 +268,39 @@ impl Deployer {
     pub async fn deploy_shadow(&self, name: &str, bytes: Bytes) -> Result<Deployed, DeployError> {
         let _busy = self.busy.lock().await;
         let slot = self.slot(name)?;
-        let place = self
+        let Some(place) = self
             .reserve()
-            .map_err(|waiting| DeployError::Waiting { waiting })?;
+            .map_err(|waiting| DeployError::Waiting { waiting })?
+        else {
+            return Err(DeployError::Stopped);
+        };
         let running = slot.seen().version.clone();
         let version = version_of(&bytes);
-        let swap = self.validate(slot, bytes.clone()).await.map_err(|e| {
-            self.refused(slot, &e);
-            DeployError::Invalid(e)
-        })?;
+        // Its own name, so its log lines and counters are told apart from
+        // the running version's.
+        let mut spec = slot.spec.clone();
+        spec.name = format!("{name}@shadow");
+        let swap = self
+            .validate_as(spec, slot.kind, bytes.clone())
+            .await
+            .map_err(|e| {
+                self.refused(slot, &e);
+                DeployError::Invalid(e)
+            })?;
         let report = Arc::new(ShadowReport::new(name, &version));
         let swap = match swap {
             Swap::Transform(i, plugin) => Swap::ShadowTransform(i, plugin, report.clone()),
             Swap::Router(plugin) => Swap::ShadowRouter(plugin, report.clone()),
             other => other,
         };
+        // A shadow it replaces stops at once.
+        if let Some(old) = self.status.plugins.shadow(name) {
+            old.stop();
+        }
         slot.seen().shadow = Some((version.clone(), bytes));
         tracing::info!(plugin = %name, %version, %running, "shadow version validated; it runs beside the running version from the next transaction boundary");
         self.status.plugins.start_shadow(name, report);
-        self.send(place, swap);
+        self.send(Some(place), swap);
         Ok(Deployed {
             plugin: name.to_owned(),
             version,
@@ -289,22 +312,16 @@ impl Deployer {
     /// file is replaced and the version takes over at the next transaction
     /// boundary, as any deploy; the shadow ends then.
     pub async fn promote(&self, name: &str) -> Result<Deployed, DeployError> {
+        // Held from reading the shadow to deploying it: a discard or a
+        // new shadow in between would otherwise be overridden.
+        let _busy = self.busy.lock().await;
         let slot = self.slot(name)?;
         let Some((_, bytes)) = slot.seen().shadow.clone() else {
             return Err(DeployError::NoShadow {
                 name: name.to_owned(),
             });
         };
-        let deployed = self.deploy(name, bytes).await?;
-        let mut seen = slot.seen();
-        if seen
-            .shadow
-            .as_ref()
-            .is_some_and(|(v, _)| *v == deployed.version)
-        {
-            seen.shadow = None;
-        }
-        Ok(deployed)
+        self.deploy_locked(name, bytes).await
     }
 
     /// Ends the shadow version of `name` at once (its thread stops after
@@ -312,22 +329,25 @@ impl Deployer {
     pub async fn discard(&self, name: &str) -> Result<String, DeployError> {
         let _busy = self.busy.lock().await;
         let slot = self.slot(name)?;
-        let Some((version, _)) = slot.seen().shadow.clone() else {
+        let Some((version, _)) = slot.seen().shadow.take() else {
             return Err(DeployError::NoShadow {
                 name: name.to_owned(),
             });
         };
-        let place = self
-            .reserve()
-            .map_err(|waiting| DeployError::Waiting { waiting })?;
-        slot.seen().shadow = None;
+        if let Some(report) = self.status.plugins.shadow(name) {
+            report.stop();
+        }
         self.status.plugins.end_shadow(name, &version);
+        // The processor lets go of the stopped shadow at a boundary, or
+        // once it finds the shadow's thread gone, whichever comes first.
         let end = match slot.kind {
             Kind::Transform(i) => Swap::EndShadowTransform(i),
             Kind::Router => Swap::EndShadowRouter,
         };
+        if let Ok(Some(place)) = self.reserve() {
+            self.send(Some(place), end);
+        }
         tracing::info!(plugin = %name, %version, "shadow version discarded");
-        self.send(place, end);
         Ok(version)
     }
 
@@ -377,7 +397,10 @@ impl Deployer {
         }
         match self.validate(slot, bytes.into()).await {
             Ok(swap) => {
-                slot.seen().version = version.clone();
+                let mut seen = slot.seen();
+                seen.version = version.clone();
+                seen.forget_shadow_of(&version);
+                drop(seen);
                 self.accept(slot, &version, swap, place);
             }
             // A file still being written is refused too, and read again
@@ -388,9 +411,17 @@ impl Deployer {
 
     /// Compiles `bytes` and runs `init` on them, off the async runtime.
     async fn validate(&self, slot: &Slot, bytes: Bytes) -> Result<Swap, String> {
+        self.validate_as(slot.spec.clone(), slot.kind, bytes).await
+    }
+
+    /// [`Deployer::validate`] under `spec`.
+    async fn validate_as(
+        &self,
+        spec: PluginSpec,
+        kind: Kind,
+        bytes: Bytes,
+    ) -> Result<Swap, String> {
         let engine = self.engine.clone();
-        let spec = slot.spec.clone();
-        let kind = slot.kind;
         tokio::task::spawn_blocking(move || match kind {
             Kind::Transform(i) => {
                 let plugin = TransformPlugin::load_bytes(&engine, spec, &bytes)
@@ -450,6 +481,16 @@ impl Deployer {
         let running = slot.seen().version.clone();
         tracing::error!(plugin = %slot.spec.name, %running, %error, "refused a new plugin version; the running version stays");
         self.status.plugins.refused(&slot.spec.name, error);
+    }
+}
+
+impl Seen {
+    /// Forgets the shadow when `version`, its version, is now the running
+    /// one (a promotion, or the same bytes deployed another way).
+    fn forget_shadow_of(&mut self, version: &str) {
+        if self.shadow.as_ref().is_some_and(|(v, _)| v == version) {
+            self.shadow = None;
+        }
     }
 }
 

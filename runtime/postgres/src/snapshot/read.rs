@@ -97,6 +97,12 @@ pub enum Chunk {
         /// Most rows to read.
         limit: u64,
     },
+    /// At most `limit` rows, in no particular order: a sample of a table
+    /// without a key (`weir plugin record`).
+    Any {
+        /// Most rows to read.
+        limit: u64,
+    },
 }
 
 /// The rows one read returned.
@@ -371,6 +377,7 @@ impl SnapshotTable {
                 }
                 tail = format!(" ORDER BY {} LIMIT {limit}", names.join(", "));
             }
+            Chunk::Any { limit } => tail = format!(" LIMIT {limit}"),
         }
         if let Some(filter) = filter {
             conditions.push(format!("({filter})"));

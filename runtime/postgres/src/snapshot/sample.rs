@@ -154,20 +154,9 @@ pub async fn sample(
             after = rows.last_key;
         }
     } else {
-        // No key to page by: the whole table in one read, the first
-        // `limit` rows of it kept.
-        let chunk = Chunk::Pages {
-            start: 0,
-            end: None,
-        };
-        let rows = shape
-            .read(&client, &addr, &chunk, filter.as_deref())
-            .await?;
-        for row in rows
-            .rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        {
+        // No key to page by: one read of at most `limit` rows.
+        let rows = (shape.read(&client, &addr, &Chunk::Any { limit }, filter.as_deref())).await?;
+        for row in rows.rows {
             emit(row, &mut read)?;
         }
     }

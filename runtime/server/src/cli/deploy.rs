@@ -207,11 +207,20 @@ pub fn deploy(
             );
             let started = endpoint
                 .wait_for(name, wait, |p| {
-                    p["shadow"]["version"] == version.as_str() && p["shadow"]["state"] == "running"
+                    p["shadow"]["version"] == version.as_str() && p["shadow"]["state"] != "waiting"
                 })
                 .await?;
             if !started {
                 return Ok(not_yet(name, &version, wait));
+            }
+            let plugins = endpoint.plugins().await?;
+            if plugins[name]["shadow"]["state"] == "stopped" {
+                return Ok(Ended::Refused(format!(
+                    "{name}: shadow version {version} stopped: {}",
+                    plugins[name]["shadow"]["last_failure"]
+                        .as_str()
+                        .unwrap_or("no reason given")
+                )));
             }
             println!(
                 "{name}: shadow version {version} runs beside {running}, delivering nothing; \
@@ -287,7 +296,7 @@ pub fn discard(admin: &AdminArgs, name: &str) -> ExitCode {
         }
         println!(
             "{name}: shadow version {} discarded",
-            answer.body["discarded"]
+            answer.body["discarded"].as_str().unwrap_or_default()
         );
         Ok(Ended::Done)
     })
