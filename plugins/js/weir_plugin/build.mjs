@@ -76,12 +76,12 @@ const witText = await readWit(witPath);
 const version = /^\s*package\s+weir:cdc@([^;\s]+)\s*;/m.exec(witText)?.[1];
 if (version === undefined) fail(`${witPath}: no \`package weir:cdc@VERSION;\` line`);
 
-const tools = process.env.WEIR_TOOLS_DIR ?? join(homedir(), ".cache", "weir", "tools");
+const tools = process.env.WEIR_TOOLS_DIR || join(homedir(), ".cache", "weir", "tools");
 const componentizeJs = join(tools, "node", "node_modules", "@bytecodealliance", "componentize-js", "src", "componentize.js");
 try {
   await stat(componentizeJs);
 } catch {
-  fail(`ComponentizeJS is not installed at ${componentizeJs}: run Weir's scripts/setup-polyglot`);
+  fail(`ComponentizeJS is not installed at ${componentizeJs}: run toolchain/install.sh (a project's build.sh does; in Weir's repository, scripts/setup-polyglot)`);
 }
 const { componentize } = await import(pathToFileURL(componentizeJs).href);
 
