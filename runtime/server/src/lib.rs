@@ -27,7 +27,7 @@
 //!  stages  reload                   one plugin's calls; new plugin versions
 //!  halt  status  routing  plugins   errors; counters; route rules; loading
 //!  config  checkpoint  dead_letter  leaves: no module of this crate
-//!  answers                          (leaf) plugin answers as JSON; shadow reports
+//!    answers                        (plugin answers as JSON; shadow reports)
 //! ```
 //!
 //! The checkpointer publishes its watermark on a `watch` channel that the
