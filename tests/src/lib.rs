@@ -79,6 +79,46 @@ pub fn stamp_version(n: u32) -> Vec<u8> {
     bytes
 }
 
+/// Load for the stamp plugin's tests: transactions of three rows into
+/// table `t` (`id`, `v` = `a`, `b`, `c`), committed one after the other
+/// until stopped, and at least `min` of them.
+pub struct StampLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writer: tokio::task::JoinHandle<i64>,
+}
+
+impl StampLoad {
+    /// Starts writing.
+    pub fn start(db: std::sync::Arc<TestDb>, min: i64) -> StampLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let writer = tokio::spawn(async move {
+            let mut txns = 0;
+            while !stopped.load(Ordering::Relaxed) || txns < min {
+                let id = txns * 3;
+                db.exec(&format!(
+                    "INSERT INTO t VALUES ({id}, 'a'), ({}, 'b'), ({}, 'c')",
+                    id + 1,
+                    id + 2
+                ))
+                .await;
+                txns += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            txns
+        });
+        StampLoad { stop, writer }
+    }
+
+    /// Stops writing; returns how many rows were written.
+    pub async fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let txns = self.writer.await.expect("the load's writer");
+        (txns * 3) as usize
+    }
+}
+
 /// Checks the output of the stamp plugin under load (rows `0..n` written
 /// as transactions of three, `v` being `a`, `b` or `c`): every change once,
 /// in order, each stamped by exactly one version, each transaction by one

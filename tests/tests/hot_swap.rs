@@ -7,7 +7,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use weir_tests::*;
@@ -44,26 +43,7 @@ async fn plugins_are_replaced_under_load_at_transaction_boundaries() {
 
     // The load: transactions of three rows each, committed one after the
     // other until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let db = db.clone();
-        tokio::spawn(async move {
-            let mut txns = 0;
-            while !stop.load(Ordering::Relaxed) || txns < 30 {
-                let id = txns * 3;
-                db.exec(&format!(
-                    "INSERT INTO t VALUES ({id}, 'a'), ({}, 'b'), ({}, 'c')",
-                    id + 1,
-                    id + 2
-                ))
-                .await;
-                txns += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            txns
-        })
-    };
+    let load = StampLoad::start(db.clone(), 30);
     let progress = |n: usize| {
         wait_lines(&p.out, n, Duration::from_secs(60));
     };
@@ -103,9 +83,7 @@ async fn plugins_are_replaced_under_load_at_transaction_boundaries() {
     assert_eq!(std::fs::read(&path).unwrap(), stamp_version(2));
 
     progress(300);
-    stop.store(true, Ordering::Relaxed);
-    let txns = writer.await.unwrap();
-    let rows = (txns * 3) as usize;
+    let rows = load.stop().await;
     let lines = wait_lines(&p.out, rows, Duration::from_secs(60));
     let status = http_json(&http_get(admin, "/plugins"));
     assert_eq!(status["stamp"]["deploys"], 2, "{status}");

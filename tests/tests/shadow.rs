@@ -7,7 +7,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -279,25 +278,7 @@ async fn a_promotion_under_load_hands_over_at_a_transaction_boundary() {
     );
     let admin = free_port();
     let (mut p, plugins) = stamped(&db, admin, "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, db) = (stop.clone(), db.clone());
-        tokio::spawn(async move {
-            let mut txns = 0;
-            while !stop.load(Ordering::Relaxed) || txns < 40 {
-                let id = txns * 3;
-                db.exec(&format!(
-                    "INSERT INTO t VALUES ({id}, 'a'), ({}, 'b'), ({}, 'c')",
-                    id + 1,
-                    id + 2
-                ))
-                .await;
-                txns += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            txns
-        })
-    };
+    let load = StampLoad::start(db.clone(), 40);
     wait_lines(&p.out, 30, Duration::from_secs(60));
     let shadow = write_component(plugins.path(), "stamp-1.wasm", &stamp_version(1));
     let (code, out) = cli(admin, &["deploy", "stamp", &shadow, "--shadow"]);
@@ -316,9 +297,7 @@ async fn a_promotion_under_load_hands_over_at_a_transaction_boundary() {
 
     let now = read_jsonl(&p.out).len();
     wait_lines(&p.out, now + 30, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
-    let txns = writer.await.unwrap();
-    let rows = (txns * 3) as usize;
+    let rows = load.stop().await;
     let lines = wait_lines(&p.out, rows, Duration::from_secs(60));
     p.stop_cleanly();
 
