@@ -85,6 +85,27 @@ fn path_str(path: &Path) -> &str {
 // ---------------------------------------------------------------- inspect
 
 #[test]
+fn help_opens_with_what_weir_does_for_a_user() {
+    for flag in ["-h", "--help"] {
+        let run = weir(&[flag]);
+        assert!(run.status.success(), "{run}");
+        assert!(
+            run.stdout.starts_with(
+                "Weir keeps caches, search indexes, analytics stores and message logs in step with a PostgreSQL database"
+            ),
+            "{run}"
+        );
+        assert!(run.stdout.contains("Start here:"), "{run}");
+    }
+    let long = weir(&["--help"]);
+    assert!(
+        long.stdout
+            .contains("acknowledging a change only once every sink holds it"),
+        "{long}"
+    );
+}
+
+#[test]
 fn inspect_describes_a_transform() {
     let wasm = plugin("passthrough");
     let run = weir(&["plugin", "inspect", "--json", path_str(&wasm)]);

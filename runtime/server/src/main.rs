@@ -16,15 +16,17 @@ use weir::status::{Role, Status};
 use weir_postgres::lease::{self, Lease};
 
 /// Weir keeps caches, search indexes, analytics stores and message logs in
-/// step with a PostgreSQL database: it reads every committed change from
-/// the database's log, in commit order, passes it through your plugins
-/// (WebAssembly, written in Rust, Python or JavaScript) and applies the
-/// result to each sink, acknowledging a change only once every sink holds
-/// it.
+/// step with a PostgreSQL database.
+///
+/// It reads every committed change from the database's log, in commit
+/// order, passes it through your plugins (WebAssembly, written in Rust,
+/// Python or JavaScript) and applies the result to each sink, acknowledging
+/// a change only once every sink holds it.
+// No `about` attribute: it would put the crate's description, written for
+// its developers, above this.
 #[derive(Parser)]
 #[command(
     version,
-    about,
     after_help = "Start here:\n  \
         weir check --config weir.toml      validate a configuration and its plugins\n  \
         weir run --config weir.toml        stream changes to the sinks\n  \
