@@ -557,6 +557,76 @@ pub fn run_weir(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     }
 }
 
+/// How long [`weir_in`] lets a command run.
+const WEIR_IN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one run of `weir` printed.
+pub struct Run {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// What it wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout lines, each parsed as JSON.
+    pub fn json_lines(&self) -> Vec<Json> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON ({e}):\n{self}"))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `weir ARGS` in `cwd` to completion (killed after two minutes),
+/// with stdout and stderr apart and `WEIR_LOG=warn`.
+pub fn weir_in(cwd: &Path, args: &[&str]) -> Run {
+    // Files, not pipes: nothing can block on a full pipe.
+    let stdout = tempfile::NamedTempFile::new().unwrap();
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(weir_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("WEIR_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(stdout.reopen().unwrap())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .expect("start weir");
+    let status = wait_for(WEIR_IN_TIMEOUT, || child.try_wait().ok().flatten());
+    let run = |status| Run {
+        status,
+        stdout: std::fs::read_to_string(stdout.path()).unwrap(),
+        stderr: std::fs::read_to_string(stderr.path()).unwrap(),
+    };
+    match status {
+        Some(status) => run(status),
+        None => {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!(
+                "weir {args:?} did not exit within {WEIR_IN_TIMEOUT:?}:\n{}",
+                run(status)
+            );
+        }
+    }
+}
+
 /// Reads a JSON Lines file written by the file sink. A torn last line (a
 /// process killed mid-write) is ignored: it was never acknowledged.
 pub fn read_jsonl(path: &Path) -> Vec<Json> {

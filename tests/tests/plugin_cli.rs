@@ -3,76 +3,10 @@
 //! and the projects it writes. No database or broker is involved.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::json;
 use weir_tests::*;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What one run of `weir` printed.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The stdout lines, each parsed as JSON.
-    fn json_lines(&self) -> Vec<Json> {
-        self.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON ({e}):\n{self}"))
-            })
-            .collect()
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `weir ARGS` in `cwd` to completion (killed after `TIMEOUT`).
-fn weir_in(cwd: &Path, args: &[&str]) -> Run {
-    // Files, not pipes: nothing can block on a full pipe.
-    let stdout = tempfile::NamedTempFile::new().unwrap();
-    let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(weir_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("WEIR_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(stdout.reopen().unwrap())
-        .stderr(stderr.reopen().unwrap())
-        .spawn()
-        .expect("start weir");
-    let status = wait_for(TIMEOUT, || child.try_wait().ok().flatten());
-    let run = |status| Run {
-        status,
-        stdout: std::fs::read_to_string(stdout.path()).unwrap(),
-        stderr: std::fs::read_to_string(stderr.path()).unwrap(),
-    };
-    match status {
-        Some(status) => run(status),
-        None => {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            panic!(
-                "weir {args:?} did not exit within {TIMEOUT:?}:\n{}",
-                run(status)
-            );
-        }
-    }
-}
 
 fn weir(args: &[&str]) -> Run {
     weir_in(&repo_root(), args)

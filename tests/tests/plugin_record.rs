@@ -3,33 +3,14 @@
 //! file sink wrote is an events file as it is.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir_tests::*;
 
-/// Runs `weir ARGS`; its stdout, stderr and whether it succeeded.
+/// Runs `weir ARGS`; whether it succeeded, its stdout and its stderr.
 fn weir(args: &[&str]) -> (bool, String, String) {
-    let stdout = tempfile::NamedTempFile::new().unwrap();
-    let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(weir_bin())
-        .args(args)
-        .env("WEIR_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(stdout.reopen().unwrap())
-        .stderr(stderr.reopen().unwrap())
-        .spawn()
-        .expect("start weir");
-    let status = wait_for(Duration::from_secs(120), || child.try_wait().ok().flatten())
-        .unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!("weir {args:?} did not exit")
-        });
-    (
-        status.success(),
-        std::fs::read_to_string(stdout.path()).unwrap(),
-        std::fs::read_to_string(stderr.path()).unwrap(),
-    )
+    let run = weir_in(&repo_root(), args);
+    (run.status.success(), run.stdout, run.stderr)
 }
 
 fn json_lines(text: &str) -> Vec<Json> {
