@@ -99,6 +99,7 @@ mod tls;
 #[cfg(all(test, unix))]
 mod tls_tests;
 mod types;
+pub mod verify;
 mod watch;
 
 pub use config::{

@@ -48,7 +48,9 @@ pub(crate) use state::{
     InitialState, backfill_new_tables, drop_slot_and_state, ensure_state_table, initial_state,
     is_state_table, quoted_names, record_started,
 };
-pub use state::{STATE_TABLE, record_finished, request};
+pub use state::{
+    MAX_REPAIR_KEYS, STATE_TABLE, record_finished, request, request_repair, request_state,
+};
 
 /// Pages per chunk unless configured: 8 MiB of heap at the default block
 /// size, small enough to spread a table over the workers and keep memory

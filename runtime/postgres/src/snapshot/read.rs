@@ -103,6 +103,11 @@ pub enum Chunk {
         /// Most rows to read.
         limit: u64,
     },
+    /// The rows whose key is one of these (each the key columns' text
+    /// forms), in key order: a verifier's second look at keys that
+    /// differed, and the rows a repair sends again. Read in COPY's text
+    /// format, like [`Chunk::After`].
+    Keys(Vec<Vec<String>>),
 }
 
 /// The rows one read returned.
@@ -114,6 +119,10 @@ pub struct Rows {
     /// [`Chunk::After`]; `None` when the read returned nothing or the
     /// table has no key.
     pub last_key: Option<Vec<String>>,
+    /// Every row's key texts, in row order, for reads in key order
+    /// ([`Chunk::After`], [`Chunk::Keys`]) of a table with a key; empty
+    /// otherwise.
+    pub keys: Vec<Vec<String>>,
 }
 
 /// The session settings the decoder expects, for a connection that reads
@@ -352,32 +361,28 @@ impl SnapshotTable {
                 }
             }
             Chunk::After { key, limit } => {
-                if self.keys.is_empty() {
-                    return Err(format!(
-                        "table {} has no key to read it in key order",
-                        self.schema.qualified_name()
-                    ));
-                }
-                let names: Vec<&str> = self.keys.iter().map(|(_, n, _)| n.as_str()).collect();
+                let names = self.key_names(chunk)?;
                 if let Some(key) = key {
-                    if key.len() != self.keys.len() {
-                        return Err(format!(
-                            "a key bound of {} values for {} key columns",
-                            key.len(),
-                            self.keys.len()
-                        ));
-                    }
-                    let bounds: Vec<String> = self
-                        .keys
-                        .iter()
-                        .zip(key)
-                        .map(|((_, _, cast), text)| format!("{}::{cast}", literal(text)))
-                        .collect();
+                    let bounds = self.key_literals(key)?;
                     conditions.push(format!("({}) > ({})", names.join(", "), bounds.join(", ")));
                 }
                 tail = format!(" ORDER BY {} LIMIT {limit}", names.join(", "));
             }
             Chunk::Any { limit } => tail = format!(" LIMIT {limit}"),
+            Chunk::Keys(keys) => {
+                let names = self.key_names(chunk)?;
+                let mut tuples = Vec::with_capacity(keys.len());
+                for key in keys {
+                    tuples.push(format!("({})", self.key_literals(key)?.join(", ")));
+                }
+                if tuples.is_empty() {
+                    // `IN ()` is not SQL; no key, no row.
+                    conditions.push("false".to_owned());
+                } else {
+                    conditions.push(format!("({}) IN ({})", names.join(", "), tuples.join(", ")));
+                }
+                tail = format!(" ORDER BY {}", names.join(", "));
+            }
         }
         if let Some(filter) = filter {
             conditions.push(format!("({filter})"));
@@ -400,6 +405,66 @@ impl SnapshotTable {
             ") TO STDOUT"
         });
         Ok(sql)
+    }
+
+    /// The quoted key column names, for a read in key order.
+    fn key_names(&self, chunk: &Chunk) -> Result<Vec<&str>, String> {
+        if self.keys.is_empty() {
+            let how = if matches!(chunk, Chunk::Keys(_)) {
+                "by key"
+            } else {
+                "in key order"
+            };
+            return Err(format!(
+                "table {} has no key to read it {how}",
+                self.schema.qualified_name()
+            ));
+        }
+        Ok(self.keys.iter().map(|(_, n, _)| n.as_str()).collect())
+    }
+
+    /// A key's texts as SQL literals cast to the key columns' types.
+    fn key_literals(&self, key: &[String]) -> Result<Vec<String>, String> {
+        if key.len() != self.keys.len() {
+            return Err(format!(
+                "a key of {} values for the {} key columns of {}",
+                key.len(),
+                self.keys.len(),
+                self.schema.qualified_name()
+            ));
+        }
+        Ok(self
+            .keys
+            .iter()
+            .zip(key)
+            .map(|((_, _, cast), text)| format!("{}::{cast}", literal(text)))
+            .collect())
+    }
+
+    /// A row of the table's width holding only the key `texts` (each
+    /// decoded as the stream's values are), NULL elsewhere: the `before`
+    /// of a delete, as the stream sends it for the default replica
+    /// identity.
+    pub fn key_row(&self, texts: &[String]) -> Result<Vec<Value>, String> {
+        if texts.len() != self.keys.len() {
+            return Err(format!(
+                "a key of {} values for the {} key columns of {}",
+                texts.len(),
+                self.keys.len(),
+                self.schema.qualified_name()
+            ));
+        }
+        let mut row = vec![Value::Null; self.kinds.len()];
+        for ((i, _, _), text) in self.keys.iter().zip(texts) {
+            row[*i] = decode_text(self.kinds[*i], text.as_bytes()).map_err(|e| {
+                format!(
+                    "key column {} of {}: {text:?}: {e}",
+                    self.schema.columns[*i].name,
+                    self.schema.qualified_name()
+                )
+            })?;
+        }
+        Ok(row)
     }
 
     /// Whether `chunk` is read in COPY's binary format: page chunks are;
@@ -481,6 +546,7 @@ impl SnapshotTable {
         }
         out.rows.push(values);
         if !self.keys.is_empty() {
+            out.keys.push(key_texts.clone());
             out.last_key = Some(key_texts);
         }
         Ok(())

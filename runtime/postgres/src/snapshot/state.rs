@@ -42,7 +42,8 @@ pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<()
         .query_one(
             "SELECT to_regclass('weir.snapshot_tables') IS NOT NULL AND EXISTS (SELECT 1 \
                FROM pg_attribute WHERE attrelid = to_regclass('weir.snapshots') \
-               AND attname = 'tables')",
+               AND attname = 'tables') AND EXISTS (SELECT 1 FROM pg_attribute \
+               WHERE attrelid = to_regclass('weir.snapshot_tables') AND attname = 'keys')",
             &[],
         )
         .await
@@ -67,7 +68,9 @@ pub(crate) async fn ensure_state_table(client: &Client, addr: &str) -> Result<()
                done int4[] NOT NULL DEFAULT '{}', rows int8 NOT NULL DEFAULT 0, \
                state text NOT NULL DEFAULT 'pending', error text, \
                requested_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz, \
-               PRIMARY KEY (slot, request, schema_name, table_name))",
+               PRIMARY KEY (slot, request, schema_name, table_name)); \
+             ALTER TABLE weir.snapshot_tables ADD COLUMN IF NOT EXISTS keys text[]; \
+             ALTER TABLE weir.snapshot_tables ADD COLUMN IF NOT EXISTS key_width int4",
         )
         .await
         .map_err(|e| {
@@ -270,6 +273,9 @@ pub(crate) struct PendingTable {
     /// Pages per chunk when it is cut (again).
     pub(crate) chunk_pages: u32,
     pub(crate) done: Vec<i32>,
+    /// Only these keys (each the key columns' texts), for a repair: the
+    /// rows are read by key, and a key without a row becomes a delete.
+    pub(crate) keys: Option<Vec<Vec<String>>>,
 }
 
 /// The next table to read for `slot`: the oldest request first.
@@ -292,8 +298,8 @@ pub(crate) async fn next_pending(
     }
     let row = client
         .query_opt(
-            "SELECT request, schema_name, table_name, filter, heap, chunk_pages, chunks, done \
-             FROM weir.snapshot_tables WHERE slot = $1 AND state = 'pending' \
+            "SELECT request, schema_name, table_name, filter, heap, chunk_pages, chunks, done, \
+               keys, key_width FROM weir.snapshot_tables WHERE slot = $1 AND state = 'pending' \
              ORDER BY request, schema_name, table_name LIMIT 1",
             &[&slot],
         )
@@ -318,6 +324,9 @@ pub(crate) async fn next_pending(
             schema,
             name,
             done: r.get(7),
+            keys: r
+                .get::<_, Option<Vec<String>>>(8)
+                .map(|flat| unflatten(flat, r.get::<_, Option<i32>>(9))),
         }
     }))
 }
@@ -457,6 +466,16 @@ pub async fn request(
     tables: &[String],
     filter: Option<&str>,
 ) -> Result<i64, PgError> {
+    queue(cfg, tables, filter, None).await
+}
+
+/// [`request`], with the keys of a repair (flat, and their width).
+async fn queue(
+    cfg: &PostgresConfig,
+    tables: &[String],
+    filter: Option<&str>,
+    keys: Option<(Vec<&String>, i32)>,
+) -> Result<i64, PgError> {
     if tables.is_empty() {
         return Err(PgError::Config(
             "a snapshot request names no table (give \"tables\": [\"schema.table\", …])".into(),
@@ -522,8 +541,9 @@ pub async fn request(
         .query_one(
             "WITH id AS (SELECT nextval('weir.snapshot_requests') AS n), \
                ins AS (INSERT INTO weir.snapshot_tables \
-                 (slot, request, schema_name, table_name, filter, chunk_pages) \
-                 SELECT $1, id.n, s, t, $4, $5 FROM id, unnest($2::text[], $3::text[]) AS x(s, t) \
+                 (slot, request, schema_name, table_name, filter, chunk_pages, keys, key_width) \
+                 SELECT $1, id.n, s, t, $4, $5, $6, $7 \
+                 FROM id, unnest($2::text[], $3::text[]) AS x(s, t) \
                  ON CONFLICT DO NOTHING) \
              SELECT n FROM id",
             &[
@@ -532,12 +552,71 @@ pub async fn request(
                 &names,
                 &filter,
                 &(cfg.snapshot_chunk_pages as i32),
+                &keys.as_ref().map(|k| &k.0),
+                &keys.as_ref().map(|k| k.1),
             ],
         )
         .await
         .map_err(|e| PgError::sql(&addr, "queueing the snapshot request", e))?
         .get(0);
     Ok(id)
+}
+
+/// Keys kept as one flat array, `width` texts per key.
+fn unflatten(flat: Vec<String>, width: Option<i32>) -> Vec<Vec<String>> {
+    let width = width.unwrap_or(1).max(1) as usize;
+    flat.chunks(width).map(<[String]>::to_vec).collect()
+}
+
+/// Most keys in one repair request: they are read as one chunk, held in
+/// memory between its marks.
+pub const MAX_REPAIR_KEYS: usize = 1000;
+
+/// Queues a repair of `keys` of table `schema.name` for the source's
+/// slot: an ad-hoc snapshot of only those rows, read by key while the slot
+/// streams. A key with a row goes out as a `read` event, one without as a
+/// `delete` (unless the stream changed that key meanwhile), both at the
+/// high mark's position, so the sinks' version guards keep newer changes.
+/// Each key is the key columns' texts; at most [`MAX_REPAIR_KEYS`]. Returns
+/// the request's number.
+pub async fn request_repair(
+    cfg: &PostgresConfig,
+    schema: &str,
+    name: &str,
+    keys: &[Vec<String>],
+) -> Result<i64, PgError> {
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(name));
+    let width = keys.first().map_or(1, Vec::len);
+    if keys.len() > MAX_REPAIR_KEYS || keys.iter().any(|k| k.len() != width || k.is_empty()) {
+        return Err(PgError::Config(format!(
+            "a repair of {table} takes 1 to {MAX_REPAIR_KEYS} keys of one width, not {} keys",
+            keys.len()
+        )));
+    }
+    let flat: Vec<&String> = keys.iter().flatten().collect();
+    queue(cfg, &[table], None, Some((flat, width as i32))).await
+}
+
+/// Where request `id` stands: `done`, `failed` (with the error) or
+/// `pending`, one entry per table it names.
+pub async fn request_state(
+    cfg: &PostgresConfig,
+    id: i64,
+) -> Result<Vec<(String, String, Option<String>)>, PgError> {
+    let addr = cfg.address();
+    let client = connect_sql(cfg, &addr).await?;
+    let rows = client
+        .query(
+            "SELECT schema_name || '.' || table_name, state, error FROM weir.snapshot_tables \
+             WHERE slot = $1 AND request = $2 ORDER BY 1",
+            &[&cfg.slot, &id],
+        )
+        .await
+        .map_err(|e| PgError::sql(&addr, "reading a snapshot request", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// `schema.table` with both parts quoted: how the captured tables are

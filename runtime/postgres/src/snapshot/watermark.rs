@@ -44,7 +44,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use weir_core::{ChangeEvent, Lsn, Op, SnapshotKind, SourceInfo, SourceItem, TableSchema, Value};
 
-use super::read::measure;
+use super::read::{Chunk, measure};
 use super::state::{
     PendingTable, Planned, extend_plan, next_pending, record_chunks, record_failed, record_plan,
 };
@@ -78,6 +78,9 @@ pub(crate) enum Note {
     Rows {
         id: u64,
         rows: Vec<Vec<Value>>,
+        /// Keys a repair asked for that have no row (each a row with only
+        /// the key set): deletes, unless the stream changed them.
+        absent: Vec<Vec<Value>>,
         seen: ReadSnapshot,
         placed: oneshot::Sender<Option<Lsn>>,
     },
@@ -154,6 +157,7 @@ struct Placing {
 struct Received {
     id: u64,
     rows: Vec<Vec<Value>>,
+    absent: Vec<Vec<Value>>,
     seen: ReadSnapshot,
     placed: oneshot::Sender<Option<Lsn>>,
 }
@@ -274,13 +278,23 @@ impl Engine {
                     // The high mark's transaction holds nothing else (the
                     // reader writes it alone): its positions are the rows'.
                     if let Some(p) = self.placing.take() {
-                        batch.reserve(p.chunk.rows.len() + 1);
-                        for (seq, row) in p.chunk.rows.into_iter().enumerate() {
+                        batch.reserve(p.chunk.rows.len() + p.chunk.absent.len() + 1);
+                        let reads = p
+                            .chunk
+                            .rows
+                            .into_iter()
+                            .map(|row| (Op::Read, None, Some(row)));
+                        let deletes = p
+                            .chunk
+                            .absent
+                            .into_iter()
+                            .map(|key| (Op::Delete, Some(key), None));
+                        for (seq, (op, before, after)) in reads.chain(deletes).enumerate() {
                             batch.push(SourceItem::Change(ChangeEvent {
-                                op: Op::Read,
+                                op,
                                 table: Some(p.table.clone()),
-                                before: None,
-                                after: Some(row),
+                                before,
+                                after,
                                 message: None,
                                 source: SourceInfo {
                                     commit_lsn: commit.commit_lsn,
@@ -312,12 +326,14 @@ impl Engine {
                 Note::Rows {
                     id,
                     rows,
+                    absent,
                     seen,
                     placed,
                 } => {
                     self.rows = Some(Received {
                         id,
                         rows,
+                        absent,
                         seen,
                         placed,
                     })
@@ -389,14 +405,18 @@ impl Engine {
                     return;
                 }
                 if window.truncated {
+                    // The truncate deleted every key already.
                     chunk.rows.clear();
+                    chunk.absent.clear();
                 } else if !window.changed.is_empty() {
                     let schema = window.table.clone();
-                    chunk.rows.retain(|r| {
+                    let unchanged = |r: &Vec<Value>| {
                         window
                             .identity_of(&schema, r)
                             .is_none_or(|k| !window.changed.contains(&k))
-                    });
+                    };
+                    chunk.rows.retain(unchanged);
+                    chunk.absent.retain(unchanged);
                 }
                 self.placing = Some(Placing {
                     table: window.table,
@@ -613,7 +633,12 @@ impl Reader<'_> {
         let (pages, heap) = measure(client, self.addr, shape.schema.id)
             .await
             .map_err(stop)?;
-        let needed = chunk_count(pages, table.chunk_pages, true);
+        // A repair's keys are one chunk, read by key wherever they lie.
+        let needed = if table.keys.is_some() {
+            1
+        } else {
+            chunk_count(pages, table.chunk_pages, true)
+        };
         let (mut plan, mut done) = match table.plan.clone() {
             Some(plan) if plan.heap == heap => (plan, table.done.clone()),
             previous => {
@@ -641,7 +666,11 @@ impl Reader<'_> {
         };
         // Grown past its cut: more chunks, so that the last, open-ended
         // one does not read all the growth at once.
-        let needed = chunk_count(pages, plan.chunk_pages, true);
+        let needed = if table.keys.is_some() {
+            1
+        } else {
+            chunk_count(pages, plan.chunk_pages, true)
+        };
         if needed > plan.chunks {
             extend_plan(client, self.addr, &self.cfg.slot, &table, needed)
                 .await
@@ -760,8 +789,26 @@ impl Reader<'_> {
                 if measure(client, self.addr, shape.schema.id).await?.1 != plan.heap {
                     return Ok(None);
                 }
-                let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
-                let rows = shape.read(client, self.addr, &chunk, filter).await?.rows;
+                let (rows, absent) = match &table.keys {
+                    None => {
+                        let chunk = chunk_pages(k, plan.chunks, plan.chunk_pages);
+                        let rows = shape.read(client, self.addr, &chunk, filter).await?.rows;
+                        (rows, Vec::new())
+                    }
+                    Some(keys) => {
+                        let read = shape
+                            .read(client, self.addr, &Chunk::Keys(keys.clone()), filter)
+                            .await?;
+                        let found: HashSet<&Vec<String>> = read.keys.iter().collect();
+                        let absent = keys
+                            .iter()
+                            .filter(|k| !found.contains(k))
+                            .map(|k| shape.key_row(k))
+                            .collect::<Result<Vec<_>, String>>()
+                            .map_err(PgError::Config)?;
+                        (read.rows, absent)
+                    }
+                };
                 let seen: String = client
                     .query_one("SELECT pg_current_snapshot()::text", &[])
                     .await
@@ -771,19 +818,20 @@ impl Reader<'_> {
                     addr: self.addr.to_owned(),
                     message: format!("pg_current_snapshot() gave {seen:?}"),
                 })?;
-                Ok(Some((rows, seen)))
+                Ok(Some((rows, absent, seen)))
             }
             .await;
             let _ = client.batch_execute("COMMIT").await;
             // A rewrite: the next pass sees the new heap and cuts the table
             // again, once the chunks in flight are recorded under the old cut.
-            let (rows, seen) = read.map_err(stop)?.ok_or(Stop::Rewritten)?;
-            let n = rows.len();
+            let (rows, absent, seen) = read.map_err(stop)?.ok_or(Stop::Rewritten)?;
+            let n = rows.len() + absent.len();
             let (placed_tx, placed_rx) = oneshot::channel();
             self.notes
                 .send(Note::Rows {
                     id,
                     rows,
+                    absent,
                     seen,
                     placed: placed_tx,
                 })
@@ -1115,6 +1163,7 @@ mod tests {
         tx.send(Note::Rows {
             id: 5,
             rows: (1..=5).map(|i| row(i, 0)).collect(),
+            absent: Vec::new(),
             seen: saw_all(),
             placed,
         })
@@ -1139,6 +1188,67 @@ mod tests {
             .unwrap();
         assert!(matches!(&out[at - 1], SourceItem::Begin(b) if b.txn == TxnId(4)));
         assert!(matches!(out.last(), Some(SourceItem::Commit(c)) if c.txn == TxnId(4)));
+    }
+
+    #[tokio::test]
+    async fn a_repairs_keys_without_rows_become_deletes_unless_the_stream_changed_them() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut engine = Engine::new("s 3".into(), rx);
+        let token = "s 3";
+        let t = table();
+        let mut out = Vec::new();
+        tx.send(Note::Begin {
+            id: 1,
+            table: t.clone(),
+        })
+        .await
+        .unwrap();
+        feed(
+            &mut engine,
+            &mut out,
+            txn(1, 10, vec![mark(token, "low", 1)]),
+        );
+        // Key 8 is inserted between the marks: the stream's insert stands.
+        feed(
+            &mut engine,
+            &mut out,
+            txn(2, 20, vec![change(Op::Insert, &t, None, Some(row(8, 80)))]),
+        );
+        let key = |id| vec![Value::Int(id), Value::Null];
+        let (placed, placed_rx) = oneshot::channel();
+        tx.send(Note::Rows {
+            id: 1,
+            rows: vec![row(5, 50)],
+            absent: vec![key(7), key(8), key(9)],
+            seen: saw_all(),
+            placed,
+        })
+        .await
+        .unwrap();
+        feed(
+            &mut engine,
+            &mut out,
+            txn(3, 30, vec![mark(token, "high", 1)]),
+        );
+        assert_eq!(placed_rx.await.unwrap(), Some(Lsn(31)));
+        type Placed = (Op, Option<Vec<Value>>, Option<Vec<Value>>, u32);
+        let placed: Vec<Placed> = out
+            .iter()
+            .filter_map(|i| match i {
+                SourceItem::Change(c) if c.txn == TxnId(3) => {
+                    Some((c.op, c.before.clone(), c.after.clone(), c.source.seq))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            placed,
+            vec![
+                (Op::Read, None, Some(row(5, 50)), 0),
+                (Op::Delete, Some(key(7)), None, 1),
+                (Op::Delete, Some(key(9)), None, 2),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1174,6 +1284,7 @@ mod tests {
         tx.send(Note::Rows {
             id: 1,
             rows: vec![row(1, 1)],
+            absent: Vec::new(),
             seen: saw_all(),
             placed,
         })
@@ -1228,6 +1339,7 @@ mod tests {
             tx.send(Note::Rows {
                 id,
                 rows: read.into_iter().map(|k| row(k, 0)).collect(),
+                absent: Vec::new(),
                 seen: ReadSnapshot::parse(seen).unwrap(),
                 placed,
             })
