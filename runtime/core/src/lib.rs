@@ -20,6 +20,7 @@ pub mod duration;
 mod event;
 mod lsn;
 mod position;
+mod readback;
 mod schema;
 mod sink;
 mod table_pattern;
@@ -31,6 +32,7 @@ pub use event::{
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use position::Position;
+pub use readback::{ColumnDiff, Held, HeldKey, KeyPage, Readback};
 pub use schema::{Column, ReplicaIdentity, TableSchema};
 pub use sink::{Capabilities, Rejected, RetryPolicy, Sink, SinkError, SinkErrorKind};
 pub use table_pattern::{TablePattern, TablePatternError};

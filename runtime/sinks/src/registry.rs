@@ -13,7 +13,10 @@ use std::fmt;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use weir_codec::{NameTemplate, TemplateUse};
-use weir_core::{Capabilities, Sink, SinkError};
+use weir_core::{Capabilities, Readback, Sink, SinkError};
+
+/// A readback being opened ([`SinkSpec::readback`]).
+pub type OpenReadback<'a> = BoxFuture<'a, Result<Box<dyn Readback>, SinkError>>;
 
 /// Reads a sink's section into its spec; errors are `field: message`.
 pub type ParseSection = fn(toml::Table) -> Result<Box<dyn SinkSpec>, Vec<String>>;
@@ -85,6 +88,18 @@ pub trait SinkSpec: fmt::Debug + Send + Sync + Any {
     /// Connects to the destination and makes the sink. `name` is the
     /// section's name, for logs.
     fn build<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Box<dyn Sink>, SinkError>>;
+
+    /// Connects to the destination to read back what it holds, for
+    /// `weir verify`; `Err` says why this sink (or this mode of it) has no
+    /// rows to compare.
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        let _ = name;
+        Err(
+            "it appends every change to a log rather than keeping rows, so there is \
+             no state to compare with the source's"
+                .to_owned(),
+        )
+    }
 
     /// The concrete configuration, for code that knows the sink type.
     fn as_any(&self) -> &dyn Any;
