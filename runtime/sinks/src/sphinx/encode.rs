@@ -166,7 +166,13 @@ pub(crate) fn cell(column: &str, value: &Value, ty: Option<AttributeType>) -> Re
             if !f.is_finite() || f.abs() > f64::from(f32::MAX) {
                 return misfit(&format!("{}, not a finite 32-bit float,", to_text(value)));
             }
-            Ok(Cell::Number((f as f32).to_string()))
+            let mut text = (f as f32).to_string();
+            // SphinxQL reads digits without a point as an integer, which
+            // wraps past 2^63 (3e38 would be stored as -1).
+            if !text.contains('.') {
+                text.push_str(".0");
+            }
+            Ok(Cell::Number(text))
         }
         AttributeType::Timestamp => {
             let seconds = match value {

@@ -95,6 +95,14 @@ fn values_fit_their_attribute_types_or_say_why_not() {
         Cell::Number("1.5".into())
     );
     assert_eq!(
+        ok(Value::Float(3.0e38), AttributeType::Float),
+        Cell::Number("300000000000000000000000000000000000000.0".into())
+    );
+    assert_eq!(
+        ok(Value::Int(-2), AttributeType::Float),
+        Cell::Number("-2.0".into())
+    );
+    assert_eq!(
         ok(Value::Date(1), AttributeType::Timestamp),
         Cell::Number("86400".into())
     );
