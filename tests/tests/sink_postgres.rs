@@ -559,3 +559,494 @@ async fn an_initial_snapshot_under_writes_leaves_the_target_equal() {
     assert!(rounds > 10, "the writer ran only {rounds} transactions");
     wait_equal(&source, &target, "s", "id, n", &p.weir);
 }
+
+// ---- readback (`weir verify`) ----
+
+use weir_core::{Held, HeldKey, Op, Readback, SinkRecord, Value};
+use weir_tests::records::{change, table};
+
+/// A sink config writing to `db`.
+fn readback_config(db: &TestDb) -> PostgresSinkConfig {
+    let mut c = PostgresSinkConfig::new(&db.name);
+    c.host = pg_host();
+    c.port = pg_port();
+    c.user = pg_user();
+    c
+}
+
+async fn open_readback(config: &PostgresSinkConfig) -> Box<dyn Readback> {
+    config
+        .readback("pg")
+        .unwrap_or_else(|e| panic!("no readback: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("opening the readback: {e}"))
+}
+
+/// Every key `keys()` lists for `table`, a page of at most `limit` at a
+/// time; also how many pages it took.
+async fn all_keys(
+    readback: &mut dyn Readback,
+    table: &weir_core::TableSchema,
+    limit: usize,
+) -> (Vec<HeldKey>, usize) {
+    let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
+    loop {
+        let page = readback
+            .keys(table, None, cursor, limit)
+            .await
+            .unwrap_or_else(|e| panic!("listing keys: {e}"));
+        assert!(page.keys.len() <= limit, "{page:?}");
+        pages += 1;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return (keys, pages),
+        }
+        assert!(pages < 100, "the listing does not end");
+    }
+}
+
+fn read_of(t: &std::sync::Arc<weir_core::TableSchema>, row: Vec<Value>) -> SinkRecord {
+    change(t, Op::Read, 0x9000, 0, None, Some(row))
+}
+
+fn delete_of(t: &std::sync::Arc<weir_core::TableSchema>, key: Vec<Value>) -> SinkRecord {
+    change(t, Op::Delete, 0x9000, 0, Some(key), None)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
+    let target = TestDb::new(
+        "pgsink_rb",
+        "CREATE TABLE public.items (id int8 PRIMARY KEY, name text, qty int4, doc json)",
+    )
+    .await;
+    let config = readback_config(&target);
+    let items = table(
+        "public",
+        "items",
+        &[
+            ("id", "int8", true),
+            ("name", "text", false),
+            ("qty", "int4", false),
+            ("doc", "json", false),
+        ],
+    );
+    let row = |id: i64| {
+        vec![
+            Value::Int(id),
+            Value::Text(format!("item {id}")),
+            Value::Int(id * 10),
+            Value::Json(format!("{{\"n\": {id}}}")),
+        ]
+    };
+    let mut sink = config.build("pg").await.unwrap();
+    let writes: Vec<SinkRecord> = (1..=6)
+        .map(|id| {
+            change(
+                &items,
+                Op::Insert,
+                0x1000 + id as u64 * 8,
+                0,
+                None,
+                Some(row(id)),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    // Changed behind the sink's back: 2 deleted, 3 renamed, 4's qty
+    // emptied and its JSON respaced (json keeps its text, so it differs),
+    // and 100 inserted.
+    target
+        .exec(
+            "DELETE FROM items WHERE id = 2;
+             UPDATE items SET name = 'renamed' WHERE id = 3;
+             UPDATE items SET qty = NULL, doc = '{\"n\":4}' WHERE id = 4;
+             INSERT INTO items VALUES (100, 'stray', 1, NULL);",
+        )
+        .await;
+
+    let mut readback = open_readback(&config).await;
+    assert!(!readback.compares().is_empty());
+    let records = vec![
+        read_of(&items, row(1)),
+        read_of(&items, row(2)),
+        read_of(&items, row(3)),
+        read_of(&items, row(4)),
+        delete_of(
+            &items,
+            vec![Value::Int(5), Value::Null, Value::Null, Value::Null],
+        ),
+        delete_of(
+            &items,
+            vec![Value::Int(99), Value::Null, Value::Null, Value::Null],
+        ),
+        read_of(&items, row(6)),
+    ];
+    let held = readback.compare(&records).await.unwrap();
+    assert_eq!(held[0], Held::Same, "{held:?}");
+    assert_eq!(held[1], Held::Missing, "{held:?}");
+    let Held::Differs(diffs) = &held[2] else {
+        panic!("{held:?}")
+    };
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert_eq!(
+        (
+            diffs[0].column.as_str(),
+            diffs[0].source.as_str(),
+            diffs[0].sink.as_str()
+        ),
+        ("name", "item 3", "renamed")
+    );
+    let Held::Differs(diffs) = &held[3] else {
+        panic!("{held:?}")
+    };
+    let shown: Vec<(&str, &str, &str)> = diffs
+        .iter()
+        .map(|d| (d.column.as_str(), d.source.as_str(), d.sink.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [("qty", "40", "NULL"), ("doc", "{\"n\": 4}", "{\"n\":4}")]
+    );
+    assert_eq!(held[4], Held::Extra, "{held:?}");
+    assert_eq!(held[5], Held::Same, "{held:?}");
+    assert_eq!(held[6], Held::Same, "{held:?}");
+
+    // A raw payload is nothing to compare.
+    let raw = SinkRecord {
+        topic: None,
+        payload: weir_core::SinkPayload::Raw(std::sync::Arc::new(weir_core::RawMessage {
+            key: None,
+            value: Some(b"x".to_vec()),
+            headers: Vec::new(),
+            source: Default::default(),
+        })),
+        txn: weir_core::TxnId(1),
+    };
+    assert_eq!(readback.compare(&[raw]).await.unwrap(), [Held::Same]);
+
+    let (keys, pages) = all_keys(readback.as_mut(), &items, 2).await;
+    assert!(pages >= 3, "{pages} pages: {keys:?}");
+    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    listed.sort_by_key(|k| k[0].parse::<i64>().unwrap());
+    let want: Vec<Vec<String>> = [1, 3, 4, 5, 6, 100]
+        .iter()
+        .map(|k| vec![k.to_string()])
+        .collect();
+    assert_eq!(listed, want, "{keys:?}");
+    assert!(keys.iter().any(|k| k.name == "id=100"), "{keys:?}");
+    // The sink's bookkeeping is in its own table, which is not listed.
+    assert_eq!(
+        psql(&target.name, "SELECT count(*) FROM weir_progress").unwrap(),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_with_a_two_column_text_key_and_a_refused_value() {
+    let target = TestDb::new(
+        "pgsink_rb2",
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.stock (region text, code int8, n int4, note varchar(20),
+                                  PRIMARY KEY (region, code))",
+    )
+    .await;
+    let mut config = readback_config(&target);
+    config.table = "shop.{table}".to_owned();
+    let stock = table(
+        "public",
+        "stock",
+        &[
+            ("region", "text", true),
+            ("code", "int8", true),
+            ("n", "int4", false),
+            ("note", "varchar", false),
+        ],
+    );
+    let row = |region: &str, code: i64, n: i64| {
+        vec![
+            Value::Text(region.to_owned()),
+            Value::Int(code),
+            Value::Int(n),
+            Value::Text(format!("{region}/{code}")),
+        ]
+    };
+    let mut sink = config.build("pg").await.unwrap();
+    let rows = [
+        ("north", 1, 5),
+        ("north", 2, 6),
+        ("south, west", 1, 7),
+        ("Ünïcode", 3, 8),
+    ];
+    let writes: Vec<SinkRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (r, c, n))| {
+            change(
+                &stock,
+                Op::Insert,
+                0x1000 + i as u64 * 8,
+                0,
+                None,
+                Some(row(r, *c, *n)),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    target
+        .exec(
+            "UPDATE shop.stock SET n = 60 WHERE region = 'north' AND code = 2;
+             DELETE FROM shop.stock WHERE region = 'south, west';
+             INSERT INTO shop.stock VALUES ('east', 9, 1, 'behind');",
+        )
+        .await;
+
+    let mut readback = open_readback(&config).await;
+    // A value the target's type refuses (a transform's text in an int4
+    // column) fails only its own record, as a difference.
+    let mut refused = row("north", 1, 5);
+    refused[2] = Value::Text("five".into());
+    let held = readback
+        .compare(&[
+            read_of(&stock, row("north", 1, 5)),
+            read_of(&stock, row("north", 2, 6)),
+            read_of(&stock, row("south, west", 1, 7)),
+            read_of(&stock, refused),
+            delete_of(
+                &stock,
+                vec![
+                    Value::Text("Ünïcode".into()),
+                    Value::Int(3),
+                    Value::Null,
+                    Value::Null,
+                ],
+            ),
+            read_of(&stock, row("Ünïcode", 3, 8)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held[0], Held::Same, "{held:?}");
+    let Held::Differs(diffs) = &held[1] else {
+        panic!("{held:?}")
+    };
+    assert_eq!(
+        (
+            diffs[0].column.as_str(),
+            diffs[0].source.as_str(),
+            diffs[0].sink.as_str()
+        ),
+        ("n", "6", "60")
+    );
+    assert_eq!(held[2], Held::Missing, "{held:?}");
+    let Held::Differs(diffs) = &held[3] else {
+        panic!("{held:?}")
+    };
+    assert_eq!(
+        (
+            diffs[0].column.as_str(),
+            diffs[0].source.as_str(),
+            diffs[0].sink.as_str()
+        ),
+        ("n", "five", "5")
+    );
+    assert_eq!(held[4], Held::Extra, "{held:?}");
+    assert_eq!(held[5], Held::Same, "{held:?}");
+
+    let (keys, pages) = all_keys(readback.as_mut(), &stock, 1).await;
+    assert!(pages >= 4, "{pages} pages");
+    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    listed.sort();
+    let want: Vec<Vec<String>> = [
+        ("east", "9"),
+        ("north", "1"),
+        ("north", "2"),
+        ("Ünïcode", "3"),
+    ]
+    .iter()
+    .map(|(r, c)| vec![r.to_string(), c.to_string()])
+    .collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(listed, want, "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.name == "region=east,code=9"),
+        "{keys:?}"
+    );
+
+    // A table per kind of change holds no source table's rows.
+    let mut by_op = readback_config(&target);
+    by_op.table = "shop.{table}_{op}".to_owned();
+    let reason = by_op.readback("pg").err().expect("no readback with {op}");
+    assert!(reason.contains("{op}"), "{reason}");
+
+    // A target that is not there is a configuration error naming it.
+    let mut elsewhere = readback_config(&target);
+    elsewhere.table = "nowhere.{table}".to_owned();
+    let mut readback = open_readback(&elsewhere).await;
+    let err = readback
+        .compare(&[read_of(&stock, row("north", 1, 5))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, weir_core::SinkError::Config(m) if m.contains("nowhere.stock")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_finds_every_type_the_sink_wrote_the_same() {
+    // Types whose value reads back in another form than the text sent
+    // (a scale added, padding, jsonb's normal form, time zones), and types
+    // without an equality operator (json, point, json[]).
+    let target = TestDb::new(
+        "pgsink_rb_types",
+        "CREATE TABLE typed (id int8 PRIMARY KEY, b bool, f4 float4, f8 float8, n numeric,
+           n2 numeric(12,3), vc varchar(20), bp char(5), by bytea, d date, tm time,
+           ts timestamp, tstz timestamptz, u uuid, j json, jb jsonb, addr inet,
+           span interval, arr int4[], jarr json[], pt point)",
+    )
+    .await;
+    let config = readback_config(&target);
+    let typed = table(
+        "public",
+        "typed",
+        &[
+            ("id", "int8", true),
+            ("b", "bool", false),
+            ("f4", "float4", false),
+            ("f8", "float8", false),
+            ("n", "numeric", false),
+            ("n2", "numeric", false),
+            ("vc", "varchar", false),
+            ("bp", "bpchar", false),
+            ("by", "bytea", false),
+            ("d", "date", false),
+            ("tm", "time", false),
+            ("ts", "timestamp", false),
+            ("tstz", "timestamptz", false),
+            ("u", "uuid", false),
+            ("j", "json", false),
+            ("jb", "jsonb", false),
+            ("addr", "inet", false),
+            ("span", "interval", false),
+            ("arr", "int4[]", false),
+            ("jarr", "json[]", false),
+            ("pt", "point", false),
+        ],
+    );
+    let day = 86_400_000_000i64;
+    let rows = [
+        vec![
+            Value::Int(1),
+            Value::Bool(true),
+            Value::Float(0.1),
+            Value::Float(-2.25e300),
+            Value::Numeric("-12345678901234567890.123456789".into()),
+            Value::Numeric("42.5".into()),
+            Value::Text("héllo \"q\"\n\t\\".into()),
+            Value::Text("ab   ".into()),
+            Value::Bytes(vec![0, 0xff, 0x10]),
+            Value::Date(19_782),
+            Value::Time(47_655_123_456),
+            Value::Timestamp(19_782 * day + 500_000),
+            Value::TimestampTz(19_782 * day + 123_000),
+            Value::Uuid([0xa0; 16]),
+            Value::Json("{\"a\": [1, 2.5, \"x\"]}".into()),
+            Value::Json("{\"d\": [true], \"b\": {\"c\": null}}".into()),
+            Value::Other("10.1.2.3/24".into()),
+            Value::Other("1 day 02:00:03".into()),
+            Value::Other("{1,2,3}".into()),
+            Value::Other("{\"{\\\"a\\\": 1}\",NULL}".into()),
+            Value::Other("(1.5,-2)".into()),
+        ],
+        vec![
+            Value::Int(2),
+            Value::Bool(false),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Numeric("NaN".into()),
+            Value::Numeric("0".into()),
+            Value::Text(String::new()),
+            Value::Text(String::new()),
+            Value::Bytes(Vec::new()),
+            Value::Date(i32::MIN),
+            Value::Time(0),
+            Value::Timestamp(i64::MAX),
+            // 44 BC, which Postgres writes with its `BC` suffix.
+            Value::TimestampTz(-63_524_664_000_000_000),
+            Value::Uuid([0; 16]),
+            Value::Json("[]".into()),
+            Value::Json("{}".into()),
+            Value::Other("::1".into()),
+            Value::Other("-1 mons".into()),
+            Value::Other("{}".into()),
+            Value::Other("{}".into()),
+            Value::Other("(0,0)".into()),
+        ],
+        std::iter::once(Value::Int(3))
+            .chain(std::iter::repeat_n(Value::Null, 20))
+            .collect(),
+    ];
+    let mut sink = config.build("pg").await.unwrap();
+    let writes: Vec<SinkRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            change(
+                &typed,
+                Op::Insert,
+                0x1000 + i as u64 * 8,
+                0,
+                None,
+                Some(r.clone()),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    let mut readback = open_readback(&config).await;
+    let records: Vec<SinkRecord> = rows.iter().map(|r| read_of(&typed, r.clone())).collect();
+    let held = readback.compare(&records).await.unwrap();
+    assert_eq!(held, [Held::Same, Held::Same, Held::Same]);
+    // Changed behind the back, the columns compared by text and by `=`
+    // both show it.
+    target
+        .exec("UPDATE typed SET pt = '(9,9)', jarr = '{}', n2 = 42.501 WHERE id = 1")
+        .await;
+    let held = readback.compare(&records[..1]).await.unwrap();
+    let Held::Differs(diffs) = &held[0] else {
+        panic!("{held:?}")
+    };
+    let columns: Vec<&str> = diffs.iter().map(|d| d.column.as_str()).collect();
+    assert_eq!(columns, ["n2", "jarr", "pt"], "{diffs:?}");
+    assert_eq!(diffs[0].sink, "42.501", "{diffs:?}");
+
+    // Keys come back as Postgres prints them, which its input (and the
+    // source's lookup) reads back: not as their `::text` casts.
+    target
+        .exec(
+            "CREATE TABLE odd (flag bool, at timestamptz, c char(3), PRIMARY KEY (flag, at, c));
+             INSERT INTO odd VALUES (true, '2024-02-29 13:14:15.5+02', 'ab'),
+                                    (false, '0044-03-15 12:00:00+00 BC', 'x');",
+        )
+        .await;
+    let odd = table(
+        "public",
+        "odd",
+        &[
+            ("flag", "bool", true),
+            ("at", "timestamptz", true),
+            ("c", "bpchar", true),
+        ],
+    );
+    let (keys, _) = all_keys(readback.as_mut(), &odd, 1).await;
+    let listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    assert_eq!(
+        listed,
+        [
+            ["f", "0044-03-15 12:00:00+00 BC", "x  "],
+            ["t", "2024-02-29 11:14:15.5+00", "ab "]
+        ],
+        "{keys:?}"
+    );
+}

@@ -9,7 +9,7 @@ use weir_codec::{NameTemplate, TemplateUse};
 use weir_core::{Capabilities, Sink, SinkError};
 use weir_postgres::{PostgresConfig, RequireAuth, SslMode};
 
-use crate::registry::SinkSpec;
+use crate::registry::{OpenReadback, SinkSpec};
 
 /// Settings of a `postgres` sink.
 ///
@@ -88,6 +88,10 @@ pub struct PostgresSinkConfig {
     /// Shown in the target's `pg_stat_activity`. Default: `"weir-NAME"`.
     pub application_name: Option<String>,
 }
+
+/// Why a table name with `{op}` cannot be verified.
+pub(crate) const SPREAD_BY_OP: &str = "its table name uses {op}, which spreads each source table over a table per kind of \
+     change, so no one table holds the rows to compare";
 
 fn default_host() -> String {
     "127.0.0.1".to_owned()
@@ -306,6 +310,17 @@ impl SinkSpec for PostgresSinkConfig {
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         })
+    }
+
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        if self.table.contains("{op}") {
+            return Err(SPREAD_BY_OP.to_owned());
+        }
+        Ok(Box::pin(async move {
+            super::PostgresReadback::connect(name, self.clone())
+                .await
+                .map(|r| Box::new(r) as Box<dyn weir_core::Readback>)
+        }))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -84,9 +84,40 @@
 //! transaction; the sink then applies the batch again record by record,
 //! each in a savepoint, and reports the refused ones as rejected (to the
 //! dead-letter sink) while the rest commits, still exactly once.
+//!
+//! # Verify
+//!
+//! [`PostgresReadback`] (`weir verify`) compares in the target itself, over
+//! a read-only session of its own with the sink's text settings. Per
+//! batch, one statement per target table and set of columns unnests the
+//! records' texts (as the sink sends them), casts each to the column's
+//! type as the sink's write does, and `LEFT JOIN`s the table on the key
+//! columns; per record it returns whether the key is held and, per column,
+//! whether `target.col IS NOT DISTINCT FROM` the cast value (so `42.5`
+//! sent to a `numeric(12,3)` is the `42.500` stored), with the target's
+//! `col::text` only where it is not. A type without an equality operator
+//! (`json`, `xml`, `point`, arrays of them, composite types) compares by
+//! its text output, so a `json` value with other spacing differs (`json`
+//! keeps its text; `jsonb` compares by value). Differences show the text
+//! sent and the target's text, NULL as `NULL`.
+//!
+//! Only the columns the sink writes count: target columns the source has
+//! not got are not compared, and `progress_table` is bookkeeping. A value
+//! the target's type refuses (which the sink's write dead-letters) fails
+//! only its record, which shows that column differing (or `Missing`, for a
+//! key). A `table` template or route topic with `{op}` spreads a source
+//! table over a table per kind of change, and cannot be verified.
+//!
+//! Listing keys is keyset pagination over the source's key columns
+//! (`WHERE (k…) > (cursor) ORDER BY k… LIMIT n`, an index range scan of
+//! the primary key: each page costs its own rows), the cursor being the
+//! last key's texts as JSON; each key comes back as Postgres prints it
+//! (its type's output, under the sink's settings: `t`, `ab   ` for a
+//! `char(5)`, `2024-02-29 11:14:15+00`), named `id=42`.
 
 mod config;
 mod encode;
+mod readback;
 mod sink;
 mod statements;
 
@@ -94,6 +125,7 @@ mod statements;
 mod tests;
 
 pub use config::PostgresSinkConfig;
+pub use readback::PostgresReadback;
 pub use sink::PostgresSink;
 
 use crate::registry::{SinkType, parse_as};

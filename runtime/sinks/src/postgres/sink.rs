@@ -162,8 +162,7 @@ impl PostgresSink {
         // Commit must mean durable whatever the server's default, and the
         // text forms sent back must be read the way Weir writes them.
         let setup = format!(
-            "SET synchronous_commit = on; SET DateStyle = ISO; SET IntervalStyle = postgres; \
-             SET TimeZone = 'UTC';
+            "SET synchronous_commit = on; {TEXT_FORMS};
              CREATE TABLE IF NOT EXISTS {} (
                  sink text PRIMARY KEY,
                  commit_lsn pg_lsn NOT NULL,
@@ -202,34 +201,17 @@ impl PostgresSink {
         event: &ChangeEvent,
         topic: Option<&str>,
     ) -> Result<Arc<Target>, SinkError> {
-        let routed;
-        let template = match topic {
-            Some(t) => {
-                routed = TableTemplate::parse(t)
-                    .map_err(|e| SinkError::Config(format!("table name {t:?} {e}")))?;
-                &routed
-            }
-            None => &self.template,
-        };
-        let expand = |t: &weir_codec::NameTemplate| -> Result<String, SinkError> {
-            let mut out = String::new();
-            t.expand_event(event, &mut out)
-                .map_err(|e| SinkError::Config(e.to_string()))?;
-            Ok(out)
-        };
-        let schema = template.schema.as_ref().map(expand).transpose()?;
-        let table = expand(&template.table)?;
-        let sql = quote_name(schema.as_deref(), &table);
+        let TableName {
+            schema,
+            sql,
+            display,
+        } = table_name(&self.template, event, topic)?;
         if let Some(source) = &event.table {
             self.owners.claim("table", &sql, source)?;
         }
         if let Some(t) = self.targets.get(&sql) {
             return Ok(Arc::clone(t));
         }
-        let display = match &schema {
-            Some(s) => format!("{s}.{table}"),
-            None => table.clone(),
-        };
         let mut target = self.describe_table(&sql, &display).await?;
         if target.is_none() {
             let Some(source) = &event.table else {
@@ -257,32 +239,9 @@ impl PostgresSink {
     }
 
     async fn describe_table(&self, sql: &str, display: &str) -> Result<Option<Target>, SinkError> {
-        let doing = format!("looking up table {display}");
-        let rows = self
-            .client()
-            .query(
-                "SELECT c.oid IS NOT NULL, a.attname::text, quote_ident(n.nspname) || '.' || quote_ident(t.typname) \
-                 FROM (SELECT to_regclass($1) AS oid) c \
-                 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
-                 AND NOT a.attisdropped \
-                 LEFT JOIN pg_type t ON t.oid = a.atttypid \
-                 LEFT JOIN pg_namespace n ON n.oid = t.typnamespace",
-                &[&sql],
-            )
+        describe_table(self.client(), sql, display)
             .await
-            .map_err(|e| self.error(&doing, &e))?;
-        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
-            return Ok(None);
-        }
-        let columns = rows
-            .iter()
-            .filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get::<_, String>(2))))
-            .collect();
-        Ok(Some(Target {
-            sql: sql.to_owned(),
-            display: display.to_owned(),
-            columns,
-        }))
+            .map_err(|e| self.error(&format!("looking up table {display}"), &e))
     }
 
     async fn create_table(
@@ -765,6 +724,88 @@ fn describe_record(record: &SinkRecord) -> String {
     }
 }
 
+/// The session settings under which the texts the sink sends are read
+/// the way Weir writes them, and the texts Postgres prints are the ones
+/// Weir's encoders write (ISO dates and times in UTC).
+pub(super) const TEXT_FORMS: &str =
+    "SET DateStyle = ISO; SET IntervalStyle = postgres; SET TimeZone = 'UTC'";
+
+/// A target table's name, from the route's topic or the sink's template.
+pub(super) struct TableName {
+    pub(super) schema: Option<String>,
+    /// Quoted, for SQL.
+    pub(super) sql: String,
+    /// As the user would write it, for messages.
+    pub(super) display: String,
+}
+
+/// The target table of `event`: `topic` (a route's) when given, else the
+/// sink's `template`, expanded for the event.
+pub(super) fn table_name(
+    template: &TableTemplate,
+    event: &ChangeEvent,
+    topic: Option<&str>,
+) -> Result<TableName, SinkError> {
+    let routed;
+    let template = match topic {
+        Some(t) => {
+            routed = TableTemplate::parse(t)
+                .map_err(|e| SinkError::Config(format!("table name {t:?} {e}")))?;
+            &routed
+        }
+        None => template,
+    };
+    let expand = |t: &weir_codec::NameTemplate| -> Result<String, SinkError> {
+        let mut out = String::new();
+        t.expand_event(event, &mut out)
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        Ok(out)
+    };
+    let schema = template.schema.as_ref().map(expand).transpose()?;
+    let table = expand(&template.table)?;
+    let sql = quote_name(schema.as_deref(), &table);
+    let display = match &schema {
+        Some(s) => format!("{s}.{table}"),
+        None => table,
+    };
+    Ok(TableName {
+        schema,
+        sql,
+        display,
+    })
+}
+
+/// Table `sql` as the catalog describes it; `None` when it does not exist.
+pub(super) async fn describe_table(
+    client: &Client,
+    sql: &str,
+    display: &str,
+) -> Result<Option<Target>, tokio_postgres::Error> {
+    let rows = client
+    .query(
+            "SELECT c.oid IS NOT NULL, a.attname::text, quote_ident(n.nspname) || '.' || quote_ident(t.typname) \
+             FROM (SELECT to_regclass($1) AS oid) c \
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
+             AND NOT a.attisdropped \
+             LEFT JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_namespace n ON n.oid = t.typnamespace",
+            &[&sql],
+        )
+    .await?;
+    if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+        return Ok(None);
+    }
+    let columns = rows
+        .iter()
+        .filter_map(|r| Some((r.get::<_, Option<String>>(1)?, r.get::<_, String>(2))))
+        .collect();
+    Ok(Some(Target {
+        sql: sql.to_owned(),
+        display: display.to_owned(),
+        columns,
+    }))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Transient,
@@ -775,7 +816,7 @@ pub(crate) enum Kind {
     Record,
 }
 
-fn kind(e: &tokio_postgres::Error) -> Kind {
+pub(super) fn kind(e: &tokio_postgres::Error) -> Kind {
     let Some(db) = e.as_db_error() else {
         // A closed or broken connection, a timeout.
         return Kind::Transient;
@@ -801,7 +842,7 @@ pub(crate) fn sqlstate_kind(code: &str) -> Kind {
     }
 }
 
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
@@ -826,7 +867,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn connect_error(e: PgError) -> SinkError {
+pub(super) fn connect_error(e: PgError) -> SinkError {
     let message = e.to_string();
     match &e {
         PgError::Auth { .. } => SinkError::Auth(message),
