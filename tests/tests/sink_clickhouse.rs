@@ -504,3 +504,550 @@ async fn credentials_shapes_and_refused_values() {
         other => panic!("{other:?}"),
     }
 }
+
+// ---- readback (`weir verify`) ----
+
+use weir_core::{Held, HeldKey, Readback};
+
+async fn open_readback(config: &ClickHouseSinkConfig) -> Box<dyn Readback> {
+    config
+        .readback("analytics")
+        .unwrap_or_else(|e| panic!("no readback: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("opening the readback: {e}"))
+}
+
+/// Every key `keys()` lists for `table`, a page of at most `limit` at a
+/// time; also how many pages it took.
+async fn all_keys(
+    readback: &mut dyn Readback,
+    table: &TableSchema,
+    limit: usize,
+) -> (Vec<HeldKey>, usize) {
+    let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
+    loop {
+        let page = readback
+            .keys(table, None, cursor, limit)
+            .await
+            .unwrap_or_else(|e| panic!("listing keys: {e}"));
+        assert!(page.keys.len() <= limit, "{page:?}");
+        pages += 1;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return (keys, pages),
+        }
+        assert!(pages < 100, "the listing does not end");
+    }
+}
+
+fn read_of(t: &std::sync::Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
+    weir_tests::records::change(t, Op::Read, 0x9000, 0, None, Some(row))
+}
+
+fn delete_of(t: &std::sync::Arc<TableSchema>, key: Vec<Value>) -> SinkRecord {
+    weir_tests::records::change(t, Op::Delete, 0x9000, 0, Some(key), None)
+}
+
+/// Writes `rows` (JSONEachRow lines) straight into `table`, behind the
+/// sink's back, at a version newer than any the sink wrote.
+fn behind_the_back(server: &ClickHouse, table: &str, rows: &[Json]) {
+    let mut sql = format!("INSERT INTO {table} FORMAT JSONEachRow\n");
+    for row in rows {
+        let mut row = row.clone();
+        row["_weir_version"] = json!(1u64 << 50);
+        if row.get("_weir_deleted").is_none() {
+            row["_weir_deleted"] = json!(0);
+        }
+        sql.push_str(&row.to_string());
+        sql.push('\n');
+    }
+    server.query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn diff(held: &Held) -> Vec<(String, String, String)> {
+    match held {
+        Held::Differs(diffs) => diffs
+            .iter()
+            .map(|d| (d.column.clone(), d.source.clone(), d.sink.clone()))
+            .collect(),
+        other => panic!("not a difference: {other:?}"),
+    }
+}
+
+fn triple(column: &str, source: &str, sink: &str) -> (String, String, String) {
+    (column.to_owned(), source.to_owned(), sink.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
+    let server = ClickHouse::start();
+    let config = config(&server, "rb");
+    let items = weir_tests::records::table(
+        "public",
+        "items",
+        &[
+            ("id", "int8", true),
+            ("name", "text", false),
+            ("qty", "int4", false),
+            ("price", "float8", false),
+            ("raw", "bytea", false),
+        ],
+    );
+    // Values whose JSON ClickHouse gives back in another form: escapes in
+    // text, bytes that are not UTF-8, NaN, a float written as `3.0`.
+    let row = |id: i64| {
+        vec![
+            Value::Int(id),
+            Value::Text(format!("item {id}\n/é\u{1F600}")),
+            Value::Int(id * 10),
+            Value::Float(if id == 1 { f64::NAN } else { id as f64 + 0.1 }),
+            Value::Bytes(vec![0, 0xff, b'"', b'\\', id as u8]),
+        ]
+    };
+    let mut sink = config.build("analytics").await.unwrap();
+    let writes: Vec<SinkRecord> = (1..=6)
+        .map(|id| {
+            weir_tests::records::change(
+                &items,
+                Op::Insert,
+                0x1000 + id as u64 * 8,
+                0,
+                None,
+                Some(row(id)),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    behind_the_back(
+        &server,
+        "rb.public_items",
+        &[
+            json!({"id": 2, "_weir_deleted": 1}),
+            json!({"id": 3, "name": "renamed", "qty": 30, "price": 3.1}),
+            json!({"id": 4, "name": "item 4\n/é\u{1F600}", "qty": null, "price": 4.1}),
+            json!({"id": 100, "name": "stray"}),
+            json!({"id": 101, "_weir_deleted": 1}),
+        ],
+    );
+
+    let mut readback = open_readback(&config).await;
+    assert!(!readback.compares().is_empty());
+    let key = |id: i64| {
+        vec![
+            Value::Int(id),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ]
+    };
+    let held = readback
+        .compare(&[
+            read_of(&items, row(1)),
+            read_of(&items, row(2)),
+            read_of(&items, row(3)),
+            read_of(&items, row(4)),
+            delete_of(&items, key(5)),
+            delete_of(&items, key(99)),
+            delete_of(&items, key(2)),
+            read_of(&items, row(6)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held[0], Held::Same, "{held:?}");
+    assert_eq!(held[1], Held::Missing, "{held:?}");
+    // 3's raw bytes were not rewritten: the row behind the back has none.
+    assert_eq!(
+        diff(&held[2]),
+        [
+            triple("name", "\"item 3\\n/é\u{1F600}\"", "\"renamed\""),
+            triple("raw", "\"\\u0000\u{FFFD}\\\"\\\\\\u0003\"", "null"),
+        ],
+        "{held:?}"
+    );
+    assert_eq!(diff(&held[3])[0], triple("qty", "40", "null"), "{held:?}");
+    assert_eq!(held[4], Held::Extra, "{held:?}");
+    assert_eq!(held[5], Held::Same, "{held:?}");
+    assert_eq!(held[6], Held::Same, "a tombstone is no row: {held:?}");
+    assert_eq!(held[7], Held::Same, "{held:?}");
+
+    let (keys, pages) = all_keys(readback.as_mut(), &items, 2).await;
+    assert!(pages >= 3, "{pages} pages: {keys:?}");
+    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    listed.sort_by_key(|k| k[0].parse::<i64>().unwrap());
+    let want: Vec<Vec<String>> = [1, 3, 4, 5, 6, 100]
+        .iter()
+        .map(|k| vec![k.to_string()])
+        .collect();
+    assert_eq!(listed, want, "{keys:?}");
+    assert!(keys.iter().any(|k| k.name == "id=100"), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_with_a_two_column_text_key_as_a_read_only_user() {
+    let server = ClickHouse::start();
+    let config = config(&server, "rb");
+    let stock = weir_tests::records::table(
+        "shop",
+        "stock",
+        &[
+            ("region", "text", true),
+            ("code", "int8", true),
+            ("n", "int4", false),
+            ("note", "text", false),
+        ],
+    );
+    let row = |region: &str, code: i64, n: i64| {
+        vec![
+            Value::Text(region.to_owned()),
+            Value::Int(code),
+            Value::Int(n),
+            Value::Text(format!("{region}/{code}")),
+        ]
+    };
+    let mut sink = config.build("analytics").await.unwrap();
+    let rows = [
+        ("north", 1, 5),
+        ("north", 2, 6),
+        ("south, west", 1, 7),
+        ("Ünïcode 'q'", 3, 8),
+    ];
+    let writes: Vec<SinkRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (r, c, n))| {
+            weir_tests::records::change(
+                &stock,
+                Op::Insert,
+                0x1000 + i as u64 * 8,
+                0,
+                None,
+                Some(row(r, *c, *n)),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    behind_the_back(
+        &server,
+        "rb.shop_stock",
+        &[
+            json!({"region": "north", "code": 2, "n": 60, "note": "north/2"}),
+            json!({"region": "south, west", "code": 1, "_weir_deleted": 1}),
+            json!({"region": "east", "code": 9, "n": 1, "note": "behind"}),
+        ],
+    );
+
+    // Verifying only reads: a read-only user will do.
+    let mut reader = config.clone();
+    reader.user = "reader".into();
+    reader.password = Some("secret".into());
+    let mut readback = open_readback(&reader).await;
+    let held = readback
+        .compare(&[
+            read_of(&stock, row("north", 1, 5)),
+            read_of(&stock, row("north", 2, 6)),
+            read_of(&stock, row("south, west", 1, 7)),
+            delete_of(
+                &stock,
+                vec![
+                    Value::Text("Ünïcode 'q'".into()),
+                    Value::Int(3),
+                    Value::Null,
+                    Value::Null,
+                ],
+            ),
+            read_of(&stock, row("Ünïcode 'q'", 3, 8)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(held[0], Held::Same, "{held:?}");
+    assert_eq!(diff(&held[1]), [triple("n", "6", "60")]);
+    assert_eq!(held[2], Held::Missing, "{held:?}");
+    assert_eq!(held[3], Held::Extra, "{held:?}");
+    assert_eq!(held[4], Held::Same, "{held:?}");
+
+    let (keys, pages) = all_keys(readback.as_mut(), &stock, 1).await;
+    assert!(pages >= 4, "{pages} pages: {keys:?}");
+    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    listed.sort();
+    let mut want: Vec<Vec<String>> = [
+        ("east", "9"),
+        ("north", "1"),
+        ("north", "2"),
+        ("Ünïcode 'q'", "3"),
+    ]
+    .iter()
+    .map(|(r, c)| vec![r.to_string(), c.to_string()])
+    .collect();
+    want.sort();
+    assert_eq!(listed, want, "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.name == "region=east,code=9"),
+        "{keys:?}"
+    );
+
+    // A table that is not there is a configuration error naming it.
+    let mut elsewhere = reader.clone();
+    elsewhere.database = "nowhere".into();
+    let mut readback = open_readback(&elsewhere).await;
+    match readback
+        .compare(&[read_of(&stock, row("north", 1, 5))])
+        .await
+    {
+        Err(SinkError::Config(m)) => assert!(m.contains("nowhere.shop_stock"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_lists_more_keys_than_one_listing_query_fetches() {
+    let server = ClickHouse::start();
+    let config = config(&server, "rb");
+    let big = kit_table("big");
+    let mut sink = config.build("analytics").await.unwrap();
+    sink.write(&[insert(&big, 0, Value::Int(0))]).await.unwrap();
+    // 120,000 keys, every tenth one then deleted: more than two of the
+    // readback's listing queries.
+    server
+        .query(
+            "INSERT INTO rb.public_big SELECT toInt64(number), toInt32(1), 0, 1 \
+             FROM system.numbers LIMIT 120000",
+        )
+        .unwrap();
+    server
+        .query(
+            "INSERT INTO rb.public_big SELECT toInt64(number * 10), NULL, 1, 1125899906842624 \
+             FROM system.numbers LIMIT 12000",
+        )
+        .unwrap();
+    let mut readback = open_readback(&config).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &big, 7_000).await;
+    let mut ids: Vec<i64> = keys
+        .iter()
+        .map(|k| k.key.as_ref().unwrap()[0].parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let want: Vec<i64> = (0..120_000).filter(|n| n % 10 != 0).collect();
+    assert_eq!(ids.len(), want.len(), "{pages} pages");
+    assert!(ids == want, "{pages} pages: other keys than the live ones");
+    assert!(pages >= 16, "{pages} pages");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readback_finds_every_type_the_sink_wrote_the_same() {
+    let server = ClickHouse::start();
+    let config = config(&server, "rb");
+    let mut schema = TableSchema::clone(&weir_tests::records::table(
+        "public",
+        "typed",
+        &[
+            ("id", "int8", true),
+            ("b", "bool", false),
+            ("i2", "int2", false),
+            ("o", "oid", false),
+            ("f4", "float4", false),
+            ("f8", "float8", false),
+            ("n", "numeric", false),
+            ("t", "text", false),
+            ("by", "bytea", false),
+            ("d", "date", false),
+            ("tm", "time", false),
+            ("ts", "timestamp", false),
+            ("tstz", "timestamptz", false),
+            ("u", "uuid", false),
+            ("j", "json", false),
+            ("arr", "int4[]", false),
+        ],
+    ));
+    // The OIDs the sink maps types by, which the test helper leaves 0.
+    for column in &mut schema.columns {
+        let oid = match column.type_name.as_str() {
+            "oid" => 26,
+            "float4" => 700,
+            "date" => 1082,
+            "time" => 1083,
+            "timestamp" => 1114,
+            "timestamptz" => 1184,
+            "uuid" => 2950,
+            _ => column.type_oid,
+        };
+        column.type_oid = oid;
+    }
+    let typed = std::sync::Arc::new(schema);
+    let rows = [
+        vec![
+            Value::Int(1),
+            Value::Bool(true),
+            Value::Int(-32768),
+            Value::Int(4_294_967_295),
+            // A float4 as the source gives it: the shortest text of the
+            // Float32, read as an f64 it is not.
+            Value::Float(0.1),
+            Value::Float(-2.25e300),
+            Value::Numeric("-12345678901234567890.123456789".into()),
+            Value::Text("héllo \"q\"\n\t\\ \u{7f}\u{1} /".into()),
+            Value::Bytes(vec![0, 0xff, 0x10, b'\\', b'"']),
+            Value::Date(19_782),
+            Value::Time(47_655_123_456),
+            Value::Timestamp(1_709_212_455_500_000),
+            Value::TimestampTz(i64::MIN),
+            Value::Uuid([0xa0; 16]),
+            Value::Json("{\"a\": [1, 2.5, \"x\"]}".into()),
+            Value::Other("{1,2,3}".into()),
+        ],
+        vec![
+            Value::Int(2),
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Numeric("NaN".into()),
+            Value::Text(String::new()),
+            Value::Bytes(Vec::new()),
+            Value::Date(0),
+            Value::Time(0),
+            Value::Timestamp(i64::MAX),
+            Value::TimestampTz(1),
+            Value::Uuid([0; 16]),
+            Value::Json("[]".into()),
+            Value::Other("{}".into()),
+        ],
+        vec![
+            Value::Int(3),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Float(-0.0),
+            // An integer where a float goes (a transform's), written `3`.
+            Value::Int(3),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Text("A0A0A0A0-A0A0-A0A0-A0A0-A0A0A0A0A0A0".into()),
+            Value::Null,
+            Value::Null,
+        ],
+    ];
+    let mut sink = config.build("analytics").await.unwrap();
+    let writes: Vec<SinkRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            weir_tests::records::change(
+                &typed,
+                Op::Insert,
+                0x1000 + i as u64 * 8,
+                0,
+                None,
+                Some(r.clone()),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    let mut readback = open_readback(&config).await;
+    let records: Vec<SinkRecord> = rows.iter().map(|r| read_of(&typed, r.clone())).collect();
+    let held = readback.compare(&records).await.unwrap();
+    assert_eq!(held, [Held::Same, Held::Same, Held::Same]);
+
+    // The held values, changed: each differs in the sink's JSON.
+    behind_the_back(
+        &server,
+        "rb.public_typed",
+        &[
+            json!({"id": 2, "b": 0, "i2": 0, "o": 0, "f4": 0.5, "f8": "-inf", "n": "NaN",
+                 "t": "", "by": "\u{0}", "d": "1970-01-02", "tm": 0, "ts": 9223372036854775807i64,
+                 "tstz": 1, "u": "00000000-0000-0000-0000-000000000001", "j": "[]", "arr": "{}"}),
+        ],
+    );
+    let held = readback.compare(&records[1..2]).await.unwrap();
+    assert_eq!(
+        diff(&held[0]),
+        [
+            triple("f4", "\"nan\"", "0.5"),
+            triple("f8", "\"inf\"", "\"-inf\""),
+            triple("by", "\"\"", "\"\\u0000\""),
+            triple("d", "\"1970-01-01\"", "\"1970-01-02\""),
+            triple(
+                "u",
+                "\"00000000-0000-0000-0000-000000000000\"",
+                "\"00000000-0000-0000-0000-000000000001\""
+            ),
+        ]
+    );
+    // Keys come back as Postgres prints them, which the source's lookup
+    // reads back.
+    let mut odd = TableSchema::clone(&weir_tests::records::table(
+        "public",
+        "odd",
+        &[
+            ("flag", "bool", true),
+            ("at", "timestamptz", true),
+            ("ts", "timestamp", true),
+            ("u", "uuid", true),
+            ("by", "bytea", true),
+        ],
+    ));
+    for (column, oid) in odd.columns.iter_mut().zip([16, 1184, 1114, 2950, 17]) {
+        column.type_oid = oid;
+    }
+    let odd = std::sync::Arc::new(odd);
+    let odd_rows = [
+        vec![
+            Value::Bool(true),
+            Value::TimestampTz(micros((2024, 2, 29), 11, 14, 15, 500_000)),
+            Value::Timestamp(micros((-43, 3, 15), 12, 0, 0, 0)),
+            Value::Uuid([0xa0; 16]),
+            Value::Bytes(vec![0, 0xff]),
+        ],
+        vec![
+            Value::Bool(false),
+            Value::TimestampTz(0),
+            Value::Timestamp(1),
+            Value::Uuid([0; 16]),
+            Value::Bytes(Vec::new()),
+        ],
+    ];
+    let writes: Vec<SinkRecord> = odd_rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            weir_tests::records::change(
+                &odd,
+                Op::Insert,
+                0x2000 + i as u64 * 8,
+                0,
+                None,
+                Some(r.clone()),
+            )
+        })
+        .collect();
+    sink.write(&writes).await.unwrap();
+    let (keys, _) = all_keys(readback.as_mut(), &odd, 1).await;
+    let listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    assert_eq!(
+        listed,
+        [
+            [
+                "f",
+                "1970-01-01 00:00:00+00",
+                "1970-01-01 00:00:00.000001",
+                "00000000-0000-0000-0000-000000000000",
+                "\\x"
+            ],
+            [
+                "t",
+                "2024-02-29 11:14:15.5+00",
+                "0044-03-15 12:00:00 BC",
+                "a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0",
+                "\\x00ff"
+            ]
+        ],
+        "{keys:?}"
+    );
+}

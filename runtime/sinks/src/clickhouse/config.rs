@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use weir_codec::{NameTemplate, TemplateUse};
 use weir_core::{Capabilities, Sink, SinkError};
 
-use crate::registry::SinkSpec;
+use crate::registry::{OpenReadback, SinkSpec};
 
 /// ClickHouse splits an HTTP insert into blocks of `max_insert_block_size`
 /// rows (1,048,576 by default), and only a block is atomic: a batch stays
@@ -261,6 +261,14 @@ impl SinkSpec for ClickHouseSinkConfig {
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         })
+    }
+
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        Ok(Box::pin(async move {
+            super::ClickHouseReadback::connect(name, self.clone())
+                .await
+                .map(|r| Box::new(r) as Box<dyn weir_core::Readback>)
+        }))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -103,15 +103,57 @@
 //! down; an unknown user, a wrong password or a read-only user is an
 //! authentication error (retried slowly); an unknown table or database, or
 //! a table of the wrong shape, stops the pipeline.
+//!
+//! # Verify
+//!
+//! [`ClickHouseReadback`] (`weir verify`) checks each table as the sink
+//! does (never making one) and reads a batch's rows of it in one query
+//! (another per 128 KiB of key literals): `SELECT … FROM t FINAL WHERE
+//! _weir_deleted = 0 AND (key) IN (…)`. `FINAL` keeps each key's newest
+//! version, and 18.16 filters after it (never as a `PREWHERE`), so a
+//! tombstoned key is not held; `_weir_version` and `_weir_deleted` are
+//! never compared. Columns are read as the sink's lookup of unchanged
+//! TOAST values reads them, without loss (`String` as `hex()`, `Date` as
+//! its day number, others with `toString()`), turned back into values and
+//! encoded with the sink's JSONEachRow encoder, then compared with the
+//! encoder's JSON for the record's value. ClickHouse's own JSON output is
+//! not used: it turns NaN and infinities into `null`, is not JSON for
+//! bytes that are not UTF-8, and quotes 64-bit integers unless a setting
+//! says otherwise, which a read-only user may not change (with this, one
+//! will do). Where two JSON texts hold one stored value, the stored value
+//! is compared:
+//!
+//! * `String`: the bytes, however escaped (text and `bytea` are escaped
+//!   differently);
+//! * `Float32`, `Float64`: the number, however written (`3` and `3.0`; a
+//!   `Float32` as ClickHouse rounds it, so `0.1` is `0.1`), NaN equal to
+//!   NaN;
+//! * `UUID`: in either case (ClickHouse prints lower case).
+//!
+//! Differences show both sides in the sink's JSON (`null` for NULL); a
+//! value the sink cannot write (a date past 2105) shows as a difference
+//! saying so.
+//!
+//! Listing keys runs `SELECT key FROM t FINAL WHERE _weir_deleted = 0 AND
+//! (key) > (cursor) ORDER BY key LIMIT n`, the cursor being the last key
+//! as the lookup reads it, in JSON. 18.16 cannot read a `FINAL` table in
+//! key order, so each such query reads the table from the cursor on: the
+//! readback fetches 50,000 keys at a time and serves pages from them. A
+//! key maps back to the text Postgres prints, by the source column's type
+//! (`bool` as `t` or `f`, a `timestamptz` as `2024-02-29 11:14:15.5+00`,
+//! `bytea` as `\x…`); a `String` key that is not UTF-8 in a text column
+//! has no source key.
 
 mod config;
 mod encode;
+mod readback;
 mod sink;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::ClickHouseSinkConfig;
+pub use readback::ClickHouseReadback;
 pub use sink::ClickHouseSink;
 
 use crate::registry::{SinkType, parse_as};

@@ -38,8 +38,7 @@ const MAX_REFUSED_ROWS: usize = 100;
 pub struct ClickHouseSink {
     name: String,
     config: ClickHouseSinkConfig,
-    client: reqwest::Client,
-    endpoint: reqwest::Url,
+    server: Server,
     database: NameTemplate,
     table: NameTemplate,
     /// Table templates that routes gave, parsed once each.
@@ -50,7 +49,16 @@ pub struct ClickHouseSink {
 }
 
 /// A destination table: database and table name.
-type Dest = (String, String);
+pub(super) type Dest = (String, String);
+
+/// The server's HTTP interface, with the sink's credentials.
+pub(super) struct Server {
+    url: String,
+    user: String,
+    password: Option<String>,
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+}
 
 struct Checked {
     schema: Arc<weir_core::TableSchema>,
@@ -58,10 +66,10 @@ struct Checked {
 }
 
 /// How a source table's columns are written.
-struct Layout {
-    names: Vec<String>,
-    types: Vec<ChType>,
-    keys: Vec<usize>,
+pub(super) struct Layout {
+    pub(super) names: Vec<String>,
+    pub(super) types: Vec<ChType>,
+    pub(super) keys: Vec<usize>,
 }
 
 impl ClickHouseSink {
@@ -77,123 +85,37 @@ impl ClickHouseSink {
         config: ClickHouseSinkConfig,
     ) -> Result<ClickHouseSink, SinkError> {
         crate::registry::check_valid(name, config.validate())?;
-        let endpoint = reqwest::Url::parse(&config.url)
-            .map_err(|e| SinkError::Config(format!("sinks.{name}.url: {e}")))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| SinkError::Config(format!("cannot make an HTTP client: {e}")))?;
         let sink = ClickHouseSink {
             name: name.to_owned(),
             database: NameTemplate::parse(&config.database).map_err(SinkError::Config)?,
             table: NameTemplate::parse(&config.table).map_err(SinkError::Config)?,
+            server: Server::connect(name, &config).await?,
             config,
-            client,
-            endpoint,
             routed: HashMap::new(),
             tables: HashMap::new(),
             owners: Owners::default(),
         };
-        let ping = sink.endpoint.join("ping").expect("a fixed path joins");
-        let answer = sink
-            .client
-            .get(ping)
-            .send()
-            .await
-            .map_err(|e| sink.unreachable("ping", &e))?;
-        if !answer.status().is_success() {
-            return Err(SinkError::Transient(format!(
-                "ping: ClickHouse at {} answered {}",
-                sink.config.url,
-                answer.status()
-            )));
-        }
-        sink.query("SELECT 1", "checking the credentials")
-            .await
-            .map_err(into_sink_error)?;
         Ok(sink)
-    }
-
-    fn unreachable(&self, what: &str, error: &reqwest::Error) -> SinkError {
-        let mut reason = if error.is_timeout() {
-            "timed out".to_owned()
-        } else if error.is_connect() {
-            "cannot connect".to_owned()
-        } else {
-            "the request failed".to_owned()
-        };
-        let mut source = std::error::Error::source(error);
-        while let Some(inner) = source {
-            reason = format!("{reason}: {inner}");
-            source = inner.source();
-        }
-        SinkError::Transient(format!(
-            "{what}: ClickHouse at {} did not answer: {reason}",
-            self.config.url
-        ))
-    }
-
-    /// Sends one request; the answer's body when the server took it.
-    async fn request(
-        &self,
-        url_query: Option<&str>,
-        body: Vec<u8>,
-        what: &str,
-    ) -> Result<String, ServerError> {
-        let mut request = self
-            .client
-            .post(self.endpoint.clone())
-            .basic_auth(&self.config.user, self.config.password.as_deref());
-        if let Some(q) = url_query {
-            request = request.query(&[("query", q)]);
-        }
-        let answer = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
-        let status = answer.status();
-        let text = answer
-            .text()
-            .await
-            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
-        if status.is_success() {
-            Ok(text)
-        } else {
-            Err(classify(status.as_u16(), &text, what))
-        }
-    }
-
-    /// Runs one statement given in the body.
-    async fn query(&self, sql: &str, what: &str) -> Result<String, ServerError> {
-        self.request(None, sql.as_bytes().to_vec(), what).await
     }
 
     /// The table `record` goes to.
     fn destination(&mut self, record: &SinkRecord, event: &ChangeEvent) -> Result<Dest, SinkError> {
-        let template = match &record.topic {
-            None => &self.table,
-            Some(topic) => {
-                if !self.routed.contains_key(topic) {
-                    ClickHouseSinkConfig::check_name_template(topic)
-                        .and_then(|()| NameTemplate::parse(topic))
-                        .map(|t| self.routed.insert(topic.clone(), t))
-                        .map_err(|e| SinkError::Config(format!("table {topic:?}: {e}")))?;
-                }
-                &self.routed[topic]
-            }
-        };
-        let (mut database, mut table) = (String::new(), String::new());
-        self.database
-            .expand_event(event, &mut database)
-            .and_then(|()| template.expand_event(event, &mut table))
-            .map_err(|e| SinkError::Config(e.to_string()))?;
+        let (database, table) = destination(
+            &self.database,
+            &self.table,
+            &mut self.routed,
+            record.topic.as_deref(),
+            event,
+        )?;
         if let Some(source) = &event.table {
             let name = format!("{}.{}", ident(&database), ident(&table));
             self.owners.claim("table", &name, source)?;
         }
         Ok((database, table))
+    }
+
+    async fn query(&self, sql: &str, what: &str) -> Result<String, ServerError> {
+        self.server.query(sql, what).await
     }
 
     /// Checks (and makes, when allowed) the table `dest` for rows of `schema`.
@@ -208,148 +130,14 @@ impl ClickHouseSink {
             return Ok(Arc::clone(&checked.layout));
         }
         let (database, table) = dest;
-        let full = format!("{database}.{table}");
-        for column in &schema.columns {
-            if column.name == VERSION_COLUMN || column.name == DELETED_COLUMN {
-                return Err(SinkError::Config(format!(
-                    "table {}: source column {} has a name the sink keeps for itself",
-                    schema.qualified_name(),
-                    column.name
-                )));
-            }
-        }
-        if !schema.columns.iter().any(|c| c.key) {
+        let Some(layout) =
+            check_table(&self.server, dest, schema, self.config.create_tables).await?
+        else {
             return Err(SinkError::Config(format!(
-                "table {}: has no key columns to order table {full} by",
-                schema.qualified_name()
+                "table {database}.{table} does not exist (create it, or set create_tables = true)"
             )));
-        }
-        let describe = format!(
-            "SELECT engine, engine_full, sorting_key FROM system.tables WHERE database = {} AND name = {} FORMAT JSONEachRow",
-            string_literal(database.as_bytes()),
-            string_literal(table.as_bytes())
-        );
-        let what = format!("checking table {full}");
-        let mut found = self
-            .query(&describe, &what)
-            .await
-            .map_err(into_sink_error)?;
-        if found.trim().is_empty() {
-            if !self.config.create_tables {
-                return Err(SinkError::Config(format!(
-                    "table {full} does not exist (create it, or set create_tables = true)"
-                )));
-            }
-            let what = format!("creating table {full}");
-            self.query(
-                &format!("CREATE DATABASE IF NOT EXISTS {}", ident(database)),
-                &what,
-            )
-            .await
-            .map_err(into_sink_error)?;
-            self.query(&create_table_sql(database, table, schema), &what)
-                .await
-                .map_err(into_sink_error)?;
-            found = self
-                .query(&describe, &what)
-                .await
-                .map_err(into_sink_error)?;
-        }
-        let info: serde_json::Value = serde_json::from_str(found.trim()).map_err(|e| {
-            SinkError::Transient(format!("{what}: unexpected answer {found:?}: {e}"))
-        })?;
-        let text = |k: &str| info[k].as_str().unwrap_or_default().to_owned();
-        let (engine, engine_full, sorting_key) =
-            (text("engine"), text("engine_full"), text("sorting_key"));
-        if !matches!(
-            engine.as_str(),
-            "ReplacingMergeTree" | "ReplicatedReplacingMergeTree"
-        ) || !engine_full.contains(VERSION_COLUMN)
-        {
-            return Err(SinkError::Config(format!(
-                "table {full} has engine {engine_full:?}; the sink needs ReplacingMergeTree({VERSION_COLUMN})"
-            )));
-        }
-        let keys: Vec<&str> = schema
-            .columns
-            .iter()
-            .filter(|c| c.key)
-            .map(|c| c.name.as_str())
-            .collect();
-        let normalized: String = sorting_key
-            .chars()
-            .filter(|c| *c != '`' && !c.is_whitespace())
-            .collect();
-        if normalized != keys.join(",") {
-            return Err(SinkError::Config(format!(
-                "table {full} is ordered by ({sorting_key}), but the key of {} is ({})",
-                schema.qualified_name(),
-                keys.join(", ")
-            )));
-        }
-        let columns = self
-            .query(
-                &format!(
-                    "SELECT name, type FROM system.columns WHERE database = {} AND table = {} FORMAT JSONEachRow",
-                    string_literal(database.as_bytes()),
-                    string_literal(table.as_bytes())
-                ),
-                &what,
-            )
-            .await
-            .map_err(into_sink_error)?;
-        let mut existing = HashMap::new();
-        for line in columns.lines().filter(|l| !l.trim().is_empty()) {
-            let c: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
-            })?;
-            existing.insert(
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                c["type"].as_str().unwrap_or_default().to_owned(),
-            );
-        }
-        let mut wanted: Vec<(String, String, String)> = schema
-            .columns
-            .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    ChType::of(c).column_type(c.key),
-                    c.type_name.clone(),
-                )
-            })
-            .collect();
-        wanted.push((DELETED_COLUMN.into(), "UInt8".into(), "weir".into()));
-        wanted.push((VERSION_COLUMN.into(), "UInt64".into(), "weir".into()));
-        for (name, want, source_type) in &wanted {
-            match existing.get(name) {
-                Some(have) if have == want => {}
-                Some(have) => {
-                    return Err(SinkError::Config(format!(
-                        "table {full}: column {name} is {have}, but source column {name} ({source_type}) needs {want}"
-                    )));
-                }
-                None => {
-                    return Err(SinkError::Config(format!(
-                        "table {full} has no column {name} (source column {name}, {source_type}): \
-                         add it with ALTER TABLE {} ADD COLUMN {} {want}",
-                        format_args!("{}.{}", ident(database), ident(table)),
-                        ident(name)
-                    )));
-                }
-            }
-        }
-        let layout = Arc::new(Layout {
-            names: schema.columns.iter().map(|c| c.name.clone()).collect(),
-            types: schema.columns.iter().map(ChType::of).collect(),
-            keys: schema
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.key)
-                .map(|(i, _)| i)
-                .collect(),
-        });
+        };
+        let layout = Arc::new(layout);
         self.tables.insert(
             dest.clone(),
             Checked {
@@ -572,7 +360,7 @@ impl ClickHouseSink {
                 return Ok(());
             }
             let body: Vec<u8> = rows.iter().flat_map(|(_, l)| l.iter().copied()).collect();
-            match self.request(Some(&statement), body, &what).await {
+            match self.server.request(Some(&statement), body, &what).await {
                 Ok(_) => return Ok(()),
                 Err(ServerError::Other(e)) => return Err(e),
                 Err(ServerError::Record {
@@ -630,7 +418,289 @@ impl ClickHouseSink {
     }
 }
 
-fn into_sink_error(error: ServerError) -> SinkError {
+impl Server {
+    /// Checks that the server answers and takes the credentials (`GET
+    /// /ping`, then `SELECT 1`).
+    pub(super) async fn connect(
+        name: &str,
+        config: &ClickHouseSinkConfig,
+    ) -> Result<Server, SinkError> {
+        crate::registry::check_valid(name, config.validate())?;
+        let endpoint = reqwest::Url::parse(&config.url)
+            .map_err(|e| SinkError::Config(format!("sinks.{name}.url: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| SinkError::Config(format!("cannot make an HTTP client: {e}")))?;
+        let server = Server {
+            url: config.url.clone(),
+            user: config.user.clone(),
+            password: config.password.clone(),
+            client,
+            endpoint,
+        };
+        let ping = server.endpoint.join("ping").expect("a fixed path joins");
+        let answer = server
+            .client
+            .get(ping)
+            .send()
+            .await
+            .map_err(|e| server.unreachable("ping", &e))?;
+        if !answer.status().is_success() {
+            return Err(SinkError::Transient(format!(
+                "ping: ClickHouse at {} answered {}",
+                server.url,
+                answer.status()
+            )));
+        }
+        server
+            .query("SELECT 1", "checking the credentials")
+            .await
+            .map_err(into_sink_error)?;
+        Ok(server)
+    }
+
+    fn unreachable(&self, what: &str, error: &reqwest::Error) -> SinkError {
+        let mut reason = if error.is_timeout() {
+            "timed out".to_owned()
+        } else if error.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            "the request failed".to_owned()
+        };
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            reason = format!("{reason}: {inner}");
+            source = inner.source();
+        }
+        SinkError::Transient(format!(
+            "{what}: ClickHouse at {} did not answer: {reason}",
+            self.url
+        ))
+    }
+
+    /// Sends one request; the answer's body when the server took it.
+    pub(super) async fn request(
+        &self,
+        url_query: Option<&str>,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<String, ServerError> {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .basic_auth(&self.user, self.password.as_deref());
+        if let Some(q) = url_query {
+            request = request.query(&[("query", q)]);
+        }
+        let answer = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
+        let status = answer.status();
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| ServerError::Other(self.unreachable(what, &e)))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(classify(status.as_u16(), &text, what))
+        }
+    }
+
+    /// Runs one statement given in the body.
+    pub(super) async fn query(&self, sql: &str, what: &str) -> Result<String, ServerError> {
+        self.request(None, sql.as_bytes().to_vec(), what).await
+    }
+}
+
+/// The table a change of `event` goes to: `topic` (a route's, parsed once
+/// into `routed`) or the `table` template, in the `database` template's
+/// database.
+pub(super) fn destination(
+    database: &NameTemplate,
+    table: &NameTemplate,
+    routed: &mut HashMap<String, NameTemplate>,
+    topic: Option<&str>,
+    event: &ChangeEvent,
+) -> Result<Dest, SinkError> {
+    let template = match topic {
+        None => table,
+        Some(topic) => {
+            if !routed.contains_key(topic) {
+                ClickHouseSinkConfig::check_name_template(topic)
+                    .and_then(|()| NameTemplate::parse(topic))
+                    .map(|t| routed.insert(topic.to_owned(), t))
+                    .map_err(|e| SinkError::Config(format!("table {topic:?}: {e}")))?;
+            }
+            &routed[topic]
+        }
+    };
+    let (mut db, mut name) = (String::new(), String::new());
+    database
+        .expand_event(event, &mut db)
+        .and_then(|()| template.expand_event(event, &mut name))
+        .map_err(|e| SinkError::Config(e.to_string()))?;
+    Ok((db, name))
+}
+
+/// Checks that table `dest` can hold rows of `schema` (engine, sort key,
+/// every column with its type) and how they are written; `None` when it
+/// does not exist and `create` is off (else it is made).
+pub(super) async fn check_table(
+    server: &Server,
+    dest: &Dest,
+    schema: &weir_core::TableSchema,
+    create: bool,
+) -> Result<Option<Layout>, SinkError> {
+    let (database, table) = dest;
+    let full = format!("{database}.{table}");
+    for column in &schema.columns {
+        if column.name == VERSION_COLUMN || column.name == DELETED_COLUMN {
+            return Err(SinkError::Config(format!(
+                "table {}: source column {} has a name the sink keeps for itself",
+                schema.qualified_name(),
+                column.name
+            )));
+        }
+    }
+    if !schema.columns.iter().any(|c| c.key) {
+        return Err(SinkError::Config(format!(
+            "table {}: has no key columns to order table {full} by",
+            schema.qualified_name()
+        )));
+    }
+    let describe = format!(
+        "SELECT engine, engine_full, sorting_key FROM system.tables WHERE database = {} AND name = {} FORMAT JSONEachRow",
+        string_literal(database.as_bytes()),
+        string_literal(table.as_bytes())
+    );
+    let what = format!("checking table {full}");
+    let mut found = server
+        .query(&describe, &what)
+        .await
+        .map_err(into_sink_error)?;
+    if found.trim().is_empty() {
+        if !create {
+            return Ok(None);
+        }
+        let what = format!("creating table {full}");
+        server
+            .query(
+                &format!("CREATE DATABASE IF NOT EXISTS {}", ident(database)),
+                &what,
+            )
+            .await
+            .map_err(into_sink_error)?;
+        server
+            .query(&create_table_sql(database, table, schema), &what)
+            .await
+            .map_err(into_sink_error)?;
+        found = server
+            .query(&describe, &what)
+            .await
+            .map_err(into_sink_error)?;
+    }
+    let info: serde_json::Value = serde_json::from_str(found.trim())
+        .map_err(|e| SinkError::Transient(format!("{what}: unexpected answer {found:?}: {e}")))?;
+    let text = |k: &str| info[k].as_str().unwrap_or_default().to_owned();
+    let (engine, engine_full, sorting_key) =
+        (text("engine"), text("engine_full"), text("sorting_key"));
+    if !matches!(
+        engine.as_str(),
+        "ReplacingMergeTree" | "ReplicatedReplacingMergeTree"
+    ) || !engine_full.contains(VERSION_COLUMN)
+    {
+        return Err(SinkError::Config(format!(
+            "table {full} has engine {engine_full:?}; the sink needs ReplacingMergeTree({VERSION_COLUMN})"
+        )));
+    }
+    let keys: Vec<&str> = schema
+        .columns
+        .iter()
+        .filter(|c| c.key)
+        .map(|c| c.name.as_str())
+        .collect();
+    let normalized: String = sorting_key
+        .chars()
+        .filter(|c| *c != '`' && !c.is_whitespace())
+        .collect();
+    if normalized != keys.join(",") {
+        return Err(SinkError::Config(format!(
+            "table {full} is ordered by ({sorting_key}), but the key of {} is ({})",
+            schema.qualified_name(),
+            keys.join(", ")
+        )));
+    }
+    let columns = server
+        .query(
+            &format!(
+                "SELECT name, type FROM system.columns WHERE database = {} AND table = {} FORMAT JSONEachRow",
+                string_literal(database.as_bytes()),
+                string_literal(table.as_bytes())
+            ),
+            &what,
+        )
+        .await
+        .map_err(into_sink_error)?;
+    let mut existing = HashMap::new();
+    for line in columns.lines().filter(|l| !l.trim().is_empty()) {
+        let c: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
+        })?;
+        existing.insert(
+            c["name"].as_str().unwrap_or_default().to_owned(),
+            c["type"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    let mut wanted: Vec<(String, String, String)> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                ChType::of(c).column_type(c.key),
+                c.type_name.clone(),
+            )
+        })
+        .collect();
+    wanted.push((DELETED_COLUMN.into(), "UInt8".into(), "weir".into()));
+    wanted.push((VERSION_COLUMN.into(), "UInt64".into(), "weir".into()));
+    for (name, want, source_type) in &wanted {
+        match existing.get(name) {
+            Some(have) if have == want => {}
+            Some(have) => {
+                return Err(SinkError::Config(format!(
+                    "table {full}: column {name} is {have}, but source column {name} ({source_type}) needs {want}"
+                )));
+            }
+            None => {
+                return Err(SinkError::Config(format!(
+                    "table {full} has no column {name} (source column {name}, {source_type}): \
+                     add it with ALTER TABLE {} ADD COLUMN {} {want}",
+                    format_args!("{}.{}", ident(database), ident(table)),
+                    ident(name)
+                )));
+            }
+        }
+    }
+    Ok(Some(Layout {
+        names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+        types: schema.columns.iter().map(ChType::of).collect(),
+        keys: schema
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect(),
+    }))
+}
+
+pub(super) fn into_sink_error(error: ServerError) -> SinkError {
     match error {
         ServerError::Other(e) => e,
         ServerError::Record { message, .. } => SinkError::Config(message),
@@ -675,7 +745,7 @@ fn encode_row(out: &mut Vec<u8>, layout: &Layout, entry: &Entry) -> Result<(), S
 
 impl Layout {
     /// The key values of `row`, in key order.
-    fn key_of(&self, row: &[Value]) -> Result<Vec<Value>, String> {
+    pub(super) fn key_of(&self, row: &[Value]) -> Result<Vec<Value>, String> {
         self.keys
             .iter()
             .map(|&i| match row.get(i) {
@@ -688,7 +758,7 @@ impl Layout {
     }
 
     /// Text that identifies a key, as the lookup's answer gives it back.
-    fn key_text(&self, key: &[Value]) -> String {
+    pub(super) fn key_text(&self, key: &[Value]) -> String {
         self.keys
             .iter()
             .zip(key)

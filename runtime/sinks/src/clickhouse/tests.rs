@@ -323,3 +323,46 @@ fn only_places_past_the_sixteen_bits_are_saturated() {
     assert!(!at(0) && !at(65_535));
     assert!(at(65_536) && at(70_000));
 }
+
+#[test]
+fn readback_compares_the_value_clickhouse_stores_not_its_json() {
+    use super::readback::{json_bytes, same};
+    // Text and bytea escape one byte differently; ClickHouse stores it once.
+    assert_eq!(
+        json_bytes(b"\"a\\n\\u000a\\/\\u00e9\\ud83d\\ude00\""),
+        Some("a\n\n/é\u{1F600}".as_bytes().to_vec())
+    );
+    assert_eq!(json_bytes(b"\"\xff\\\"\""), Some(b"\xff\"".to_vec()));
+    assert_eq!(json_bytes(b"null"), None);
+    assert!(same(ChType::String, b"\"\\n\"", b"\"\\u000a\""));
+    assert!(!same(ChType::String, b"\"\"", b"null"));
+    assert!(same(ChType::Float64, b"3", b"3.0"));
+    assert!(same(ChType::Float64, b"\"nan\"", b"\"nan\""));
+    assert!(!same(ChType::Float64, b"\"inf\"", b"\"-inf\""));
+    assert!(!same(ChType::Float64, b"0.1", b"0.10000000000000002"));
+    // A Float32 is compared as ClickHouse rounds it.
+    assert!(same(ChType::Float32, b"0.1", b"0.10000000149011612"));
+    assert!(same(
+        ChType::Uuid,
+        b"\"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\"",
+        b"\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\""
+    ));
+    assert!(!same(ChType::Int64, b"1", b"2"));
+    assert!(!same(ChType::Int64, b"1", b"null"));
+}
+
+#[test]
+fn readback_prints_timestamp_keys_as_postgres_does() {
+    use super::readback::postgres_timestamp;
+    let day = 86_400_000_000i64;
+    assert_eq!(
+        postgres_timestamp(19_782 * day + 40_455_500_000, true),
+        "2024-02-29 11:14:15.5+00"
+    );
+    assert_eq!(postgres_timestamp(0, false), "1970-01-01 00:00:00");
+    // 44 BC is the ISO year -43.
+    let bc = weir_codec::calendar::days_from_civil(-43, 3, 15) * day + 12 * 3_600_000_000;
+    assert_eq!(postgres_timestamp(bc, false), "0044-03-15 12:00:00 BC");
+    assert_eq!(postgres_timestamp(bc, true), "0044-03-15 12:00:00+00 BC");
+    assert_eq!(postgres_timestamp(i64::MAX, true), "infinity");
+}
