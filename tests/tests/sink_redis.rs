@@ -1,8 +1,9 @@
 //! The Redis sink against private `redis-server` processes: the
 //! conformance kit in both cache formats, end to end through the `weir`
 //! binary (cache, and stream with a replay after SIGKILL), every type of
-//! the types table in both formats, and its errors (server down at start,
-//! killed and restarted mid-run, a write Redis refuses).
+//! the types table in both formats, its errors (server down at start,
+//! killed and restarted mid-run, a write Redis refuses), and `weir
+//! verify`'s readback of the cache.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -743,4 +744,404 @@ async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
     assert_eq!(kept, ["not a row"], "the refused key was touched");
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
+}
+
+/// `weir verify`'s readback of the cache: rows compared through the
+/// sink's own key template and encoding, and a table's keys listed with
+/// `SCAN`, in both formats.
+mod readback {
+    use weir_core::{Held, HeldKey, Readback};
+
+    use super::*;
+
+    /// 2^53 + 1: a double would round it.
+    const BIG: i64 = 9_007_199_254_740_993;
+
+    fn items() -> Arc<TableSchema> {
+        table(
+            "items",
+            &[
+                ("id", "int8", true),
+                ("name", "text", false),
+                ("qty", "int4", false),
+                ("note", "text", false),
+            ],
+        )
+    }
+
+    fn item(id: i64, name: &str, qty: i64, note: Option<&str>) -> Vec<Value> {
+        vec![
+            Value::Int(id),
+            Value::Text(name.into()),
+            Value::Int(qty),
+            note.map_or(Value::Null, |n| Value::Text(n.into())),
+        ]
+    }
+
+    /// What `weir verify` hands the readback for a source row.
+    fn read(t: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
+        weir_tests::records::change(t, Op::Read, 0x9000, 0, None, Some(row))
+    }
+
+    /// A key the source does not have: key columns filled in, the rest NULL.
+    fn gone(t: &Arc<TableSchema>, key: &[Value]) -> SinkRecord {
+        let mut key = key.iter();
+        let before = t
+            .columns
+            .iter()
+            .map(|c| {
+                if c.key {
+                    key.next().expect("a value per key column").clone()
+                } else {
+                    Value::Null
+                }
+            })
+            .collect();
+        weir_tests::records::change(t, Op::Delete, 0x9000, 0, Some(before), None)
+    }
+
+    fn config(server: &RedisServer, format: Format) -> RedisSinkConfig {
+        let mut config = RedisSinkConfig::new(server.url());
+        config.format = format;
+        config
+    }
+
+    async fn open(config: &RedisSinkConfig) -> Box<dyn Readback> {
+        config
+            .readback("redis")
+            .expect("cache mode has a readback")
+            .await
+            .expect("open the readback")
+    }
+
+    /// Every page of `keys()` for `table`, `limit` keys a page; and how
+    /// many pages it took.
+    async fn all_keys(
+        readback: &mut dyn Readback,
+        table: &TableSchema,
+        topic: Option<&str>,
+        limit: usize,
+    ) -> (Vec<HeldKey>, usize) {
+        let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
+        loop {
+            let page = readback
+                .keys(table, topic, cursor, limit)
+                .await
+                .expect("a page of keys");
+            pages += 1;
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 10_000, "the listing does not end");
+        }
+        // SCAN may return a key twice.
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        keys.dedup();
+        (keys, pages)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_compares_rows_in_both_formats() {
+        let server = RedisServer::start();
+        let t = items();
+        for format in [Format::Json, Format::Hash] {
+            let config = config(&server, format);
+            let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
+            let rows = [
+                item(BIG, "big", 1, Some("exact")),
+                item(2, "two", 2, None),
+                item(3, "three", 3, Some("c")),
+                item(4, "four", 4, None),
+                item(5, "five", 5, None),
+            ];
+            let inserts: Vec<SinkRecord> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| record(&t, Op::Insert, 0x100, i as u32, Some(row.clone())))
+                .collect();
+            sink.write(&inserts).await.unwrap();
+            // 5 is deleted through the sink: its tombstone is no row.
+            let delete = weir_tests::records::change(
+                &t,
+                Op::Delete,
+                0x200,
+                0,
+                Some(item(5, "five", 5, None)),
+                None,
+            );
+            sink.write(&[delete]).await.unwrap();
+
+            let mut readback = open(&config).await;
+            assert!(
+                readback.compares().contains(match format {
+                    Format::Json => "JSON",
+                    Format::Hash => "_weir_version",
+                }),
+                "{}",
+                readback.compares()
+            );
+            let all: Vec<SinkRecord> = rows[..4].iter().map(|r| read(&t, r.clone())).collect();
+            assert_eq!(
+                readback.compare(&all).await.unwrap(),
+                [Held::Same, Held::Same, Held::Same, Held::Same],
+                "{format:?}"
+            );
+
+            let mut conn = server.connection();
+            let () = conn.del("public:items:2").unwrap();
+            match format {
+                Format::Json => {
+                    // Another member order and number spelling is the same
+                    // value; the int8 past 2^53 must still match exactly.
+                    let same = format!(
+                        "{{ \"note\": \"exact\", \"qty\": 1.0, \"name\": \"big\", \"id\": {BIG} }}"
+                    );
+                    let () = conn.set(format!("public:items:{BIG}"), same).unwrap();
+                    let () = conn
+                        .set(
+                            "public:items:3",
+                            r#"{"id":3,"name":"changed","qty":3,"note":"c"}"#,
+                        )
+                        .unwrap();
+                }
+                Format::Hash => {
+                    let () = conn.hset("public:items:3", "name", "changed").unwrap();
+                }
+            }
+            let name_diff = |source: &str, sink: &str| {
+                Held::Differs(vec![weir_core::ColumnDiff {
+                    column: "name".into(),
+                    source: source.into(),
+                    sink: sink.into(),
+                }])
+            };
+            let want_diff = match format {
+                Format::Json => name_diff("\"three\"", "\"changed\""),
+                Format::Hash => name_diff("three", "changed"),
+            };
+            assert_eq!(
+                readback.compare(&all).await.unwrap(),
+                [Held::Same, Held::Missing, want_diff, Held::Same],
+                "{format:?}"
+            );
+
+            // A stored int8 one off is a difference, not rounded away.
+            if format == Format::Json {
+                let off = format!(
+                    "{{\"id\":{BIG},\"name\":\"big\",\"qty\":1,\"note\":\"exact\",\"x\":{}}}",
+                    BIG - 1
+                );
+                let () = conn.set(format!("public:items:{BIG}"), off).unwrap();
+                let held = readback.compare(&all[..1]).await.unwrap();
+                assert_eq!(
+                    held,
+                    [Held::Differs(vec![weir_core::ColumnDiff {
+                        column: "x".into(),
+                        source: "(none)".into(),
+                        sink: (BIG - 1).to_string(),
+                    }])]
+                );
+            }
+            // A NULL column is an absent field in a hash: one that appears
+            // is a difference.
+            if format == Format::Hash {
+                let () = conn.hset("public:items:4", "note", "new").unwrap();
+                let held = readback.compare(&all[3..]).await.unwrap();
+                assert_eq!(
+                    held,
+                    [Held::Differs(vec![weir_core::ColumnDiff {
+                        column: "note".into(),
+                        source: "(none)".into(),
+                        sink: "new".into(),
+                    }])]
+                );
+            }
+
+            let deletes = [
+                gone(&t, &[Value::Int(4)]),
+                gone(&t, &[Value::Int(99)]),
+                gone(&t, &[Value::Int(5)]),
+                gone(&t, &[Value::Int(2)]),
+            ];
+            assert_eq!(
+                readback.compare(&deletes).await.unwrap(),
+                [Held::Extra, Held::Same, Held::Same, Held::Same],
+                "{format:?}"
+            );
+            // The tombstone is still there: it is the sink's, not a row.
+            let tombstone: Option<String> = conn.get("weir:v:public:items:5").unwrap();
+            assert!(tombstone.is_some());
+            let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_keys_page_through_a_table() {
+        let server = RedisServer::start();
+        let t = items();
+        let other = table("other", &[("id", "int8", true), ("name", "text", false)]);
+        for format in [Format::Json, Format::Hash] {
+            let config = config(&server, format);
+            let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
+            // A truncate first leaves its marker, then rows, one deleted.
+            let truncate = weir_tests::records::change(&t, Op::Truncate, 0x100, 0, None, None);
+            sink.write(&[truncate]).await.unwrap();
+            let mut batch: Vec<SinkRecord> = (1..=9)
+                .map(|id| {
+                    let row = item(id, &format!("n{id}"), id, None);
+                    record(&t, Op::Insert, 0x200, id as u32, Some(row))
+                })
+                .collect();
+            batch.push(record(
+                &other,
+                Op::Insert,
+                0x200,
+                50,
+                Some(vec![Value::Int(1), Value::Text("x".into())]),
+            ));
+            batch.push(weir_tests::records::change(
+                &t,
+                Op::Delete,
+                0x300,
+                0,
+                Some(item(4, "n4", 4, None)),
+                None,
+            ));
+            sink.write(&batch).await.unwrap();
+            let mut conn = server.connection();
+            // Rows the sink never wrote: one the source may have, one whose
+            // name maps back to no key of the table.
+            let () = conn.set("public:items:100", r#"{"id":100}"#).unwrap();
+            let () = conn.set("public:items:a:b", "{}").unwrap();
+            // Filler, so that SCAN needs many steps.
+            for i in 0..200 {
+                let () = conn.set(format!("unrelated:{i}"), "x").unwrap();
+            }
+            let version_keys = keys(&mut conn, "weir:v:*");
+            assert!(
+                version_keys.contains(&"weir:v:public:items:".to_owned())
+                    && version_keys.contains(&"weir:v:public:items:4".to_owned()),
+                "{version_keys:?}"
+            );
+
+            let mut readback = open(&config).await;
+            let (held, pages) = all_keys(&mut *readback, &t, None, 2).await;
+            assert!(pages > 2, "{pages} pages");
+            let mut want: Vec<HeldKey> = [1, 2, 3, 5, 6, 7, 8, 9, 100]
+                .iter()
+                .map(|id| HeldKey {
+                    name: format!("public:items:{id}"),
+                    key: Some(vec![id.to_string()]),
+                })
+                .collect();
+            want.push(HeldKey {
+                name: "public:items:a:b".into(),
+                key: None,
+            });
+            want.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(held, want, "{format:?}");
+
+            let (held, _) = all_keys(&mut *readback, &other, None, 1000).await;
+            assert_eq!(
+                held,
+                [HeldKey {
+                    name: "public:other:1".into(),
+                    key: Some(vec!["1".into()]),
+                }]
+            );
+            let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        }
+    }
+
+    /// A text key with the separator and escape in it, a two-column key,
+    /// and a route's own key template.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_maps_text_and_two_column_keys_back() {
+        let server = RedisServer::start();
+        let t = table(
+            "tenanted",
+            &[
+                ("tenant", "text", true),
+                ("id", "int8", true),
+                ("note", "text", false),
+            ],
+        );
+        let config = config(&server, Format::Json);
+        let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
+        let routed = "cache/{table}/{key.id}@{key.tenant}";
+        let rows = [
+            vec![
+                Value::Text("a:b\\c".into()),
+                Value::Int(1),
+                Value::Text("one".into()),
+            ],
+            vec![Value::Text("plain".into()), Value::Int(2), Value::Null],
+        ];
+        let mut batch = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            batch.push(record(&t, Op::Insert, 0x100, i as u32, Some(row.clone())));
+            let mut routed_record = record(&t, Op::Insert, 0x100, 10 + i as u32, Some(row.clone()));
+            routed_record.topic = Some(routed.to_owned());
+            batch.push(routed_record);
+        }
+        sink.write(&batch).await.unwrap();
+        let mut conn = server.connection();
+        assert_eq!(
+            keys(&mut conn, "[cp]*tenanted*"),
+            [
+                "cache/tenanted/1@a:b\\c",
+                "cache/tenanted/2@plain",
+                "public:tenanted:a\\:b\\\\c:1",
+                "public:tenanted:plain:2",
+            ]
+        );
+
+        let mut readback = open(&config).await;
+        let mut reads: Vec<SinkRecord> = rows.iter().map(|r| read(&t, r.clone())).collect();
+        for row in &rows {
+            let mut r = read(&t, row.clone());
+            r.topic = Some(routed.to_owned());
+            reads.push(r);
+        }
+        assert_eq!(readback.compare(&reads).await.unwrap(), vec![Held::Same; 4]);
+        let () = conn.del("cache/tenanted/2@plain").unwrap();
+        let held = readback.compare(&reads).await.unwrap();
+        assert_eq!(held, [Held::Same, Held::Same, Held::Same, Held::Missing]);
+
+        let key = |tenant: &str, id: i64| Some(vec![tenant.to_owned(), id.to_string()]);
+        let (held, _) = all_keys(&mut *readback, &t, None, 1).await;
+        assert_eq!(
+            held,
+            [
+                HeldKey {
+                    name: "public:tenanted:a\\:b\\\\c:1".into(),
+                    key: key("a:b\\c", 1),
+                },
+                HeldKey {
+                    name: "public:tenanted:plain:2".into(),
+                    key: key("plain", 2),
+                },
+            ]
+        );
+        let (held, _) = all_keys(&mut *readback, &t, Some(routed), 1).await;
+        assert_eq!(
+            held,
+            [HeldKey {
+                name: "cache/tenanted/1@a:b\\c".into(),
+                key: key("a:b\\c", 1),
+            }]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_is_refused_in_stream_mode() {
+        let mut config = RedisSinkConfig::new("redis://127.0.0.1:1");
+        config.mode = Mode::Stream;
+        let Err(reason) = config.readback("redis") else {
+            panic!("stream mode has no rows to read back");
+        };
+        assert!(reason.contains("stream"), "{reason}");
+    }
 }

@@ -1,15 +1,17 @@
 //! Configuration of the `redis` sink, as written under `[sinks.NAME]`.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use weir_codec::{NameTemplate, TemplateUse};
-use weir_core::{Capabilities, Sink, SinkError};
+use weir_core::{Capabilities, Readback, Sink, SinkError};
 
 use crate::Encoding;
-use crate::registry::SinkSpec;
+use crate::registry::{OpenReadback, SinkSpec};
 
 /// Settings of a `redis` sink.
 ///
@@ -190,6 +192,9 @@ pub(crate) struct KeyTemplate {
     pub(crate) row: NameTemplate,
     /// Everything before the first `{key…}` placeholder.
     pub(crate) table: NameTemplate,
+    /// The template's text from the first `{key…}` placeholder on: what a
+    /// row key's name is read back with.
+    pub(crate) rest: String,
 }
 
 impl KeyTemplate {
@@ -231,7 +236,47 @@ impl KeyTemplate {
             );
         }
         let table = NameTemplate::parse(table_part)?;
-        Ok(KeyTemplate { row, table })
+        Ok(KeyTemplate {
+            row,
+            table,
+            rest: template[at..].to_owned(),
+        })
+    }
+}
+
+/// The sink's key template and the routes' ones, each parsed once.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyTemplates {
+    default: Arc<KeyTemplate>,
+    routed: HashMap<String, Result<Arc<KeyTemplate>, String>>,
+}
+
+impl KeyTemplates {
+    /// Starts with the sink's own `key` template.
+    pub(crate) fn new(default: &str) -> Result<KeyTemplates, String> {
+        Ok(KeyTemplates {
+            default: Arc::new(KeyTemplate::parse(default)?),
+            routed: HashMap::new(),
+        })
+    }
+
+    /// The template for records routed with `topic`: the sink's own for
+    /// `None`; the error says why a route's does not parse.
+    pub(crate) fn get(&mut self, topic: Option<&str>) -> Result<Arc<KeyTemplate>, String> {
+        match topic {
+            None => Ok(Arc::clone(&self.default)),
+            Some(t) => {
+                // Looked up before an entry is made: the common case, a
+                // template seen before, allocates nothing.
+                if !self.routed.contains_key(t) {
+                    let parsed = KeyTemplate::parse(t)
+                        .map(Arc::new)
+                        .map_err(|e| format!("key {t:?} {e}"));
+                    self.routed.insert(t.to_owned(), parsed);
+                }
+                self.routed[t].clone()
+            }
+        }
     }
 }
 
@@ -441,6 +486,19 @@ impl SinkSpec for RedisSinkConfig {
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         })
+    }
+
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        match self.mode {
+            Mode::Cache => Ok(Box::pin(async move {
+                super::readback::RedisReadback::open(name, self)
+                    .await
+                    .map(|r| Box::new(r) as Box<dyn Readback>)
+            })),
+            Mode::Stream => Err("in stream mode it appends every change to a stream, a log \
+                 rather than rows, so there is no state to compare with the source's"
+                .to_owned()),
+        }
     }
 
     fn as_any(&self) -> &dyn Any {

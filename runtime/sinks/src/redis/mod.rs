@@ -58,6 +58,36 @@
 //! stream's last: the sink counts that as already written, so a replay adds
 //! no duplicate.
 //!
+//! # Verify
+//!
+//! `weir verify` reads cache mode back (a [`Readback`](weir_core::Readback),
+//! over a connection of its own, opened as the sink's is): one pipeline per
+//! batch of records, a `GET` (json) or `HGETALL` (hash) of each row's key,
+//! named by the same key template the write uses (the route's topic, else
+//! `key`), and an `EXISTS` for a key the source no longer has.
+//!
+//! * Compared: in `json` format, the stored object member by member as
+//!   JSON values, against the object the sink would write: member order,
+//!   spacing and number spelling do not matter; integers are compared
+//!   exactly (an `int8` past 2^53 is not rounded), other numbers as
+//!   doubles. In `hash` format, each field's text against the field the
+//!   sink would write; a NULL column is an absent field. A member or field
+//!   that is no column of the table is a difference too, and a key of
+//!   another type, or a string that is no JSON object, differs as a whole
+//!   (column `(value)`).
+//! * Not compared: the versions (`_weir_version`, the `{version_prefix}…`
+//!   keys) and expiry times. A tombstone is no row; with `ttl` set, a row
+//!   the cache let expire reads as missing, as it would for a reader.
+//! * Keys: a `SCAN` of the whole keyspace with the table's pattern (the
+//!   truncate's), about `limit` keys examined per step and at most 32
+//!   steps per page, so a page can hold fewer keys than asked; its cost
+//!   grows with the database, not the table, and `SCAN` may list a key
+//!   twice. Version and truncate keys are left out. Each name is read back
+//!   through the template into the key columns' texts (`{key}` split at
+//!   its unescaped `:`s); a name that reads back as no key of the table, or
+//!   as several (two key placeholders with nothing between them), is
+//!   listed without one.
+//!
 //! # Durability
 //!
 //! A batch is acknowledged when Redis has replied to every command in it.
@@ -82,6 +112,7 @@
 //! | others | string, Postgres's text | Postgres's text |
 
 mod config;
+mod readback;
 mod sink;
 
 #[cfg(test)]

@@ -10,12 +10,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind};
 use weir_codec::{Encoder, NameTemplate, write_json_value, write_lsn, write_str, write_text};
 use weir_core::{
-    ChangeEvent, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord, Value,
+    ChangeEvent, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord, TableSchema,
+    Value,
 };
 
 use crate::owners::Owners;
 
-use super::config::{Format, KeyTemplate, Mode, RedisSinkConfig};
+use super::config::{Format, KeyTemplate, KeyTemplates, Mode, RedisSinkConfig};
 
 /// The guarded writes, loaded once per connection with `SCRIPT LOAD`.
 const SCRIPT: &str = include_str!("apply.lua");
@@ -34,8 +35,7 @@ pub struct RedisSink {
     config: RedisSinkConfig,
     conn: ConnectionManager,
     sha: String,
-    keys: Arc<KeyTemplate>,
-    route_keys: HashMap<String, Result<Arc<KeyTemplate>, String>>,
+    keys: KeyTemplates,
     owners: Owners,
     streams: [NameTemplate; 3],
     route_streams: HashMap<String, Result<NameTemplate, String>>,
@@ -62,35 +62,9 @@ impl RedisSink {
     pub async fn connect(name: &str, config: RedisSinkConfig) -> Result<RedisSink, SinkError> {
         crate::registry::check_valid(name, config.validate())?;
         let url = config.display_url();
-        let mut secrets: Vec<String> = config.password.iter().cloned().collect();
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| SinkError::Config(format!("url {url}: {e}")))?;
-        if let Some(password) = info.redis_settings().password() {
-            secrets.push(password.to_owned());
-        }
-        if let Some(password) = &config.password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)
-            .map_err(|e| SinkError::Config(format!("url {url}: {}", scrub(&e, &secrets))))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            // Reconnecting is the connection manager's, retrying a batch
-            // the pipeline's: one quick try here, so that a failed batch is
-            // reported rather than held.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let mut conn = client
-            .get_connection_manager_with_config(manager)
-            .await
-            .map_err(|e| classify(&e, &secrets, &format!("connecting to {url}")))?;
+        let (mut conn, secrets) = open_connection(&config).await?;
         let sha = load_script(&mut conn, &secrets).await?;
-        let keys = Arc::new(KeyTemplate::parse(&config.key).map_err(SinkError::Config)?);
+        let keys = KeyTemplates::new(&config.key).map_err(SinkError::Config)?;
         let stream = |t: &str| NameTemplate::parse(t).map_err(SinkError::Config);
         let streams = [
             stream(&config.stream)?,
@@ -105,7 +79,6 @@ impl RedisSink {
             conn,
             sha,
             keys,
-            route_keys: HashMap::new(),
             owners: Owners::default(),
             streams,
             route_streams: HashMap::new(),
@@ -188,18 +161,7 @@ impl RedisSink {
     }
 
     fn key_template(&mut self, topic: Option<&str>) -> Result<Arc<KeyTemplate>, String> {
-        match topic {
-            None => Ok(Arc::clone(&self.keys)),
-            Some(t) => {
-                if !self.route_keys.contains_key(t) {
-                    let parsed = KeyTemplate::parse(t)
-                        .map(Arc::new)
-                        .map_err(|e| format!("key {t:?} {e}"));
-                    self.route_keys.insert(t.to_owned(), parsed);
-                }
-                self.route_keys[t].clone()
-            }
-        }
+        self.keys.get(topic)
     }
 
     /// The commands for one row change: a delete, an upsert, or for a key
@@ -298,22 +260,14 @@ impl RedisSink {
         let partial = row.iter().any(|v| matches!(v, Value::Unchanged));
         match self.config.format {
             Format::Hash => {
-                let set = row
-                    .iter()
-                    .filter(|v| !matches!(v, Value::Null | Value::Unchanged))
-                    .count();
+                let set = hash_fields(table, row);
                 cmd.arg("hset")
                     .arg(version)
                     .arg(&ttl_ms)
                     .arg(if partial { "0" } else { "1" })
-                    .arg(set);
-                let mut text = String::new();
-                for (column, value) in table.columns.iter().zip(row) {
-                    if !matches!(value, Value::Null | Value::Unchanged) {
-                        text.clear();
-                        write_text(&mut text, value);
-                        cmd.arg(&column.name).arg(&text);
-                    }
+                    .arg(set.len());
+                for (column, text) in &set {
+                    cmd.arg(*column).arg(text);
                 }
                 for (column, value) in table.columns.iter().zip(row) {
                     if value.is_null() {
@@ -322,12 +276,6 @@ impl RedisSink {
                 }
             }
             Format::Json => {
-                let column_error = |c: &weir_core::Column, e: weir_codec::EncodeError| {
-                    format!(
-                        "column {}.{}.{} ({}): {e}",
-                        table.schema, table.name, c.name, c.type_name
-                    )
-                };
                 if partial {
                     cmd.arg("jmerge").arg(version).arg(&ttl_ms);
                     let mut buf = Vec::new();
@@ -338,22 +286,13 @@ impl RedisSink {
                         buf.clear();
                         if !matches!(value, Value::Unchanged) {
                             write_json_value(&mut buf, value)
-                                .map_err(|e| column_error(column, e))?;
+                                .map_err(|e| column_error(table, column, e))?;
                         }
                         cmd.arg(&buf);
                     }
                 } else {
-                    let mut buf = Vec::with_capacity(64 + row.len() * 16);
-                    buf.push(b'{');
-                    for (i, (column, value)) in table.columns.iter().zip(row).enumerate() {
-                        if i > 0 {
-                            buf.push(b',');
-                        }
-                        write_str(&mut buf, &column.name);
-                        buf.push(b':');
-                        write_json_value(&mut buf, value).map_err(|e| column_error(column, e))?;
-                    }
-                    buf.push(b'}');
+                    let mut buf = Vec::new();
+                    json_row(table, row, &mut buf)?;
                     cmd.arg("jset").arg(version).arg(&ttl_ms).arg(&buf);
                 }
             }
@@ -383,19 +322,13 @@ impl RedisSink {
             Format::Hash => "hash",
             Format::Json => "json",
         };
-        let pattern = format!("{}*", glob_escape(&table));
+        let pattern = table_pattern(&table);
         let mut cursor: u64 = 0;
         let mut first = true;
         loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn)
+            let (next, found) = scan(&mut self.conn, &self.secrets, &pattern, cursor, 1000)
                 .await
-                .map_err(|e| ChangeError::Sink(classify(&e, &self.secrets, "scanning")))?;
+                .map_err(ChangeError::Sink)?;
             for chunk in found.chunks(TRUNCATE_CHUNK).chain(first.then_some(&[][..])) {
                 let mut keys: Vec<String> = vec![tkey.clone()];
                 for k in chunk {
@@ -634,6 +567,111 @@ fn key_changed(event: &ChangeEvent) -> bool {
         .any(|(c, (b, a))| c.key && !matches!(a, Value::Unchanged) && a != b)
 }
 
+/// Opens a connection to the configured server (the password set apart
+/// from the URL's, if any) and returns it with the secrets to scrub from
+/// messages.
+pub(super) async fn open_connection(
+    config: &RedisSinkConfig,
+) -> Result<(ConnectionManager, Vec<String>), SinkError> {
+    let url = config.display_url();
+    let mut secrets: Vec<String> = config.password.iter().cloned().collect();
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| SinkError::Config(format!("url {url}: {e}")))?;
+    if let Some(password) = info.redis_settings().password() {
+        secrets.push(password.to_owned());
+    }
+    if let Some(password) = &config.password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)
+        .map_err(|e| SinkError::Config(format!("url {url}: {}", scrub(&e, &secrets))))?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        // Reconnecting is the connection manager's, retrying a batch
+        // the pipeline's: one quick try here, so that a failed batch is
+        // reported rather than held.
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    let conn = client
+        .get_connection_manager_with_config(manager)
+        .await
+        .map_err(|e| classify(&e, &secrets, &format!("connecting to {url}")))?;
+    Ok((conn, secrets))
+}
+
+/// A row's hash fields as `hset` stores them: each column's text, NULL and
+/// unchanged TOAST columns left out.
+pub(super) fn hash_fields<'a>(table: &'a TableSchema, row: &[Value]) -> Vec<(&'a str, String)> {
+    let mut fields = Vec::with_capacity(row.len());
+    for (column, value) in table.columns.iter().zip(row) {
+        if !matches!(value, Value::Null | Value::Unchanged) {
+            let mut text = String::new();
+            write_text(&mut text, value);
+            fields.push((column.name.as_str(), text));
+        }
+    }
+    fields
+}
+
+/// Appends a whole row's JSON object as `jset` stores it, columns in table
+/// order; the error names the column that cannot be encoded.
+pub(super) fn json_row(
+    table: &TableSchema,
+    row: &[Value],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.reserve(64 + row.len() * 16);
+    out.push(b'{');
+    for (i, (column, value)) in table.columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, &column.name);
+        out.push(b':');
+        write_json_value(out, value).map_err(|e| column_error(table, column, e))?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn column_error(table: &TableSchema, c: &weir_core::Column, e: weir_codec::EncodeError) -> String {
+    format!(
+        "column {}.{}.{} ({}): {e}",
+        table.schema, table.name, c.name, c.type_name
+    )
+}
+
+/// The `SCAN MATCH` pattern of every key starting with `table` (the
+/// expanded part of a key template before the row's key).
+pub(super) fn table_pattern(table: &str) -> String {
+    format!("{}*", glob_escape(table))
+}
+
+/// One `SCAN` step: the next cursor (0 at the end) and the keys matching
+/// `pattern` among about `count` examined.
+pub(super) async fn scan(
+    conn: &mut ConnectionManager,
+    secrets: &[String],
+    pattern: &str,
+    cursor: u64,
+    count: usize,
+) -> Result<(u64, Vec<String>), SinkError> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+        .map_err(|e| classify(&e, secrets, "scanning"))
+}
+
 /// `SCAN MATCH` treats `* ? [ ] \` specially; a table name may hold them.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 4);
@@ -683,7 +721,7 @@ fn is_refusal(e: &RedisError) -> bool {
     }
 }
 
-fn classify(e: &RedisError, secrets: &[String], what: &str) -> SinkError {
+pub(super) fn classify(e: &RedisError, secrets: &[String], what: &str) -> SinkError {
     let text = format!("{what}: {}", scrub(e, secrets));
     match e.kind() {
         ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
