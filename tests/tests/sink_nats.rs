@@ -4,7 +4,8 @@
 //! published again dropped by the stream's deduplication) and to a
 //! bucket (its keys equal the table), every type into KV values, and the
 //! errors: no server at start, a server killed and restarted mid-run, and a
-//! message over the server's max_payload dead-lettered.
+//! message over the server's max_payload dead-lettered; and `weir verify`'s
+//! readback of a bucket.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -491,4 +492,438 @@ async fn a_message_over_max_payload_is_dead_lettered() {
     assert_eq!(dead[0]["event"]["after"]["id"], 2, "{}", dead[0]);
     let status = weir.terminate().expect("exit status");
     assert!(status.success(), "{}", weir.log());
+}
+
+/// `weir verify`'s readback of a KV bucket: each key's latest entry
+/// compared through the sink's own key template and row encoding, and a
+/// table's keys listed from the bucket's stream.
+mod readback {
+    use std::sync::Arc;
+
+    use weir_core::{ColumnDiff, Held, HeldKey, Readback};
+
+    use super::*;
+
+    /// 2^53 + 1: a double would round it.
+    const BIG: i64 = 9_007_199_254_740_993;
+
+    fn table(name: &str, columns: &[(&str, &str, bool)]) -> Arc<TableSchema> {
+        weir_tests::records::table("public", name, columns)
+    }
+
+    fn items() -> Arc<TableSchema> {
+        table(
+            "items",
+            &[
+                ("id", "int8", true),
+                ("name", "text", false),
+                ("qty", "int4", false),
+                ("note", "text", false),
+            ],
+        )
+    }
+
+    fn item(id: i64, name: &str, qty: i64, note: Option<&str>) -> Vec<Value> {
+        vec![
+            Value::Int(id),
+            Value::Text(name.into()),
+            Value::Int(qty),
+            note.map_or(Value::Null, |n| Value::Text(n.into())),
+        ]
+    }
+
+    fn change(
+        t: &Arc<TableSchema>,
+        op: Op,
+        lsn: u64,
+        seq: u32,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> SinkRecord {
+        weir_tests::records::change(t, op, lsn, seq, before, after)
+    }
+
+    /// What `weir verify` hands the readback for a source row.
+    fn read(t: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
+        change(t, Op::Read, 0x9000, 0, None, Some(row))
+    }
+
+    /// A key the source does not have: key columns filled in, the rest NULL.
+    fn gone(t: &Arc<TableSchema>, key: &[Value]) -> SinkRecord {
+        let mut key = key.iter();
+        let before = t
+            .columns
+            .iter()
+            .map(|c| {
+                if c.key {
+                    key.next().expect("a value per key column").clone()
+                } else {
+                    Value::Null
+                }
+            })
+            .collect();
+        change(t, Op::Delete, 0x9000, 0, Some(before), None)
+    }
+
+    fn config(server: &NatsServer, bucket: &str) -> NatsSinkConfig {
+        let mut config = NatsSinkConfig::new(&server.url, NatsMode::Kv);
+        config.bucket = Some(bucket.to_owned());
+        config.create_bucket = true;
+        config
+    }
+
+    async fn open(config: &NatsSinkConfig) -> Box<dyn Readback> {
+        config
+            .readback("nats")
+            .expect("kv mode has a readback")
+            .await
+            .expect("open the readback")
+    }
+
+    async fn bucket(server: &NatsServer, name: &str) -> jetstream::kv::Store {
+        js(&server.url)
+            .await
+            .get_key_value(name)
+            .await
+            .expect("open the bucket")
+    }
+
+    /// Every page of `keys()` for `table`, `limit` keys a page, sorted by
+    /// name; and how many pages it took.
+    async fn all_keys(
+        readback: &mut dyn Readback,
+        table: &TableSchema,
+        topic: Option<&str>,
+        limit: usize,
+    ) -> (Vec<HeldKey>, usize) {
+        let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
+        loop {
+            let page = readback
+                .keys(table, topic, cursor, limit)
+                .await
+                .expect("a page of keys");
+            pages += 1;
+            assert!(page.keys.len() <= limit, "{page:?}");
+            keys.extend(page.keys);
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 1000, "the listing does not end");
+        }
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        (keys, pages)
+    }
+
+    fn held_ids(ids: &[i64]) -> Vec<HeldKey> {
+        let mut keys: Vec<HeldKey> = ids
+            .iter()
+            .map(|id| HeldKey {
+                name: format!("public.items.{id}"),
+                key: Some(vec![id.to_string()]),
+            })
+            .collect();
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        keys
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_compares_kv_rows() {
+        let server = NatsServer::start();
+        let config = config(&server, "rows");
+        let t = items();
+        let mut sink = NatsSink::connect("nats", config.clone()).await.unwrap();
+        let rows = [
+            item(BIG, "big", 1, Some("exact")),
+            item(2, "two", 2, None),
+            item(3, "three", 3, Some("c")),
+            item(4, "four", 4, None),
+            item(5, "five", 5, None),
+        ];
+        let inserts: Vec<SinkRecord> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| change(&t, Op::Insert, 0x100, i as u32, None, Some(row.clone())))
+            .collect();
+        sink.write(&inserts).await.unwrap();
+        // 5 is deleted through the sink: its delete marker is no row.
+        let delete = change(&t, Op::Delete, 0x200, 0, Some(rows[4].clone()), None);
+        sink.write(&[delete]).await.unwrap();
+
+        let mut readback = open(&config).await;
+        assert!(
+            readback.compares().contains("JSON"),
+            "{}",
+            readback.compares()
+        );
+        let all: Vec<SinkRecord> = rows[..4].iter().map(|r| read(&t, r.clone())).collect();
+        assert_eq!(readback.compare(&all).await.unwrap(), vec![Held::Same; 4]);
+
+        let kv = bucket(&server, "rows").await;
+        kv.purge("public.items.2").await.unwrap();
+        kv.put(
+            "public.items.3",
+            r#"{"id":3,"name":"changed","qty":3,"note":"c"}"#.into(),
+        )
+        .await
+        .unwrap();
+        // Another member order and number spelling is the same value; the
+        // int8 past 2^53 must still match exactly.
+        let same =
+            format!("{{ \"note\": \"exact\", \"qty\": 1.0, \"name\": \"big\", \"id\": {BIG} }}");
+        kv.put(format!("public.items.{BIG}"), same.into())
+            .await
+            .unwrap();
+        kv.put("public.items.4", "not json".into()).await.unwrap();
+        assert_eq!(
+            readback.compare(&all).await.unwrap(),
+            [
+                Held::Same,
+                Held::Missing,
+                Held::Differs(vec![ColumnDiff {
+                    column: "name".into(),
+                    source: "\"three\"".into(),
+                    sink: "\"changed\"".into(),
+                }]),
+                Held::Differs(vec![ColumnDiff {
+                    column: "(value)".into(),
+                    source: "a JSON object".into(),
+                    sink: "not json".into(),
+                }]),
+            ]
+        );
+        let off = format!(
+            "{{\"id\":{},\"name\":\"big\",\"qty\":1,\"note\":\"exact\"}}",
+            BIG - 1
+        );
+        kv.put(format!("public.items.{BIG}"), off.into())
+            .await
+            .unwrap();
+        assert_eq!(
+            readback.compare(&all[..1]).await.unwrap(),
+            [Held::Differs(vec![ColumnDiff {
+                column: "id".into(),
+                source: BIG.to_string(),
+                sink: (BIG - 1).to_string(),
+            }])]
+        );
+
+        let deletes = [
+            gone(&t, &[Value::Int(4)]),
+            gone(&t, &[Value::Int(99)]),
+            gone(&t, &[Value::Int(5)]),
+            gone(&t, &[Value::Int(2)]),
+        ];
+        assert_eq!(
+            readback.compare(&deletes).await.unwrap(),
+            [Held::Extra, Held::Same, Held::Same, Held::Same]
+        );
+    }
+
+    /// Writes rows 1..=9 of `items` and one of `other` through the sink
+    /// after a truncate of `items`, deletes row 4, and adds keys behind
+    /// the sink's back: 100, and two names that map to no key.
+    async fn fill(server: &NatsServer, config: &NatsSinkConfig, other: &Arc<TableSchema>) {
+        let t = items();
+        let mut sink = NatsSink::connect("nats", config.clone()).await.unwrap();
+        sink.write(&[change(&t, Op::Truncate, 0x100, 0, None, None)])
+            .await
+            .unwrap();
+        let mut batch: Vec<SinkRecord> = (1..=9)
+            .map(|id| {
+                let row = item(id, &format!("n{id}"), id, None);
+                change(&t, Op::Insert, 0x200, id as u32, None, Some(row))
+            })
+            .collect();
+        batch.push(change(
+            other,
+            Op::Insert,
+            0x200,
+            50,
+            None,
+            Some(vec![Value::Int(1), Value::Text("x".into())]),
+        ));
+        sink.write(&batch).await.unwrap();
+        // Updates, so that rows have later revisions than others.
+        for round in 0..3u32 {
+            let row = item(7, &format!("again {round}"), 7, None);
+            let update = change(&t, Op::Update, 0x300 + u64::from(round), 0, None, Some(row));
+            sink.write(&[update]).await.unwrap();
+        }
+        let delete = change(&t, Op::Delete, 0x400, 0, Some(item(4, "n4", 4, None)), None);
+        sink.write(&[delete]).await.unwrap();
+        let kv = bucket(server, config.bucket.as_deref().unwrap()).await;
+        kv.put("public.items.100", r#"{"id":100}"#.into())
+            .await
+            .unwrap();
+        kv.put("public.items.a=3Ab", "{}".into()).await.unwrap();
+        kv.put("public.items.x.y", "{}".into()).await.unwrap();
+    }
+
+    fn want_items() -> Vec<HeldKey> {
+        let mut want = held_ids(&[1, 2, 3, 5, 6, 7, 8, 9, 100]);
+        for name in ["public.items.a=3Ab", "public.items.x.y"] {
+            want.push(HeldKey {
+                name: name.into(),
+                key: None,
+            });
+        }
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        want
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_keys_page_through_a_bucket() {
+        let server = NatsServer::start();
+        let config = config(&server, "rows");
+        let other = table("other", &[("id", "int8", true), ("name", "text", false)]);
+        fill(&server, &config, &other).await;
+
+        let mut readback = open(&config).await;
+        let (held, pages) = all_keys(&mut *readback, &items(), None, 2).await;
+        assert!(pages > 2, "{pages} pages");
+        assert_eq!(held, want_items());
+        let (held, _) = all_keys(&mut *readback, &other, None, 100).await;
+        assert_eq!(
+            held,
+            [HeldKey {
+                name: "public.other.1".into(),
+                key: Some(vec!["1".into()]),
+            }]
+        );
+        let empty = table("empty", &[("id", "int8", true)]);
+        let page = readback.keys(&empty, None, None, 10).await.unwrap();
+        assert_eq!(page, weir_core::KeyPage::default());
+    }
+
+    /// A bucket that keeps older entries of a key: only each key's latest
+    /// counts, so a deleted row's older entries are no key.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_keys_of_a_bucket_with_history_are_the_latest_entries() {
+        let server = NatsServer::start();
+        let js = js(&server.url).await;
+        js.create_stream(jetstream::stream::Config {
+            name: "KV_hist".into(),
+            subjects: vec!["$KV.hist.>".into()],
+            max_messages_per_subject: 5,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut config = config(&server, "hist");
+        config.create_bucket = false;
+        let other = table("other", &[("id", "int8", true), ("name", "text", false)]);
+        fill(&server, &config, &other).await;
+
+        let mut readback = open(&config).await;
+        let (held, pages) = all_keys(&mut *readback, &items(), None, 2).await;
+        assert!(pages > 2, "{pages} pages");
+        assert_eq!(held, want_items());
+        let row7 = item(7, "again 2", 7, None);
+        assert_eq!(
+            readback.compare(&[read(&items(), row7)]).await.unwrap(),
+            [Held::Same]
+        );
+    }
+
+    /// A text key with the escapes in it, a two-column key, and a route's
+    /// own key template.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_maps_text_and_two_column_keys_back() {
+        let server = NatsServer::start();
+        let config = config(&server, "rows");
+        let t = table(
+            "tenanted",
+            &[
+                ("tenant", "text", true),
+                ("id", "int8", true),
+                ("note", "text", false),
+            ],
+        );
+        let mut sink = NatsSink::connect("nats", config.clone()).await.unwrap();
+        let routed = "cache.{table}.{key.id}.{key.tenant}";
+        let rows = [
+            vec![
+                Value::Text("a.b c:d".into()),
+                Value::Int(1),
+                Value::Text("one".into()),
+            ],
+            vec![Value::Text("".into()), Value::Int(2), Value::Null],
+        ];
+        let mut batch = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            batch.push(change(
+                &t,
+                Op::Insert,
+                0x100,
+                i as u32,
+                None,
+                Some(row.clone()),
+            ));
+            let mut routed_record = change(
+                &t,
+                Op::Insert,
+                0x100,
+                10 + i as u32,
+                None,
+                Some(row.clone()),
+            );
+            routed_record.topic = Some(routed.to_owned());
+            batch.push(routed_record);
+        }
+        sink.write(&batch).await.unwrap();
+
+        let mut readback = open(&config).await;
+        let mut reads: Vec<SinkRecord> = rows.iter().map(|r| read(&t, r.clone())).collect();
+        for row in &rows {
+            let mut r = read(&t, row.clone());
+            r.topic = Some(routed.to_owned());
+            reads.push(r);
+        }
+        assert_eq!(readback.compare(&reads).await.unwrap(), vec![Held::Same; 4]);
+
+        let key = |tenant: &str, id: i64| Some(vec![tenant.to_owned(), id.to_string()]);
+        let (held, _) = all_keys(&mut *readback, &t, None, 1).await;
+        assert_eq!(
+            held,
+            [
+                HeldKey {
+                    name: "public.tenanted.=3A2".into(),
+                    key: key("", 2),
+                },
+                HeldKey {
+                    name: "public.tenanted.a=2Eb=20c=5C=3Ad=3A1".into(),
+                    key: key("a.b c:d", 1),
+                },
+            ]
+        );
+        let (held, _) = all_keys(&mut *readback, &t, Some(routed), 1).await;
+        assert_eq!(
+            held,
+            [
+                HeldKey {
+                    name: "cache.tenanted.1.a=2Eb=20c=3Ad".into(),
+                    key: key("a.b c:d", 1),
+                },
+                HeldKey {
+                    name: "cache.tenanted.2.=00".into(),
+                    key: key("", 2),
+                },
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_is_refused_in_jetstream_mode() {
+        let mut config = NatsSinkConfig::new("nats://127.0.0.1:1", NatsMode::Jetstream);
+        config.stream = Some("WEIR".into());
+        let Err(reason) = config.readback("nats") else {
+            panic!("jetstream mode has no rows to read back");
+        };
+        assert!(reason.contains("stream"), "{reason}");
+    }
 }

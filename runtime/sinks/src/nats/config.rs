@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use weir_codec::TemplateUse;
-use weir_core::{Capabilities, Sink, SinkError};
+use weir_core::{Capabilities, Readback, Sink, SinkError};
 
 use crate::Encoding;
-use crate::registry::SinkSpec;
+use crate::registry::{OpenReadback, SinkSpec};
 
 use super::names::{KeyTemplate, check_store_name, check_subject_template, stream_subjects};
 
@@ -384,6 +384,20 @@ impl SinkSpec for NatsSinkConfig {
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         })
+    }
+
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        match self.mode {
+            NatsMode::Kv => Ok(Box::pin(async move {
+                super::readback::NatsReadback::open(name, self)
+                    .await
+                    .map(|r| Box::new(r) as Box<dyn Readback>)
+            })),
+            NatsMode::Jetstream => Err("in jetstream mode it appends every record to a \
+                 stream, a log rather than rows, so there is no state to compare with the \
+                 source's"
+                .to_owned()),
+        }
     }
 
     fn as_any(&self) -> &dyn Any {

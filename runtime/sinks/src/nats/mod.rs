@@ -68,6 +68,33 @@
 //! write per key of the table. Logical messages are ignored (counted as
 //! delivered). Raw records are refused.
 //!
+//! # Verify
+//!
+//! `weir verify` reads kv mode back (a [`Readback`](weir_core::Readback)),
+//! over a connection of its own opened as the sink's is, except that it
+//! never creates the bucket.
+//!
+//! * Each record's key, made by the same template and escapes as the
+//!   write's, has its latest entry read (64 reads in flight); a delete or
+//!   purge marker is no row. Compared: the entry's JSON object member by
+//!   member as JSON values, against the row the sink would write: member
+//!   order, spacing and number spelling do not matter, integers are
+//!   compared exactly (an `int8` past 2^53 is not rounded), other numbers
+//!   as doubles. A member that is no column of the table is a difference;
+//!   a value that is no JSON object differs as a whole (column `(value)`).
+//!   Not compared: the `Weir-Position` header and the entry's revision.
+//! * Keys: the headers-only listing a truncate uses (the table's subjects,
+//!   or the whole bucket filtered when the template's text before `{key}`
+//!   does not end with `.`), leaving out delete markers. With one entry
+//!   per key (buckets the sink creates, and the KV default) every entry
+//!   is a key's latest, so a page starts at the stream sequence after the
+//!   previous page's last (the cursor) and each key's headers are read
+//!   once. A bucket with more history lists each key's latest entry from
+//!   the start for every page, skipping those at or before the cursor: its
+//!   cost grows with the square of the number of pages. Each key is
+//!   unescaped and split back into the key columns' texts; one that reads
+//!   back as no key of the table, or as several, is listed without one.
+//!
 //! | Postgres | KV value (JSON) |
 //! |---|---|
 //! | `bool` | `true` / `false` |
@@ -83,6 +110,7 @@
 
 mod config;
 mod names;
+mod readback;
 mod row;
 mod sink;
 

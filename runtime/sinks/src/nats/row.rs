@@ -96,6 +96,11 @@ impl Row {
         }
     }
 
+    /// The columns and their JSON texts, in order.
+    pub(crate) fn columns(&self) -> &[(String, Box<RawValue>)] {
+        &self.0
+    }
+
     fn get(&self, name: &str) -> Option<&RawValue> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
     }

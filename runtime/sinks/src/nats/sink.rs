@@ -32,7 +32,7 @@ pub const POSITION_HEADER: &str = "Weir-Position";
 const WINDOW: usize = 1024;
 
 /// KV reads in flight at once.
-const READS: usize = 64;
+pub(super) const READS: usize = 64;
 
 /// Most router-chosen templates remembered; past that they are parsed again.
 const MAX_ROUTED: usize = 10_000;
@@ -614,22 +614,39 @@ fn stream_message(
 
 /// A KV entry as read from the bucket.
 #[derive(Clone, Debug, Default)]
-struct Stored {
+pub(super) struct Stored {
     /// The entry's revision (stream sequence); 0 when the key never existed.
-    revision: u64,
-    state: State,
+    pub(super) revision: u64,
+    pub(super) state: State,
     /// The bytes stored, to skip writing the same again.
-    payload: Bytes,
+    pub(super) payload: Bytes,
+    /// Whether the entry is a delete or purge marker.
+    pub(super) deleted: bool,
 }
 
 /// A key's state: what is there, at which position.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct State {
+pub(super) struct State {
     /// `None` when the key never had a position (absent, or written by
     /// something other than Weir): any write wins.
-    position: Option<Position>,
-    /// The row; `None` when absent or deleted.
-    row: Option<Row>,
+    pub(super) position: Option<Position>,
+    /// The row; `None` when absent or deleted (or not a JSON object).
+    pub(super) row: Option<Row>,
+}
+
+/// One entry of a listing ([`NatsSink::listing`]), from its headers.
+pub(super) struct Listed {
+    /// The key, `None` when it does not start with the listing's prefix
+    /// (a listing of the whole bucket).
+    pub(super) key: Option<String>,
+    /// The entry's revision (stream sequence).
+    pub(super) revision: u64,
+    /// The position in its `Weir-Position` header.
+    pub(super) position: Option<Position>,
+    /// Whether it is a delete or purge marker.
+    pub(super) deleted: bool,
+    /// How many entries the listing has left after this one.
+    pub(super) pending: u64,
 }
 
 /// One thing a batch does to the bucket, in batch order.
@@ -703,7 +720,8 @@ impl NatsSink {
         }
     }
 
-    async fn read(&self, key: &str) -> Result<Stored, SinkError> {
+    /// The latest entry of `key`.
+    pub(super) async fn read(&self, key: &str) -> Result<Stored, SinkError> {
         let store = &self.kv().store;
         let subject = format!("{}{key}", store.prefix);
         match store.stream.get_last_raw_message_by_subject(&subject).await {
@@ -712,10 +730,7 @@ impl NatsSink {
                     .headers
                     .get(POSITION_HEADER)
                     .and_then(|v| Position::from_hex(v.as_str()));
-                let deleted = message
-                    .headers
-                    .get("KV-Operation")
-                    .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE");
+                let deleted = is_marker(&message.headers);
                 let row = if deleted {
                     None
                 } else {
@@ -725,6 +740,7 @@ impl NatsSink {
                     revision: message.sequence,
                     state: State { position, row },
                     payload: message.payload,
+                    deleted,
                 })
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Stored::default()),
@@ -922,55 +938,32 @@ impl NatsSink {
     /// delete marker at `position` that older writes respect.
     async fn truncate(&mut self, prefix: &str, position: Position) -> Result<(), SinkError> {
         let store = &self.kv().store;
-        let filter = if prefix.ends_with('.') {
-            format!("{}{prefix}>", store.prefix)
-        } else {
-            format!("{}>", store.prefix)
-        };
         let failed = |e: String| {
             SinkError::Transient(format!(
                 "listing the keys {prefix}… of KV bucket {} for a truncate: {e}",
                 store.name
             ))
         };
-        let consumer = store
-            .stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: self.js.client().new_inbox(),
-                filter_subject: filter,
-                headers_only: true,
-                replay_policy: ReplayPolicy::Instant,
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(e.to_string()))?;
         let mut doomed = Vec::new();
-        if consumer.cached_info().num_pending > 0 {
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+        let listing = self
+            .listing(prefix, DeliverPolicy::LastPerSubject)
+            .await
+            .map_err(failed)?;
+        if let Some(mut messages) = listing {
             loop {
-                let next = tokio::time::timeout(self.request_timeout(), messages.next())
+                let Some(listed) = self
+                    .next_listed(&mut messages, prefix)
                     .await
-                    .map_err(|_| failed("timed out".to_owned()))?;
-                let Some(message) = next else { break };
-                let message = message.map_err(|e| failed(e.to_string()))?;
-                let info = message.info().map_err(|e| failed(e.to_string()))?;
-                let (revision, pending) = (info.stream_sequence, info.pending);
-                if let Some(key) = message.subject.strip_prefix(store.prefix.as_str())
-                    && key.starts_with(prefix)
+                    .map_err(failed)?
+                else {
+                    break;
+                };
+                if let Some(key) = listed.key
+                    && listed.position < Some(position)
                 {
-                    let headers = message.headers.as_ref();
-                    let stored = headers
-                        .and_then(|h| h.get(POSITION_HEADER))
-                        .and_then(|v| Position::from_hex(v.as_str()));
-                    if stored < Some(position) {
-                        doomed.push((key.to_owned(), revision));
-                    }
+                    doomed.push((key, listed.revision));
                 }
-                if pending == 0 {
+                if listed.pending == 0 {
                     break;
                 }
             }
@@ -997,6 +990,124 @@ impl NatsSink {
     fn request_timeout(&self) -> std::time::Duration {
         self.request_timeout
     }
+
+    /// Opens an ordered, headers-only consumer of the entries of the keys
+    /// starting with `prefix` (only those subjects when it ends with `.`,
+    /// else every key of the bucket), delivering as `deliver` says
+    /// (`LastPerSubject`: each key's latest); `None` when it has nothing
+    /// to deliver.
+    pub(super) async fn listing(
+        &self,
+        prefix: &str,
+        deliver: DeliverPolicy,
+    ) -> Result<Option<push::Ordered>, String> {
+        let store = &self.kv().store;
+        let filter = if prefix.ends_with('.') {
+            format!("{}{prefix}>", store.prefix)
+        } else {
+            format!("{}>", store.prefix)
+        };
+        let consumer = store
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.js.client().new_inbox(),
+                filter_subject: filter,
+                headers_only: true,
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: deliver,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(None);
+        }
+        consumer
+            .messages()
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next entry of a [`NatsSink::listing`] for `prefix`; `None`
+    /// when the consumer ended.
+    pub(super) async fn next_listed(
+        &self,
+        messages: &mut push::Ordered,
+        prefix: &str,
+    ) -> Result<Option<Listed>, String> {
+        let store = &self.kv().store;
+        let next = tokio::time::timeout(self.request_timeout(), messages.next())
+            .await
+            .map_err(|_| "timed out".to_owned())?;
+        let Some(message) = next else {
+            return Ok(None);
+        };
+        let message = message.map_err(|e| e.to_string())?;
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (revision, pending) = (info.stream_sequence, info.pending);
+        let key = message
+            .subject
+            .strip_prefix(store.prefix.as_str())
+            .filter(|key| key.starts_with(prefix))
+            .map(str::to_owned);
+        let headers = message.headers.as_ref();
+        let position = headers
+            .and_then(|h| h.get(POSITION_HEADER))
+            .and_then(|v| Position::from_hex(v.as_str()));
+        let deleted = headers.is_some_and(is_marker);
+        Ok(Some(Listed {
+            key,
+            revision,
+            position,
+            deleted,
+            pending,
+        }))
+    }
+
+    /// The bucket's history: how many entries per key it keeps.
+    pub(super) fn history(&self) -> i64 {
+        self.kv()
+            .store
+            .stream
+            .cached_info()
+            .config
+            .max_messages_per_subject
+    }
+
+    /// The bucket's name, for messages.
+    pub(super) fn bucket(&self) -> &str {
+        &self.kv().store.name
+    }
+
+    /// The server's address, for messages.
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The key template for records routed with `topic` (the sink's own
+    /// for `None`).
+    pub(super) fn key_template(&mut self, topic: Option<&str>) -> Result<&KeyTemplate, String> {
+        match &mut self.target {
+            Target::Kv(kv) => KvTarget::template(&kv.key, &mut kv.routed, topic),
+            Target::Stream(_) => Err("the sink is not in kv mode".to_owned()),
+        }
+    }
+
+    /// The encoder rows are made with ([`Row::from_event`]).
+    pub(super) fn row_encoder(&mut self) -> &mut JsonEncoder {
+        &mut self.encoder
+    }
+}
+
+/// Whether an entry's headers make it a marker rather than a value: a KV
+/// delete or purge, or a marker the server left (a key's `max_age`, on
+/// servers that have them).
+fn is_marker(headers: &HeaderMap) -> bool {
+    headers
+        .get("KV-Operation")
+        .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE")
+        || headers.get("Nats-Marker-Reason").is_some()
 }
 
 fn classify_kv(error: &PublishError) -> Outcome {
@@ -1023,6 +1134,28 @@ impl From<String> for KvRefusal {
 }
 
 impl KvTarget {
+    /// The key template for records routed with `topic`; the error says
+    /// why a route's does not parse.
+    // An associated function, so that `owners` stays free to borrow.
+    fn template<'a>(
+        key: &'a KeyTemplate,
+        routed: &'a mut HashMap<String, KeyTemplate>,
+        topic: Option<&str>,
+    ) -> Result<&'a KeyTemplate, String> {
+        let Some(topic) = topic else {
+            return Ok(key);
+        };
+        if !routed.contains_key(topic) {
+            if routed.len() >= MAX_ROUTED {
+                routed.clear();
+            }
+            let parsed = KeyTemplate::parse(topic)
+                .map_err(|e| format!("the router's key template {topic:?} {e}"))?;
+            routed.insert(topic.to_owned(), parsed);
+        }
+        Ok(&routed[topic])
+    }
+
     /// Adds what `record` does to the bucket to `actions`; an error is why
     /// the record cannot be applied.
     fn actions<'a>(
@@ -1039,20 +1172,7 @@ impl KvTarget {
                     .into());
             }
         };
-        let template = match &record.topic {
-            Some(routed) => {
-                if !self.routed.contains_key(routed) {
-                    if self.routed.len() >= MAX_ROUTED {
-                        self.routed.clear();
-                    }
-                    let parsed = KeyTemplate::parse(routed)
-                        .map_err(|e| format!("the router's key template {routed:?} {e}"))?;
-                    self.routed.insert(routed.clone(), parsed);
-                }
-                &self.routed[routed]
-            }
-            None => &self.key,
-        };
+        let template = KvTarget::template(&self.key, &mut self.routed, record.topic.as_deref())?;
         if let Some(source) = &event.table
             && event.op != Op::Message
         {
