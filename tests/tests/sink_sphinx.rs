@@ -578,3 +578,609 @@ async fn every_type_reaches_its_closest_attribute_type() {
     assert_eq!(nulls, all);
     assert_eq!(rows[0].last().unwrap().as_deref(), Some(""));
 }
+
+// `weir verify`'s readback, against the same private searchd.
+
+mod readback {
+    use std::sync::Arc;
+
+    use weir_core::{ColumnDiff, Held, HeldKey, Op, Readback, SinkRecord, TableSchema, Value};
+    use weir_sinks::SinkSpec as _;
+    use weir_sinks::sphinx::{AttributeType, SphinxSinkConfig};
+    use weir_tests::records;
+    use weir_tests::services::sphinx::{RtIndex, Searchd};
+
+    /// `name` is a field and a string attribute, `body` only a field.
+    fn rb_indexes() -> [RtIndex; 2] {
+        [
+            RtIndex::new("public_rb")
+                .field("name")
+                .field("body")
+                .attr("string", "name")
+                .attr("bigint", "qty")
+                .attr("float", "price")
+                .attr("json", "meta")
+                .attr("string", "weir_nulls"),
+            RtIndex::state_of("public_rb"),
+        ]
+    }
+
+    fn rb_config(addr: &str) -> SphinxSinkConfig {
+        let mut config = SphinxSinkConfig::new(addr);
+        config.fields = vec!["name".into(), "body".into()];
+        config.attributes = [
+            ("name", AttributeType::String),
+            ("qty", AttributeType::Bigint),
+            ("price", AttributeType::Float),
+            ("meta", AttributeType::Json),
+        ]
+        .into_iter()
+        .map(|(c, t)| (c.to_owned(), t))
+        .collect();
+        config.nulls_attribute = Some("weir_nulls".into());
+        config
+    }
+
+    fn rb_table() -> Arc<TableSchema> {
+        records::table(
+            "public",
+            "rb",
+            &[
+                ("id", "int8", true),
+                ("name", "text", false),
+                ("body", "text", false),
+                ("qty", "int4", false),
+                ("price", "float8", false),
+                ("meta", "jsonb", false),
+            ],
+        )
+    }
+
+    fn text(s: Option<&str>) -> Value {
+        s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+    }
+
+    fn rb_row(
+        id: i64,
+        name: &str,
+        body: Option<&str>,
+        qty: i64,
+        price: f64,
+        meta: &str,
+    ) -> Vec<Value> {
+        vec![
+            Value::Int(id),
+            Value::Text(name.into()),
+            text(body),
+            Value::Int(qty),
+            Value::Float(price),
+            if meta.is_empty() {
+                Value::Null
+            } else {
+                Value::Json(meta.into())
+            },
+        ]
+    }
+
+    /// The first rows of `public_rb`, as written through the sink.
+    fn rb_rows() -> Vec<Vec<Value>> {
+        vec![
+            rb_row(
+                1,
+                "one",
+                Some("first body"),
+                1,
+                1.1,
+                r#"{"b": [1, 2.5, "x\"y\\z"], "a": {"c": null}}"#,
+            ),
+            rb_row(2, "two", None, 2, 2.0, ""),
+            rb_row(3, "three", Some("third"), 3, 0.3, r#""a scalar""#),
+            rb_row(4, "four", Some("fourth"), 4, -4.25, "[1, 2]"),
+        ]
+    }
+
+    fn insert(table: &Arc<TableSchema>, lsn: u64, row: Vec<Value>) -> SinkRecord {
+        records::change(table, Op::Insert, lsn, 0, None, Some(row))
+    }
+
+    fn read(table: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
+        records::change(table, Op::Read, 1_000_000, 0, None, Some(row))
+    }
+
+    /// A `delete` record for the key `key` (the key columns first).
+    fn delete(table: &Arc<TableSchema>, key: Vec<Value>) -> SinkRecord {
+        let mut before = key;
+        before.resize(table.columns.len(), Value::Null);
+        records::change(table, Op::Delete, 1_000_000, 0, Some(before), None)
+    }
+
+    async fn write(config: &SphinxSinkConfig, records: &[SinkRecord]) {
+        let mut sink = config.build("search").await.expect("open the sink");
+        sink.write(records).await.expect("write");
+        sink.close().await.unwrap();
+    }
+
+    async fn open(config: &SphinxSinkConfig) -> Box<dyn Readback> {
+        config
+            .readback("search")
+            .expect("sphinx has a readback")
+            .await
+            .expect("open the readback")
+    }
+
+    async fn sql(searchd: &Searchd, sql: &str) -> Vec<Vec<Option<String>>> {
+        searchd
+            .query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Every key `keys` lists for `table`, `limit` a page, and the number
+    /// of pages.
+    async fn all_keys(
+        readback: &mut Box<dyn Readback>,
+        table: &TableSchema,
+        limit: usize,
+    ) -> (Vec<HeldKey>, usize) {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = readback
+                .keys(table, None, cursor, limit)
+                .await
+                .expect("a page of keys");
+            assert!(page.keys.len() <= limit, "{page:?}");
+            pages += 1;
+            keys.extend(page.keys);
+            cursor = page.cursor;
+            if cursor.is_none() {
+                return (keys, pages);
+            }
+            assert!(pages < 100, "the pages never end: {keys:?}");
+        }
+    }
+
+    fn diff(column: &str, source: &str, sink: &str) -> ColumnDiff {
+        ColumnDiff {
+            column: column.into(),
+            source: source.into(),
+            sink: sink.into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_compares_rows_and_sees_changes_behind_the_sinks_back() {
+        let searchd = Searchd::start(&rb_indexes(), 8 << 20);
+        let config = rb_config(&searchd.addr);
+        let table = rb_table();
+        let rows = rb_rows();
+        let inserts: Vec<SinkRecord> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
+            .collect();
+        write(&config, &inserts).await;
+        let mut readback = open(&config).await;
+        assert!(readback.compares().contains("weir_doc"));
+
+        let mut records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
+        records.push(delete(&table, vec![Value::Int(9)]));
+        records.push(delete(&table, vec![Value::Int(4)]));
+        let held = readback.compare(&records).await.unwrap();
+        assert_eq!(
+            held,
+            [
+                Held::Same,
+                Held::Same,
+                Held::Same,
+                Held::Same,
+                Held::Same,
+                Held::Extra
+            ]
+        );
+
+        // Behind the sink's back: a document removed from the main index
+        // (its state document stays), an attribute updated, a document
+        // rewritten with another name.
+        sql(&searchd, "DELETE FROM public_rb WHERE id = 2").await;
+        sql(&searchd, "UPDATE public_rb SET qty = 99 WHERE id = 1").await;
+        sql(
+            &searchd,
+            "REPLACE INTO public_rb (id, name, body, qty, price, meta, weir_nulls) \
+             VALUES (3, 'changed', 'third', 3, 0.3, '', '')",
+        )
+        .await;
+        let state = sql(
+            &searchd,
+            "SELECT weir_deleted FROM public_rb_weir WHERE id = 2",
+        )
+        .await;
+        assert_eq!(
+            state,
+            [[Some("0".to_owned())]],
+            "the state index still has it"
+        );
+        // And a change the sink never got: row 4's body and row 1's price.
+        let mut row4 = rows[3].clone();
+        row4[2] = text(Some("a new body"));
+        let mut row1 = rows[0].clone();
+        row1[4] = Value::Float(1.25);
+
+        let records = [
+            read(&table, row1),
+            read(&table, rows[1].clone()),
+            read(&table, rows[2].clone()),
+            read(&table, row4),
+            delete(&table, vec![Value::Int(2)]),
+        ];
+        let held = readback.compare(&records).await.unwrap();
+        assert_eq!(
+            held,
+            [
+                // In the sink's column order: fields, then attributes by name.
+                Held::Differs(vec![
+                    diff("price", "1.250000", "1.100000"),
+                    diff("qty", "1", "99"),
+                ]),
+                Held::Missing,
+                Held::Differs(vec![diff("name", "three", "changed")]),
+                Held::Differs(vec![diff("body (weir_doc)", "a new body", "fourth")]),
+                Held::Same,
+            ]
+        );
+
+        // A source value the sink cannot write (it would dead-letter the row).
+        let mut nan = rows[3].clone();
+        nan[4] = Value::Float(f64::NAN);
+        let held = readback.compare(&[read(&table, nan)]).await.unwrap();
+        let Held::Differs(diffs) = &held[0] else {
+            panic!("{held:?}");
+        };
+        assert_eq!(diffs.len(), 1, "{diffs:?}");
+        assert_eq!(diffs[0].column, "price");
+        assert!(
+            diffs[0]
+                .source
+                .starts_with("(cannot be written: column price"),
+            "{diffs:?}"
+        );
+        assert_eq!(diffs[0].sink, "-4.250000");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_keys_page_through_every_held_key() {
+        let searchd = Searchd::start(&rb_indexes(), 8 << 20);
+        let config = rb_config(&searchd.addr);
+        let table = rb_table();
+        // A truncate first, for the state index's watermark document.
+        let mut records = vec![records::change(&table, Op::Truncate, 50, 0, None, None)];
+        for id in 1..=7 {
+            records.push(insert(
+                &table,
+                100 + id as u64 * 8,
+                rb_row(id, &format!("row {id}"), Some("b"), id, 1.0, ""),
+            ));
+        }
+        write(&config, &records).await;
+        // A tombstone, and a negative key (a hashed id).
+        write(
+            &config,
+            &[
+                records::change(
+                    &table,
+                    Op::Delete,
+                    400,
+                    0,
+                    Some(rb_row(3, "row 3", Some("b"), 3, 1.0, "")),
+                    None,
+                ),
+                insert(&table, 408, rb_row(-5, "minus five", None, 0, 0.0, "")),
+            ],
+        )
+        .await;
+        // Behind the sink's back: a document under an integer id, and one
+        // under an id no integer key makes.
+        sql(
+            &searchd,
+            "REPLACE INTO public_rb (id, name, qty) VALUES (100, 'stray', 5), \
+             (18446744073709551000, 'stray too', 6)",
+        )
+        .await;
+        let mut readback = open(&config).await;
+        let (keys, pages) = all_keys(&mut readback, &table, 3).await;
+        assert!(pages >= 3, "{pages} pages: {keys:?}");
+        let mut got: Vec<(String, Option<Vec<String>>)> =
+            keys.into_iter().map(|k| (k.name, k.key)).collect();
+        got.sort();
+        let hashed = sql(&searchd, "SELECT id FROM public_rb WHERE qty = 0").await;
+        let hashed = hashed[0][0].clone().unwrap();
+        let mut want: Vec<(String, Option<Vec<String>>)> = [1, 2, 4, 5, 6, 7, 100]
+            .into_iter()
+            .map(|id: i64| (format!("public_rb id={id}"), Some(vec![id.to_string()])))
+            .collect();
+        want.push((
+            format!("public_rb id={hashed}"),
+            Some(vec!["-5".to_owned()]),
+        ));
+        want.push(("public_rb id=18446744073709551000".to_owned(), None));
+        want.sort();
+        assert_eq!(got, want);
+
+        // One page for all, and a page size of one.
+        let (one_page, pages) = all_keys(&mut readback, &table, 1000).await;
+        assert_eq!((one_page.len(), pages), (9, 1));
+        let (single, _) = all_keys(&mut readback, &table, 1).await;
+        assert_eq!(single.len(), 9);
+    }
+
+    fn rk_indexes() -> [RtIndex; 2] {
+        [
+            RtIndex::new("public_rk")
+                .field("note")
+                .attr("string", "note")
+                .attr("bigint", "qty"),
+            RtIndex::state_of("public_rk"),
+        ]
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_two_column_keys_map_back_through_the_state_index() {
+        let searchd = Searchd::start(&rk_indexes(), 8 << 20);
+        let mut config = SphinxSinkConfig::new(&searchd.addr);
+        config.fields = vec!["note".into()];
+        config.attributes = [
+            ("note".to_owned(), AttributeType::String),
+            ("qty".to_owned(), AttributeType::Bigint),
+        ]
+        .into_iter()
+        .collect();
+        let table = records::table(
+            "public",
+            "rk",
+            &[
+                ("region", "text", true),
+                ("n", "int8", true),
+                ("note", "text", false),
+                ("qty", "int4", false),
+            ],
+        );
+        let row = |region: &str, n: i64, note: &str, qty: i64| {
+            vec![
+                Value::Text(region.into()),
+                Value::Int(n),
+                Value::Text(note.into()),
+                Value::Int(qty),
+            ]
+        };
+        let rows = [
+            row("eu:west", 1, "colon", 1),
+            row(r"back\slash", -2, "it's \"quoted\"", 2),
+            row("plain", 3, "plain", 3),
+        ];
+        let inserts: Vec<SinkRecord> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
+            .collect();
+        write(&config, &inserts).await;
+        let mut readback = open(&config).await;
+
+        let mut records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
+        records.push(delete(
+            &table,
+            vec![Value::Text("plain".into()), Value::Int(3)],
+        ));
+        records.push(delete(
+            &table,
+            vec![Value::Text("plain".into()), Value::Int(4)],
+        ));
+        let held = readback.compare(&records).await.unwrap();
+        assert_eq!(
+            held,
+            [Held::Same, Held::Same, Held::Same, Held::Extra, Held::Same]
+        );
+
+        let (keys, pages) = all_keys(&mut readback, &table, 2).await;
+        assert_eq!(pages, 2, "{keys:?}");
+        let mut got: Vec<Option<Vec<String>>> = keys.iter().map(|k| k.key.clone()).collect();
+        got.sort();
+        let key = |r: &str, n: &str| Some(vec![r.to_owned(), n.to_owned()]);
+        assert_eq!(
+            got,
+            [
+                key(r"back\slash", "-2"),
+                key("eu:west", "1"),
+                key("plain", "3")
+            ]
+        );
+
+        // Behind the sink's back: one document removed, one changed, one
+        // stray document whose id no key of the state index has.
+        let state = sql(
+            &searchd,
+            "SELECT id, weir_key FROM public_rk_weir LIMIT 100",
+        )
+        .await;
+        let id_of = |key: &str| {
+            state
+                .iter()
+                .find(|r| r[1].as_deref() == Some(key))
+                .and_then(|r| r[0].clone())
+                .unwrap_or_else(|| panic!("no state document for {key}: {state:?}"))
+        };
+        sql(
+            &searchd,
+            &format!("DELETE FROM public_rk WHERE id = {}", id_of("plain:3")),
+        )
+        .await;
+        sql(
+            &searchd,
+            &format!(
+                "UPDATE public_rk SET qty = 7 WHERE id = {}",
+                id_of(r"eu\:west:1")
+            ),
+        )
+        .await;
+        sql(
+            &searchd,
+            "REPLACE INTO public_rk (id, note, qty) VALUES (12345, 'stray', 0)",
+        )
+        .await;
+        let held = readback.compare(&records).await.unwrap();
+        assert_eq!(
+            held,
+            [
+                Held::Differs(vec![diff("qty", "1", "7")]),
+                Held::Same,
+                Held::Missing,
+                Held::Same,
+                Held::Same
+            ]
+        );
+        let (keys, _) = all_keys(&mut readback, &table, 2).await;
+        let mut got: Vec<(String, Option<Vec<String>>)> =
+            keys.into_iter().map(|k| (k.name, k.key)).collect();
+        got.sort();
+        assert!(
+            got.contains(&("public_rk id=12345".to_owned(), None)),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    /// Every attribute type, written through the sink and read back, is
+    /// what the sink would write: no difference from searchd's printing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_every_attribute_type_compares_same() {
+        let columns: &[(&str, &str, AttributeType)] = &[
+            ("b", "bool", AttributeType::Bool),
+            ("u", "int8", AttributeType::Uint),
+            ("i", "int8", AttributeType::Bigint),
+            ("f", "float8", AttributeType::Float),
+            ("nf", "numeric", AttributeType::Float),
+            ("n", "numeric", AttributeType::String),
+            ("ts", "timestamptz", AttributeType::Timestamp),
+            ("d", "date", AttributeType::Timestamp),
+            ("tx", "text", AttributeType::String),
+            ("by", "bytea", AttributeType::String),
+            ("uu", "uuid", AttributeType::String),
+            ("j", "jsonb", AttributeType::Json),
+        ];
+        let mut index = RtIndex::new("public_ty").field("tx");
+        for (name, _, ty) in columns {
+            index = index.attr(ty_name(*ty), name);
+        }
+        let index = index.attr("string", "weir_nulls");
+        let searchd = Searchd::start(&[index, RtIndex::state_of("public_ty")], 8 << 20);
+        let mut config = SphinxSinkConfig::new(&searchd.addr);
+        config.fields = vec!["tx".into()];
+        config.attributes = columns
+            .iter()
+            .map(|(c, _, ty)| ((*c).to_owned(), *ty))
+            .collect();
+        config.nulls_attribute = Some("weir_nulls".into());
+        let mut spec = vec![("id", "int8", true)];
+        spec.extend(columns.iter().map(|(c, t, _)| (*c, *t, false)));
+        let table = records::table("public", "ty", &spec);
+        let full = vec![
+            Value::Int(1),
+            Value::Bool(true),
+            Value::Int(4_294_967_295),
+            Value::Int(i64::MIN),
+            Value::Float(3.0e38),
+            Value::Numeric("12.345678".into()),
+            Value::Numeric("-12345678901234567890.123456789".into()),
+            Value::TimestampTz(1_709_205_255_123_000),
+            Value::Date(19_782),
+            Value::Text("héllo 'quoted' \\ \"double\"\n\ttab".into()),
+            Value::Bytes(vec![0, 0xff, 0x10]),
+            Value::Uuid([0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11]),
+            Value::Json(
+                r#"{"a": [1, 2.5, "x", true, null, -0.0000001], "é": {"c": "q\"\\\n\u00e9"}, "big": 9007199254740993}"#
+                    .into(),
+            ),
+        ];
+        let mut nulls = vec![Value::Int(2)];
+        nulls.resize(full.len(), Value::Null);
+        let edges = vec![
+            Value::Int(3),
+            Value::Bool(false),
+            Value::Int(0),
+            Value::Int(-1),
+            Value::Float(1.0e-7),
+            Value::Numeric("0.1".into()),
+            Value::Numeric("0".into()),
+            Value::TimestampTz(0),
+            Value::Date(0),
+            Value::Text(String::new()),
+            Value::Bytes(Vec::new()),
+            Value::Null,
+            Value::Json("[]".into()),
+        ];
+        let rows = [full, nulls, edges];
+        let inserts: Vec<SinkRecord> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
+            .collect();
+        write(&config, &inserts).await;
+        let mut readback = open(&config).await;
+        let records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
+        let held = readback.compare(&records).await.unwrap();
+        assert_eq!(held, [Held::Same, Held::Same, Held::Same]);
+
+        // Every attribute type tells a change apart.
+        sql(
+            &searchd,
+            "UPDATE public_ty SET b = 0, u = 7, i = 8, f = 2.5, ts = 9, d = 10 WHERE id = 1",
+        )
+        .await;
+        let held = readback.compare(&records[..1]).await.unwrap();
+        let Held::Differs(diffs) = &held[0] else {
+            panic!("{held:?}");
+        };
+        let named: Vec<&str> = diffs.iter().map(|d| d.column.as_str()).collect();
+        assert_eq!(named, ["b", "d", "f", "i", "ts", "u"], "{diffs:?}");
+    }
+
+    fn ty_name(ty: AttributeType) -> &'static str {
+        match ty {
+            AttributeType::Bool => "bool",
+            AttributeType::Uint => "uint",
+            AttributeType::Bigint => "bigint",
+            AttributeType::Float => "float",
+            AttributeType::Timestamp => "timestamp",
+            AttributeType::Json => "json",
+            AttributeType::String => "string",
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn readback_names_an_index_that_is_not_declared() {
+        let searchd = Searchd::start(&rb_indexes(), 8 << 20);
+        let mut config = rb_config(&searchd.addr);
+        config.index = "elsewhere_{table}".into();
+        let table = rb_table();
+        let mut readback = open(&config).await;
+        let err = readback
+            .compare(&[read(&table, rb_rows()[0].clone())])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, weir_core::SinkError::Config(m) if m.contains("elsewhere_rb")),
+            "{err:?}"
+        );
+        let err = readback.keys(&table, None, None, 10).await.unwrap_err();
+        assert!(
+            matches!(&err, weir_core::SinkError::Config(m) if m.contains("elsewhere_rb")),
+            "{err:?}"
+        );
+        // A route's topic picks the index, as for writes.
+        let page = readback
+            .keys(&table, Some("public_rb"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page, weir_core::KeyPage::default());
+    }
+}

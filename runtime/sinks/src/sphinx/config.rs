@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use weir_codec::{NameTemplate, TemplateUse};
-use weir_core::{Capabilities, Sink, SinkError};
+use weir_core::{Capabilities, Readback, Sink, SinkError};
 
-use crate::registry::SinkSpec;
+use crate::registry::{OpenReadback, SinkSpec};
 
 /// Settings of a `sphinx` sink (Sphinx 2.2 or Manticore Search real-time
 /// indexes, written over SphinxQL).
@@ -337,6 +337,14 @@ impl SinkSpec for SphinxSinkConfig {
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         })
+    }
+
+    fn readback<'a>(&'a self, name: &'a str) -> Result<OpenReadback<'a>, String> {
+        Ok(Box::pin(async move {
+            super::readback::SphinxReadback::connect(name, self.clone())
+                .await
+                .map(|r| Box::new(r) as Box<dyn Readback>)
+        }))
     }
 
     fn as_any(&self) -> &dyn Any {

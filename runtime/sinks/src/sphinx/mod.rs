@@ -88,9 +88,48 @@
 //! lists the NULL columns. A value that does not fit its attribute type is
 //! refused (dead-lettered) with the column's name, as is a document larger
 //! than `max_statement_bytes`.
+//!
+//! # Verify
+//!
+//! `weir verify` reads the main index, which is what searches see: for
+//! each source row, the document under the row's id (`SELECT id, …
+//! WHERE id IN (…)`, a thousand ids a query) in the index the sink would
+//! write it to, through the sink's own index names, ids and encoding.
+//!
+//! - A document absent from the main index is missing, even if the state
+//!   index still has its version (it was removed behind Weir's back); one
+//!   present for a row the source no longer has is extra, even if the
+//!   state index holds its tombstone.
+//! - Each attribute is compared with what the sink would write for the
+//!   row, as searchd shows it: floats as the 32-bit float written, at
+//!   the six decimals searchd prints (so values that differ only below
+//!   that, or below a 32-bit float's precision, compare equal); JSON
+//!   structurally, numbers to six decimals, objects and arrays only (a
+//!   scalar is NULL in Sphinx); a JSON document searchd cannot print back
+//!   (numbers near 1e300 overflow its buffer) is not compared. The nulls
+//!   attribute is compared as a set of names.
+//! - Full-text fields are not stored by Sphinx 2.2, so no field can be
+//!   read back from the main index. A column that is only a field is
+//!   compared with the copy Weir last wrote into the state index
+//!   (`weir_doc`, reported as `COLUMN (weir_doc)`): that catches a change
+//!   Weir never applied (a lost write, a dead-lettered update), not a
+//!   document rewritten by hand in the main index. Declare a column as a
+//!   field and a string attribute to have its text compared for real.
+//! - A hashed id whose state document names another key is that key's
+//!   document (the sink refuses the second key of a collision), so the
+//!   row's own document is missing.
+//!
+//! Listing a table's keys pages the main index by id (`WHERE id > cursor
+//! ORDER BY id LIMIT n`, at most 10000 a page), so each page costs searchd
+//! a scan of the index's ids; the key of each id is the state index's
+//! `weir_key`, or, for a document Weir did not write, the id itself when
+//! the table's key is one integer column (else the key is unknown). An
+//! index template with `{op}` or `{key}` cannot be verified: a row's
+//! changes went to several indexes.
 
 mod config;
 mod encode;
+mod readback;
 mod sink;
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::encode::{Cell, DocId, WATERMARK_ID, cell, document_id, quote};
 
 /// Ids per `IN (…)` list: searchd returns at most `max_matches` rows per
 /// query, and this keeps each query well inside it.
-const IDS_PER_QUERY: usize = 1000;
+pub(super) const IDS_PER_QUERY: usize = 1000;
 
 /// Room left in a statement for its header (`REPLACE INTO … VALUES `).
 const HEADER_ROOM: usize = 1024;
@@ -59,7 +59,7 @@ struct IndexPlan {
 }
 
 /// What one record does.
-enum Action {
+pub(super) enum Action {
     Upsert {
         id: DocId,
         old: Option<DocId>,
@@ -71,12 +71,13 @@ enum Action {
     Truncate,
 }
 
-struct Step<'a> {
-    record: usize,
-    index: String,
-    pos: Position,
-    event: &'a ChangeEvent,
-    action: Action,
+/// One record's change, planned: the index it goes to and what it does.
+pub(super) struct Step<'a> {
+    pub(super) record: usize,
+    pub(super) index: String,
+    pub(super) pos: Position,
+    pub(super) event: &'a ChangeEvent,
+    pub(super) action: Action,
 }
 
 impl SphinxSink {
@@ -134,6 +135,16 @@ impl SphinxSink {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
+    /// The configured columns, in the order they are written.
+    pub(super) fn columns(&self) -> &[(String, Option<AttributeType>)] {
+        &self.columns
+    }
+
+    /// The sink's configuration.
+    pub(super) fn config(&self) -> &SphinxSinkConfig {
+        &self.config
+    }
+
     /// Runs one statement; a failed connection is dropped so the next
     /// write reconnects.
     async fn exec(&mut self, sql: &str) -> Result<(), StatementError> {
@@ -143,7 +154,7 @@ impl SphinxSink {
         self.settle(result)
     }
 
-    async fn select(&mut self, sql: &str) -> Result<Vec<Row>, StatementError> {
+    pub(super) async fn select(&mut self, sql: &str) -> Result<Vec<Row>, StatementError> {
         let timeout = self.config.timeout;
         let conn = self.connection().await.map_err(StatementError::Sink)?;
         let result = timed(timeout, conn.query::<Row, _>(sql)).await;
@@ -168,7 +179,7 @@ impl SphinxSink {
 
     /// Checks, once per connection, that `index` and its state index have
     /// the columns the sink writes.
-    async fn check_index(&mut self, index: &str) -> Result<(), SinkError> {
+    pub(super) async fn check_index(&mut self, index: &str) -> Result<(), SinkError> {
         if self.checked.contains(index) {
             return Ok(());
         }
@@ -219,12 +230,44 @@ impl SphinxSink {
         Ok(())
     }
 
-    fn state_index(&self, index: &str) -> String {
+    pub(super) fn state_index(&self, index: &str) -> String {
         format!("{index}{}", self.config.state_suffix)
     }
 
+    /// Writes the index name for `event` into `name`: from the route's
+    /// `topic`, else the sink's template.
+    pub(super) fn index_name(
+        &self,
+        topic: Option<&str>,
+        event: &ChangeEvent,
+        name: &mut String,
+    ) -> Result<(), String> {
+        let expanded = match topic {
+            Some(topic) => NameTemplate::parse(topic)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.expand_event(event, name).map_err(|e| e.to_string())),
+            None => self
+                .index
+                .expand_event(event, name)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = expanded {
+            return Err(format!("index name: {e}"));
+        }
+        if !super::config::is_plain_name(name) {
+            return Err(format!(
+                "index name {name:?} is not a Sphinx index name (letters, digits, '_')"
+            ));
+        }
+        Ok(())
+    }
+
     /// The steps of a batch; refused records go to `rejected`.
-    fn plan<'a>(&self, batch: &'a [SinkRecord], rejected: &mut Vec<Rejected>) -> Vec<Step<'a>> {
+    pub(super) fn plan<'a>(
+        &self,
+        batch: &'a [SinkRecord],
+        rejected: &mut Vec<Rejected>,
+    ) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
         let mut name = String::new();
         for (i, record) in batch.iter().enumerate() {
@@ -240,23 +283,8 @@ impl SphinxSink {
                 // Logical messages carry no row: nothing to index.
                 continue;
             }
-            let expanded = match &record.topic {
-                Some(topic) => NameTemplate::parse(topic)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| t.expand_event(event, &mut name).map_err(|e| e.to_string())),
-                None => self
-                    .index
-                    .expand_event(event, &mut name)
-                    .map_err(|e| e.to_string()),
-            };
-            if let Err(e) = expanded {
-                refuse(format!("index name: {e}"));
-                continue;
-            }
-            if !super::config::is_plain_name(&name) {
-                refuse(format!(
-                    "index name {name:?} is not a Sphinx index name (letters, digits, '_')"
-                ));
+            if let Err(reason) = self.index_name(record.topic.as_deref(), event, &mut name) {
+                refuse(reason);
                 continue;
             }
             let action = match event.op {
@@ -463,32 +491,47 @@ impl SphinxSink {
 
     /// The columns of the new row; an unchanged TOAST value keeps what
     /// the document held.
-    fn cells(
+    pub(super) fn cells(
         &self,
         event: &ChangeEvent,
         values: &[Value],
         current: Option<&BTreeMap<String, Cell>>,
     ) -> Result<BTreeMap<String, Cell>, String> {
-        let table = event.table.as_ref().expect("row changes have a table");
         let mut out = BTreeMap::new();
         for (column, ty) in &self.columns {
-            let value = table
-                .columns
-                .iter()
-                .zip(values)
-                .find(|(c, _)| &c.name == column)
-                .map(|(_, v)| v);
-            let cell = match value {
-                Some(Value::Unchanged) => current
-                    .and_then(|c| c.get(column))
-                    .cloned()
-                    .unwrap_or(Cell::Null),
-                Some(value) => cell(column, value, *ty)?,
-                None => Cell::Null,
-            };
-            out.insert(column.clone(), cell);
+            out.insert(
+                column.clone(),
+                self.cell_of(event, values, column, *ty, current)?,
+            );
         }
         Ok(out)
+    }
+
+    /// One column of [`cells`](Self::cells): a column the table does not
+    /// have is NULL.
+    pub(super) fn cell_of(
+        &self,
+        event: &ChangeEvent,
+        values: &[Value],
+        column: &str,
+        ty: Option<AttributeType>,
+        current: Option<&BTreeMap<String, Cell>>,
+    ) -> Result<Cell, String> {
+        let table = event.table.as_ref().expect("row changes have a table");
+        let value = table
+            .columns
+            .iter()
+            .zip(values)
+            .find(|(c, _)| c.name == column)
+            .map(|(_, v)| v);
+        Ok(match value {
+            Some(Value::Unchanged) => current
+                .and_then(|c| c.get(column))
+                .cloned()
+                .unwrap_or(Cell::Null),
+            Some(value) => cell(column, value, ty)?,
+            None => Cell::Null,
+        })
     }
 
     /// `(id, columns…[, nulls])` for the main index.
@@ -502,17 +545,23 @@ impl SphinxSink {
                 .write_sql(*ty, &mut out);
         }
         if self.config.nulls_attribute.is_some() {
-            let nulls: Vec<&str> = self
-                .columns
-                .iter()
-                .filter(|(c, _)| cells.get(c).is_none_or(Cell::is_null))
-                .map(|(c, _)| c.as_str())
-                .collect();
             out.push(',');
-            quote(&nulls.join(" "), &mut out);
+            quote(&self.nulls(cells), &mut out);
         }
         out.push(')');
         out
+    }
+
+    /// What the nulls attribute holds for `cells`: the NULL columns'
+    /// names, separated by spaces.
+    pub(super) fn nulls(&self, cells: &BTreeMap<String, Cell>) -> String {
+        let nulls: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|(c, _)| cells.get(c).is_none_or(Cell::is_null))
+            .map(|(c, _)| c.as_str())
+            .collect();
+        nulls.join(" ")
     }
 
     fn main_header(&self, index: &str) -> String {
@@ -768,12 +817,12 @@ fn write_position(pos: Position, out: &mut String) {
     out.push_str(&pos.seq.to_string());
 }
 
-fn join_ids(ids: &[u64]) -> String {
+pub(super) fn join_ids(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// A column of a text-protocol row as text (empty for NULL).
-fn column_text(row: &Row, i: usize) -> String {
+pub(super) fn column_text(row: &Row, i: usize) -> String {
     match row.as_ref(i) {
         Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(mysql_async::Value::Int(n)) => n.to_string(),
@@ -793,7 +842,7 @@ fn is_config_error(message: &str) -> bool {
         || m.contains("does not support insert")
 }
 
-enum StatementError {
+pub(super) enum StatementError {
     /// searchd answered with an error.
     Server(String),
     /// The connection failed or timed out.
@@ -801,7 +850,7 @@ enum StatementError {
 }
 
 impl StatementError {
-    fn into_sink(self, index: &str) -> SinkError {
+    pub(super) fn into_sink(self, index: &str) -> SinkError {
         match self {
             StatementError::Server(m) if is_config_error(&m) => {
                 SinkError::Config(format!("index {index}: {m}"))
