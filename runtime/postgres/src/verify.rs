@@ -73,8 +73,12 @@ impl VerifySource {
     /// Connects with the stream's session settings.
     pub async fn connect(cfg: &PostgresConfig) -> Result<Self, PgError> {
         cfg.validate_tls()?;
+        // Told apart from the pipeline's own connections in
+        // pg_stat_activity (`weir-verify` by default).
+        let mut cfg = cfg.clone();
+        cfg.application_name.push_str("-verify");
         let addr = cfg.address();
-        let client = connect_sql(cfg, &addr).await?;
+        let client = connect_sql(&cfg, &addr).await?;
         client
             .batch_execute(&session_settings())
             .await
@@ -88,7 +92,7 @@ impl VerifySource {
             db_key: Arc::from(format!("{addr}/{}", cfg.dbname)),
             client,
             addr,
-            cfg: cfg.clone(),
+            cfg,
             version,
         })
     }

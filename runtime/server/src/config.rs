@@ -58,6 +58,38 @@ pub struct Config {
     /// High availability: several processes with this configuration, one
     /// streaming and the others standing by.
     pub ha: Option<HaConfig>,
+    /// Continuous verification: every `interval`, compare the sinks that
+    /// hold state with the source (what `weir verify` does once).
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `[verify]`: continuous verification of the sinks that hold state.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Time from the start of one pass to the start of the next.
+    #[serde(deserialize_with = "weir_core::duration::deserialize")]
+    pub interval: Duration,
+    /// Most source rows read per second, so that verifying never loads
+    /// the source more than this. Unset: as fast as it answers.
+    pub rows_per_second: Option<u64>,
+    /// Send what differs through the pipeline again, then compare it again.
+    #[serde(default)]
+    pub repair: bool,
+    /// Only these tables (patterns as in `source.tables`); every published
+    /// table when empty.
+    #[serde(default)]
+    pub tables: Vec<weir_core::TablePattern>,
+    /// Only these sinks; every sink that holds state when empty.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Rows per chunk read from the source.
+    #[serde(default = "default_verify_chunk_rows")]
+    pub chunk_rows: u64,
+}
+
+fn default_verify_chunk_rows() -> u64 {
+    5000
 }
 
 /// `[ha]`: leadership by an advisory lock on the source database.
@@ -894,6 +926,28 @@ impl Config {
         }
         if self.sink_names.is_empty() {
             problems.push("sinks: configure at least one sink ([sinks.NAME] with a type)".into());
+        }
+        if let Some(v) = &self.verify {
+            if v.interval < Duration::from_secs(1) {
+                problems.push(format!(
+                    "verify.interval: {:?} is too short; give at least 1s",
+                    v.interval
+                ));
+            }
+            if v.rows_per_second == Some(0) {
+                problems.push("verify.rows_per_second: must be at least 1 (or left out)".into());
+            }
+            if v.chunk_rows == 0 {
+                problems.push("verify.chunk_rows: must be at least 1".into());
+            }
+            for (i, sink) in v.sinks.iter().enumerate() {
+                if !self.sink_names.contains(sink) {
+                    problems.push(format!(
+                        "verify.sinks[{i}]: no sink {sink:?} (configured: {})",
+                        self.sink_names.join(", ")
+                    ));
+                }
+            }
         }
         for (i, p) in self.transforms.iter().enumerate() {
             self.check_plugin(&format!("transforms[{i}]"), p, &mut problems);

@@ -50,6 +50,7 @@ pub mod routing;
 mod shadow;
 mod stages;
 pub mod status;
+pub mod verify;
 
 #[cfg(test)]
 mod tests {

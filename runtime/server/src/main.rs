@@ -83,6 +83,12 @@ enum Command {
         #[arg(long, short, default_value = "weir.toml")]
         config: PathBuf,
     },
+    /// Prove that the sinks which hold state (Postgres, ClickHouse, Redis
+    /// cache, NATS KV, Sphinx) hold what the source holds: compare every
+    /// row, list what differs, and with --repair send it through the
+    /// pipeline again. Needs the weir.toml of a running Weir. Exit status 0
+    /// when nothing differs, 1 when something does, 2 on an error.
+    Verify(weir::cli::verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
         // Plugin calls block, and need no async runtime.
         Command::Plugin { command } => weir::cli::run(command),
         Command::Check { config } => with_runtime(check(config)),
+        Command::Verify(args) => with_runtime(weir::cli::verify::run(args)),
         Command::Run {
             config,
             exit_on_halt,

@@ -255,6 +255,17 @@ impl Pipeline {
             status.clone(),
             source_stop.clone(),
         ));
+        if let Some(settings) = config.verify.clone() {
+            // Beside the pipeline, not in its task set: a failed pass is
+            // reported, it never halts the stream.
+            tokio::spawn(crate::verify::continuous::run(
+                Arc::new(config),
+                settings,
+                status.verify.clone(),
+                status.snapshot_progress().clone(),
+                watcher_stop.clone(),
+            ));
+        }
         status.set_state(State::Running);
         Ok(Pipeline {
             status,

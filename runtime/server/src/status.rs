@@ -114,6 +114,8 @@ pub struct Status {
     role: Mutex<Option<Role>>,
     /// With `[ha]`, while leading: until when the lease is trusted.
     lease: OnceLock<LeaseClock>,
+    /// With `[verify]`: the latest verification of the sinks.
+    pub verify: Arc<crate::verify::VerifyStatus>,
 }
 
 /// A process's part under `[ha]`.
@@ -146,6 +148,7 @@ impl Status {
             degraded_after_ms: AtomicU64::new(60_000),
             role: Mutex::new(None),
             lease: OnceLock::new(),
+            verify: Arc::default(),
         }
     }
 
@@ -342,6 +345,7 @@ impl Status {
             "sinks": sinks,
             "plugins": self.plugins.snapshot(),
             "snapshot": self.snapshot_json(),
+            "verify": self.verify.json(),
             "slot": self.slot_json(),
             "ha": self.role().map(|role| serde_json::json!({ "role": role })),
         })
@@ -500,6 +504,7 @@ impl Status {
             }
         }
         self.plugins.metrics(&mut out);
+        self.verify.metrics(&mut out);
         out
     }
 }

@@ -16,7 +16,9 @@
 //!   through its admin endpoint ([`deploy`]).
 //!
 //! And for operators, `weir snapshot status`: the initial snapshot's
-//! progress, from a running Weir's admin endpoint ([`snapshot`]).
+//! progress, from a running Weir's admin endpoint ([`snapshot`]); and
+//! `weir verify`: whether the sinks hold what the source holds, and a
+//! repair of what differs ([`verify`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ pub mod record;
 pub mod replay;
 pub mod snapshot;
 mod templates;
+pub mod verify;
 
 /// The `weir plugin` subcommands.
 #[derive(Debug, Subcommand)]
