@@ -168,8 +168,17 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// Waits until the slot has acknowledged everything written so far.
+/// Waits until the initial snapshot is recorded delivered and the slot
+/// has acknowledged everything written so far.
 fn caught_up(db: &TestDb, weir: &WeirProcess) {
+    let state = format!(
+        "SELECT state FROM weir.snapshots WHERE slot = '{}'",
+        db.slot
+    );
+    wait_for(Duration::from_secs(120), || {
+        (weir_tests::psql(&db.name, &state).ok()? == "done").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the initial snapshot was not delivered:\n{}", weir.log()));
     let target = db.current_wal_lsn();
     wait_for(Duration::from_secs(120), || {
         db.confirmed_flush().filter(|l| *l >= target)
@@ -432,4 +441,63 @@ async fn continuous_verification_reports_and_repairs_on_its_own() {
     ] {
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_a_sink_spells_its_own_way_are_the_sources_keys() {
+    // A cache names rows `public:tags:a:true`; the source prints that key
+    // as (a, t). Verify must take both for one key.
+    let redis = RedisServer::start();
+    let db = TestDb::new(
+        "verify_spelling",
+        "CREATE TABLE tags (name text, flag bool, n int4, PRIMARY KEY (name, flag));
+         INSERT INTO tags SELECT 'tag ' || g, g % 2 = 0, g FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}\n[sinks.cache]\ntype = \"redis\"\nurl = {:?}\nformat = \"json\"\n",
+            db.source_toml(&["tags"]),
+            redis.url()
+        ),
+    );
+    let weir = WeirProcess::start(&config, &[]);
+    caught_up(&db, &weir);
+    let (code, report) = verify(&config, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["targets"][0]["sink_keys"], 50, "{report:#}");
+
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("SET")
+        .arg("public:tags:ghost:false")
+        .arg(r#"{"name":"ghost","flag":false,"n":0}"#)
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("public:tags:tag 7:maybe")
+        .arg(r#"{"name":"tag 7","flag":"maybe","n":7}"#)
+        .query(&mut conn)
+        .unwrap();
+    let (code, report) = verify(&config, &["--repair"]);
+    assert_eq!(code, 1, "the key that is no key stays:\n{report:#}");
+    let t = &report["targets"][0];
+    assert_eq!(t["extra"], 2, "{t:#}");
+    assert_eq!(
+        t["drift"][0]["key"],
+        serde_json::json!(["ghost", "f"]),
+        "{t:#}"
+    );
+    assert_eq!(
+        t["unmapped"],
+        serde_json::json!(["public:tags:tag 7:maybe"]),
+        "{t:#}"
+    );
+    assert_eq!(t["still_drifting"], 1, "{t:#}");
+    let ghost: Option<String> = redis::cmd("GET")
+        .arg("public:tags:ghost:false")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(ghost, None, "the repair deletes the extra row");
 }

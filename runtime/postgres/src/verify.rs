@@ -27,7 +27,8 @@ use weir_core::{Lsn, Value};
 
 use crate::pgoutput::HEARTBEAT_PREFIX;
 use crate::setup::connect_sql;
-use crate::snapshot::{Chunk, SnapshotTable, describe, session_settings};
+use crate::snapshot::state::initial_done;
+use crate::snapshot::{Chunk, SnapshotTable, describe, request_state, session_settings};
 use crate::{PgError, PostgresConfig};
 
 /// How long the pipeline may take to acknowledge a position before the
@@ -199,7 +200,13 @@ impl VerifySource {
             .await
             .map_err(|e| PgError::sql(&self.addr, "reading the WAL position", e))?
             .get(0);
-        Ok(text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO))
+        // Zero would compare the sinks without waiting for anything.
+        text.as_deref()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| PgError::Protocol {
+                addr: self.addr.clone(),
+                message: format!("the server gave no WAL position ({text:?})"),
+            })
     }
 
     /// How far the pipeline has acknowledged: the slot's confirmed flush
@@ -220,7 +227,13 @@ impl VerifySource {
                 ))
             })?;
         let text: Option<String> = row.get(0);
-        Ok(text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO))
+        text.as_deref().and_then(|t| t.parse().ok()).ok_or_else(|| {
+            PgError::Config(format!(
+                "slot {:?} has no confirmed position ({text:?}): it is not a logical slot \
+                     a Weir streams from",
+                self.cfg.slot
+            ))
+        })
     }
 
     /// Waits until the pipeline has acknowledged `at`, nudging an idle
@@ -243,16 +256,115 @@ impl VerifySource {
             if !nudged && started.elapsed() >= NUDGE_AFTER {
                 nudged = true;
                 // Gives an idle stream a position past `at` to acknowledge.
-                self.client
+                // Best effort: a standby cannot write one, and the walsender's
+                // next keepalive does the same, later.
+                if let Err(e) = self
+                    .client
                     .execute(
                         "SELECT pg_logical_emit_message(false, $1, '')",
                         &[&HEARTBEAT_PREFIX],
                     )
                     .await
-                    .map_err(|e| PgError::sql(&self.addr, "writing a heartbeat", e))?;
+                {
+                    tracing::debug!(error = %e, "verify: could not write a heartbeat; waiting for the walsender's keepalive");
+                }
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Each key (its columns' texts, as a sink gave them) as the source
+    /// prints it: cast to the key columns' types and printed back, so
+    /// `true` becomes `t` and `2024-01-01T00:00:00Z` the server's
+    /// timestamp text. `None` for a key the types refuse (`abc` for an
+    /// integer key): no row of the table can have it.
+    pub async fn canonical(
+        &self,
+        table: &VerifyTable,
+        keys: &[Vec<String>],
+    ) -> Result<Vec<Option<Vec<String>>>, PgError> {
+        let types = table.shape.key_types();
+        let width = types.len();
+        let sql = format!(
+            "SELECT {} FROM unnest({}) AS u({})",
+            (0..width)
+                .map(|i| format!("pg_catalog.format('%s', u.k{i}::{})", types[i]))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (1..=width)
+                .map(|i| format!("${i}::text[]"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (0..width)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let well_formed = |k: &Vec<String>| k.len() == width;
+        if keys.iter().all(well_formed)
+            && let Ok(printed) = self.print(&sql, width, keys).await
+        {
+            return Ok(printed.into_iter().map(Some).collect());
+        }
+        // Some key is refused: find which, one at a time.
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !well_formed(key) {
+                out.push(None);
+                continue;
+            }
+            match self.print(&sql, width, std::slice::from_ref(key)).await {
+                Ok(printed) => out.push(printed.into_iter().next()),
+                Err(e) if e.as_db_error().is_some() => out.push(None),
+                Err(e) => {
+                    return Err(PgError::sql(&self.addr, "reading keys a sink listed", e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs [`Self::canonical`]'s statement over `keys`.
+    async fn print(
+        &self,
+        sql: &str,
+        width: usize,
+        keys: &[Vec<String>],
+    ) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+        let columns: Vec<Vec<&str>> = (0..width)
+            .map(|c| keys.iter().map(|k| k[c].as_str()).collect())
+            .collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.client.query(sql, &params).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (0..width).map(|i| r.get::<_, String>(i)).collect())
+            .collect())
+    }
+
+    /// Whether the slot's initial snapshot is still being copied (its rows
+    /// are not all in the sinks yet, and the slot is not acknowledged
+    /// past it until they are).
+    pub async fn initial_snapshot_running(&self) -> Result<bool, PgError> {
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass('weir.snapshots') IS NOT NULL", &[])
+            .await
+            .map_err(|e| PgError::sql(&self.addr, "looking for weir.snapshots", e))?
+            .get(0);
+        Ok(exists && !initial_done(&self.client, &self.addr, &self.cfg.slot).await?)
+    }
+
+    /// Where repair (or snapshot) request `id` stands, per table: `done`,
+    /// `failed` with its error, or not read yet.
+    pub async fn request_state(
+        &self,
+        id: i64,
+    ) -> Result<Vec<(String, String, Option<String>)>, PgError> {
+        request_state(&self.client, &self.addr, &self.cfg.slot, id).await
     }
 
     /// The process id of this connection's backend, so that a benchmark

@@ -201,7 +201,7 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
         let serves = AdminState {
             status: status.clone(),
             deployer: deployer.clone(),
-            source: Some(weir::pipeline::postgres_config(
+            source: Some(weir::config::postgres_config(
                 &config.source,
                 config.pipeline.max_batch,
             )),
@@ -311,7 +311,7 @@ async fn lead(
         return Ok(None);
     };
     status.set_role(Role::Standby);
-    let pg = weir::pipeline::postgres_config(&config.source, config.pipeline.max_batch);
+    let pg = weir::config::postgres_config(&config.source, config.pipeline.max_batch);
     let key = ha.lock_key.unwrap_or_else(|| lease::lock_key(&pg.slot));
     tracing::info!(key, takeover = ?ha.takeover, "high availability: waiting for the leadership lock");
     let Some(lease) = Lease::acquire(&pg, key, ha.takeover, shutdown).await? else {

@@ -25,7 +25,7 @@ use weir_core::{Destination, SourceItem};
 use weir_postgres::{PgError, PostgresConfig, PostgresSource};
 
 use crate::checkpoint::Checkpointer;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, postgres_config};
 use crate::delivery::{DeadLetters, open_sinks, sink_task};
 use crate::halt::{HaltError, StartError};
 use crate::plugins::load_plugins;
@@ -34,61 +34,6 @@ use crate::reload::Deployer;
 use crate::routing::RouteRules;
 use crate::stages::Stage;
 use crate::status::{State, Status};
-
-/// Translates the `[source]` section for the Postgres crate.
-pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
-    // Checked when the configuration was read.
-    let patterns: Vec<weir_core::TablePattern> = s
-        .tables
-        .iter()
-        .filter_map(|t| weir_core::TablePattern::parse(t).ok())
-        .collect();
-    PostgresConfig {
-        host: s.host.clone(),
-        port: s.port,
-        user: s.user.clone(),
-        password: s.password.clone(),
-        dbname: s.database.clone(),
-        application_name: "weir".into(),
-        slot: s.slot.clone(),
-        publication: s.publication.clone(),
-        tables: patterns
-            .iter()
-            .filter_map(|p| p.exact())
-            .map(|(schema, table)| (schema.to_owned(), table.to_owned()))
-            .collect(),
-        table_patterns: patterns
-            .iter()
-            .filter(|p| p.exact().is_none())
-            .cloned()
-            .collect(),
-        all_tables: s.all_tables,
-        create_slot: s.create_slot,
-        create_publication: s.create_publication,
-        binary: s.binary,
-        status_interval: s.status_interval,
-        slot_wait: s.slot_wait,
-        max_batch,
-        ssl_mode: s.sslmode,
-        ssl_root_cert: s.sslrootcert.clone(),
-        allow_cleartext_password: s.allow_cleartext_password,
-        max_message_bytes: s.max_message_mib.saturating_mul(1 << 20),
-        require_auth: s.require_auth.clone(),
-        snapshot: s.snapshot,
-        snapshot_workers: s.snapshot_workers,
-        snapshot_chunk_pages: s.snapshot_chunk_pages,
-        streaming: s.streaming,
-        streaming_memory: s.streaming_memory_mib.saturating_mul(1 << 20),
-        spill_dir: s
-            .spill_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("weir-spill")),
-        heartbeat_interval: Some(s.heartbeat_interval).filter(|d| !d.is_zero()),
-        retained_wal_alarm: s.retained_wal_alarm_mib.saturating_mul(1 << 20),
-        on_slot_lost: s.on_slot_lost,
-        publish_via_partition_root: s.publish_via_partition_root,
-    }
-}
 
 /// A started pipeline.
 pub struct Pipeline {

@@ -32,7 +32,7 @@
 mod initial;
 pub mod read;
 mod sample;
-mod state;
+pub(crate) mod state;
 pub(crate) mod watermark;
 
 use std::sync::Arc;
@@ -46,11 +46,9 @@ pub use read::{Chunk, Rows, SnapshotTable, describe, session_settings};
 pub use sample::sample;
 pub(crate) use state::{
     InitialState, backfill_new_tables, drop_slot_and_state, ensure_state_table, initial_state,
-    is_state_table, quoted_names, record_started,
+    is_state_table, quoted_names, record_started, request_state,
 };
-pub use state::{
-    MAX_REPAIR_KEYS, STATE_TABLE, record_finished, request, request_repair, request_state,
-};
+pub use state::{MAX_REPAIR_KEYS, STATE_TABLE, record_finished, request, request_repair};
 
 /// Pages per chunk unless configured: 8 MiB of heap at the default block
 /// size, small enough to spread a table over the workers and keep memory

@@ -407,6 +407,12 @@ impl SnapshotTable {
         Ok(sql)
     }
 
+    /// The qualified type each key column's text is cast to, in key
+    /// order.
+    pub fn key_types(&self) -> Vec<&str> {
+        self.keys.iter().map(|(_, _, cast)| cast.as_str()).collect()
+    }
+
     /// The quoted key column names, for a read in key order.
     fn key_names(&self, chunk: &Chunk) -> Result<Vec<&str>, String> {
         if self.keys.is_empty() {

@@ -298,8 +298,15 @@ pub(crate) async fn next_pending(
     }
     let row = client
         .query_opt(
+            // A repair is `repair`, not `pending`, so that a Weir from before
+            // repairs leaves it alone rather than snapshot the whole table;
+            // its keys are read through to_jsonb so that a state table a
+            // role could not add the columns to still works for the rest.
             "SELECT request, schema_name, table_name, filter, heap, chunk_pages, chunks, done, \
-               keys, key_width FROM weir.snapshot_tables WHERE slot = $1 AND state = 'pending' \
+               CASE WHEN jsonb_typeof(to_jsonb(t) -> 'keys') = 'array' THEN ARRAY( \
+                 SELECT jsonb_array_elements_text(to_jsonb(t) -> 'keys')) END, \
+               (to_jsonb(t) ->> 'key_width')::int4 \
+             FROM weir.snapshot_tables t WHERE slot = $1 AND state IN ('pending', 'repair') \
              ORDER BY request, schema_name, table_name LIMIT 1",
             &[&slot],
         )
@@ -541,8 +548,10 @@ async fn queue(
         .query_one(
             "WITH id AS (SELECT nextval('weir.snapshot_requests') AS n), \
                ins AS (INSERT INTO weir.snapshot_tables \
-                 (slot, request, schema_name, table_name, filter, chunk_pages, keys, key_width) \
-                 SELECT $1, id.n, s, t, $4, $5, $6, $7 \
+                 (slot, request, schema_name, table_name, filter, chunk_pages, keys, key_width, \
+                   state) \
+                 SELECT $1, id.n, s, t, $4, $5, $6, $7, \
+                   CASE WHEN $6::text[] IS NULL THEN 'pending' ELSE 'repair' END \
                  FROM id, unnest($2::text[], $3::text[]) AS x(s, t) \
                  ON CONFLICT DO NOTHING) \
              SELECT n FROM id",
@@ -589,7 +598,8 @@ pub async fn request_repair(
     let width = keys.first().map_or(1, Vec::len);
     if keys.len() > MAX_REPAIR_KEYS || keys.iter().any(|k| k.len() != width || k.is_empty()) {
         return Err(PgError::Config(format!(
-            "a repair of {table} takes 1 to {MAX_REPAIR_KEYS} keys of one width, not {} keys",
+            "a repair of {table} takes 1 to {MAX_REPAIR_KEYS} keys, each of the same number of \
+             columns (given {} keys)",
             keys.len()
         )));
     }
@@ -597,22 +607,22 @@ pub async fn request_repair(
     queue(cfg, &[table], None, Some((flat, width as i32))).await
 }
 
-/// Where request `id` stands: `done`, `failed` (with the error) or
-/// `pending`, one entry per table it names.
-pub async fn request_state(
-    cfg: &PostgresConfig,
+/// Where request `id` stands: `done`, `failed` (with the error),
+/// `pending` or `repair` (not read yet), one entry per table it names.
+pub(crate) async fn request_state(
+    client: &Client,
+    addr: &str,
+    slot: &str,
     id: i64,
 ) -> Result<Vec<(String, String, Option<String>)>, PgError> {
-    let addr = cfg.address();
-    let client = connect_sql(cfg, &addr).await?;
     let rows = client
         .query(
             "SELECT schema_name || '.' || table_name, state, error FROM weir.snapshot_tables \
              WHERE slot = $1 AND request = $2 ORDER BY 1",
-            &[&cfg.slot, &id],
+            &[&slot, &id],
         )
         .await
-        .map_err(|e| PgError::sql(&addr, "reading a snapshot request", e))?;
+        .map_err(|e| PgError::sql(addr, "reading a snapshot request", e))?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))

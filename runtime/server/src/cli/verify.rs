@@ -96,6 +96,9 @@ async fn verify(args: &VerifyArgs) -> Result<Report, String> {
     let (mut verifier, skipped) = Verifier::connect(Arc::new(config), &args.sinks, options)
         .await
         .map_err(show)?;
+    if let Some(why) = verifier.not_ready().await.map_err(show)? {
+        return Err(why);
+    }
     let started = Instant::now();
     let plan = verifier.plan(&patterns).await.map_err(show)?;
     let mut report = Report {

@@ -41,8 +41,10 @@ struct Inner {
     last_full_pass: Option<SystemTime>,
     last_error: Option<String>,
     repaired: u64,
-    /// Per (table, sink): the last result.
+    /// Per (table, sink): the last pass's result.
     targets: BTreeMap<(String, String), Summary>,
+    /// What the last pass left out, and why.
+    skipped: Vec<super::Skipped>,
 }
 
 /// The last result of one table against one sink.
@@ -54,6 +56,8 @@ struct Summary {
     differing: u64,
     /// After a repair, what still differed.
     still_drifting: Option<u64>,
+    /// Keys that changed every time they were read again.
+    unsettled: u64,
     at: SystemTime,
     seconds: f64,
     refused: Option<String>,
@@ -87,6 +91,7 @@ impl VerifyStatus {
                     "extra": s.extra,
                     "differing": s.differing,
                     "still_drifting": s.still_drifting,
+                    "unsettled": s.unsettled,
                     "refused": s.refused,
                     "checked_at": unix(s.at),
                     "seconds": s.seconds,
@@ -104,6 +109,7 @@ impl VerifyStatus {
             "last_error": inner.last_error,
             "repaired_rows": inner.repaired,
             "tables": tables,
+            "skipped": inner.skipped,
         })
     }
 
@@ -119,7 +125,8 @@ impl VerifyStatus {
         );
         for ((table, sink), s) in &inner.targets {
             let (missing, extra, differing) = match s.still_drifting {
-                // After a repair only the total left is known.
+                // After a repair only the total left is known: counted as
+                // differing.
                 Some(left) => (0, 0, left),
                 None => (s.missing, s.extra, s.differing),
             };
@@ -147,6 +154,19 @@ impl VerifyStatus {
                 escape(table),
                 escape(sink),
                 s.rows
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_verify_unsettled_rows Keys the source changed every time verification read them again (in flight, not compared).\n# TYPE weir_verify_unsettled_rows gauge"
+        );
+        for ((table, sink), s) in &inner.targets {
+            let _ = writeln!(
+                out,
+                "weir_verify_unsettled_rows{{table=\"{}\",sink=\"{}\"}} {}",
+                escape(table),
+                escape(sink),
+                s.unsettled
             );
         }
         let _ = writeln!(
@@ -248,15 +268,20 @@ async fn pass(
         ack_timeout: PATIENCE,
         ..Options::default()
     };
-    let (mut verifier, _skipped) = Verifier::connect(config.clone(), &settings.sinks, options)
+    let (mut verifier, mut skipped) = Verifier::connect(config.clone(), &settings.sinks, options)
         .await
         .map_err(|e| e.to_string())?;
     verifier.wake_with(progress.clone());
+    if let Some(why) = verifier.not_ready().await.map_err(|e| e.to_string())? {
+        return Err(why);
+    }
     let plan = verifier
         .plan(&settings.tables)
         .await
         .map_err(|e| e.to_string())?;
+    skipped.extend(plan.skipped.iter().cloned());
     let mut clean = true;
+    let mut results = BTreeMap::new();
     for ((schema, name), targets) in &plan.tables {
         let table = verifier
             .table(schema, name)
@@ -273,8 +298,15 @@ async fn pass(
                 .map_err(|e| e.to_string())?;
             status.lock().repaired += sent as u64;
         }
-        let mut inner = status.lock();
         for r in reports {
+            if let Some(why) = &r.refused {
+                skipped.push(super::Skipped {
+                    table: Some(r.table.clone()),
+                    sink: Some(r.sink.clone()),
+                    reason: why.clone(),
+                });
+                continue;
+            }
             if !r.clean() {
                 clean = false;
                 tracing::warn!(
@@ -283,7 +315,7 @@ async fn pass(
                     "verification found the sink differs from the source"
                 );
             }
-            inner.targets.insert(
+            results.insert(
                 (r.table.clone(), r.sink.clone()),
                 Summary {
                     rows: r.rows,
@@ -291,6 +323,7 @@ async fn pass(
                     extra: r.extra,
                     differing: r.differing,
                     still_drifting: r.still_drifting,
+                    unsettled: r.unsettled,
                     at: SystemTime::now(),
                     seconds: r.seconds,
                     refused: r.refused.clone(),
@@ -298,5 +331,9 @@ async fn pass(
             );
         }
     }
+    // A table no longer verified leaves the status with the pass.
+    let mut inner = status.lock();
+    inner.targets = results;
+    inner.skipped = skipped;
     Ok(clean)
 }

@@ -28,12 +28,12 @@
 pub mod continuous;
 pub mod report;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_core::{
-    ChangeEvent, Held, Op, Readback, SinkPayload, SinkRecord, SnapshotKind, SourceInfo,
+    ChangeEvent, Held, HeldKey, Op, Readback, SinkPayload, SinkRecord, SnapshotKind, SourceInfo,
     TablePattern, TxnId, Value,
 };
 use weir_postgres::snapshot;
@@ -74,6 +74,10 @@ impl Default for Options {
 
 /// Keys compared with a sink per round trip.
 const COMPARE_BATCH: usize = 1000;
+
+/// Keys that differed on a first look held per target before they are
+/// looked at again.
+const SUSPECTS_HELD: usize = 10_000;
 
 /// How many times a key the source keeps changing is read again before
 /// it is given up as unsettled.
@@ -159,7 +163,7 @@ impl Verifier {
                 )));
             }
         }
-        let pg = crate::pipeline::postgres_config(&config.source, config.pipeline.max_batch);
+        let pg = crate::config::postgres_config(&config.source, config.pipeline.max_batch);
         let source = VerifySource::connect(&pg).await?;
         let dead_letter = config.dead_letter.as_ref().map(|d| d.sink.as_str());
         let mut readbacks = BTreeMap::new();
@@ -213,6 +217,19 @@ impl Verifier {
     /// The source configuration verified against.
     pub fn source_config(&self) -> &PostgresConfig {
         &self.pg
+    }
+
+    /// Why no pass can be made now, if none can: the slot's initial
+    /// snapshot is still being copied, so the sinks lack rows they will
+    /// get, and the slot is acknowledged past it only once it is done.
+    pub async fn not_ready(&mut self) -> Result<Option<String>, VerifyError> {
+        Ok(self.source.initial_snapshot_running().await?.then(|| {
+            format!(
+                "the initial snapshot of slot {:?} is still being copied; verify once it is \
+                 delivered (`weir snapshot status`)",
+                self.pg.slot
+            )
+        }))
     }
 
     /// The tables to verify (those `tables` matches, every published
@@ -361,6 +378,8 @@ impl Verifier {
                     }
                 }
             }
+            self.settle(table, targets, &mut suspects, &mut reports, SUSPECTS_HELD)
+                .await?;
             if n < self.options.chunk_rows {
                 break;
             }
@@ -386,9 +405,18 @@ impl Verifier {
                         })?
                 };
                 reports[i].sink_keys += page.keys.len() as u64;
+                // In the source's spelling, so that the sets below, and a
+                // repair's keys, match the source's rows by text.
+                let (named, listed): (Vec<HeldKey>, Vec<HeldKey>) =
+                    page.keys.into_iter().partition(|h| h.key.is_some());
+                for held in listed {
+                    reports[i].unmapped(held.name, self.options.keep);
+                }
+                let given: Vec<Vec<String>> = named.iter().filter_map(|h| h.key.clone()).collect();
+                let printed = self.source.canonical(table, &given).await?;
                 let mut mapped = Vec::new();
-                for held in page.keys {
-                    match held.key.filter(|k| table.shape.key_row(k).is_ok()) {
+                for (held, key) in named.into_iter().zip(printed) {
+                    match key.filter(|k| table.shape.key_row(k).is_ok()) {
                         Some(key) => {
                             // Already a suspect: it is read again anyway.
                             if !suspects[i].contains(&key) {
@@ -398,11 +426,10 @@ impl Verifier {
                         None => reports[i].unmapped(held.name, self.options.keep),
                     }
                 }
+                self.pace(mapped.len() as u64).await;
                 if !mapped.is_empty() {
                     let found = self.source.lookup(table, mapped.clone()).await?;
-                    let have: BTreeSet<&Vec<String>> = found.keys.iter().collect();
-                    let absent: Vec<Vec<String>> =
-                        mapped.into_iter().filter(|k| !have.contains(k)).collect();
+                    let absent = absent_from(table, &mapped, &found);
                     if !absent.is_empty() {
                         self.source
                             .wait_acknowledged(found.at, self.options.ack_timeout)
@@ -422,24 +449,46 @@ impl Verifier {
                         }
                     }
                 }
+                self.settle(table, targets, &mut suspects, &mut reports, SUSPECTS_HELD)
+                    .await?;
                 match page.cursor {
                     Some(next) => cursor = Some(next),
                     None => break,
                 }
             }
         }
-        // A second look at every key that differed, after a later
-        // acknowledgement: what still differs is drift.
+        self.settle(table, targets, &mut suspects, &mut reports, 0)
+            .await?;
+        for r in &mut reports {
+            r.seconds = started.elapsed().as_secs_f64();
+        }
+        Ok(reports)
+    }
+
+    /// A second look at the keys that differed, after a later
+    /// acknowledgement, for each target holding more than `above` of them:
+    /// what still differs is drift. Holding at most [`SUSPECTS_HELD`] keys
+    /// per target keeps memory bounded however much differs.
+    async fn settle(
+        &mut self,
+        table: &VerifyTable,
+        targets: &[Target],
+        suspects: &mut Suspects,
+        reports: &mut [TargetReport],
+        above: usize,
+    ) -> Result<(), VerifyError> {
         for (i, target) in targets.iter().enumerate() {
+            if suspects[i].len() <= above {
+                continue;
+            }
             let keys: Vec<Vec<String>> = std::mem::take(&mut suspects[i]).into_iter().collect();
             let rechecked = self.recheck(table, target, keys).await?;
             for drift in rechecked.drifts {
                 reports[i].drift(drift, self.options.keep);
             }
-            reports[i].unsettled = rechecked.unsettled;
-            reports[i].seconds = started.elapsed().as_secs_f64();
+            reports[i].unsettled += rechecked.unsettled;
         }
-        Ok(reports)
+        Ok(())
     }
 
     /// Reads `keys` again, once the pipeline acknowledged the read, and
@@ -470,13 +519,20 @@ impl Verifier {
             pending = Vec::new();
             // What the source holds now, for the keys that differed.
             let keys: Vec<Vec<String>> = differing.iter().map(|(d, _)| d.key.clone()).collect();
-            let mut now = std::collections::BTreeMap::new();
+            let mut now = std::collections::HashMap::new();
             for slice in keys.chunks(COMPARE_BATCH) {
+                self.pace(slice.len() as u64).await;
                 let page = self.source.lookup(table, slice.to_vec()).await?;
-                now.extend(page.keys.into_iter().zip(page.rows));
+                for row in page.rows {
+                    now.insert(row_identity(table, &row), row);
+                }
             }
             for (drift, compared) in differing {
-                if now.get(&drift.key) == compared.as_ref() {
+                let id = key_identity(table, &drift.key);
+                // By their printed values, so that a NaN equals itself.
+                let unchanged = format!("{:?}", id.and_then(|id| now.get(&id)))
+                    == format!("{:?}", compared.as_ref());
+                if unchanged {
                     out.drifts.push(drift);
                 } else {
                     pending.push(drift.key);
@@ -496,12 +552,12 @@ impl Verifier {
         target: &Target,
         keys: &[Vec<String>],
     ) -> Result<Vec<(Drift, Option<Vec<Value>>)>, VerifyError> {
+        self.pace(keys.len() as u64).await;
         let page = self.source.lookup(table, keys.to_vec()).await?;
         self.source
             .wait_acknowledged(page.at, self.options.ack_timeout)
             .await?;
-        let have: BTreeSet<&Vec<String>> = page.keys.iter().collect();
-        let absent: Vec<Vec<String>> = keys.iter().filter(|k| !have.contains(k)).cloned().collect();
+        let absent = absent_from(table, keys, &page);
         let events = events(table, &page, &absent);
         let rows = page
             .rows
@@ -636,7 +692,7 @@ impl Verifier {
         let started = Instant::now();
         for id in requests {
             loop {
-                let states = snapshot::request_state(&self.pg, id).await?;
+                let states = self.source.request_state(id).await?;
                 if let Some((table, _, error)) = states.iter().find(|s| s.1 == "failed") {
                     return Err(VerifyError::Config(format!(
                         "the repair of {table} failed: {}",
@@ -661,6 +717,39 @@ impl Verifier {
         }
         Ok(left)
     }
+}
+
+/// The keys of `asked` that `page` (their lookup) has no row for. Matched
+/// by value, not text: a sink may give a key's text in another spelling
+/// than the source prints it (`042`, upper-case hex), which the lookup's
+/// cast still finds.
+fn absent_from(table: &VerifyTable, asked: &[Vec<String>], page: &Page) -> Vec<Vec<String>> {
+    let found: HashSet<String> = page.rows.iter().map(|r| row_identity(table, r)).collect();
+    asked
+        .iter()
+        .filter(|k| key_identity(table, k).is_none_or(|id| !found.contains(&id)))
+        .cloned()
+        .collect()
+}
+
+/// A row's key, as comparable text of its decoded values.
+fn row_identity(table: &VerifyTable, row: &[Value]) -> String {
+    let mut id = String::new();
+    for (column, value) in table.shape.schema.columns.iter().zip(row) {
+        if column.key {
+            id.push_str(&format!("{value:?}\u{1f}"));
+        }
+    }
+    id
+}
+
+/// [`row_identity`] of a key given as its columns' texts, when they decode.
+fn key_identity(table: &VerifyTable, key: &[String]) -> Option<String> {
+    table
+        .shape
+        .key_row(key)
+        .ok()
+        .map(|row| row_identity(table, &row))
 }
 
 /// `read` events for `page`'s rows, then `delete` events for `absent`

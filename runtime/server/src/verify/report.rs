@@ -159,10 +159,11 @@ impl TargetReport {
         self.missing + self.extra + self.differing
     }
 
-    /// Nothing differs (after a repair: nothing still differs), and the
-    /// table could be compared.
+    /// Nothing differs (after a repair: nothing still differs). A table
+    /// that could not be compared has no drift; [`Report::clean`] wants
+    /// at least one that could.
     pub fn clean(&self) -> bool {
-        self.refused.is_none() && self.still_drifting.unwrap_or(self.drifted()) == 0
+        self.still_drifting.unwrap_or(self.drifted()) == 0
     }
 }
 
@@ -183,7 +184,8 @@ impl Report {
     /// Nothing differs anywhere. A pass that compared nothing is not
     /// clean: it proved nothing.
     pub fn clean(&self) -> bool {
-        !self.targets.is_empty() && self.targets.iter().all(TargetReport::clean)
+        self.targets.iter().any(|t| t.refused.is_none())
+            && self.targets.iter().all(TargetReport::clean)
     }
 
     /// For people: one block per table and sink, then what was skipped.
@@ -267,7 +269,7 @@ impl Report {
             "{} in {:.1} s",
             if self.clean() {
                 "every sink holds what the source holds"
-            } else if self.targets.is_empty() {
+            } else if self.targets.iter().all(|t| t.refused.is_some()) {
                 "nothing was compared"
             } else {
                 "the sinks differ from the source"
