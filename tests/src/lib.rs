@@ -17,6 +17,7 @@ use rand::Rng;
 pub use serde_json::Value as Json;
 
 pub mod conformance;
+pub mod readback;
 pub mod records;
 pub mod services;
 pub mod types;

@@ -507,47 +507,9 @@ async fn credentials_shapes_and_refused_values() {
 
 // ---- readback (`weir verify`) ----
 
-use weir_core::{Held, HeldKey, Readback};
-
-async fn open_readback(config: &ClickHouseSinkConfig) -> Box<dyn Readback> {
-    config
-        .readback("analytics")
-        .unwrap_or_else(|e| panic!("no readback: {e}"))
-        .await
-        .unwrap_or_else(|e| panic!("opening the readback: {e}"))
-}
-
-/// Every key `keys()` lists for `table`, a page of at most `limit` at a
-/// time; also how many pages it took.
-async fn all_keys(
-    readback: &mut dyn Readback,
-    table: &TableSchema,
-    limit: usize,
-) -> (Vec<HeldKey>, usize) {
-    let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
-    loop {
-        let page = readback
-            .keys(table, None, cursor, limit)
-            .await
-            .unwrap_or_else(|e| panic!("listing keys: {e}"));
-        assert!(page.keys.len() <= limit, "{page:?}");
-        pages += 1;
-        keys.extend(page.keys);
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return (keys, pages),
-        }
-        assert!(pages < 100, "the listing does not end");
-    }
-}
-
-fn read_of(t: &std::sync::Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
-    weir_tests::records::change(t, Op::Read, 0x9000, 0, None, Some(row))
-}
-
-fn delete_of(t: &std::sync::Arc<TableSchema>, key: Vec<Value>) -> SinkRecord {
-    weir_tests::records::change(t, Op::Delete, 0x9000, 0, Some(key), None)
-}
+use weir_core::Held;
+use weir_tests::readback::{all_keys, assert_keys, column_diff, diffs, key_values, open};
+use weir_tests::records::{gone, inserts, read};
 
 /// Writes `rows` (JSONEachRow lines) straight into `table`, behind the
 /// sink's back, at a version newer than any the sink wrote.
@@ -563,20 +525,6 @@ fn behind_the_back(server: &ClickHouse, table: &str, rows: &[Json]) {
         sql.push('\n');
     }
     server.query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn diff(held: &Held) -> Vec<(String, String, String)> {
-    match held {
-        Held::Differs(diffs) => diffs
-            .iter()
-            .map(|d| (d.column.clone(), d.source.clone(), d.sink.clone()))
-            .collect(),
-        other => panic!("not a difference: {other:?}"),
-    }
-}
-
-fn triple(column: &str, source: &str, sink: &str) -> (String, String, String) {
-    (column.to_owned(), source.to_owned(), sink.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -606,19 +554,9 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
         ]
     };
     let mut sink = config.build("analytics").await.unwrap();
-    let writes: Vec<SinkRecord> = (1..=6)
-        .map(|id| {
-            weir_tests::records::change(
-                &items,
-                Op::Insert,
-                0x1000 + id as u64 * 8,
-                0,
-                None,
-                Some(row(id)),
-            )
-        })
-        .collect();
-    sink.write(&writes).await.unwrap();
+    sink.write(&inserts(&items, 0x1008, (1..=6).map(row)))
+        .await
+        .unwrap();
     behind_the_back(
         &server,
         "rb.public_items",
@@ -631,27 +569,18 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
         ],
     );
 
-    let mut readback = open_readback(&config).await;
+    let mut readback = open(config.readback("analytics")).await;
     assert!(!readback.compares().is_empty());
-    let key = |id: i64| {
-        vec![
-            Value::Int(id),
-            Value::Null,
-            Value::Null,
-            Value::Null,
-            Value::Null,
-        ]
-    };
     let held = readback
         .compare(&[
-            read_of(&items, row(1)),
-            read_of(&items, row(2)),
-            read_of(&items, row(3)),
-            read_of(&items, row(4)),
-            delete_of(&items, key(5)),
-            delete_of(&items, key(99)),
-            delete_of(&items, key(2)),
-            read_of(&items, row(6)),
+            read(&items, row(1)),
+            read(&items, row(2)),
+            read(&items, row(3)),
+            read(&items, row(4)),
+            gone(&items, &[Value::Int(5)]),
+            gone(&items, &[Value::Int(99)]),
+            gone(&items, &[Value::Int(2)]),
+            read(&items, row(6)),
         ])
         .await
         .unwrap();
@@ -659,28 +588,26 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
     assert_eq!(held[1], Held::Missing, "{held:?}");
     // 3's raw bytes were not rewritten: the row behind the back has none.
     assert_eq!(
-        diff(&held[2]),
+        diffs(&held[2]),
         [
-            triple("name", "\"item 3\\n/é\u{1F600}\"", "\"renamed\""),
-            triple("raw", "\"\\u0000\u{FFFD}\\\"\\\\\\u0003\"", "null"),
+            column_diff("name", "\"item 3\\n/é\u{1F600}\"", "\"renamed\""),
+            column_diff("raw", "\"\\u0000\u{FFFD}\\\"\\\\\\u0003\"", "null"),
         ],
         "{held:?}"
     );
-    assert_eq!(diff(&held[3])[0], triple("qty", "40", "null"), "{held:?}");
+    assert_eq!(
+        diffs(&held[3])[0],
+        column_diff("qty", "40", "null"),
+        "{held:?}"
+    );
     assert_eq!(held[4], Held::Extra, "{held:?}");
     assert_eq!(held[5], Held::Same, "{held:?}");
     assert_eq!(held[6], Held::Same, "a tombstone is no row: {held:?}");
     assert_eq!(held[7], Held::Same, "{held:?}");
 
-    let (keys, pages) = all_keys(readback.as_mut(), &items, 2).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &items, None, 2).await;
     assert!(pages >= 3, "{pages} pages: {keys:?}");
-    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
-    listed.sort_by_key(|k| k[0].parse::<i64>().unwrap());
-    let want: Vec<Vec<String>> = [1, 3, 4, 5, 6, 100]
-        .iter()
-        .map(|k| vec![k.to_string()])
-        .collect();
-    assert_eq!(listed, want, "{keys:?}");
+    assert_keys(&keys, &[["1"], ["3"], ["4"], ["5"], ["6"], ["100"]]);
     assert!(keys.iter().any(|k| k.name == "id=100"), "{keys:?}");
 }
 
@@ -688,24 +615,8 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
 async fn readback_with_a_two_column_text_key_as_a_read_only_user() {
     let server = ClickHouse::start();
     let config = config(&server, "rb");
-    let stock = weir_tests::records::table(
-        "shop",
-        "stock",
-        &[
-            ("region", "text", true),
-            ("code", "int8", true),
-            ("n", "int4", false),
-            ("note", "text", false),
-        ],
-    );
-    let row = |region: &str, code: i64, n: i64| {
-        vec![
-            Value::Text(region.to_owned()),
-            Value::Int(code),
-            Value::Int(n),
-            Value::Text(format!("{region}/{code}")),
-        ]
-    };
+    let stock = weir_tests::records::stock("shop", "text");
+    let row = weir_tests::records::stock_row;
     let mut sink = config.build("analytics").await.unwrap();
     let rows = [
         ("north", 1, 5),
@@ -713,20 +624,7 @@ async fn readback_with_a_two_column_text_key_as_a_read_only_user() {
         ("south, west", 1, 7),
         ("Ünïcode 'q'", 3, 8),
     ];
-    let writes: Vec<SinkRecord> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (r, c, n))| {
-            weir_tests::records::change(
-                &stock,
-                Op::Insert,
-                0x1000 + i as u64 * 8,
-                0,
-                None,
-                Some(row(r, *c, *n)),
-            )
-        })
-        .collect();
+    let writes = inserts(&stock, 0x1000, rows.iter().map(|(r, c, n)| row(r, *c, *n)));
     sink.write(&writes).await.unwrap();
     behind_the_back(
         &server,
@@ -742,46 +640,34 @@ async fn readback_with_a_two_column_text_key_as_a_read_only_user() {
     let mut reader = config.clone();
     reader.user = "reader".into();
     reader.password = Some("secret".into());
-    let mut readback = open_readback(&reader).await;
+    let mut readback = open(reader.readback("analytics")).await;
     let held = readback
         .compare(&[
-            read_of(&stock, row("north", 1, 5)),
-            read_of(&stock, row("north", 2, 6)),
-            read_of(&stock, row("south, west", 1, 7)),
-            delete_of(
-                &stock,
-                vec![
-                    Value::Text("Ünïcode 'q'".into()),
-                    Value::Int(3),
-                    Value::Null,
-                    Value::Null,
-                ],
-            ),
-            read_of(&stock, row("Ünïcode 'q'", 3, 8)),
+            read(&stock, row("north", 1, 5)),
+            read(&stock, row("north", 2, 6)),
+            read(&stock, row("south, west", 1, 7)),
+            gone(&stock, &[Value::Text("Ünïcode 'q'".into()), Value::Int(3)]),
+            read(&stock, row("Ünïcode 'q'", 3, 8)),
         ])
         .await
         .unwrap();
     assert_eq!(held[0], Held::Same, "{held:?}");
-    assert_eq!(diff(&held[1]), [triple("n", "6", "60")]);
+    assert_eq!(diffs(&held[1]), [column_diff("n", "6", "60")]);
     assert_eq!(held[2], Held::Missing, "{held:?}");
     assert_eq!(held[3], Held::Extra, "{held:?}");
     assert_eq!(held[4], Held::Same, "{held:?}");
 
-    let (keys, pages) = all_keys(readback.as_mut(), &stock, 1).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &stock, None, 1).await;
     assert!(pages >= 4, "{pages} pages: {keys:?}");
-    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
-    listed.sort();
-    let mut want: Vec<Vec<String>> = [
-        ("east", "9"),
-        ("north", "1"),
-        ("north", "2"),
-        ("Ünïcode 'q'", "3"),
-    ]
-    .iter()
-    .map(|(r, c)| vec![r.to_string(), c.to_string()])
-    .collect();
-    want.sort();
-    assert_eq!(listed, want, "{keys:?}");
+    assert_keys(
+        &keys,
+        &[
+            ["east", "9"],
+            ["north", "1"],
+            ["north", "2"],
+            ["Ünïcode 'q'", "3"],
+        ],
+    );
     assert!(
         keys.iter().any(|k| k.name == "region=east,code=9"),
         "{keys:?}"
@@ -790,11 +676,8 @@ async fn readback_with_a_two_column_text_key_as_a_read_only_user() {
     // A table that is not there is a configuration error naming it.
     let mut elsewhere = reader.clone();
     elsewhere.database = "nowhere".into();
-    let mut readback = open_readback(&elsewhere).await;
-    match readback
-        .compare(&[read_of(&stock, row("north", 1, 5))])
-        .await
-    {
+    let mut readback = open(elsewhere.readback("analytics")).await;
+    match readback.compare(&[read(&stock, row("north", 1, 5))]).await {
         Err(SinkError::Config(m)) => assert!(m.contains("nowhere.shop_stock"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -821,8 +704,8 @@ async fn readback_lists_more_keys_than_one_listing_query_fetches() {
              FROM system.numbers LIMIT 12000",
         )
         .unwrap();
-    let mut readback = open_readback(&config).await;
-    let (keys, pages) = all_keys(readback.as_mut(), &big, 7_000).await;
+    let mut readback = open(config.readback("analytics")).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &big, None, 7_000).await;
     let mut ids: Vec<i64> = keys
         .iter()
         .map(|k| k.key.as_ref().unwrap()[0].parse().unwrap())
@@ -838,7 +721,7 @@ async fn readback_lists_more_keys_than_one_listing_query_fetches() {
 async fn readback_finds_every_type_the_sink_wrote_the_same() {
     let server = ClickHouse::start();
     let config = config(&server, "rb");
-    let mut schema = TableSchema::clone(&weir_tests::records::table(
+    let typed = weir_tests::records::table(
         "public",
         "typed",
         &[
@@ -859,22 +742,7 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
             ("j", "json", false),
             ("arr", "int4[]", false),
         ],
-    ));
-    // The OIDs the sink maps types by, which the test helper leaves 0.
-    for column in &mut schema.columns {
-        let oid = match column.type_name.as_str() {
-            "oid" => 26,
-            "float4" => 700,
-            "date" => 1082,
-            "time" => 1083,
-            "timestamp" => 1114,
-            "timestamptz" => 1184,
-            "uuid" => 2950,
-            _ => column.type_oid,
-        };
-        column.type_oid = oid;
-    }
-    let typed = std::sync::Arc::new(schema);
+    );
     let rows = [
         vec![
             Value::Int(1),
@@ -935,23 +803,11 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
         ],
     ];
     let mut sink = config.build("analytics").await.unwrap();
-    let writes: Vec<SinkRecord> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            weir_tests::records::change(
-                &typed,
-                Op::Insert,
-                0x1000 + i as u64 * 8,
-                0,
-                None,
-                Some(r.clone()),
-            )
-        })
-        .collect();
-    sink.write(&writes).await.unwrap();
-    let mut readback = open_readback(&config).await;
-    let records: Vec<SinkRecord> = rows.iter().map(|r| read_of(&typed, r.clone())).collect();
+    sink.write(&inserts(&typed, 0x1000, rows.iter().cloned()))
+        .await
+        .unwrap();
+    let mut readback = open(config.readback("analytics")).await;
+    let records: Vec<SinkRecord> = rows.iter().map(|r| read(&typed, r.clone())).collect();
     let held = readback.compare(&records).await.unwrap();
     assert_eq!(held, [Held::Same, Held::Same, Held::Same]);
 
@@ -967,13 +823,13 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
     );
     let held = readback.compare(&records[1..2]).await.unwrap();
     assert_eq!(
-        diff(&held[0]),
+        diffs(&held[0]),
         [
-            triple("f4", "\"nan\"", "0.5"),
-            triple("f8", "\"inf\"", "\"-inf\""),
-            triple("by", "\"\"", "\"\\u0000\""),
-            triple("d", "\"1970-01-01\"", "\"1970-01-02\""),
-            triple(
+            column_diff("f4", "\"nan\"", "0.5"),
+            column_diff("f8", "\"inf\"", "\"-inf\""),
+            column_diff("by", "\"\"", "\"\\u0000\""),
+            column_diff("d", "\"1970-01-01\"", "\"1970-01-02\""),
+            column_diff(
                 "u",
                 "\"00000000-0000-0000-0000-000000000000\"",
                 "\"00000000-0000-0000-0000-000000000001\""
@@ -982,7 +838,7 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
     );
     // Keys come back as Postgres prints them, which the source's lookup
     // reads back.
-    let mut odd = TableSchema::clone(&weir_tests::records::table(
+    let odd = weir_tests::records::table(
         "public",
         "odd",
         &[
@@ -992,11 +848,7 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
             ("u", "uuid", true),
             ("by", "bytea", true),
         ],
-    ));
-    for (column, oid) in odd.columns.iter_mut().zip([16, 1184, 1114, 2950, 17]) {
-        column.type_oid = oid;
-    }
-    let odd = std::sync::Arc::new(odd);
+    );
     let odd_rows = [
         vec![
             Value::Bool(true),
@@ -1013,25 +865,10 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
             Value::Bytes(Vec::new()),
         ],
     ];
-    let writes: Vec<SinkRecord> = odd_rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            weir_tests::records::change(
-                &odd,
-                Op::Insert,
-                0x2000 + i as u64 * 8,
-                0,
-                None,
-                Some(r.clone()),
-            )
-        })
-        .collect();
-    sink.write(&writes).await.unwrap();
-    let (keys, _) = all_keys(readback.as_mut(), &odd, 1).await;
-    let listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    sink.write(&inserts(&odd, 0x2000, odd_rows)).await.unwrap();
+    let (keys, _) = all_keys(readback.as_mut(), &odd, None, 1).await;
     assert_eq!(
-        listed,
+        key_values(&keys),
         [
             [
                 "f",

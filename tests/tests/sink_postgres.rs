@@ -562,8 +562,9 @@ async fn an_initial_snapshot_under_writes_leaves_the_target_equal() {
 
 // ---- readback (`weir verify`) ----
 
-use weir_core::{Held, HeldKey, Op, Readback, SinkRecord, Value};
-use weir_tests::records::{change, table};
+use weir_core::{Held, SinkRecord, Value};
+use weir_tests::readback::{all_keys, assert_keys, column_diff, diffs, key_values, open};
+use weir_tests::records::{gone, inserts, read, stock, stock_row, table};
 
 /// A sink config writing to `db`.
 fn readback_config(db: &TestDb) -> PostgresSinkConfig {
@@ -572,46 +573,6 @@ fn readback_config(db: &TestDb) -> PostgresSinkConfig {
     c.port = pg_port();
     c.user = pg_user();
     c
-}
-
-async fn open_readback(config: &PostgresSinkConfig) -> Box<dyn Readback> {
-    config
-        .readback("pg")
-        .unwrap_or_else(|e| panic!("no readback: {e}"))
-        .await
-        .unwrap_or_else(|e| panic!("opening the readback: {e}"))
-}
-
-/// Every key `keys()` lists for `table`, a page of at most `limit` at a
-/// time; also how many pages it took.
-async fn all_keys(
-    readback: &mut dyn Readback,
-    table: &weir_core::TableSchema,
-    limit: usize,
-) -> (Vec<HeldKey>, usize) {
-    let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
-    loop {
-        let page = readback
-            .keys(table, None, cursor, limit)
-            .await
-            .unwrap_or_else(|e| panic!("listing keys: {e}"));
-        assert!(page.keys.len() <= limit, "{page:?}");
-        pages += 1;
-        keys.extend(page.keys);
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return (keys, pages),
-        }
-        assert!(pages < 100, "the listing does not end");
-    }
-}
-
-fn read_of(t: &std::sync::Arc<weir_core::TableSchema>, row: Vec<Value>) -> SinkRecord {
-    change(t, Op::Read, 0x9000, 0, None, Some(row))
-}
-
-fn delete_of(t: &std::sync::Arc<weir_core::TableSchema>, key: Vec<Value>) -> SinkRecord {
-    change(t, Op::Delete, 0x9000, 0, Some(key), None)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -641,19 +602,9 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
         ]
     };
     let mut sink = config.build("pg").await.unwrap();
-    let writes: Vec<SinkRecord> = (1..=6)
-        .map(|id| {
-            change(
-                &items,
-                Op::Insert,
-                0x1000 + id as u64 * 8,
-                0,
-                None,
-                Some(row(id)),
-            )
-        })
-        .collect();
-    sink.write(&writes).await.unwrap();
+    sink.write(&inserts(&items, 0x1008, (1..=6).map(row)))
+        .await
+        .unwrap();
     // Changed behind the sink's back: 2 deleted, 3 renamed, 4's qty
     // emptied and its JSON respaced (json keeps its text, so it differs),
     // and 100 inserted.
@@ -666,48 +617,31 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
         )
         .await;
 
-    let mut readback = open_readback(&config).await;
+    let mut readback = open(config.readback("pg")).await;
     assert!(!readback.compares().is_empty());
     let records = vec![
-        read_of(&items, row(1)),
-        read_of(&items, row(2)),
-        read_of(&items, row(3)),
-        read_of(&items, row(4)),
-        delete_of(
-            &items,
-            vec![Value::Int(5), Value::Null, Value::Null, Value::Null],
-        ),
-        delete_of(
-            &items,
-            vec![Value::Int(99), Value::Null, Value::Null, Value::Null],
-        ),
-        read_of(&items, row(6)),
+        read(&items, row(1)),
+        read(&items, row(2)),
+        read(&items, row(3)),
+        read(&items, row(4)),
+        gone(&items, &[Value::Int(5)]),
+        gone(&items, &[Value::Int(99)]),
+        read(&items, row(6)),
     ];
     let held = readback.compare(&records).await.unwrap();
     assert_eq!(held[0], Held::Same, "{held:?}");
     assert_eq!(held[1], Held::Missing, "{held:?}");
-    let Held::Differs(diffs) = &held[2] else {
-        panic!("{held:?}")
-    };
-    assert_eq!(diffs.len(), 1, "{diffs:?}");
     assert_eq!(
-        (
-            diffs[0].column.as_str(),
-            diffs[0].source.as_str(),
-            diffs[0].sink.as_str()
-        ),
-        ("name", "item 3", "renamed")
+        diffs(&held[2]),
+        [column_diff("name", "item 3", "renamed")],
+        "{held:?}"
     );
-    let Held::Differs(diffs) = &held[3] else {
-        panic!("{held:?}")
-    };
-    let shown: Vec<(&str, &str, &str)> = diffs
-        .iter()
-        .map(|d| (d.column.as_str(), d.source.as_str(), d.sink.as_str()))
-        .collect();
     assert_eq!(
-        shown,
-        [("qty", "40", "NULL"), ("doc", "{\"n\": 4}", "{\"n\":4}")]
+        diffs(&held[3]),
+        [
+            column_diff("qty", "40", "NULL"),
+            column_diff("doc", "{\"n\": 4}", "{\"n\":4}")
+        ]
     );
     assert_eq!(held[4], Held::Extra, "{held:?}");
     assert_eq!(held[5], Held::Same, "{held:?}");
@@ -726,15 +660,9 @@ async fn readback_compares_what_the_sink_wrote_and_lists_its_keys() {
     };
     assert_eq!(readback.compare(&[raw]).await.unwrap(), [Held::Same]);
 
-    let (keys, pages) = all_keys(readback.as_mut(), &items, 2).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &items, None, 2).await;
     assert!(pages >= 3, "{pages} pages: {keys:?}");
-    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
-    listed.sort_by_key(|k| k[0].parse::<i64>().unwrap());
-    let want: Vec<Vec<String>> = [1, 3, 4, 5, 6, 100]
-        .iter()
-        .map(|k| vec![k.to_string()])
-        .collect();
-    assert_eq!(listed, want, "{keys:?}");
+    assert_keys(&keys, &[["1"], ["3"], ["4"], ["5"], ["6"], ["100"]]);
     assert!(keys.iter().any(|k| k.name == "id=100"), "{keys:?}");
     // The sink's bookkeeping is in its own table, which is not listed.
     assert_eq!(
@@ -754,24 +682,8 @@ async fn readback_with_a_two_column_text_key_and_a_refused_value() {
     .await;
     let mut config = readback_config(&target);
     config.table = "shop.{table}".to_owned();
-    let stock = table(
-        "public",
-        "stock",
-        &[
-            ("region", "text", true),
-            ("code", "int8", true),
-            ("n", "int4", false),
-            ("note", "varchar", false),
-        ],
-    );
-    let row = |region: &str, code: i64, n: i64| {
-        vec![
-            Value::Text(region.to_owned()),
-            Value::Int(code),
-            Value::Int(n),
-            Value::Text(format!("{region}/{code}")),
-        ]
-    };
+    let stock = stock("public", "varchar");
+    let row = stock_row;
     let mut sink = config.build("pg").await.unwrap();
     let rows = [
         ("north", 1, 5),
@@ -779,20 +691,7 @@ async fn readback_with_a_two_column_text_key_and_a_refused_value() {
         ("south, west", 1, 7),
         ("Ünïcode", 3, 8),
     ];
-    let writes: Vec<SinkRecord> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (r, c, n))| {
-            change(
-                &stock,
-                Op::Insert,
-                0x1000 + i as u64 * 8,
-                0,
-                None,
-                Some(row(r, *c, *n)),
-            )
-        })
-        .collect();
+    let writes = inserts(&stock, 0x1000, rows.iter().map(|(r, c, n)| row(r, *c, *n)));
     sink.write(&writes).await.unwrap();
     target
         .exec(
@@ -802,73 +701,44 @@ async fn readback_with_a_two_column_text_key_and_a_refused_value() {
         )
         .await;
 
-    let mut readback = open_readback(&config).await;
+    let mut readback = open(config.readback("pg")).await;
     // A value the target's type refuses (a transform's text in an int4
     // column) fails only its own record, as a difference.
     let mut refused = row("north", 1, 5);
     refused[2] = Value::Text("five".into());
     let held = readback
         .compare(&[
-            read_of(&stock, row("north", 1, 5)),
-            read_of(&stock, row("north", 2, 6)),
-            read_of(&stock, row("south, west", 1, 7)),
-            read_of(&stock, refused),
-            delete_of(
-                &stock,
-                vec![
-                    Value::Text("Ünïcode".into()),
-                    Value::Int(3),
-                    Value::Null,
-                    Value::Null,
-                ],
-            ),
-            read_of(&stock, row("Ünïcode", 3, 8)),
+            read(&stock, row("north", 1, 5)),
+            read(&stock, row("north", 2, 6)),
+            read(&stock, row("south, west", 1, 7)),
+            read(&stock, refused),
+            gone(&stock, &[Value::Text("Ünïcode".into()), Value::Int(3)]),
+            read(&stock, row("Ünïcode", 3, 8)),
         ])
         .await
         .unwrap();
     assert_eq!(held[0], Held::Same, "{held:?}");
-    let Held::Differs(diffs) = &held[1] else {
-        panic!("{held:?}")
-    };
-    assert_eq!(
-        (
-            diffs[0].column.as_str(),
-            diffs[0].source.as_str(),
-            diffs[0].sink.as_str()
-        ),
-        ("n", "6", "60")
-    );
+    assert_eq!(diffs(&held[1])[0], column_diff("n", "6", "60"), "{held:?}");
     assert_eq!(held[2], Held::Missing, "{held:?}");
-    let Held::Differs(diffs) = &held[3] else {
-        panic!("{held:?}")
-    };
     assert_eq!(
-        (
-            diffs[0].column.as_str(),
-            diffs[0].source.as_str(),
-            diffs[0].sink.as_str()
-        ),
-        ("n", "five", "5")
+        diffs(&held[3])[0],
+        column_diff("n", "five", "5"),
+        "{held:?}"
     );
     assert_eq!(held[4], Held::Extra, "{held:?}");
     assert_eq!(held[5], Held::Same, "{held:?}");
 
-    let (keys, pages) = all_keys(readback.as_mut(), &stock, 1).await;
+    let (keys, pages) = all_keys(readback.as_mut(), &stock, None, 1).await;
     assert!(pages >= 4, "{pages} pages");
-    let mut listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
-    listed.sort();
-    let want: Vec<Vec<String>> = [
-        ("east", "9"),
-        ("north", "1"),
-        ("north", "2"),
-        ("Ünïcode", "3"),
-    ]
-    .iter()
-    .map(|(r, c)| vec![r.to_string(), c.to_string()])
-    .collect();
-    let mut want = want;
-    want.sort();
-    assert_eq!(listed, want, "{keys:?}");
+    assert_keys(
+        &keys,
+        &[
+            ["east", "9"],
+            ["north", "1"],
+            ["north", "2"],
+            ["Ünïcode", "3"],
+        ],
+    );
     assert!(
         keys.iter().any(|k| k.name == "region=east,code=9"),
         "{keys:?}"
@@ -883,9 +753,9 @@ async fn readback_with_a_two_column_text_key_and_a_refused_value() {
     // A target that is not there is a configuration error naming it.
     let mut elsewhere = readback_config(&target);
     elsewhere.table = "nowhere.{table}".to_owned();
-    let mut readback = open_readback(&elsewhere).await;
+    let mut readback = open(elsewhere.readback("pg")).await;
     let err = readback
-        .compare(&[read_of(&stock, row("north", 1, 5))])
+        .compare(&[read(&stock, row("north", 1, 5))])
         .await
         .unwrap_err();
     assert!(
@@ -989,23 +859,11 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
             .collect(),
     ];
     let mut sink = config.build("pg").await.unwrap();
-    let writes: Vec<SinkRecord> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            change(
-                &typed,
-                Op::Insert,
-                0x1000 + i as u64 * 8,
-                0,
-                None,
-                Some(r.clone()),
-            )
-        })
-        .collect();
-    sink.write(&writes).await.unwrap();
-    let mut readback = open_readback(&config).await;
-    let records: Vec<SinkRecord> = rows.iter().map(|r| read_of(&typed, r.clone())).collect();
+    sink.write(&inserts(&typed, 0x1000, rows.iter().cloned()))
+        .await
+        .unwrap();
+    let mut readback = open(config.readback("pg")).await;
+    let records: Vec<SinkRecord> = rows.iter().map(|r| read(&typed, r.clone())).collect();
     let held = readback.compare(&records).await.unwrap();
     assert_eq!(held, [Held::Same, Held::Same, Held::Same]);
     // Changed behind the back, the columns compared by text and by `=`
@@ -1014,9 +872,7 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
         .exec("UPDATE typed SET pt = '(9,9)', jarr = '{}', n2 = 42.501 WHERE id = 1")
         .await;
     let held = readback.compare(&records[..1]).await.unwrap();
-    let Held::Differs(diffs) = &held[0] else {
-        panic!("{held:?}")
-    };
+    let diffs = diffs(&held[0]);
     let columns: Vec<&str> = diffs.iter().map(|d| d.column.as_str()).collect();
     assert_eq!(columns, ["n2", "jarr", "pt"], "{diffs:?}");
     assert_eq!(diffs[0].sink, "42.501", "{diffs:?}");
@@ -1039,10 +895,9 @@ async fn readback_finds_every_type_the_sink_wrote_the_same() {
             ("c", "bpchar", true),
         ],
     );
-    let (keys, _) = all_keys(readback.as_mut(), &odd, 1).await;
-    let listed: Vec<Vec<String>> = keys.iter().map(|k| k.key.clone().unwrap()).collect();
+    let (keys, _) = all_keys(readback.as_mut(), &odd, None, 1).await;
     assert_eq!(
-        listed,
+        key_values(&keys),
         [
             ["f", "0044-03-15 12:00:00+00 BC", "x  "],
             ["t", "2024-02-29 11:14:15.5+00", "ab "]

@@ -584,10 +584,11 @@ async fn every_type_reaches_its_closest_attribute_type() {
 mod readback {
     use std::sync::Arc;
 
-    use weir_core::{ColumnDiff, Held, HeldKey, Op, Readback, SinkRecord, TableSchema, Value};
+    use weir_core::{Held, Op, Readback, SinkRecord, TableSchema, Value};
     use weir_sinks::SinkSpec as _;
     use weir_sinks::sphinx::{AttributeType, SphinxSinkConfig};
-    use weir_tests::records;
+    use weir_tests::readback::{all_keys, column_diff as diff};
+    use weir_tests::records::{self, gone, inserts, read};
     use weir_tests::services::sphinx::{RtIndex, Searchd};
 
     /// `name` is a field and a string attribute, `body` only a field.
@@ -683,17 +684,6 @@ mod readback {
         records::change(table, Op::Insert, lsn, 0, None, Some(row))
     }
 
-    fn read(table: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
-        records::change(table, Op::Read, 1_000_000, 0, None, Some(row))
-    }
-
-    /// A `delete` record for the key `key` (the key columns first).
-    fn delete(table: &Arc<TableSchema>, key: Vec<Value>) -> SinkRecord {
-        let mut before = key;
-        before.resize(table.columns.len(), Value::Null);
-        records::change(table, Op::Delete, 1_000_000, 0, Some(before), None)
-    }
-
     async fn write(config: &SphinxSinkConfig, records: &[SinkRecord]) {
         let mut sink = config.build("search").await.expect("open the sink");
         sink.write(records).await.expect("write");
@@ -701,11 +691,7 @@ mod readback {
     }
 
     async fn open(config: &SphinxSinkConfig) -> Box<dyn Readback> {
-        config
-            .readback("search")
-            .expect("sphinx has a readback")
-            .await
-            .expect("open the readback")
+        weir_tests::readback::open(config.readback("search")).await
     }
 
     async fn sql(searchd: &Searchd, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -715,58 +701,19 @@ mod readback {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
-    /// Every key `keys` lists for `table`, `limit` a page, and the number
-    /// of pages.
-    async fn all_keys(
-        readback: &mut Box<dyn Readback>,
-        table: &TableSchema,
-        limit: usize,
-    ) -> (Vec<HeldKey>, usize) {
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        let mut pages = 0;
-        loop {
-            let page = readback
-                .keys(table, None, cursor, limit)
-                .await
-                .expect("a page of keys");
-            assert!(page.keys.len() <= limit, "{page:?}");
-            pages += 1;
-            keys.extend(page.keys);
-            cursor = page.cursor;
-            if cursor.is_none() {
-                return (keys, pages);
-            }
-            assert!(pages < 100, "the pages never end: {keys:?}");
-        }
-    }
-
-    fn diff(column: &str, source: &str, sink: &str) -> ColumnDiff {
-        ColumnDiff {
-            column: column.into(),
-            source: source.into(),
-            sink: sink.into(),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn readback_compares_rows_and_sees_changes_behind_the_sinks_back() {
         let searchd = Searchd::start(&rb_indexes(), 8 << 20);
         let config = rb_config(&searchd.addr);
         let table = rb_table();
         let rows = rb_rows();
-        let inserts: Vec<SinkRecord> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
-            .collect();
-        write(&config, &inserts).await;
+        write(&config, &inserts(&table, 100, rows.iter().cloned())).await;
         let mut readback = open(&config).await;
         assert!(readback.compares().contains("weir_doc"));
 
         let mut records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
-        records.push(delete(&table, vec![Value::Int(9)]));
-        records.push(delete(&table, vec![Value::Int(4)]));
+        records.push(gone(&table, &[Value::Int(9)]));
+        records.push(gone(&table, &[Value::Int(4)]));
         let held = readback.compare(&records).await.unwrap();
         assert_eq!(
             held,
@@ -812,7 +759,7 @@ mod readback {
             read(&table, rows[1].clone()),
             read(&table, rows[2].clone()),
             read(&table, row4),
-            delete(&table, vec![Value::Int(2)]),
+            gone(&table, &[Value::Int(2)]),
         ];
         let held = readback.compare(&records).await.unwrap();
         assert_eq!(
@@ -888,7 +835,7 @@ mod readback {
         )
         .await;
         let mut readback = open(&config).await;
-        let (keys, pages) = all_keys(&mut readback, &table, 3).await;
+        let (keys, pages) = all_keys(readback.as_mut(), &table, None, 3).await;
         assert!(pages >= 3, "{pages} pages: {keys:?}");
         let mut got: Vec<(String, Option<Vec<String>>)> =
             keys.into_iter().map(|k| (k.name, k.key)).collect();
@@ -908,9 +855,9 @@ mod readback {
         assert_eq!(got, want);
 
         // One page for all, and a page size of one.
-        let (one_page, pages) = all_keys(&mut readback, &table, 1000).await;
+        let (one_page, pages) = all_keys(readback.as_mut(), &table, None, 1000).await;
         assert_eq!((one_page.len(), pages), (9, 1));
-        let (single, _) = all_keys(&mut readback, &table, 1).await;
+        let (single, _) = all_keys(readback.as_mut(), &table, None, 1).await;
         assert_eq!(single.len(), 9);
     }
 
@@ -958,30 +905,19 @@ mod readback {
             row(r"back\slash", -2, "it's \"quoted\"", 2),
             row("plain", 3, "plain", 3),
         ];
-        let inserts: Vec<SinkRecord> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
-            .collect();
-        write(&config, &inserts).await;
+        write(&config, &inserts(&table, 100, rows.iter().cloned())).await;
         let mut readback = open(&config).await;
 
         let mut records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
-        records.push(delete(
-            &table,
-            vec![Value::Text("plain".into()), Value::Int(3)],
-        ));
-        records.push(delete(
-            &table,
-            vec![Value::Text("plain".into()), Value::Int(4)],
-        ));
+        records.push(gone(&table, &[Value::Text("plain".into()), Value::Int(3)]));
+        records.push(gone(&table, &[Value::Text("plain".into()), Value::Int(4)]));
         let held = readback.compare(&records).await.unwrap();
         assert_eq!(
             held,
             [Held::Same, Held::Same, Held::Same, Held::Extra, Held::Same]
         );
 
-        let (keys, pages) = all_keys(&mut readback, &table, 2).await;
+        let (keys, pages) = all_keys(readback.as_mut(), &table, None, 2).await;
         assert_eq!(pages, 2, "{keys:?}");
         let mut got: Vec<Option<Vec<String>>> = keys.iter().map(|k| k.key.clone()).collect();
         got.sort();
@@ -1038,7 +974,7 @@ mod readback {
                 Held::Same
             ]
         );
-        let (keys, _) = all_keys(&mut readback, &table, 2).await;
+        let (keys, _) = all_keys(readback.as_mut(), &table, None, 2).await;
         let mut got: Vec<(String, Option<Vec<String>>)> =
             keys.into_iter().map(|k| (k.name, k.key)).collect();
         got.sort();
@@ -1119,12 +1055,7 @@ mod readback {
             Value::Json("[]".into()),
         ];
         let rows = [full, nulls, edges];
-        let inserts: Vec<SinkRecord> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| insert(&table, 100 + i as u64 * 8, r.clone()))
-            .collect();
-        write(&config, &inserts).await;
+        write(&config, &inserts(&table, 100, rows.iter().cloned())).await;
         let mut readback = open(&config).await;
         let records: Vec<SinkRecord> = rows.iter().map(|r| read(&table, r.clone())).collect();
         let held = readback.compare(&records).await.unwrap();

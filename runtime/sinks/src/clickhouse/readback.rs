@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use weir_codec::{NameTemplate, to_text};
+use weir_codec::to_text;
 use weir_core::{
     ChangeEvent, Column, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
     SinkRecord, SourceInfo, TableSchema, TxnId, Value,
@@ -14,7 +14,7 @@ use weir_core::{
 
 use super::ClickHouseSinkConfig;
 use super::encode::{ChType, DELETED_COLUMN, ident, key_literal, parse_lookup, write_value};
-use super::sink::{Dest, Layout, Server, check_table, destination, into_sink_error};
+use super::sink::{Dest, Layout, Server, Tables, answer_column, answer_row, into_sink_error};
 
 /// Most bytes of key literals in one query, well below the server's
 /// `max_query_size` (256 KiB).
@@ -28,12 +28,7 @@ const KEY_WINDOW: usize = 50_000;
 /// Reads back what a `clickhouse` sink's tables hold.
 pub struct ClickHouseReadback {
     server: Server,
-    database: NameTemplate,
-    table: NameTemplate,
-    /// Table templates that routes gave, parsed once each.
-    routed: HashMap<String, NameTemplate>,
-    /// Tables already checked, with the source columns they were checked for.
-    tables: HashMap<Dest, (Vec<Column>, Arc<Layout>)>,
+    tables: Tables,
     /// Keys fetched ahead of the pages asked for.
     prefetched: Option<Prefetched>,
 }
@@ -75,13 +70,9 @@ impl ClickHouseReadback {
         name: &str,
         config: ClickHouseSinkConfig,
     ) -> Result<ClickHouseReadback, SinkError> {
-        crate::registry::check_valid(name, config.validate())?;
         Ok(ClickHouseReadback {
-            database: NameTemplate::parse(&config.database).map_err(SinkError::Config)?,
-            table: NameTemplate::parse(&config.table).map_err(SinkError::Config)?,
             server: Server::connect(name, &config).await?,
-            routed: HashMap::new(),
-            tables: HashMap::new(),
+            tables: Tables::new(&config)?,
             prefetched: None,
         })
     }
@@ -91,16 +82,13 @@ impl ClickHouseReadback {
     async fn table(
         &mut self,
         event: &ChangeEvent,
-        schema: &TableSchema,
+        schema: &Arc<TableSchema>,
         topic: Option<&str>,
     ) -> Result<(Dest, Arc<Layout>), SinkError> {
-        let dest = destination(&self.database, &self.table, &mut self.routed, topic, event)?;
-        if let Some((columns, layout)) = self.tables.get(&dest)
-            && *columns == schema.columns
-        {
-            return Ok((dest, Arc::clone(layout)));
-        }
-        let layout = check_table(&self.server, &dest, schema, false)
+        let dest = self.tables.destination(topic, event)?;
+        let layout = self
+            .tables
+            .layout(&self.server, &dest, schema, false)
             .await?
             .ok_or_else(|| {
                 SinkError::Config(format!(
@@ -110,9 +98,6 @@ impl ClickHouseReadback {
                     schema.qualified_name()
                 ))
             })?;
-        let layout = Arc::new(layout);
-        self.tables
-            .insert(dest.clone(), (schema.columns.clone(), Arc::clone(&layout)));
         Ok((dest, layout))
     }
 
@@ -126,17 +111,12 @@ impl ClickHouseReadback {
     ) -> Result<(), SinkError> {
         let (database, name) = dest;
         let rows = entries.iter().any(|e| matches!(e.want, Want::Row(_)));
-        let mut select = key_select(layout);
+        let mut select = layout.key_select();
         let columns: Vec<usize> = (0..layout.names.len())
             .filter(|i| rows && !layout.keys.contains(i))
             .collect();
-        for &i in &columns {
-            select.push(format!(
-                "{} AS _weir_c{i}",
-                layout.types[i].lookup_expr(&ident(&layout.names[i]))
-            ));
-        }
-        let key_columns = key_columns(layout);
+        select.extend(columns.iter().map(|&i| layout.column_select(i)));
+        let key_columns = layout.key_columns();
         let what = format!("reading back rows of {database}.{name}");
         let mut found: HashMap<String, HashMap<usize, Vec<u8>>> = HashMap::new();
         let mut start = 0;
@@ -169,13 +149,12 @@ impl ClickHouseReadback {
                 .await
                 .map_err(into_sink_error)?;
             for line in answer.lines().filter(|l| !l.trim().is_empty()) {
-                let row = parse_line(line, &what)?;
+                let row = answer_row(line, &what)?;
                 let mut values = HashMap::new();
                 for &i in &columns {
-                    let text = row.get(&format!("_weir_c{i}")).and_then(|v| v.as_str());
-                    values.insert(i, held_json(layout.types[i], text));
+                    values.insert(i, held_json(layout.types[i], answer_column(&row, i)));
                 }
-                found.insert(row_key(&row, layout), values);
+                found.insert(layout.answer_key(&row), values);
             }
             start = end;
         }
@@ -201,10 +180,10 @@ impl ClickHouseReadback {
         window: usize,
     ) -> Result<Vec<(HeldKey, String)>, SinkError> {
         let (database, name) = dest;
-        let key_columns = key_columns(layout);
+        let key_columns = layout.key_columns();
         let mut sql = format!(
             "SELECT {} FROM {}.{} FINAL WHERE {} = 0",
-            key_select(layout).join(", "),
+            layout.key_select().join(", "),
             ident(database),
             ident(name),
             ident(DELETED_COLUMN),
@@ -233,7 +212,7 @@ impl ClickHouseReadback {
             .map_err(into_sink_error)?;
         let mut keys = Vec::new();
         for line in answer.lines().filter(|l| !l.trim().is_empty()) {
-            let row = parse_line(line, &what)?;
+            let row = answer_row(line, &what)?;
             let texts: Vec<String> = (0..layout.keys.len())
                 .map(|n| {
                     row.get(&format!("_weir_k{n}"))
@@ -264,49 +243,6 @@ impl ClickHouseReadback {
         }
         Ok(keys)
     }
-}
-
-/// The key columns as the lookup reads them back, `_weir_k0`, ….
-fn key_select(layout: &Layout) -> Vec<String> {
-    layout
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(n, &i)| {
-            format!(
-                "{} AS _weir_k{n}",
-                layout.types[i].lookup_expr(&ident(&layout.names[i]))
-            )
-        })
-        .collect()
-}
-
-fn key_columns(layout: &Layout) -> Vec<String> {
-    layout
-        .keys
-        .iter()
-        .map(|&i| ident(&layout.names[i]))
-        .collect()
-}
-
-fn parse_line(
-    line: &str,
-    what: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, SinkError> {
-    serde_json::from_str(line)
-        .map_err(|e| SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}")))
-}
-
-/// A looked-up row's key, as [`Layout::key_text`] writes a record's.
-fn row_key(row: &serde_json::Map<String, serde_json::Value>, layout: &Layout) -> String {
-    (0..layout.keys.len())
-        .map(|n| {
-            row.get(&format!("_weir_k{n}"))
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A held value (as [`ChType::lookup_expr`] reads it) in the sink's JSON,
@@ -486,10 +422,10 @@ pub(super) fn postgres_timestamp(micros: i64, tz: bool) -> String {
 }
 
 /// The event a `read` of `table` would be, to name its destination.
-fn read_of(table: &TableSchema) -> ChangeEvent {
+fn read_of(table: &Arc<TableSchema>) -> ChangeEvent {
     ChangeEvent {
         op: Op::Read,
-        table: Some(Arc::new(table.clone())),
+        table: Some(Arc::clone(table)),
         before: None,
         after: None,
         message: None,
@@ -555,16 +491,10 @@ impl Readback for ClickHouseReadback {
                     .collect();
                 Want::Row(columns)
             };
-            let literals: Vec<String> = layout
-                .keys
-                .iter()
-                .zip(&key)
-                .map(|(&i, v)| key_literal(layout.types[i], v))
-                .collect();
             let entry = Entry {
                 record: index,
                 key: layout.key_text(&key),
-                literals: format!("({})", literals.join(", ")),
+                literals: layout.key_literals(&key),
                 want,
             };
             match tables
@@ -589,7 +519,8 @@ impl Readback for ClickHouseReadback {
         limit: usize,
     ) -> Result<KeyPage, SinkError> {
         let limit = limit.max(1);
-        let (dest, layout) = self.table(&read_of(table), table, topic).await?;
+        let schema = Arc::new(table.clone());
+        let (dest, layout) = self.table(&read_of(&schema), &schema, topic).await?;
         let buffered = cursor.is_some()
             && self
                 .prefetched

@@ -39,12 +39,7 @@ pub struct ClickHouseSink {
     name: String,
     config: ClickHouseSinkConfig,
     server: Server,
-    database: NameTemplate,
-    table: NameTemplate,
-    /// Table templates that routes gave, parsed once each.
-    routed: HashMap<String, NameTemplate>,
-    /// Destination tables already checked against a source shape.
-    tables: HashMap<Dest, Checked>,
+    tables: Tables,
     owners: Owners,
 }
 
@@ -58,6 +53,16 @@ pub(super) struct Server {
     password: Option<String>,
     client: reqwest::Client,
     endpoint: reqwest::Url,
+}
+
+/// The tables rows go to: how they are named (the configured templates,
+/// and those routes gave, parsed once each), and those already checked
+/// against a source shape. The sink and its readback each keep their own.
+pub(super) struct Tables {
+    database: NameTemplate,
+    table: NameTemplate,
+    routed: HashMap<String, NameTemplate>,
+    checked: HashMap<Dest, Checked>,
 }
 
 struct Checked {
@@ -84,29 +89,18 @@ impl ClickHouseSink {
         name: &str,
         config: ClickHouseSinkConfig,
     ) -> Result<ClickHouseSink, SinkError> {
-        crate::registry::check_valid(name, config.validate())?;
-        let sink = ClickHouseSink {
+        Ok(ClickHouseSink {
             name: name.to_owned(),
-            database: NameTemplate::parse(&config.database).map_err(SinkError::Config)?,
-            table: NameTemplate::parse(&config.table).map_err(SinkError::Config)?,
             server: Server::connect(name, &config).await?,
+            tables: Tables::new(&config)?,
             config,
-            routed: HashMap::new(),
-            tables: HashMap::new(),
             owners: Owners::default(),
-        };
-        Ok(sink)
+        })
     }
 
     /// The table `record` goes to.
     fn destination(&mut self, record: &SinkRecord, event: &ChangeEvent) -> Result<Dest, SinkError> {
-        let (database, table) = destination(
-            &self.database,
-            &self.table,
-            &mut self.routed,
-            record.topic.as_deref(),
-            event,
-        )?;
+        let (database, table) = self.tables.destination(record.topic.as_deref(), event)?;
         if let Some(source) = &event.table {
             let name = format!("{}.{}", ident(&database), ident(&table));
             self.owners.claim("table", &name, source)?;
@@ -124,28 +118,17 @@ impl ClickHouseSink {
         dest: &Dest,
         schema: &Arc<weir_core::TableSchema>,
     ) -> Result<Arc<Layout>, SinkError> {
-        if let Some(checked) = self.tables.get(dest)
-            && (Arc::ptr_eq(&checked.schema, schema) || checked.schema.columns == schema.columns)
-        {
-            return Ok(Arc::clone(&checked.layout));
-        }
         let (database, table) = dest;
-        let Some(layout) =
-            check_table(&self.server, dest, schema, self.config.create_tables).await?
-        else {
-            return Err(SinkError::Config(format!(
+        let create = self.config.create_tables;
+        let layout = self
+            .tables
+            .layout(&self.server, dest, schema, create)
+            .await?;
+        layout.ok_or_else(|| {
+            SinkError::Config(format!(
                 "table {database}.{table} does not exist (create it, or set create_tables = true)"
-            )));
-        };
-        let layout = Arc::new(layout);
-        self.tables.insert(
-            dest.clone(),
-            Checked {
-                schema: Arc::clone(schema),
-                layout: Arc::clone(&layout),
-            },
-        );
-        Ok(layout)
+            ))
+        })
     }
 
     /// Writes every pending table's rows.
@@ -196,68 +179,37 @@ impl ClickHouseSink {
         let what = format!("looking up unchanged TOAST values in {database}.{name}");
         let mut found: HashMap<String, Stored> = HashMap::new();
         for chunk in wanted.chunks(LOOKUP_CHUNK) {
-            let mut select: Vec<String> = layout
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(n, &i)| {
-                    format!(
-                        "{} AS _weir_k{n}",
-                        layout.types[i].lookup_expr(&ident(&layout.names[i]))
-                    )
-                })
-                .collect();
+            let mut select = layout.key_select();
             select.push(format!(
                 "toString({}) AS _weir_lookup_version, {} AS _weir_lookup_deleted",
                 ident(VERSION_COLUMN),
                 ident(DELETED_COLUMN)
             ));
-            select.extend(columns.iter().map(|&i| {
-                format!(
-                    "{} AS _weir_c{i}",
-                    layout.types[i].lookup_expr(&ident(&layout.names[i]))
-                )
-            }));
+            select.extend(columns.iter().map(|&i| layout.column_select(i)));
             let tuples: Vec<String> = chunk
                 .iter()
-                .map(|(_, key)| {
-                    let literals: Vec<String> = layout
-                        .keys
-                        .iter()
-                        .zip(key)
-                        .map(|(&i, v)| key_literal(layout.types[i], v))
-                        .collect();
-                    format!("({})", literals.join(", "))
-                })
-                .collect();
-            let key_columns: Vec<String> = layout
-                .keys
-                .iter()
-                .map(|&i| ident(&layout.names[i]))
+                .map(|(_, key)| layout.key_literals(key))
                 .collect();
             let sql = format!(
                 "SELECT {} FROM {}.{} FINAL WHERE ({}) IN ({}) FORMAT JSONEachRow",
                 select.join(", "),
                 ident(database),
                 ident(name),
-                key_columns.join(", "),
+                layout.key_columns().join(", "),
                 tuples.join(", ")
             );
             let answer = self.query(&sql, &what).await.map_err(into_sink_error)?;
             for line in answer.lines().filter(|l| !l.trim().is_empty()) {
-                let unexpected = |e: &dyn std::fmt::Display| {
-                    SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}"))
-                };
-                let row: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(line).map_err(|e| unexpected(&e))?;
-                let key: Vec<&str> = (0..layout.keys.len())
-                    .map(|n| row[&format!("_weir_k{n}")].as_str().unwrap_or_default())
-                    .collect();
+                let row = answer_row(line, &what)?;
                 let version = row
                     .get("_weir_lookup_version")
                     .and_then(|v| v.as_str())
                     .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| unexpected(&"no _weir_version"))?;
+                    .ok_or_else(|| {
+                        SinkError::Transient(format!(
+                            "{what}: unexpected answer {line:?}: no _weir_version"
+                        ))
+                    })?;
                 let deleted = row
                     .get("_weir_lookup_deleted")
                     .and_then(|d| d.as_u64())
@@ -265,14 +217,14 @@ impl ClickHouseSink {
                     != 0;
                 let mut values = HashMap::new();
                 for &i in &columns {
-                    let text = row.get(&format!("_weir_c{i}")).and_then(|v| v.as_str());
+                    let text = answer_column(&row, i);
                     let value = parse_lookup(layout.types[i], text).map_err(|e| {
                         SinkError::Transient(format!("{what}: column {}: {e}", layout.names[i]))
                     })?;
                     values.insert(i, value);
                 }
                 found.insert(
-                    key.join(","),
+                    layout.answer_key(&row),
                     Stored {
                         version,
                         values: (!deleted).then_some(values),
@@ -419,8 +371,8 @@ impl ClickHouseSink {
 }
 
 impl Server {
-    /// Checks that the server answers and takes the credentials (`GET
-    /// /ping`, then `SELECT 1`).
+    /// Checks the configuration, then that the server answers and takes
+    /// the credentials (`GET /ping`, then `SELECT 1`).
     pub(super) async fn connect(
         name: &str,
         config: &ClickHouseSinkConfig,
@@ -517,40 +469,78 @@ impl Server {
     }
 }
 
-/// The table a change of `event` goes to: `topic` (a route's, parsed once
-/// into `routed`) or the `table` template, in the `database` template's
-/// database.
-pub(super) fn destination(
-    database: &NameTemplate,
-    table: &NameTemplate,
-    routed: &mut HashMap<String, NameTemplate>,
-    topic: Option<&str>,
-    event: &ChangeEvent,
-) -> Result<Dest, SinkError> {
-    let template = match topic {
-        None => table,
-        Some(topic) => {
-            if !routed.contains_key(topic) {
-                ClickHouseSinkConfig::check_name_template(topic)
-                    .and_then(|()| NameTemplate::parse(topic))
-                    .map(|t| routed.insert(topic.to_owned(), t))
-                    .map_err(|e| SinkError::Config(format!("table {topic:?}: {e}")))?;
+impl Tables {
+    /// The configuration's tables, none checked yet.
+    pub(super) fn new(config: &ClickHouseSinkConfig) -> Result<Tables, SinkError> {
+        Ok(Tables {
+            database: NameTemplate::parse(&config.database).map_err(SinkError::Config)?,
+            table: NameTemplate::parse(&config.table).map_err(SinkError::Config)?,
+            routed: HashMap::new(),
+            checked: HashMap::new(),
+        })
+    }
+
+    /// The table a change of `event` goes to: `topic` (a route's) or the
+    /// `table` template, in the `database` template's database.
+    pub(super) fn destination(
+        &mut self,
+        topic: Option<&str>,
+        event: &ChangeEvent,
+    ) -> Result<Dest, SinkError> {
+        let template = match topic {
+            None => &self.table,
+            Some(topic) => {
+                if !self.routed.contains_key(topic) {
+                    ClickHouseSinkConfig::check_name_template(topic)
+                        .and_then(|()| NameTemplate::parse(topic))
+                        .map(|t| self.routed.insert(topic.to_owned(), t))
+                        .map_err(|e| SinkError::Config(format!("table {topic:?}: {e}")))?;
+                }
+                &self.routed[topic]
             }
-            &routed[topic]
+        };
+        let (mut db, mut name) = (String::new(), String::new());
+        self.database
+            .expand_event(event, &mut db)
+            .and_then(|()| template.expand_event(event, &mut name))
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        Ok((db, name))
+    }
+
+    /// How rows of `schema` are written to `dest`: checked (and made when
+    /// `create`) the first time, and again for another shape; `None` when
+    /// the table does not exist and is not made.
+    pub(super) async fn layout(
+        &mut self,
+        server: &Server,
+        dest: &Dest,
+        schema: &Arc<weir_core::TableSchema>,
+        create: bool,
+    ) -> Result<Option<Arc<Layout>>, SinkError> {
+        if let Some(checked) = self.checked.get(dest)
+            && (Arc::ptr_eq(&checked.schema, schema) || checked.schema.columns == schema.columns)
+        {
+            return Ok(Some(Arc::clone(&checked.layout)));
         }
-    };
-    let (mut db, mut name) = (String::new(), String::new());
-    database
-        .expand_event(event, &mut db)
-        .and_then(|()| template.expand_event(event, &mut name))
-        .map_err(|e| SinkError::Config(e.to_string()))?;
-    Ok((db, name))
+        let Some(layout) = check_table(server, dest, schema, create).await? else {
+            return Ok(None);
+        };
+        let layout = Arc::new(layout);
+        self.checked.insert(
+            dest.clone(),
+            Checked {
+                schema: Arc::clone(schema),
+                layout: Arc::clone(&layout),
+            },
+        );
+        Ok(Some(layout))
+    }
 }
 
 /// Checks that table `dest` can hold rows of `schema` (engine, sort key,
 /// every column with its type) and how they are written; `None` when it
 /// does not exist and `create` is off (else it is made).
-pub(super) async fn check_table(
+async fn check_table(
     server: &Server,
     dest: &Dest,
     schema: &weir_core::TableSchema,
@@ -766,6 +756,72 @@ impl Layout {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// The key columns, quoted.
+    pub(super) fn key_columns(&self) -> Vec<String> {
+        self.keys.iter().map(|&i| ident(&self.names[i])).collect()
+    }
+
+    /// `key`'s values as a tuple of literals of the key columns' types.
+    pub(super) fn key_literals(&self, key: &[Value]) -> String {
+        let literals: Vec<String> = self
+            .keys
+            .iter()
+            .zip(key)
+            .map(|(&i, v)| key_literal(self.types[i], v))
+            .collect();
+        format!("({})", literals.join(", "))
+    }
+
+    /// The key columns as a lookup selects them, `_weir_k0`, ….
+    pub(super) fn key_select(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                format!(
+                    "{} AS _weir_k{n}",
+                    self.types[i].lookup_expr(&ident(&self.names[i]))
+                )
+            })
+            .collect()
+    }
+
+    /// Column `i` as a lookup selects it; [`answer_column`] reads it.
+    pub(super) fn column_select(&self, i: usize) -> String {
+        format!(
+            "{} AS _weir_c{i}",
+            self.types[i].lookup_expr(&ident(&self.names[i]))
+        )
+    }
+
+    /// A looked-up row's key (as [`Layout::key_select`] selects it), as
+    /// [`Layout::key_text`] writes a record's.
+    pub(super) fn answer_key(&self, row: &AnswerRow) -> String {
+        (0..self.keys.len())
+            .map(|n| {
+                row.get(&format!("_weir_k{n}"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A line of a lookup's `JSONEachRow` answer.
+pub(super) type AnswerRow = serde_json::Map<String, serde_json::Value>;
+
+/// Line `line` of the answer to `what`.
+pub(super) fn answer_row(line: &str, what: &str) -> Result<AnswerRow, SinkError> {
+    serde_json::from_str(line)
+        .map_err(|e| SinkError::Transient(format!("{what}: unexpected answer {line:?}: {e}")))
+}
+
+/// The text of column `i` (as [`Layout::column_select`] selects it) in a
+/// looked-up row; `None` for NULL.
+pub(super) fn answer_column(row: &AnswerRow, i: usize) -> Option<&str> {
+    row.get(&format!("_weir_c{i}")).and_then(|v| v.as_str())
 }
 
 /// A key's newest row in the table, as a lookup found it.

@@ -118,6 +118,7 @@
 mod config;
 mod encode;
 mod readback;
+mod session;
 mod sink;
 mod statements;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Row, Statement};
 use weir_core::{
     ChangeEvent, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
     SinkRecord, SourceInfo, TableSchema, TxnId, Value,
@@ -14,9 +14,8 @@ use weir_core::{
 
 use super::config::{PostgresSinkConfig, SPREAD_BY_OP, TableTemplate};
 use super::encode::{column_text, quote_ident};
-use super::sink::{
-    Kind, TEXT_FORMS, TableName, connect_error, describe, describe_table, kind, table_name,
-};
+use super::session::Session;
+use super::sink::{Kind, TEXT_FORMS, TableName, describe, describe_table, kind, table_name};
 use super::statements::Target;
 
 /// Reads back what a `postgres` sink's target tables hold.
@@ -24,13 +23,9 @@ pub struct PostgresReadback {
     name: String,
     config: PostgresSinkConfig,
     template: TableTemplate,
-    /// Where the target is, for messages.
-    place: String,
-    client: Option<Client>,
+    session: Session,
     /// Target tables by quoted name.
     tables: HashMap<String, Arc<Table>>,
-    /// Prepared statements by SQL text (one connection's).
-    statements: HashMap<String, Statement>,
 }
 
 /// A target table, with how each of its columns compares.
@@ -89,57 +84,30 @@ impl PostgresReadback {
     ) -> Result<PostgresReadback, SinkError> {
         crate::registry::check_valid(name, config.validate())?;
         let template = TableTemplate::parse(&config.table).map_err(SinkError::Config)?;
-        let place = format!(
-            "postgres at {}, database {:?}",
-            config.connection(name).address(),
-            config.database
-        );
         let mut readback = PostgresReadback {
             name: name.to_owned(),
+            session: Session::new(name, &config),
             config,
             template,
-            place,
-            client: None,
             tables: HashMap::new(),
-            statements: HashMap::new(),
         };
         readback.ensure_client().await?;
         Ok(readback)
     }
 
     async fn ensure_client(&mut self) -> Result<(), SinkError> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.session.is_open() {
             return Ok(());
         }
-        self.client = None;
-        self.statements.clear();
         let mut cfg = self.config.connection(&self.name);
         cfg.application_name.push_str("-verify");
-        let client = weir_postgres::connect(&cfg).await.map_err(connect_error)?;
         // The sink's text forms, so that each text casts to the value the
         // sink's write stores; read-only, since verifying must change
         // nothing.
-        client
-            .batch_execute(&format!(
-                "{TEXT_FORMS}; SET default_transaction_read_only = on"
-            ))
+        let setup = format!("{TEXT_FORMS}; SET default_transaction_read_only = on");
+        self.session
+            .open(&cfg, &setup, "setting up the session")
             .await
-            .map_err(|e| self.error("setting up the session", &e))?;
-        self.client = Some(client);
-        Ok(())
-    }
-
-    fn client(&self) -> &Client {
-        self.client.as_ref().expect("connected before use")
-    }
-
-    fn error(&self, doing: &str, e: &tokio_postgres::Error) -> SinkError {
-        let message = format!("{}: {doing}: {}", self.place, describe(e));
-        match kind(e) {
-            Kind::Transient => SinkError::Transient(message),
-            Kind::Auth => SinkError::Auth(message),
-            Kind::Config | Kind::Record => SinkError::Config(message),
-        }
     }
 
     /// The target table of `event` under `topic`, as the sink's write
@@ -160,23 +128,24 @@ impl PostgresReadback {
             return Ok(Arc::clone(t));
         }
         let doing = format!("looking up table {display}");
-        let target = describe_table(self.client(), &sql, &display)
+        let target = describe_table(self.session.client(), &sql, &display)
             .await
-            .map_err(|e| self.error(&doing, &e))?
+            .map_err(|e| self.session.error(&doing, &e))?
             .ok_or_else(|| {
                 let source = event.table.as_ref().map_or_else(String::new, |t| {
                     format!(" (for source table {})", t.qualified_name())
                 });
                 SinkError::Config(format!(
                     "{}: table {display} does not exist{source}",
-                    self.place
+                    self.session.place
                 ))
             })?;
         let rows = self
+            .session
             .client()
             .query(EQUALITY, &[&sql])
             .await
-            .map_err(|e| self.error(&doing, &e))?;
+            .map_err(|e| self.session.error(&doing, &e))?;
         let equality = rows
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
@@ -201,7 +170,7 @@ impl PostgresReadback {
             if !table.target.columns.contains_key(&c.name) {
                 return Err(SinkError::Config(format!(
                     "{}: table {} has no column {:?} that the source table {} has",
-                    self.place,
+                    self.session.place,
                     table.target.display,
                     c.name,
                     schema.qualified_name()
@@ -238,16 +207,10 @@ impl PostgresReadback {
     }
 
     async fn statement(&mut self, sql: &str, types: &[Type]) -> Result<Statement, SinkError> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let statement = self
-            .client()
-            .prepare_typed(sql, types)
+        self.session
+            .prepare(sql, types)
             .await
-            .map_err(|e| self.error("preparing a comparison", &e))?;
-        self.statements.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
+            .map_err(|e| self.session.error("preparing a comparison", &e))
     }
 
     /// Runs `group`'s comparison for the records `which` (indexes into
@@ -269,12 +232,12 @@ impl PostgresReadback {
             .collect();
         let params: Vec<&(dyn ToSql + Sync)> =
             arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        let rows = match self.client().query(&statement, &params).await {
+        let rows = match self.session.client().query(&statement, &params).await {
             Ok(rows) => rows,
             Err(e) if kind(&e) == Kind::Record => return Ok(Err(e)),
             Err(e) => {
                 let doing = format!("comparing rows of table {}", group.table.target.display);
-                return Err(self.error(&doing, &e));
+                return Err(self.session.error(&doing, &e));
             }
         };
         let compared = columns.iter().filter(|c| !c.key && !group.delete).count();
@@ -337,7 +300,7 @@ impl PostgresReadback {
             let cast = &group.table.target.columns[&c.name];
             let sql = format!("SELECT $1::text::{cast}");
             let statement = self.statement(&sql, &[Type::TEXT]).await?;
-            match self.client().query(&statement, &[text]).await {
+            match self.session.client().query(&statement, &[text]).await {
                 Ok(_) => {}
                 Err(e) if kind(&e) == Kind::Record => {
                     if c.key {
@@ -346,7 +309,7 @@ impl PostgresReadback {
                     }
                     refused.push(i);
                 }
-                Err(e) => return Err(self.error("checking a value", &e)),
+                Err(e) => return Err(self.session.error("checking a value", &e)),
             }
         }
         let columns = group_columns(group, &refused);
@@ -354,7 +317,7 @@ impl PostgresReadback {
             Ok(found) => Ok(judge(group, &columns, r, &found[0])),
             Err(e) => Err(SinkError::Config(format!(
                 "{}: comparing a row of table {}: {}",
-                self.place,
+                self.session.place,
                 group.table.target.display,
                 describe(&e)
             ))),
@@ -592,7 +555,7 @@ impl Readback for PostgresReadback {
             let cast = target.target.columns.get(*k).ok_or_else(|| {
                 SinkError::Config(format!(
                     "{}: table {} has no column {k:?} that the source table {} has",
-                    self.place,
+                    self.session.place,
                     target.target.display,
                     table.qualified_name()
                 ))
@@ -647,11 +610,12 @@ impl Readback for PostgresReadback {
         let params: Vec<&(dyn ToSql + Sync)> =
             after.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         let rows = self
+            .session
             .client()
             .query(&statement, &params)
             .await
             .map_err(|e| {
-                self.error(
+                self.session.error(
                     &format!("listing the keys of table {}", target.target.display),
                     &e,
                 )

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Statement};
 use weir_core::{
     ChangeEvent, Lsn, Op, Position, Rejected, Sink, SinkError, SinkPayload, SinkRecord,
     TableSchema, TxnId, Value,
@@ -16,6 +16,7 @@ use crate::owners::Owners;
 
 use super::config::{PostgresSinkConfig, TableTemplate, split_fixed_name};
 use super::encode::{quote_ident, quote_name};
+use super::session::Session;
 use super::statements::{
     Many, Params, Step, Target, coalesce, delete, key_of, rekey, truncate, upsert,
 };
@@ -27,14 +28,10 @@ pub struct PostgresSink {
     template: TableTemplate,
     /// `progress_table`, quoted.
     progress_sql: String,
-    /// Where the target is, for messages.
-    place: String,
-    client: Option<Client>,
+    session: Session,
     /// Target tables by quoted name.
     targets: HashMap<String, Arc<Target>>,
     owners: Owners,
-    /// Prepared statements by SQL text (one connection's).
-    statements: HashMap<String, Statement>,
     /// The many-row form of each one-row statement.
     shapes: HashMap<String, Arc<Many>>,
     /// Where this sink's last committed batch ended, and the transaction
@@ -129,21 +126,14 @@ impl PostgresSink {
         let (schema, table) =
             split_fixed_name(&config.progress_table).map_err(SinkError::Config)?;
         let progress_sql = quote_name(schema, table);
-        let place = format!(
-            "postgres at {}, database {:?}",
-            config.connection(name).address(),
-            config.database
-        );
         let mut sink = PostgresSink {
             name: name.to_owned(),
+            session: Session::new(name, &config),
             config,
             template,
             progress_sql,
-            place,
-            client: None,
             targets: HashMap::new(),
             owners: Owners::default(),
-            statements: HashMap::new(),
             shapes: HashMap::new(),
             last_committed: None,
         };
@@ -152,13 +142,9 @@ impl PostgresSink {
     }
 
     async fn ensure_client(&mut self) -> Result<(), SinkError> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.session.is_open() {
             return Ok(());
         }
-        self.client = None;
-        self.statements.clear();
-        let cfg = self.config.connection(&self.name);
-        let client = weir_postgres::connect(&cfg).await.map_err(connect_error)?;
         // Commit must mean durable whatever the server's default, and the
         // text forms sent back must be read the way Weir writes them.
         let setup = format!(
@@ -172,26 +158,9 @@ impl PostgresSink {
              )",
             self.progress_sql
         );
-        client
-            .batch_execute(&setup)
-            .await
-            .map_err(|e| self.error(&format!("creating {}", self.config.progress_table), &e))?;
-        self.client = Some(client);
-        Ok(())
-    }
-
-    fn client(&self) -> &Client {
-        self.client.as_ref().expect("connected before use")
-    }
-
-    /// A statement-level error as a [`SinkError`] of its kind.
-    fn error(&self, doing: &str, e: &tokio_postgres::Error) -> SinkError {
-        let message = format!("{}: {doing}: {}", self.place, describe(e));
-        match kind(e) {
-            Kind::Transient => SinkError::Transient(message),
-            Kind::Auth => SinkError::Auth(message),
-            Kind::Config | Kind::Record => SinkError::Config(message),
-        }
+        let doing = format!("creating {}", self.config.progress_table);
+        let cfg = self.config.connection(&self.name);
+        self.session.open(&cfg, &setup, &doing).await
     }
 
     /// The target table of `event` (routed by `topic` when given), looked
@@ -217,14 +186,14 @@ impl PostgresSink {
             let Some(source) = &event.table else {
                 return Err(SinkError::Config(format!(
                     "{}: table {display} does not exist",
-                    self.place
+                    self.session.place
                 )));
             };
             if !self.config.create_tables {
                 return Err(SinkError::Config(format!(
                     "{}: table {display} does not exist (for source table {}.{}); create it, \
                      or set create_tables = true",
-                    self.place, source.schema, source.name
+                    self.session.place, source.schema, source.name
                 )));
             }
             self.create_table(schema.as_deref(), &sql, &display, source)
@@ -232,16 +201,22 @@ impl PostgresSink {
             target = self.describe_table(&sql, &display).await?;
         }
         let target = Arc::new(target.ok_or_else(|| {
-            SinkError::Config(format!("{}: table {display} does not exist", self.place))
+            SinkError::Config(format!(
+                "{}: table {display} does not exist",
+                self.session.place
+            ))
         })?);
         self.targets.insert(sql, Arc::clone(&target));
         Ok(target)
     }
 
     async fn describe_table(&self, sql: &str, display: &str) -> Result<Option<Target>, SinkError> {
-        describe_table(self.client(), sql, display)
+        describe_table(self.session.client(), sql, display)
             .await
-            .map_err(|e| self.error(&format!("looking up table {display}"), &e))
+            .map_err(|e| {
+                self.session
+                    .error(&format!("looking up table {display}"), &e)
+            })
     }
 
     async fn create_table(
@@ -257,19 +232,20 @@ impl PostgresSink {
             let ty = if c.type_oid < 16384 {
                 // Built-in types have the same OID everywhere; the target
                 // spells them with their modifier (`varchar(20)`).
-                self.client()
+                self.session
+                    .client()
                     .query_one(
                         "SELECT format_type($1::text::oid, $2::text::int4)",
                         &[&c.type_oid.to_string(), &c.type_modifier.to_string()],
                     )
                     .await
-                    .map_err(|e| self.error(&doing, &e))?
+                    .map_err(|e| self.session.error(&doing, &e))?
                     .get::<_, String>(0)
             } else if c.type_name.starts_with("oid:") {
                 return Err(SinkError::Config(format!(
                     "{}: cannot create table {shown}: the type of column {:?} of {}.{} is \
                      unknown (type {}); create the table yourself",
-                    self.place, c.name, source.schema, source.name, c.type_name
+                    self.session.place, c.name, source.schema, source.name, c.type_name
                 )));
             } else {
                 match c.type_name.split_once('.') {
@@ -300,10 +276,11 @@ impl PostgresSink {
             columns.join(", ")
         ));
         tracing::info!(sink = %self.name, table = %shown, "creating the target table");
-        self.client()
+        self.session
+            .client()
             .batch_execute(&ddl)
             .await
-            .map_err(|e| self.error(&doing, &e))
+            .map_err(|e| self.session.error(&doing, &e))
     }
 
     /// The statements that apply one record.
@@ -363,25 +340,9 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn statement(
-        &mut self,
-        sql: &str,
-        params: &Params,
-    ) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let types = match params {
-            Params::Row(p) => vec![Type::TEXT; p.len()],
-            Params::Columns(p) => vec![Type::TEXT_ARRAY; p.len()],
-        };
-        let statement = self.client().prepare_typed(sql, &types).await?;
-        self.statements.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
-    }
-
     async fn read_progress(&self) -> Result<Option<Progress>, SinkError> {
         let row = self
+            .session
             .client()
             .query_opt(
                 &format!(
@@ -391,7 +352,7 @@ impl PostgresSink {
                 &[&self.name],
             )
             .await
-            .map_err(|e| self.error("reading the applied position", &e))?;
+            .map_err(|e| self.session.error("reading the applied position", &e))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -399,7 +360,7 @@ impl PostgresSink {
         let commit_lsn: Lsn = lsn.parse().map_err(|_| {
             SinkError::Config(format!(
                 "{}: {} holds commit_lsn {lsn:?}, not an LSN",
-                self.place, self.config.progress_table
+                self.session.place, self.config.progress_table
             ))
         })?;
         let (seq, taken): (i64, i64) = (row.get(1), row.get(2));
@@ -436,8 +397,13 @@ impl PostgresSink {
     async fn run(&mut self, steps: &[Step]) -> Result<(), (usize, tokio_postgres::Error)> {
         let mut prepared = Vec::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
+            let types = match &step.params {
+                Params::Row(p) => vec![Type::TEXT; p.len()],
+                Params::Columns(p) => vec![Type::TEXT_ARRAY; p.len()],
+            };
             prepared.push(
-                self.statement(&step.sql, &step.params)
+                self.session
+                    .prepare(&step.sql, &types)
                     .await
                     .map_err(|e| (i, e))?,
             );
@@ -449,7 +415,7 @@ impl PostgresSink {
                 Params::Columns(p) => p.iter().map(|v| v as &(dyn ToSql + Sync)).collect(),
             })
             .collect();
-        let client = self.client();
+        let client = self.session.client();
         // Sent without waiting for each answer: the server runs them in
         // order, and after a failure refuses the rest of the transaction.
         let results = futures::future::join_all(
@@ -466,10 +432,11 @@ impl PostgresSink {
     }
 
     async fn simple(&self, sql: &str) -> Result<(), SinkError> {
-        self.client()
+        self.session
+            .client()
             .batch_execute(sql)
             .await
-            .map_err(|e| self.error(sql, &e))
+            .map_err(|e| self.session.error(sql, &e))
     }
 
     async fn apply(&mut self, batch: &[SinkRecord]) -> Result<(), SinkError> {
@@ -486,8 +453,8 @@ impl PostgresSink {
         }
         self.simple("BEGIN").await?;
         let result = self.apply_in_transaction(batch, &targets).await;
-        if result.is_err() && self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            let _ = self.client().batch_execute("ROLLBACK").await;
+        if result.is_err() && self.session.is_open() {
+            let _ = self.session.client().batch_execute("ROLLBACK").await;
         }
         result
     }
@@ -535,7 +502,7 @@ impl PostgresSink {
                     return Err(SinkError::Config(format!(
                         "{}: table {target} has no column {} that the source table has; add \
                          it (ALTER TABLE … ADD COLUMN)",
-                        self.place,
+                        self.session.place,
                         reason.trim_start_matches("missing column ")
                     )));
                 }
@@ -558,7 +525,7 @@ impl PostgresSink {
             Ok(()) => {}
             Err((i, e)) => {
                 let Some(&index) = owner.get(i) else {
-                    return Err(self.error("storing the applied position", &e));
+                    return Err(self.session.error("storing the applied position", &e));
                 };
                 match kind(&e) {
                     Kind::Record => {
@@ -569,7 +536,7 @@ impl PostgresSink {
                     }
                     _ => {
                         let doing = format!("applying {}", describe_record(&batch[index]));
-                        return Err(self.error(&doing, &e));
+                        return Err(self.session.error(&doing, &e));
                     }
                 }
             }
@@ -611,7 +578,7 @@ impl PostgresSink {
             return Err(SinkError::Transient(format!(
                 "{}: the applied position of this sink changed during the batch (is another \
                  Weir writing as the same sink?)",
-                self.place
+                self.session.place
             )));
         }
         let mut refused = Vec::new();
@@ -646,7 +613,7 @@ impl PostgresSink {
                 }
                 Err((_, e)) => {
                     let doing = format!("applying {}", describe_record(record));
-                    return Err(self.error(&doing, &e));
+                    return Err(self.session.error(&doing, &e));
                 }
             }
         }
@@ -656,7 +623,7 @@ impl PostgresSink {
             let step = self.progress_step(p);
             self.run(std::slice::from_ref(&step))
                 .await
-                .map_err(|(_, e)| self.error("storing the applied position", &e))?;
+                .map_err(|(_, e)| self.session.error("storing the applied position", &e))?;
         }
         self.commit(end, batch).await?;
         if refused.is_empty() {
@@ -681,17 +648,17 @@ impl Sink for PostgresSink {
         let result = self.apply(batch).await;
         if let Err(e) = &result
             && e.is_retryable()
-            && self.client.as_ref().is_none_or(Client::is_closed)
+            && !self.session.is_open()
         {
             // Whether the COMMIT happened is unknown; the next write reads
             // the stored position again on a new connection.
-            self.client = None;
+            self.session.close();
         }
         result
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        self.client = None;
+        self.session.close();
         Ok(())
     }
 }
