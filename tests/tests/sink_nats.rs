@@ -500,69 +500,16 @@ async fn a_message_over_max_payload_is_dead_lettered() {
 mod readback {
     use std::sync::Arc;
 
-    use weir_core::{ColumnDiff, Held, HeldKey, Readback};
+    use weir_core::{Held, HeldKey, Readback};
+    use weir_tests::readback::{self, column_diff, held_ids, open};
+    use weir_tests::records::{
+        BIG, change, gone, item, items, read, routed, tenanted, transaction,
+    };
 
     use super::*;
 
-    /// 2^53 + 1: a double would round it.
-    const BIG: i64 = 9_007_199_254_740_993;
-
     fn table(name: &str, columns: &[(&str, &str, bool)]) -> Arc<TableSchema> {
         weir_tests::records::table("public", name, columns)
-    }
-
-    fn items() -> Arc<TableSchema> {
-        table(
-            "items",
-            &[
-                ("id", "int8", true),
-                ("name", "text", false),
-                ("qty", "int4", false),
-                ("note", "text", false),
-            ],
-        )
-    }
-
-    fn item(id: i64, name: &str, qty: i64, note: Option<&str>) -> Vec<Value> {
-        vec![
-            Value::Int(id),
-            Value::Text(name.into()),
-            Value::Int(qty),
-            note.map_or(Value::Null, |n| Value::Text(n.into())),
-        ]
-    }
-
-    fn change(
-        t: &Arc<TableSchema>,
-        op: Op,
-        lsn: u64,
-        seq: u32,
-        before: Option<Vec<Value>>,
-        after: Option<Vec<Value>>,
-    ) -> SinkRecord {
-        weir_tests::records::change(t, op, lsn, seq, before, after)
-    }
-
-    /// What `weir verify` hands the readback for a source row.
-    fn read(t: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
-        change(t, Op::Read, 0x9000, 0, None, Some(row))
-    }
-
-    /// A key the source does not have: key columns filled in, the rest NULL.
-    fn gone(t: &Arc<TableSchema>, key: &[Value]) -> SinkRecord {
-        let mut key = key.iter();
-        let before = t
-            .columns
-            .iter()
-            .map(|c| {
-                if c.key {
-                    key.next().expect("a value per key column").clone()
-                } else {
-                    Value::Null
-                }
-            })
-            .collect();
-        change(t, Op::Delete, 0x9000, 0, Some(before), None)
     }
 
     fn config(server: &NatsServer, bucket: &str) -> NatsSinkConfig {
@@ -570,14 +517,6 @@ mod readback {
         config.bucket = Some(bucket.to_owned());
         config.create_bucket = true;
         config
-    }
-
-    async fn open(config: &NatsSinkConfig) -> Box<dyn Readback> {
-        config
-            .readback("nats")
-            .expect("kv mode has a readback")
-            .await
-            .expect("open the readback")
     }
 
     async fn bucket(server: &NatsServer, name: &str) -> jetstream::kv::Store {
@@ -588,43 +527,17 @@ mod readback {
             .expect("open the bucket")
     }
 
-    /// Every page of `keys()` for `table`, `limit` keys a page, sorted by
-    /// name; and how many pages it took.
+    /// Every key `keys()` lists for `table`, `limit` keys a page, sorted by
+    /// name (a bucket lists them in no order); and how many pages it took.
     async fn all_keys(
         readback: &mut dyn Readback,
         table: &TableSchema,
         topic: Option<&str>,
         limit: usize,
     ) -> (Vec<HeldKey>, usize) {
-        let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
-        loop {
-            let page = readback
-                .keys(table, topic, cursor, limit)
-                .await
-                .expect("a page of keys");
-            pages += 1;
-            assert!(page.keys.len() <= limit, "{page:?}");
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-            assert!(pages < 1000, "the listing does not end");
-        }
+        let (mut keys, pages) = readback::all_keys(readback, table, topic, limit).await;
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         (keys, pages)
-    }
-
-    fn held_ids(ids: &[i64]) -> Vec<HeldKey> {
-        let mut keys: Vec<HeldKey> = ids
-            .iter()
-            .map(|id| HeldKey {
-                name: format!("public.items.{id}"),
-                key: Some(vec![id.to_string()]),
-            })
-            .collect();
-        keys.sort_by(|a, b| a.name.cmp(&b.name));
-        keys
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -640,17 +553,14 @@ mod readback {
             item(4, "four", 4, None),
             item(5, "five", 5, None),
         ];
-        let inserts: Vec<SinkRecord> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| change(&t, Op::Insert, 0x100, i as u32, None, Some(row.clone())))
-            .collect();
-        sink.write(&inserts).await.unwrap();
+        sink.write(&transaction(&t, 0x100, rows.iter().cloned()))
+            .await
+            .unwrap();
         // 5 is deleted through the sink: its delete marker is no row.
         let delete = change(&t, Op::Delete, 0x200, 0, Some(rows[4].clone()), None);
         sink.write(&[delete]).await.unwrap();
 
-        let mut readback = open(&config).await;
+        let mut readback = open(config.readback("nats")).await;
         assert!(
             readback.compares().contains("JSON"),
             "{}",
@@ -680,16 +590,8 @@ mod readback {
             [
                 Held::Same,
                 Held::Missing,
-                Held::Differs(vec![ColumnDiff {
-                    column: "name".into(),
-                    source: "\"three\"".into(),
-                    sink: "\"changed\"".into(),
-                }]),
-                Held::Differs(vec![ColumnDiff {
-                    column: "(value)".into(),
-                    source: "a JSON object".into(),
-                    sink: "not json".into(),
-                }]),
+                Held::Differs(vec![column_diff("name", "\"three\"", "\"changed\"")]),
+                Held::Differs(vec![column_diff("(value)", "a JSON object", "not json")]),
             ]
         );
         let off = format!(
@@ -701,11 +603,11 @@ mod readback {
             .unwrap();
         assert_eq!(
             readback.compare(&all[..1]).await.unwrap(),
-            [Held::Differs(vec![ColumnDiff {
-                column: "id".into(),
-                source: BIG.to_string(),
-                sink: (BIG - 1).to_string(),
-            }])]
+            [Held::Differs(vec![column_diff(
+                "id",
+                &BIG.to_string(),
+                &(BIG - 1).to_string()
+            )])]
         );
 
         let deletes = [
@@ -760,16 +662,14 @@ mod readback {
         kv.put("public.items.x.y", "{}".into()).await.unwrap();
     }
 
-    fn want_items() -> Vec<HeldKey> {
-        let mut want = held_ids(&[1, 2, 3, 5, 6, 7, 8, 9, 100]);
-        for name in ["public.items.a=3Ab", "public.items.x.y"] {
-            want.push(HeldKey {
-                name: name.into(),
-                key: None,
-            });
-        }
-        want.sort_by(|a, b| a.name.cmp(&b.name));
-        want
+    /// Asserts that `readback` lists the keys [`fill`] leaves for `items`,
+    /// in more than two pages of two.
+    async fn assert_lists_filled_items(readback: &mut dyn Readback) {
+        let (held, pages) = all_keys(readback, &items(), None, 2).await;
+        assert!(pages > 2, "{pages} pages");
+        let unmapped = ["public.items.a=3Ab", "public.items.x.y"];
+        let ids = [1, 2, 3, 5, 6, 7, 8, 9, 100];
+        assert_eq!(held, held_ids("public.items.", &ids, &unmapped));
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -779,18 +679,10 @@ mod readback {
         let other = table("other", &[("id", "int8", true), ("name", "text", false)]);
         fill(&server, &config, &other).await;
 
-        let mut readback = open(&config).await;
-        let (held, pages) = all_keys(&mut *readback, &items(), None, 2).await;
-        assert!(pages > 2, "{pages} pages");
-        assert_eq!(held, want_items());
+        let mut readback = open(config.readback("nats")).await;
+        assert_lists_filled_items(&mut *readback).await;
         let (held, _) = all_keys(&mut *readback, &other, None, 100).await;
-        assert_eq!(
-            held,
-            [HeldKey {
-                name: "public.other.1".into(),
-                key: Some(vec!["1".into()]),
-            }]
-        );
+        assert_eq!(held, held_ids("public.other.", &[1], &[]));
         let empty = table("empty", &[("id", "int8", true)]);
         let page = readback.keys(&empty, None, None, 10).await.unwrap();
         assert_eq!(page, weir_core::KeyPage::default());
@@ -819,10 +711,8 @@ mod readback {
         let other = table("other", &[("id", "int8", true), ("name", "text", false)]);
         fill(&server, &config, &other).await;
 
-        let mut readback = open(&config).await;
-        let (held, pages) = all_keys(&mut *readback, &items(), None, 2).await;
-        assert!(pages > 2, "{pages} pages");
-        assert_eq!(held, want_items());
+        let mut readback = open(config.readback("nats")).await;
+        assert_lists_filled_items(&mut *readback).await;
         let row7 = item(7, "again 2", 7, None);
         assert_eq!(
             readback.compare(&[read(&items(), row7)]).await.unwrap(),
@@ -836,16 +726,9 @@ mod readback {
     async fn readback_maps_text_and_two_column_keys_back() {
         let server = NatsServer::start();
         let config = config(&server, "rows");
-        let t = table(
-            "tenanted",
-            &[
-                ("tenant", "text", true),
-                ("id", "int8", true),
-                ("note", "text", false),
-            ],
-        );
+        let t = tenanted();
         let mut sink = NatsSink::connect("nats", config.clone()).await.unwrap();
-        let routed = "cache.{table}.{key.id}.{key.tenant}";
+        let route = "cache.{table}.{key.id}.{key.tenant}";
         let rows = [
             vec![
                 Value::Text("a.b c:d".into()),
@@ -856,34 +739,18 @@ mod readback {
         ];
         let mut batch = Vec::new();
         for (i, row) in rows.iter().enumerate() {
-            batch.push(change(
-                &t,
-                Op::Insert,
-                0x100,
-                i as u32,
-                None,
-                Some(row.clone()),
-            ));
-            let mut routed_record = change(
-                &t,
-                Op::Insert,
-                0x100,
-                10 + i as u32,
-                None,
-                Some(row.clone()),
-            );
-            routed_record.topic = Some(routed.to_owned());
-            batch.push(routed_record);
+            let insert = |seq| change(&t, Op::Insert, 0x100, seq, None, Some(row.clone()));
+            batch.push(insert(i as u32));
+            batch.push(routed(insert(10 + i as u32), route));
         }
         sink.write(&batch).await.unwrap();
 
-        let mut readback = open(&config).await;
-        let mut reads: Vec<SinkRecord> = rows.iter().map(|r| read(&t, r.clone())).collect();
-        for row in &rows {
-            let mut r = read(&t, row.clone());
-            r.topic = Some(routed.to_owned());
-            reads.push(r);
-        }
+        let mut readback = open(config.readback("nats")).await;
+        let reads: Vec<SinkRecord> = rows
+            .iter()
+            .map(|r| read(&t, r.clone()))
+            .chain(rows.iter().map(|r| routed(read(&t, r.clone()), route)))
+            .collect();
         assert_eq!(readback.compare(&reads).await.unwrap(), vec![Held::Same; 4]);
 
         let key = |tenant: &str, id: i64| Some(vec![tenant.to_owned(), id.to_string()]);
@@ -901,7 +768,7 @@ mod readback {
                 },
             ]
         );
-        let (held, _) = all_keys(&mut *readback, &t, Some(routed), 1).await;
+        let (held, _) = all_keys(&mut *readback, &t, Some(route), 1).await;
         assert_eq!(
             held,
             [

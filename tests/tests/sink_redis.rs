@@ -751,54 +751,12 @@ async fn a_write_redis_refuses_is_dead_lettered_and_the_rest_flows() {
 /// `SCAN`, in both formats.
 mod readback {
     use weir_core::{Held, HeldKey, Readback};
+    use weir_tests::readback::{column_diff, held_ids, key_pages, open};
+    use weir_tests::records::{
+        BIG, change, gone, item, items, read, routed, tenanted, transaction,
+    };
 
     use super::*;
-
-    /// 2^53 + 1: a double would round it.
-    const BIG: i64 = 9_007_199_254_740_993;
-
-    fn items() -> Arc<TableSchema> {
-        table(
-            "items",
-            &[
-                ("id", "int8", true),
-                ("name", "text", false),
-                ("qty", "int4", false),
-                ("note", "text", false),
-            ],
-        )
-    }
-
-    fn item(id: i64, name: &str, qty: i64, note: Option<&str>) -> Vec<Value> {
-        vec![
-            Value::Int(id),
-            Value::Text(name.into()),
-            Value::Int(qty),
-            note.map_or(Value::Null, |n| Value::Text(n.into())),
-        ]
-    }
-
-    /// What `weir verify` hands the readback for a source row.
-    fn read(t: &Arc<TableSchema>, row: Vec<Value>) -> SinkRecord {
-        weir_tests::records::change(t, Op::Read, 0x9000, 0, None, Some(row))
-    }
-
-    /// A key the source does not have: key columns filled in, the rest NULL.
-    fn gone(t: &Arc<TableSchema>, key: &[Value]) -> SinkRecord {
-        let mut key = key.iter();
-        let before = t
-            .columns
-            .iter()
-            .map(|c| {
-                if c.key {
-                    key.next().expect("a value per key column").clone()
-                } else {
-                    Value::Null
-                }
-            })
-            .collect();
-        weir_tests::records::change(t, Op::Delete, 0x9000, 0, Some(before), None)
-    }
 
     fn config(server: &RedisServer, format: Format) -> RedisSinkConfig {
         let mut config = RedisSinkConfig::new(server.url());
@@ -806,40 +764,20 @@ mod readback {
         config
     }
 
-    async fn open(config: &RedisSinkConfig) -> Box<dyn Readback> {
-        config
-            .readback("redis")
-            .expect("cache mode has a readback")
-            .await
-            .expect("open the readback")
-    }
-
-    /// Every page of `keys()` for `table`, `limit` keys a page; and how
-    /// many pages it took.
+    /// Every key `keys()` lists for `table`, about `limit` keys a page
+    /// (SCAN's count is a hint), sorted by name and once each (SCAN may
+    /// return a key twice); and how many pages it took.
     async fn all_keys(
         readback: &mut dyn Readback,
         table: &TableSchema,
         topic: Option<&str>,
         limit: usize,
     ) -> (Vec<HeldKey>, usize) {
-        let (mut keys, mut pages, mut cursor) = (Vec::new(), 0, None);
-        loop {
-            let page = readback
-                .keys(table, topic, cursor, limit)
-                .await
-                .expect("a page of keys");
-            pages += 1;
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-            assert!(pages < 10_000, "the listing does not end");
-        }
-        // SCAN may return a key twice.
+        let pages = key_pages(readback, table, topic, limit).await;
+        let mut keys = pages.concat();
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         keys.dedup();
-        (keys, pages)
+        (keys, pages.len())
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -856,14 +794,11 @@ mod readback {
                 item(4, "four", 4, None),
                 item(5, "five", 5, None),
             ];
-            let inserts: Vec<SinkRecord> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, row)| record(&t, Op::Insert, 0x100, i as u32, Some(row.clone())))
-                .collect();
-            sink.write(&inserts).await.unwrap();
+            sink.write(&transaction(&t, 0x100, rows.iter().cloned()))
+                .await
+                .unwrap();
             // 5 is deleted through the sink: its tombstone is no row.
-            let delete = weir_tests::records::change(
+            let delete = change(
                 &t,
                 Op::Delete,
                 0x200,
@@ -873,7 +808,7 @@ mod readback {
             );
             sink.write(&[delete]).await.unwrap();
 
-            let mut readback = open(&config).await;
+            let mut readback = open(config.readback("redis")).await;
             assert!(
                 readback.compares().contains(match format {
                     Format::Json => "JSON",
@@ -910,13 +845,8 @@ mod readback {
                     let () = conn.hset("public:items:3", "name", "changed").unwrap();
                 }
             }
-            let name_diff = |source: &str, sink: &str| {
-                Held::Differs(vec![weir_core::ColumnDiff {
-                    column: "name".into(),
-                    source: source.into(),
-                    sink: sink.into(),
-                }])
-            };
+            let name_diff =
+                |source: &str, sink: &str| Held::Differs(vec![column_diff("name", source, sink)]);
             let want_diff = match format {
                 Format::Json => name_diff("\"three\"", "\"changed\""),
                 Format::Hash => name_diff("three", "changed"),
@@ -937,11 +867,11 @@ mod readback {
                 let held = readback.compare(&all[..1]).await.unwrap();
                 assert_eq!(
                     held,
-                    [Held::Differs(vec![weir_core::ColumnDiff {
-                        column: "x".into(),
-                        source: "(none)".into(),
-                        sink: (BIG - 1).to_string(),
-                    }])]
+                    [Held::Differs(vec![column_diff(
+                        "x",
+                        "(none)",
+                        &(BIG - 1).to_string()
+                    )])]
                 );
             }
             // A NULL column is an absent field in a hash: one that appears
@@ -951,11 +881,7 @@ mod readback {
                 let held = readback.compare(&all[3..]).await.unwrap();
                 assert_eq!(
                     held,
-                    [Held::Differs(vec![weir_core::ColumnDiff {
-                        column: "note".into(),
-                        source: "(none)".into(),
-                        sink: "new".into(),
-                    }])]
+                    [Held::Differs(vec![column_diff("note", "(none)", "new")])]
                 );
             }
 
@@ -986,7 +912,7 @@ mod readback {
             let config = config(&server, format);
             let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
             // A truncate first leaves its marker, then rows, one deleted.
-            let truncate = weir_tests::records::change(&t, Op::Truncate, 0x100, 0, None, None);
+            let truncate = change(&t, Op::Truncate, 0x100, 0, None, None);
             sink.write(&[truncate]).await.unwrap();
             let mut batch: Vec<SinkRecord> = (1..=9)
                 .map(|id| {
@@ -1001,7 +927,7 @@ mod readback {
                 50,
                 Some(vec![Value::Int(1), Value::Text("x".into())]),
             ));
-            batch.push(weir_tests::records::change(
+            batch.push(change(
                 &t,
                 Op::Delete,
                 0x300,
@@ -1026,31 +952,15 @@ mod readback {
                 "{version_keys:?}"
             );
 
-            let mut readback = open(&config).await;
+            let mut readback = open(config.readback("redis")).await;
             let (held, pages) = all_keys(&mut *readback, &t, None, 2).await;
             assert!(pages > 2, "{pages} pages");
-            let mut want: Vec<HeldKey> = [1, 2, 3, 5, 6, 7, 8, 9, 100]
-                .iter()
-                .map(|id| HeldKey {
-                    name: format!("public:items:{id}"),
-                    key: Some(vec![id.to_string()]),
-                })
-                .collect();
-            want.push(HeldKey {
-                name: "public:items:a:b".into(),
-                key: None,
-            });
-            want.sort_by(|a, b| a.name.cmp(&b.name));
+            let ids = [1, 2, 3, 5, 6, 7, 8, 9, 100];
+            let want = held_ids("public:items:", &ids, &["public:items:a:b"]);
             assert_eq!(held, want, "{format:?}");
 
             let (held, _) = all_keys(&mut *readback, &other, None, 1000).await;
-            assert_eq!(
-                held,
-                [HeldKey {
-                    name: "public:other:1".into(),
-                    key: Some(vec!["1".into()]),
-                }]
-            );
+            assert_eq!(held, held_ids("public:other:", &[1], &[]));
             let () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
         }
     }
@@ -1060,17 +970,10 @@ mod readback {
     #[tokio::test(flavor = "multi_thread")]
     async fn readback_maps_text_and_two_column_keys_back() {
         let server = RedisServer::start();
-        let t = table(
-            "tenanted",
-            &[
-                ("tenant", "text", true),
-                ("id", "int8", true),
-                ("note", "text", false),
-            ],
-        );
+        let t = tenanted();
         let config = config(&server, Format::Json);
         let mut sink = RedisSink::connect("redis", config.clone()).await.unwrap();
-        let routed = "cache/{table}/{key.id}@{key.tenant}";
+        let route = "cache/{table}/{key.id}@{key.tenant}";
         let rows = [
             vec![
                 Value::Text("a:b\\c".into()),
@@ -1081,10 +984,9 @@ mod readback {
         ];
         let mut batch = Vec::new();
         for (i, row) in rows.iter().enumerate() {
-            batch.push(record(&t, Op::Insert, 0x100, i as u32, Some(row.clone())));
-            let mut routed_record = record(&t, Op::Insert, 0x100, 10 + i as u32, Some(row.clone()));
-            routed_record.topic = Some(routed.to_owned());
-            batch.push(routed_record);
+            let insert = |seq| record(&t, Op::Insert, 0x100, seq, Some(row.clone()));
+            batch.push(insert(i as u32));
+            batch.push(routed(insert(10 + i as u32), route));
         }
         sink.write(&batch).await.unwrap();
         let mut conn = server.connection();
@@ -1098,13 +1000,12 @@ mod readback {
             ]
         );
 
-        let mut readback = open(&config).await;
-        let mut reads: Vec<SinkRecord> = rows.iter().map(|r| read(&t, r.clone())).collect();
-        for row in &rows {
-            let mut r = read(&t, row.clone());
-            r.topic = Some(routed.to_owned());
-            reads.push(r);
-        }
+        let mut readback = open(config.readback("redis")).await;
+        let reads: Vec<SinkRecord> = rows
+            .iter()
+            .map(|r| read(&t, r.clone()))
+            .chain(rows.iter().map(|r| routed(read(&t, r.clone()), route)))
+            .collect();
         assert_eq!(readback.compare(&reads).await.unwrap(), vec![Held::Same; 4]);
         let () = conn.del("cache/tenanted/2@plain").unwrap();
         let held = readback.compare(&reads).await.unwrap();
@@ -1125,7 +1026,7 @@ mod readback {
                 },
             ]
         );
-        let (held, _) = all_keys(&mut *readback, &t, Some(routed), 1).await;
+        let (held, _) = all_keys(&mut *readback, &t, Some(route), 1).await;
         assert_eq!(
             held,
             [HeldKey {

@@ -16,7 +16,8 @@
 //! * column values as plain text ([`write_text`]);
 //! * name templates ([`NameTemplate`]): `{schema}`, `{table}`, `{op}`,
 //!   `{prefix}`, `{key}`, `{key.COLUMN}`, the one grammar for Kafka topics,
-//!   Redis keys, NATS subjects, index and table names;
+//!   Redis keys, NATS subjects, index and table names, and names read back
+//!   into keys ([`KeyReader`]);
 //! * the shared pieces every crate that handles Postgres values needs: the
 //!   calendar ([`calendar`]), UUID text ([`parse_uuid`], [`write_uuid_text`])
 //!   and built-in type names ([`PgType`]).
@@ -45,7 +46,9 @@ pub use decode::{DecodeContext, DecodeError, decode_native_json};
 pub use json::{
     JsonEncoder, encode_key_json, encode_native_json, write_json_value, write_lsn, write_str,
 };
-pub use template::{ExpandError, NameTemplate, TemplateUse, write_key};
+pub use template::{
+    Escaping, ExpandError, KeyReader, NameTemplate, TemplateUse, split_key, write_key,
+};
 pub use text::{to_text, write_text};
 pub use types::PgType;
 pub use uuid::{UUID_TEXT_LEN, parse_uuid, push_bytea_hex, push_uuid_text, write_uuid_text};

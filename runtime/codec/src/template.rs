@@ -12,8 +12,13 @@
 //! expand to the same text (`("a:b", "c")` is `a\:b:c`, `("a", "b:c")`
 //! is `a:b\:c`). `{key.COLUMN}` writes that one column unescaped. Values are
 //! written as [`write_text`](crate::write_text) does.
+//!
+//! A name can also be read back into the key it was made from
+//! ([`NameTemplate::key_reader`]): `weir verify` maps the keys a sink holds
+//! to source rows that way. A sink that escapes filled-in values further
+//! (NATS's `=XX`) says how with an [`Escaping`].
 
-use weir_core::{ChangeEvent, SinkPayload, SinkRecord, Value};
+use weir_core::{ChangeEvent, SinkPayload, SinkRecord, TableSchema, Value};
 
 use crate::text::write_text;
 
@@ -189,6 +194,218 @@ impl NameTemplate {
     }
 }
 
+impl NameTemplate {
+    /// A reader of the names this template gives the rows of `table`,
+    /// each filled-in placeholder written as `escaping` writes it. A
+    /// template with `{op}` or `{prefix}` reads no name back: one row has
+    /// several names under it.
+    pub fn key_reader(&self, table: &TableSchema, escaping: Escaping) -> KeyReader {
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut readable = true;
+        for part in &self.parts {
+            let text = match part {
+                Part::Text(t) => t.clone(),
+                Part::Schema | Part::Table => {
+                    let value = if matches!(part, Part::Schema) {
+                        &table.schema
+                    } else {
+                        &table.name
+                    };
+                    let mut escaped = String::new();
+                    (escaping.escape)(&mut escaped, value);
+                    escaped
+                }
+                Part::Key => {
+                    pieces.push(Piece::Key);
+                    continue;
+                }
+                Part::KeyColumn(column) => {
+                    pieces.push(Piece::Column(column.clone()));
+                    continue;
+                }
+                Part::Op | Part::Prefix => {
+                    readable = false;
+                    continue;
+                }
+            };
+            match pieces.last_mut() {
+                Some(Piece::Text(t)) => t.push_str(&text),
+                _ => pieces.push(Piece::Text(text)),
+            }
+        }
+        KeyReader {
+            pieces: readable.then_some(pieces),
+            columns: table
+                .columns
+                .iter()
+                .filter(|c| c.key)
+                .map(|c| c.name.clone())
+                .collect(),
+            unescape: escaping.unescape,
+        }
+    }
+}
+
+/// How a sink rewrites each filled-in placeholder's text before it stands
+/// in a name, so that a [`KeyReader`] can undo it.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaping {
+    /// Appends a placeholder's text as the names hold it.
+    pub escape: fn(&mut String, &str),
+    /// Undoes `escape`; `None` for text it never writes.
+    pub unescape: fn(&str) -> Option<String>,
+}
+
+impl Escaping {
+    /// Placeholders as [`NameTemplate::expand_event`] writes them.
+    pub const NONE: Escaping = Escaping {
+        escape: |out, text| out.push_str(text),
+        unescape: |text| Some(text.to_owned()),
+    };
+}
+
+/// Reads names one template gave the rows of one table back into the texts
+/// of the table's key columns, inverting the template: `{key}` is split at
+/// its unescaped `:`s and unescaped ([`split_key`]), `{key.COLUMN}` is the
+/// column's text.
+#[derive(Clone, Debug)]
+pub struct KeyReader {
+    /// The template's pieces with `{schema}` and `{table}` filled in;
+    /// `None` when it cannot be read back.
+    pieces: Option<Vec<Piece>>,
+    /// The table's key columns, in table order.
+    columns: Vec<String>,
+    unescape: fn(&str) -> Option<String>,
+}
+
+/// A piece of a template being read back.
+#[derive(Clone, Debug)]
+enum Piece {
+    Text(String),
+    Key,
+    Column(String),
+}
+
+/// Most ways of cutting one name looked at: enough to tell one reading
+/// from several.
+const MAX_READINGS: usize = 8;
+
+impl KeyReader {
+    /// The key columns' texts, in table order; `None` when `name` is not
+    /// one of the table's names, or could be several (two key placeholders
+    /// with nothing between them).
+    pub fn read(&self, name: &str) -> Option<Vec<String>> {
+        let pieces = self.pieces.as_deref()?;
+        let mut readings = Vec::new();
+        self.walk(pieces, name, &mut Vec::new(), &mut readings);
+        let mut keys: Vec<Vec<String>> = readings
+            .into_iter()
+            .filter_map(|found| {
+                self.columns
+                    .iter()
+                    .map(|c| found.iter().find(|(n, _)| n == c).map(|(_, v)| v.clone()))
+                    .collect::<Option<Vec<String>>>()
+            })
+            .collect();
+        keys.dedup();
+        match keys.len() {
+            1 => keys.pop(),
+            _ => None,
+        }
+    }
+
+    /// Collects in `readings` every way `text` can be cut into `pieces`,
+    /// with `found` the values of the pieces already cut.
+    fn walk(
+        &self,
+        pieces: &[Piece],
+        text: &str,
+        found: &mut Vec<(String, String)>,
+        readings: &mut Vec<Vec<(String, String)>>,
+    ) {
+        if readings.len() >= MAX_READINGS {
+            return;
+        }
+        let Some(piece) = pieces.first() else {
+            if text.is_empty() {
+                readings.push(found.clone());
+            }
+            return;
+        };
+        if let Piece::Text(t) = piece {
+            if let Some(rest) = text.strip_prefix(t.as_str()) {
+                self.walk(&pieces[1..], rest, found, readings);
+            }
+            return;
+        }
+        let ends: Vec<usize> = match pieces.get(1) {
+            None => vec![text.len()],
+            Some(Piece::Text(t)) => text.match_indices(t.as_str()).map(|(i, _)| i).collect(),
+            Some(_) => text
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([text.len()])
+                .collect(),
+        };
+        for end in ends {
+            let Some(values) = self.capture(piece, &text[..end]) else {
+                continue;
+            };
+            let mark = found.len();
+            // `{key}` and `{key.COLUMN}` can both name a column: a reading
+            // must give it one value.
+            let mut consistent = true;
+            for (column, value) in values {
+                match found.iter().find(|(c, _)| *c == column) {
+                    Some((_, seen)) if *seen != value => consistent = false,
+                    Some(_) => {}
+                    None => found.push((column, value)),
+                }
+            }
+            if consistent {
+                self.walk(&pieces[1..], &text[end..], found, readings);
+            }
+            found.truncate(mark);
+        }
+    }
+
+    /// The columns a key placeholder's `text` gives values to.
+    fn capture(&self, piece: &Piece, text: &str) -> Option<Vec<(String, String)>> {
+        let value = (self.unescape)(text)?;
+        match piece {
+            Piece::Text(_) => None,
+            Piece::Column(column) => self
+                .columns
+                .contains(column)
+                .then(|| vec![(column.clone(), value)]),
+            Piece::Key => {
+                let values = split_key(&value)?;
+                (values.len() == self.columns.len())
+                    .then(|| self.columns.iter().cloned().zip(values).collect())
+            }
+        }
+    }
+}
+
+/// Undoes the joining and escaping of [`write_key`]: the key columns'
+/// texts, split at the unescaped `:`s, with `\\` and `\:` undone; `None`
+/// for text it never writes (a `\` before anything else, or last).
+pub fn split_key(text: &str) -> Option<Vec<String>> {
+    let mut values = vec![String::new()];
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                e @ ('\\' | ':') => values.last_mut()?.push(e),
+                _ => return None,
+            },
+            ':' => values.push(String::new()),
+            c => values.last_mut()?.push(c),
+        }
+    }
+    Some(values)
+}
+
 /// The value of key column `column` of `event`'s row.
 fn key_value<'a>(event: &'a ChangeEvent, column: &str) -> Option<&'a Value> {
     let table = event.table.as_ref()?;
@@ -334,6 +551,57 @@ mod tests {
         );
         assert!(NameTemplate::parse("a{table").is_err());
         assert!(NameTemplate::parse("{key.}").is_err());
+    }
+
+    fn read(template: &str, keys: &[&str], name: &str) -> Option<Vec<String>> {
+        let e = event(keys.iter().map(|k| (*k, Value::Int(0))).collect(), Op::Read);
+        NameTemplate::parse(template)
+            .unwrap()
+            .key_reader(e.table.as_ref().unwrap(), Escaping::NONE)
+            .read(name)
+    }
+
+    fn texts(values: &[&str]) -> Option<Vec<String>> {
+        Some(values.iter().map(|v| (*v).to_owned()).collect())
+    }
+
+    #[test]
+    fn names_read_back_as_key_texts() {
+        let t = "{schema}:{table}:{key}";
+        assert_eq!(read(t, &["id"], "sales:orders:42"), texts(&["42"]));
+        assert_eq!(read(t, &["id"], "sales:orders:a\\:b"), texts(&["a:b"]));
+        assert_eq!(read(t, &["id"], "sales:orders:a:b"), None);
+        assert_eq!(read(t, &["id"], "sales:other:42"), None);
+        assert_eq!(
+            read(t, &["a", "b"], "sales:orders:x\\\\:\\:z"),
+            texts(&["x\\", ":z"])
+        );
+        let t = "{key.b}/{key.a}@{table}";
+        assert_eq!(read(t, &["a", "b"], "2/1@orders"), texts(&["1", "2"]));
+        assert_eq!(read("{key.b}/{key.a}", &["a", "b"], "2/1/0"), None);
+        assert_eq!(read("{key.a}", &["a", "b"], "1"), None);
+        assert_eq!(read("{key.a}{key.b}", &["a", "b"], "12"), None);
+        assert_eq!(read("{key.a}-{key.b}", &["a", "b"], "-"), texts(&["", ""]));
+        assert_eq!(read("{op}:{key}", &["id"], "read:42"), None);
+    }
+
+    #[test]
+    fn split_key_undoes_write_key() {
+        for key in ["x\\:y:z", "x:y\\:z", "x\\\\:\\:z"] {
+            let parts = split_key(key).unwrap();
+            let e = event(
+                parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (["a", "b", "c"][i], Value::Text(p.clone())))
+                    .collect(),
+                Op::Insert,
+            );
+            assert_eq!(expand("{key}", &e).unwrap(), key);
+        }
+        assert_eq!(split_key(""), Some(vec![String::new()]));
+        assert_eq!(split_key("a\\b"), None);
+        assert_eq!(split_key("dangling\\"), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use event::{
 };
 pub use lsn::{Lsn, ParseLsnError};
 pub use position::Position;
-pub use readback::{ColumnDiff, Held, HeldKey, KeyPage, Readback};
+pub use readback::{ColumnDiff, Held, HeldKey, KeyPage, Readback, expected};
 pub use schema::{Column, ReplicaIdentity, TableSchema};
 pub use sink::{Capabilities, Rejected, RetryPolicy, Sink, SinkError, SinkErrorKind};
 pub use table_pattern::{TablePattern, TablePatternError};

@@ -13,7 +13,9 @@
 //! value. A `delete` record asks the opposite: the sink should hold
 //! nothing under its key.
 
-use crate::{SinkError, SinkRecord, TableSchema};
+use std::sync::Arc;
+
+use crate::{ChangeEvent, Op, SinkError, SinkRecord, SourceInfo, TableSchema, TxnId, Value};
 
 /// What a sink holds under one record's key, compared with what writing
 /// the record would leave there.
@@ -27,6 +29,17 @@ pub enum Held {
     Extra,
     /// A row with other values; at least one difference.
     Differs(Vec<ColumnDiff>),
+}
+
+impl Held {
+    /// [`Held::Same`] when `diffs` is empty, else [`Held::Differs`].
+    pub fn from_diffs(diffs: Vec<ColumnDiff>) -> Held {
+        if diffs.is_empty() {
+            Held::Same
+        } else {
+            Held::Differs(diffs)
+        }
+    }
 }
 
 /// One column whose value differs, both sides as text for a report.
@@ -64,6 +77,42 @@ pub struct KeyPage {
     pub keys: Vec<HeldKey>,
     /// Where the next page starts, `None` after the last.
     pub cursor: Option<String>,
+}
+
+/// What a record asks of a readback: the change, its table, the row
+/// whose key (and, for a `read`, values) to look up, and whether the sink
+/// should hold nothing under that key. `None` for anything else (a
+/// message, a raw record, another kind of change), which is
+/// [`Held::Same`].
+pub fn expected(record: &SinkRecord) -> Option<(&ChangeEvent, &Arc<TableSchema>, &[Value], bool)> {
+    let crate::SinkPayload::Change(event) = &record.payload else {
+        return None;
+    };
+    let table = event.table.as_ref()?;
+    let (row, delete) = match event.op {
+        Op::Read => (event.after.as_ref(), false),
+        // As a sink's delete: the old row's key, else the new's.
+        Op::Delete => (event.before.as_ref().or(event.after.as_ref()), true),
+        _ => return None,
+    };
+    Some((event, table, row?.as_slice(), delete))
+}
+
+impl ChangeEvent {
+    /// A `read` of `table` with no row: what a readback names the table's
+    /// destination with (for [`Readback::keys`]), since the records it
+    /// compares are `read`s and go where this one goes.
+    pub fn read_of(table: &TableSchema) -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Read,
+            table: Some(Arc::new(table.clone())),
+            before: None,
+            after: None,
+            message: None,
+            source: SourceInfo::default(),
+            txn: TxnId(0),
+        }
+    }
 }
 
 /// Reads back a sink's rows, over a connection of its own (never the one

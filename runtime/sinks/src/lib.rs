@@ -61,13 +61,21 @@
 //! the user writes it under `[sinks.NAME]`, validated without I/O; its doc
 //! comments are the user documentation; it implements
 //! [`SinkSpec`](registry::SinkSpec)), `sink.rs` (the I/O), `tests.rs` (unit
-//! tests), and `encode.rs` where a sink has its own encoding work. Encoders
-//! and name templates shared by all sinks live in the `weir-codec` crate.
-//! Integration tests against real services live in `tests/`.
+//! tests), `encode.rs` where a sink has its own encoding work, and
+//! `readback.rs` where a state sink reads back what it holds
+//! ([`weir_core::Readback`], for `weir verify`). Helpers several sinks
+//! share sit at the crate root: [`batch`], [`owners`], [`retry`], and
+//! `compare` (JSON values compared by value, for the readbacks of the
+//! sinks that store JSON). Encoders and name templates shared by all
+//! sinks, and the reading of a name back into a key, live in the
+//! `weir-codec` crate. Integration tests against real services live in
+//! `tests/`.
 
 pub mod batch;
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod compare;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "http")]

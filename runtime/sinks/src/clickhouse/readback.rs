@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use weir_codec::to_text;
 use weir_core::{
-    ChangeEvent, Column, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
-    SinkRecord, SourceInfo, TableSchema, TxnId, Value,
+    ChangeEvent, Column, ColumnDiff, Held, HeldKey, KeyPage, Readback, SinkError, SinkRecord,
+    TableSchema, Value,
 };
 
 use super::ClickHouseSinkConfig;
@@ -421,19 +421,6 @@ pub(super) fn postgres_timestamp(micros: i64, tz: bool) -> String {
     }
 }
 
-/// The event a `read` of `table` would be, to name its destination.
-fn read_of(table: &Arc<TableSchema>) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Read,
-        table: Some(Arc::clone(table)),
-        before: None,
-        after: None,
-        message: None,
-        source: SourceInfo::default(),
-        txn: TxnId(0),
-    }
-}
-
 #[async_trait::async_trait]
 impl Readback for ClickHouseReadback {
     fn compares(&self) -> String {
@@ -447,19 +434,7 @@ impl Readback for ClickHouseReadback {
         let mut held = vec![Held::Same; records.len()];
         let mut tables: Vec<(Dest, Arc<Layout>, Vec<Entry>)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            let SinkPayload::Change(event) = &record.payload else {
-                continue;
-            };
-            let Some(schema) = &event.table else {
-                continue;
-            };
-            let (row, delete) = match event.op {
-                Op::Read => (event.after.as_ref(), false),
-                // As the sink's delete: the old row's key, else the new's.
-                Op::Delete => (event.before.as_ref().or(event.after.as_ref()), true),
-                _ => continue,
-            };
-            let Some(row) = row else {
+            let Some((event, schema, row, delete)) = weir_core::expected(record) else {
                 continue;
             };
             let (dest, layout) = self.table(event, schema, record.topic.as_deref()).await?;
@@ -520,7 +495,9 @@ impl Readback for ClickHouseReadback {
     ) -> Result<KeyPage, SinkError> {
         let limit = limit.max(1);
         let schema = Arc::new(table.clone());
-        let (dest, layout) = self.table(&read_of(&schema), &schema, topic).await?;
+        let (dest, layout) = self
+            .table(&ChangeEvent::read_of(&schema), &schema, topic)
+            .await?;
         let buffered = cursor.is_some()
             && self
                 .prefetched

@@ -2,7 +2,7 @@
 //! key, and the KV key template: placeholders filled in and escaped so that
 //! any column value makes a legal key.
 
-use weir_codec::{NameTemplate, TemplateUse};
+use weir_codec::{Escaping, NameTemplate, TemplateUse};
 use weir_core::{ChangeEvent, TableSchema};
 
 /// Checks a subject template for records of kind `used_for`: its fixed text
@@ -148,6 +148,8 @@ pub(crate) fn push_escaped(out: &mut String, value: &str) {
 /// text escaped with [`push_escaped`].
 #[derive(Clone, Debug)]
 pub(crate) struct KeyTemplate {
+    /// The whole template, which keys are read back with.
+    whole: NameTemplate,
     parts: Vec<KeyPart>,
     /// How many parts come before the first `{key}` or `{key.COLUMN}`:
     /// they make the prefix every key of a table starts with.
@@ -157,8 +159,7 @@ pub(crate) struct KeyTemplate {
 #[derive(Clone, Debug)]
 enum KeyPart {
     Text(String),
-    /// A placeholder and its name (`table`, `key`, `key.id`...).
-    Placeholder(NameTemplate, String),
+    Placeholder(NameTemplate),
 }
 
 impl KeyTemplate {
@@ -168,7 +169,7 @@ impl KeyTemplate {
     /// or `{prefix}` (a row keeps one key whatever happens to it), and its
     /// fixed text must be legal in a key.
     pub(crate) fn parse(template: &str) -> Result<KeyTemplate, String> {
-        NameTemplate::parse(template)?;
+        let whole = NameTemplate::parse(template)?;
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -182,10 +183,7 @@ impl KeyTemplate {
                     "uses {placeholder}; a row's key must stay the same whatever happens to the row"
                 ));
             }
-            parts.push(KeyPart::Placeholder(
-                NameTemplate::parse(placeholder)?,
-                placeholder[1..placeholder.len() - 1].to_owned(),
-            ));
+            parts.push(KeyPart::Placeholder(NameTemplate::parse(placeholder)?));
             rest = &rest[close + 1..];
         }
         if !rest.is_empty() {
@@ -193,7 +191,7 @@ impl KeyTemplate {
         }
         let Some(prefix_parts) = parts
             .iter()
-            .position(|p| matches!(p, KeyPart::Placeholder(t, _) if t.uses_key()))
+            .position(|p| matches!(p, KeyPart::Placeholder(t) if t.uses_key()))
         else {
             return Err(
                 "has no {key} or {key.COLUMN}, so every row of a table would share one key"
@@ -231,6 +229,7 @@ impl KeyTemplate {
             );
         }
         Ok(KeyTemplate {
+            whole,
             parts,
             prefix_parts,
         })
@@ -257,7 +256,7 @@ impl KeyTemplate {
         for part in parts {
             match part {
                 KeyPart::Text(t) => out.push_str(t),
-                KeyPart::Placeholder(p, _) => {
+                KeyPart::Placeholder(p) => {
                     p.expand_event(event, &mut scratch)
                         .map_err(|e| e.to_string())?;
                     push_escaped(out, &scratch);
@@ -266,158 +265,21 @@ impl KeyTemplate {
         }
         Ok(())
     }
-}
 
-impl KeyTemplate {
     /// Reads a key of `table` back into the texts of its key columns, in
     /// table order, undoing the escapes and `{key}`'s joining; `None` when
     /// `key` is no key of the table, or could be several (two key
     /// placeholders with no `.` between them).
     pub(crate) fn read_key(&self, table: &TableSchema, key: &str) -> Option<Vec<String>> {
-        let mut pieces: Vec<Piece> = Vec::new();
-        for part in &self.parts {
-            let text = match part {
-                KeyPart::Text(t) => t.clone(),
-                KeyPart::Placeholder(_, name) if name == "schema" || name == "table" => {
-                    let value = if name == "schema" {
-                        &table.schema
-                    } else {
-                        &table.name
-                    };
-                    let mut escaped = String::new();
-                    push_escaped(&mut escaped, value);
-                    escaped
-                }
-                KeyPart::Placeholder(_, name) => {
-                    pieces.push(match name.strip_prefix("key.") {
-                        Some(column) => Piece::Column(column.to_owned()),
-                        None => Piece::Key,
-                    });
-                    continue;
-                }
-            };
-            match pieces.last_mut() {
-                Some(Piece::Text(t)) => t.push_str(&text),
-                _ => pieces.push(Piece::Text(text)),
-            }
-        }
-        let reader = KeyReader {
-            columns: table
-                .columns
-                .iter()
-                .filter(|c| c.key)
-                .map(|c| c.name.as_str())
-                .collect(),
-        };
-        reader.read(&pieces, key)
+        self.whole.key_reader(table, ESCAPING).read(key)
     }
 }
 
-/// A key template's parts with `{schema}` and `{table}` filled in.
-enum Piece {
-    Text(String),
-    Key,
-    Column(String),
-}
-
-/// Most ways of cutting one key looked at: enough to tell one reading
-/// from several.
-const MAX_READINGS: usize = 8;
-
-struct KeyReader<'a> {
-    columns: Vec<&'a str>,
-}
-
-impl KeyReader<'_> {
-    fn read(&self, pieces: &[Piece], key: &str) -> Option<Vec<String>> {
-        let mut readings = Vec::new();
-        self.walk(pieces, key, &mut Vec::new(), &mut readings);
-        let mut keys: Vec<Vec<String>> = readings
-            .into_iter()
-            .filter_map(|found| {
-                self.columns
-                    .iter()
-                    .map(|c| found.iter().find(|(n, _)| n == c).map(|(_, v)| v.clone()))
-                    .collect::<Option<Vec<String>>>()
-            })
-            .collect();
-        keys.dedup();
-        match keys.len() {
-            1 => keys.pop(),
-            _ => None,
-        }
-    }
-
-    fn walk(
-        &self,
-        pieces: &[Piece],
-        text: &str,
-        found: &mut Vec<(String, String)>,
-        readings: &mut Vec<Vec<(String, String)>>,
-    ) {
-        if readings.len() >= MAX_READINGS {
-            return;
-        }
-        let Some(piece) = pieces.first() else {
-            if text.is_empty() {
-                readings.push(found.clone());
-            }
-            return;
-        };
-        if let Piece::Text(t) = piece {
-            if let Some(rest) = text.strip_prefix(t.as_str()) {
-                self.walk(&pieces[1..], rest, found, readings);
-            }
-            return;
-        }
-        let ends: Vec<usize> = match pieces.get(1) {
-            None => vec![text.len()],
-            Some(Piece::Text(t)) => text.match_indices(t.as_str()).map(|(i, _)| i).collect(),
-            Some(_) => (1..=text.len())
-                .filter(|i| text.is_char_boundary(*i))
-                .collect(),
-        };
-        for end in ends {
-            let Some(values) = self.capture(piece, &text[..end]) else {
-                continue;
-            };
-            let mark = found.len();
-            let mut consistent = true;
-            for (column, value) in values {
-                match found.iter().find(|(c, _)| *c == column) {
-                    Some((_, seen)) if *seen != value => consistent = false,
-                    Some(_) => {}
-                    None => found.push((column, value)),
-                }
-            }
-            if consistent {
-                self.walk(&pieces[1..], &text[end..], found, readings);
-            }
-            found.truncate(mark);
-        }
-    }
-
-    fn capture(&self, piece: &Piece, text: &str) -> Option<Vec<(String, String)>> {
-        let value = unescape(text)?;
-        match piece {
-            Piece::Text(_) => None,
-            Piece::Column(column) => self
-                .columns
-                .contains(&column.as_str())
-                .then(|| vec![(column.clone(), value)]),
-            Piece::Key => {
-                let values = split_key(&value)?;
-                (values.len() == self.columns.len()).then(|| {
-                    self.columns
-                        .iter()
-                        .map(|c| (*c).to_owned())
-                        .zip(values)
-                        .collect()
-                })
-            }
-        }
-    }
-}
+/// How a key holds each filled-in placeholder.
+const ESCAPING: Escaping = Escaping {
+    escape: push_escaped,
+    unescape,
+};
 
 /// Undoes [`push_escaped`]: `None` for text it never makes.
 fn unescape(text: &str) -> Option<String> {
@@ -453,21 +315,4 @@ fn unescape(text: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(out).ok()
-}
-
-/// Splits `{key}`'s text at its unescaped `:`s, undoing `\\` and `\:`.
-fn split_key(text: &str) -> Option<Vec<String>> {
-    let mut values = vec![String::new()];
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next()? {
-                e @ ('\\' | ':') => values.last_mut()?.push(e),
-                _ => return None,
-            },
-            ':' => values.push(String::new()),
-            c => values.last_mut()?.push(c),
-        }
-    }
-    Some(values)
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::stream::{FuturesUnordered, StreamExt as _};
-use serde_json::value::RawValue;
 use weir_core::{
     ChangeEvent, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
-    SinkRecord, SourceInfo, TableSchema, TxnId, Value,
+    SinkRecord, TableSchema, Value,
 };
+
+use crate::compare::json_equal;
 
 use super::config::NatsSinkConfig;
 use super::row::Row;
@@ -146,7 +147,7 @@ impl Readback for NatsReadback {
             .clone();
         let mut prefix = String::new();
         template
-            .prefix(&probe(table), &mut prefix)
+            .prefix(&ChangeEvent::read_of(table), &mut prefix)
             .map_err(SinkError::Config)?;
         let after: u64 = match &cursor {
             None => 0,
@@ -268,173 +269,7 @@ fn judge(ask: &Ask, stored: Stored) -> Held {
                     });
                 }
             }
-            if diffs.is_empty() {
-                Held::Same
-            } else {
-                Held::Differs(diffs)
-            }
+            Held::from_diffs(diffs)
         }
-    }
-}
-
-/// An event of `table` with no row: what the part of a key template
-/// before the row's key is filled in from.
-fn probe(table: &TableSchema) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Read,
-        table: Some(Arc::new(table.clone())),
-        before: None,
-        after: None,
-        message: None,
-        source: SourceInfo::default(),
-        txn: TxnId(0),
-    }
-}
-
-/// Whether two JSON texts hold the same value: objects member by member
-/// whatever their order, numbers by value; integers are compared exactly
-/// (an `int8` past 2^53 is not rounded), other numbers as doubles.
-fn json_equal(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    if a == b {
-        return true;
-    }
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(b'{'), Some(b'{')) => {
-            type Members = std::collections::BTreeMap<String, Box<RawValue>>;
-            match (
-                serde_json::from_str::<Members>(a),
-                serde_json::from_str::<Members>(b),
-            ) {
-                (Ok(x), Ok(y)) => {
-                    x.len() == y.len()
-                        && x.iter()
-                            .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v.get(), w.get())))
-                }
-                _ => false,
-            }
-        }
-        (Some(b'['), Some(b'[')) => {
-            let parse = |t| serde_json::from_str::<Vec<Box<RawValue>>>(t);
-            match (parse(a), parse(b)) {
-                (Ok(x), Ok(y)) => {
-                    x.len() == y.len()
-                        && x.iter().zip(&y).all(|(v, w)| json_equal(v.get(), w.get()))
-                }
-                _ => false,
-            }
-        }
-        (Some(x), Some(y)) if is_number_start(*x) && is_number_start(*y) => number_equal(a, b),
-        _ => match (
-            serde_json::from_str::<serde_json::Value>(a),
-            serde_json::from_str::<serde_json::Value>(b),
-        ) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        },
-    }
-}
-
-fn is_number_start(c: u8) -> bool {
-    c == b'-' || c.is_ascii_digit()
-}
-
-fn number_equal(a: &str, b: &str) -> bool {
-    let integer = |t: &str| !t.contains(['.', 'e', 'E']);
-    if integer(a) && integer(b) {
-        // JSON integers have no leading zeros: equal values are equal texts,
-        // but for the sign of zero.
-        let zero = |t: &str| t == "0" || t == "-0";
-        return a == b || (zero(a) && zero(b));
-    }
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use weir_core::Column;
-
-    use super::super::names::KeyTemplate;
-    use super::*;
-
-    fn table(keys: &[&str]) -> TableSchema {
-        let mut columns: Vec<Column> = keys
-            .iter()
-            .map(|k| Column {
-                name: (*k).to_owned(),
-                type_oid: 25,
-                type_name: "text".to_owned(),
-                type_modifier: -1,
-                key: true,
-            })
-            .collect();
-        columns.push(Column {
-            name: "note".to_owned(),
-            type_oid: 25,
-            type_name: "text".to_owned(),
-            type_modifier: -1,
-            key: false,
-        });
-        TableSchema {
-            id: 1,
-            version: 1,
-            schema: "public".to_owned(),
-            name: "my table".to_owned(),
-            columns,
-            replica_identity: weir_core::ReplicaIdentity::Default,
-        }
-    }
-
-    fn read(template: &str, keys: &[&str], key: &str) -> Option<Vec<String>> {
-        KeyTemplate::parse(template)
-            .unwrap()
-            .read_key(&table(keys), key)
-    }
-
-    fn texts(values: &[&str]) -> Option<Vec<String>> {
-        Some(values.iter().map(|v| (*v).to_owned()).collect())
-    }
-
-    #[test]
-    fn keys_read_back_as_key_texts() {
-        let t = "{schema}.{table}.{key}";
-        assert_eq!(read(t, &["id"], "public.my=20table.42"), texts(&["42"]));
-        assert_eq!(
-            read(t, &["id"], "public.my=20table.a=2Eb=20c"),
-            texts(&["a.b c"])
-        );
-        assert_eq!(read(t, &["id"], "public.my=20table.=00"), texts(&[""]));
-        assert_eq!(read(t, &["id"], "public.my=20table.a=3Ab"), None);
-        assert_eq!(read(t, &["id"], "public.other.42"), None);
-        assert_eq!(read(t, &["id"], "public.my=20table.4=32"), None);
-        assert_eq!(
-            read(t, &["a", "b"], "public.my=20table.x=5C=3Ay=3Az"),
-            texts(&["x:y", "z"])
-        );
-        let t = "{table}.{key.b}.{key.a}";
-        assert_eq!(read(t, &["a", "b"], "my=20table.2.1"), texts(&["1", "2"]));
-        assert_eq!(read("{table}.{key.a}", &["a", "b"], "my=20table.1"), None);
-        assert_eq!(
-            read("{table}.{key.a}-{key.b}", &["a", "b"], "my=20table.1-2-3"),
-            None
-        );
-        assert_eq!(
-            read("{table}.{key.a}-{key.b}", &["a", "b"], "my=20table.1-2"),
-            texts(&["1", "2"])
-        );
-    }
-
-    #[test]
-    fn json_values_compare_by_value() {
-        assert!(json_equal(
-            r#"{"a":1,"b":[1.0,"x"]}"#,
-            r#"{ "b": [1, "x"], "a": 1 }"#
-        ));
-        assert!(!json_equal("9007199254740993", "9007199254740992"));
-        assert!(json_equal("\"\\u0041\"", "\"A\""));
-        assert!(!json_equal("null", "\"null\""));
     }
 }

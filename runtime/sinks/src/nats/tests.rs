@@ -10,7 +10,8 @@ use super::row::{Row, row_json};
 use super::{NatsMode, NatsSinkConfig};
 use crate::registry::parse_sink;
 
-fn event(id: Value, note: Value) -> ChangeEvent {
+/// Table `public."my table"`: text key columns `keys`, then `note`.
+fn table(keys: &[&str]) -> TableSchema {
     let column = |name: &str, key: bool| Column {
         name: name.into(),
         type_oid: 25,
@@ -18,16 +19,24 @@ fn event(id: Value, note: Value) -> ChangeEvent {
         type_modifier: -1,
         key,
     };
+    TableSchema {
+        id: 1,
+        version: 1,
+        schema: "public".into(),
+        name: "my table".into(),
+        columns: keys
+            .iter()
+            .map(|k| column(k, true))
+            .chain([column("note", false)])
+            .collect(),
+        replica_identity: ReplicaIdentity::Default,
+    }
+}
+
+fn event(id: Value, note: Value) -> ChangeEvent {
     ChangeEvent {
         op: Op::Update,
-        table: Some(Arc::new(TableSchema {
-            id: 1,
-            version: 1,
-            schema: "public".into(),
-            name: "my table".into(),
-            columns: vec![column("id", true), column("note", false)],
-            replica_identity: ReplicaIdentity::Default,
-        })),
+        table: Some(Arc::new(table(&["id"]))),
         before: None,
         after: Some(vec![id, note]),
         message: None,
@@ -60,6 +69,45 @@ fn kv_keys_escape_every_value_into_legal_distinct_keys() {
         .prefix(&event(Value::Int(1), Value::Null), &mut key)
         .unwrap();
     assert_eq!(key, "public.my=20table.");
+}
+
+fn read(template: &str, keys: &[&str], key: &str) -> Option<Vec<String>> {
+    KeyTemplate::parse(template)
+        .unwrap()
+        .read_key(&table(keys), key)
+}
+
+fn texts(values: &[&str]) -> Option<Vec<String>> {
+    Some(values.iter().map(|v| (*v).to_owned()).collect())
+}
+
+#[test]
+fn keys_read_back_as_key_texts() {
+    let t = "{schema}.{table}.{key}";
+    assert_eq!(read(t, &["id"], "public.my=20table.42"), texts(&["42"]));
+    assert_eq!(
+        read(t, &["id"], "public.my=20table.a=2Eb=20c"),
+        texts(&["a.b c"])
+    );
+    assert_eq!(read(t, &["id"], "public.my=20table.=00"), texts(&[""]));
+    assert_eq!(read(t, &["id"], "public.my=20table.a=3Ab"), None);
+    assert_eq!(read(t, &["id"], "public.other.42"), None);
+    assert_eq!(read(t, &["id"], "public.my=20table.4=32"), None);
+    assert_eq!(
+        read(t, &["a", "b"], "public.my=20table.x=5C=3Ay=3Az"),
+        texts(&["x:y", "z"])
+    );
+    let t = "{table}.{key.b}.{key.a}";
+    assert_eq!(read(t, &["a", "b"], "my=20table.2.1"), texts(&["1", "2"]));
+    assert_eq!(read("{table}.{key.a}", &["a", "b"], "my=20table.1"), None);
+    assert_eq!(
+        read("{table}.{key.a}-{key.b}", &["a", "b"], "my=20table.1-2-3"),
+        None
+    );
+    assert_eq!(
+        read("{table}.{key.a}-{key.b}", &["a", "b"], "my=20table.1-2"),
+        texts(&["1", "2"])
+    );
 }
 
 #[test]

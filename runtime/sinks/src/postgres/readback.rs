@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 use weir_core::{
-    ChangeEvent, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
-    SinkRecord, SourceInfo, TableSchema, TxnId, Value,
+    ChangeEvent, ColumnDiff, Held, HeldKey, KeyPage, Readback, SinkError, SinkRecord, TableSchema,
+    Value,
 };
 
 use super::config::{PostgresSinkConfig, SPREAD_BY_OP, TableTemplate};
@@ -473,19 +473,7 @@ impl Readback for PostgresReadback {
         let mut groups: Vec<Group> = Vec::new();
         let mut by_shape: HashMap<(String, bool, Vec<String>), usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
-            let SinkPayload::Change(event) = &record.payload else {
-                continue;
-            };
-            let Some(schema) = &event.table else {
-                continue;
-            };
-            let (row, delete) = match event.op {
-                Op::Read => (event.after.as_ref(), false),
-                // As the sink's delete: the old row's key, else the new's.
-                Op::Delete => (event.before.as_ref().or(event.after.as_ref()), true),
-                _ => continue,
-            };
-            let Some(row) = row else {
+            let Some((event, schema, row, delete)) = weir_core::expected(record) else {
                 continue;
             };
             let table = self.table(event, record.topic.as_deref()).await?;
@@ -527,15 +515,7 @@ impl Readback for PostgresReadback {
         self.ensure_client().await?;
         // The name as the sink's write gives it to a `read` of the table,
         // which is what the records to compare are.
-        let event = ChangeEvent {
-            op: Op::Read,
-            table: Some(Arc::new(table.clone())),
-            before: None,
-            after: None,
-            message: None,
-            source: SourceInfo::default(),
-            txn: TxnId(0),
-        };
+        let event = ChangeEvent::read_of(table);
         let target = self.table(&event, topic).await?;
         let keys: Vec<&str> = table
             .columns

@@ -192,9 +192,6 @@ pub(crate) struct KeyTemplate {
     pub(crate) row: NameTemplate,
     /// Everything before the first `{key…}` placeholder.
     pub(crate) table: NameTemplate,
-    /// The template's text from the first `{key…}` placeholder on: what a
-    /// row key's name is read back with.
-    pub(crate) rest: String,
 }
 
 impl KeyTemplate {
@@ -236,11 +233,7 @@ impl KeyTemplate {
             );
         }
         let table = NameTemplate::parse(table_part)?;
-        Ok(KeyTemplate {
-            row,
-            table,
-            rest: template[at..].to_owned(),
-        })
+        Ok(KeyTemplate { row, table })
     }
 }
 

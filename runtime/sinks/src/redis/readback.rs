@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use serde_json::value::RawValue;
+use weir_codec::Escaping;
 use weir_core::{
     ChangeEvent, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
-    SinkRecord, SourceInfo, TableSchema, TxnId, Value,
+    SinkRecord, TableSchema, Value,
 };
+
+use crate::compare::json_equal;
 
 use super::config::{Format, KeyTemplate, KeyTemplates, RedisSinkConfig};
 use super::sink::{classify, hash_fields, json_row, open_connection, scan, table_pattern};
@@ -242,14 +245,13 @@ impl Readback for RedisReadback {
         limit: usize,
     ) -> Result<KeyPage, SinkError> {
         let template = self.template(topic)?;
-        let probe = probe(table);
         let mut part = String::new();
         template
             .table
-            .expand_event(&probe, &mut part)
+            .expand_event(&ChangeEvent::read_of(table), &mut part)
             .map_err(|e| SinkError::Config(e.to_string()))?;
         let pattern = table_pattern(&part);
-        let reader = KeyReader::new(&template.rest, table);
+        let reader = template.row.key_reader(table, Escaping::NONE);
         let mut at: u64 = match &cursor {
             None => 0,
             Some(c) => c.parse().map_err(|_| {
@@ -264,7 +266,7 @@ impl Readback for RedisReadback {
                 if self.is_bookkeeping(&name, &part) {
                     continue;
                 }
-                let key = name.strip_prefix(&part).and_then(|rest| reader.read(rest));
+                let key = reader.read(&name);
                 keys.push(HeldKey { name, key });
             }
             at = next;
@@ -366,326 +368,6 @@ impl RedisReadback {
                 });
             }
         }
-        Ok(if diffs.is_empty() {
-            Held::Same
-        } else {
-            Held::Differs(diffs)
-        })
-    }
-}
-
-/// An event of `table` with no row: what the part of a key template
-/// before the row's key is filled in from.
-fn probe(table: &TableSchema) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Read,
-        table: Some(Arc::new(table.clone())),
-        before: None,
-        after: None,
-        message: None,
-        source: SourceInfo::default(),
-        txn: TxnId(0),
-    }
-}
-
-/// Whether two JSON texts hold the same value: objects member by member
-/// whatever their order, numbers by value; integers are compared exactly
-/// (an `int8` past 2^53 is not rounded), other numbers as doubles.
-fn json_equal(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    if a == b {
-        return true;
-    }
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(b'{'), Some(b'{')) => {
-            let parse = |t| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(t);
-            match (parse(a), parse(b)) {
-                (Ok(x), Ok(y)) => {
-                    x.len() == y.len()
-                        && x.iter()
-                            .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v.get(), w.get())))
-                }
-                _ => false,
-            }
-        }
-        (Some(b'['), Some(b'[')) => {
-            let parse = |t| serde_json::from_str::<Vec<Box<RawValue>>>(t);
-            match (parse(a), parse(b)) {
-                (Ok(x), Ok(y)) => {
-                    x.len() == y.len()
-                        && x.iter().zip(&y).all(|(v, w)| json_equal(v.get(), w.get()))
-                }
-                _ => false,
-            }
-        }
-        (Some(x), Some(y)) if is_number_start(*x) && is_number_start(*y) => number_equal(a, b),
-        _ => match (
-            serde_json::from_str::<serde_json::Value>(a),
-            serde_json::from_str::<serde_json::Value>(b),
-        ) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        },
-    }
-}
-
-fn is_number_start(c: u8) -> bool {
-    c == b'-' || c.is_ascii_digit()
-}
-
-fn number_equal(a: &str, b: &str) -> bool {
-    let integer = |t: &str| !t.contains(['.', 'e', 'E']);
-    if integer(a) && integer(b) {
-        // JSON integers have no leading zeros: equal values are equal texts,
-        // but for the sign of zero.
-        let zero = |t: &str| t == "0" || t == "-0";
-        return a == b || (zero(a) && zero(b));
-    }
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// One piece of a key template after its table part, `{schema}` and
-/// `{table}` already filled in.
-#[derive(Debug)]
-enum Piece {
-    Text(String),
-    Key,
-    Column(String),
-}
-
-/// Reads a row key's name (after the table part) back into the texts of
-/// the table's key columns, inverting the template: `{key}` is split at its
-/// unescaped `:`s and unescaped, `{key.COLUMN}` is the column's text.
-struct KeyReader {
-    pieces: Vec<Piece>,
-    columns: Vec<String>,
-}
-
-/// Most ways of cutting one name looked at: enough to tell one reading
-/// from several.
-const MAX_READINGS: usize = 8;
-
-impl KeyReader {
-    fn new(rest: &str, table: &TableSchema) -> KeyReader {
-        let mut pieces = Vec::new();
-        let mut text = String::new();
-        let mut tail = rest;
-        while let Some(open) = tail.find('{') {
-            text.push_str(&tail[..open]);
-            // Checked with the configuration: every `{` is closed.
-            let Some(close) = tail[open..].find('}').map(|c| open + c) else {
-                text.push_str(&tail[open..]);
-                tail = "";
-                break;
-            };
-            let name = &tail[open + 1..close];
-            match name {
-                "schema" => text.push_str(&table.schema),
-                "table" => text.push_str(&table.name),
-                _ => {
-                    if !text.is_empty() {
-                        pieces.push(Piece::Text(std::mem::take(&mut text)));
-                    }
-                    pieces.push(match name.strip_prefix("key.") {
-                        Some(column) => Piece::Column(column.to_owned()),
-                        None => Piece::Key,
-                    });
-                }
-            }
-            tail = &tail[close + 1..];
-        }
-        text.push_str(tail);
-        if !text.is_empty() {
-            pieces.push(Piece::Text(text));
-        }
-        KeyReader {
-            pieces,
-            columns: table
-                .columns
-                .iter()
-                .filter(|c| c.key)
-                .map(|c| c.name.clone())
-                .collect(),
-        }
-    }
-
-    /// The key columns' texts, in table order; `None` when `name` is not
-    /// one of this table's keys, or could be several.
-    fn read(&self, name: &str) -> Option<Vec<String>> {
-        let mut readings = Vec::new();
-        self.walk(&self.pieces, name, &mut Vec::new(), &mut readings);
-        let mut keys: Vec<Vec<String>> = readings
-            .into_iter()
-            .filter_map(|found| {
-                self.columns
-                    .iter()
-                    .map(|c| found.iter().find(|(n, _)| n == c).map(|(_, v)| v.clone()))
-                    .collect::<Option<Vec<String>>>()
-            })
-            .collect();
-        keys.dedup();
-        match keys.len() {
-            1 => keys.pop(),
-            _ => None,
-        }
-    }
-
-    fn walk(
-        &self,
-        pieces: &[Piece],
-        text: &str,
-        found: &mut Vec<(String, String)>,
-        readings: &mut Vec<Vec<(String, String)>>,
-    ) {
-        if readings.len() >= MAX_READINGS {
-            return;
-        }
-        let Some(piece) = pieces.first() else {
-            if text.is_empty() {
-                readings.push(found.clone());
-            }
-            return;
-        };
-        if let Piece::Text(t) = piece {
-            if let Some(rest) = text.strip_prefix(t.as_str()) {
-                self.walk(&pieces[1..], rest, found, readings);
-            }
-            return;
-        }
-        let ends: Vec<usize> = match pieces.get(1) {
-            None => vec![text.len()],
-            Some(Piece::Text(t)) => text.match_indices(t.as_str()).map(|(i, _)| i).collect(),
-            Some(_) => text
-                .char_indices()
-                .map(|(i, _)| i)
-                .chain([text.len()])
-                .collect(),
-        };
-        for end in ends {
-            let Some(values) = self.capture(piece, &text[..end]) else {
-                continue;
-            };
-            let mark = found.len();
-            let mut consistent = true;
-            for (column, value) in values {
-                match found.iter().find(|(c, _)| *c == column) {
-                    Some((_, seen)) if *seen != value => consistent = false,
-                    Some(_) => {}
-                    None => found.push((column, value)),
-                }
-            }
-            if consistent {
-                self.walk(&pieces[1..], &text[end..], found, readings);
-            }
-            found.truncate(mark);
-        }
-    }
-
-    fn capture(&self, piece: &Piece, text: &str) -> Option<Vec<(String, String)>> {
-        match piece {
-            Piece::Text(_) => None,
-            Piece::Column(column) => self
-                .columns
-                .contains(column)
-                .then(|| vec![(column.clone(), text.to_owned())]),
-            Piece::Key => {
-                let values = split_key(text)?;
-                (values.len() == self.columns.len())
-                    .then(|| self.columns.iter().cloned().zip(values).collect())
-            }
-        }
-    }
-}
-
-/// Splits `{key}`'s text at its unescaped `:`s, undoing `\\` and `\:`.
-fn split_key(text: &str) -> Option<Vec<String>> {
-    let mut values = vec![String::new()];
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next()? {
-                e @ ('\\' | ':') => values.last_mut()?.push(e),
-                _ => return None,
-            },
-            ':' => values.push(String::new()),
-            c => values.last_mut()?.push(c),
-        }
-    }
-    Some(values)
-}
-
-#[cfg(test)]
-mod tests {
-    use weir_core::Column;
-
-    use super::*;
-
-    fn table(keys: &[&str]) -> TableSchema {
-        let mut columns: Vec<Column> = keys
-            .iter()
-            .map(|k| Column {
-                name: (*k).to_owned(),
-                type_oid: 25,
-                type_name: "text".to_owned(),
-                type_modifier: -1,
-                key: true,
-            })
-            .collect();
-        columns.push(Column {
-            name: "note".to_owned(),
-            type_oid: 25,
-            type_name: "text".to_owned(),
-            type_modifier: -1,
-            key: false,
-        });
-        TableSchema {
-            id: 1,
-            version: 1,
-            schema: "s".to_owned(),
-            name: "t".to_owned(),
-            columns,
-            replica_identity: weir_core::ReplicaIdentity::Default,
-        }
-    }
-
-    fn read(rest: &str, keys: &[&str], name: &str) -> Option<Vec<String>> {
-        KeyReader::new(rest, &table(keys)).read(name)
-    }
-
-    #[test]
-    fn key_names_read_back_as_key_texts() {
-        assert_eq!(read("{key}", &["id"], "42"), Some(vec!["42".to_owned()]));
-        assert_eq!(
-            read("{key}", &["id"], "a\\:b"),
-            Some(vec!["a:b".to_owned()])
-        );
-        assert_eq!(read("{key}", &["id"], "a:b"), None);
-        assert_eq!(
-            read("{key}", &["a", "b"], "x\\\\:\\:z"),
-            Some(vec!["x\\".to_owned(), ":z".to_owned()])
-        );
-        assert_eq!(
-            read("{key.b}/{key.a}@{table}", &["a", "b"], "2/1@t"),
-            Some(vec!["1".to_owned(), "2".to_owned()])
-        );
-        assert_eq!(read("{key.b}/{key.a}", &["a", "b"], "2/1/0"), None);
-        assert_eq!(read("{key.a}", &["a", "b"], "1"), None);
-        assert_eq!(read("{key.a}{key.b}", &["a", "b"], "12"), None);
-    }
-
-    #[test]
-    fn json_values_compare_by_value() {
-        assert!(json_equal(
-            r#"{"a":1,"b":[1.0,"x"]}"#,
-            r#"{ "b": [1, "x"], "a": 1 }"#
-        ));
-        assert!(json_equal("9007199254740993", "9007199254740993"));
-        assert!(!json_equal("9007199254740993", "9007199254740992"));
-        assert!(json_equal("\"\\u0041\"", "\"A\""));
-        assert!(!json_equal("1", "\"1\""));
-        assert!(!json_equal(r#"{"a":1}"#, r#"{"a":1,"b":2}"#));
+        Ok(Held::from_diffs(diffs))
     }
 }

@@ -5,9 +5,9 @@
 //! written).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use weir_codec::NameTemplate;
+use mysql_async::Row;
+use weir_codec::{NameTemplate, split_key};
 use weir_core::{
     ChangeEvent, Column, ColumnDiff, Held, HeldKey, KeyPage, Op, Readback, SinkError, SinkPayload,
     SinkRecord, TableSchema, Value,
@@ -100,15 +100,7 @@ impl SphinxReadback {
                  which cannot be listed"
             )));
         }
-        let event = ChangeEvent {
-            op: Op::Read,
-            table: Some(Arc::new(table.clone())),
-            before: None,
-            after: None,
-            message: None,
-            source: Default::default(),
-            txn: Default::default(),
-        };
+        let event = ChangeEvent::read_of(table);
         let mut name = String::new();
         self.sink
             .index_name(topic, &event, &mut name)
@@ -132,24 +124,11 @@ impl SphinxReadback {
         if let Some(nulls) = &self.sink.config().nulls_attribute {
             select.push_str(&format!(",`{nulls}`"));
         }
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            let sql = format!(
-                "SELECT {select} FROM {index} WHERE id IN ({}) LIMIT {n} OPTION max_matches={n}",
-                join_ids(chunk),
-                n = chunk.len()
-            );
-            let rows = self
-                .sink
-                .select(&sql)
-                .await
-                .map_err(|e| e.into_sink(index))?;
-            for row in rows {
-                let id = doc_id(index, &column_text(&row, 0))?;
-                out.insert(id, (1..row.len()).map(|i| column_text(&row, i)).collect());
-            }
-        }
-        Ok(out)
+        let rows = self.select_ids(index, &select, ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, row)| (id, (1..row.len()).map(|i| column_text(&row, i)).collect()))
+            .collect())
     }
 
     /// The state index's documents among `ids` (never the watermark);
@@ -172,9 +151,38 @@ impl SphinxReadback {
             .copied()
             .filter(|id| *id != WATERMARK_ID)
             .collect();
+        for (id, row) in self.select_ids(&state, select, &ids).await? {
+            let deleted = column_text(&row, 2) != "0";
+            // An unreadable weir_doc (not written by Weir) leaves the
+            // fields uncompared rather than failing the whole verify.
+            let cells = (cells && !deleted)
+                .then(|| serde_json::from_str(&column_text(&row, 3)).ok())
+                .flatten();
+            out.insert(
+                id,
+                StateDoc {
+                    key: column_text(&row, 1),
+                    deleted,
+                    cells,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// `index`'s documents among `ids`, each with its `select` columns (the
+    /// id first), in queries of at most [`IDS_PER_QUERY`] ids: searchd
+    /// answers no more rows than `max_matches`.
+    async fn select_ids(
+        &mut self,
+        index: &str,
+        select: &str,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, Row)>, SinkError> {
+        let mut out = Vec::new();
         for chunk in ids.chunks(IDS_PER_QUERY) {
             let sql = format!(
-                "SELECT {select} FROM {state} WHERE id IN ({}) LIMIT {n} OPTION max_matches={n}",
+                "SELECT {select} FROM {index} WHERE id IN ({}) LIMIT {n} OPTION max_matches={n}",
                 join_ids(chunk),
                 n = chunk.len()
             );
@@ -182,23 +190,9 @@ impl SphinxReadback {
                 .sink
                 .select(&sql)
                 .await
-                .map_err(|e| e.into_sink(&state))?;
+                .map_err(|e| e.into_sink(index))?;
             for row in rows {
-                let id = doc_id(&state, &column_text(&row, 0))?;
-                let deleted = column_text(&row, 2) != "0";
-                // An unreadable weir_doc (not written by Weir) leaves the
-                // fields uncompared rather than failing the whole verify.
-                let cells = (cells && !deleted)
-                    .then(|| serde_json::from_str(&column_text(&row, 3)).ok())
-                    .flatten();
-                out.insert(
-                    id,
-                    StateDoc {
-                        key: column_text(&row, 1),
-                        deleted,
-                        cells,
-                    },
-                );
+                out.push((doc_id(index, &column_text(&row, 0))?, row));
             }
         }
         Ok(out)
@@ -366,12 +360,7 @@ impl Readback for SphinxReadback {
                     (None, Some(_)) => Held::Missing,
                     (Some(attrs), Some((event, values))) => {
                         let live = doc.filter(|d| !d.deleted);
-                        let diffs = self.row_diffs(event, values, attrs, live);
-                        if diffs.is_empty() {
-                            Held::Same
-                        } else {
-                            Held::Differs(diffs)
-                        }
+                        Held::from_diffs(self.row_diffs(event, values, attrs, live))
                     }
                 };
             }
@@ -416,7 +405,7 @@ impl Readback for SphinxReadback {
             .map(|id| HeldKey {
                 name: format!("{index} id={id}"),
                 key: match state.get(id) {
-                    Some(doc) => split_key(&doc.key, key_columns.len()),
+                    Some(doc) => split_key(&doc.key).filter(|k| k.len() == key_columns.len()),
                     // Not written by Weir: only an integer key's own id
                     // says which key it is.
                     None if integer_key && i64::try_from(*id).is_ok() => Some(vec![id.to_string()]),
@@ -443,21 +432,6 @@ fn doc_id(index: &str, text: &str) -> Result<u64, SinkError> {
 fn is_integer(column: &Column) -> bool {
     matches!(column.type_oid, 20 | 21 | 23 | 26)
         || matches!(column.type_name.as_str(), "int2" | "int4" | "int8" | "oid")
-}
-
-/// The key columns' texts from a `{key}` text (`\` escapes, `:` separates);
-/// `None` when it does not have `columns` parts.
-fn split_key(text: &str, columns: usize) -> Option<Vec<String>> {
-    let mut parts = vec![String::new()];
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => parts.last_mut()?.push(chars.next()?),
-            ':' => parts.push(String::new()),
-            c => parts.last_mut()?.push(c),
-        }
-    }
-    (parts.len() == columns).then_some(parts)
 }
 
 /// A cell as text for a report (`NULL` for SQL NULL).
@@ -556,17 +530,6 @@ fn json_same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_texts_split_back_into_columns() {
-        assert_eq!(split_key("42", 1), Some(vec!["42".to_owned()]));
-        assert_eq!(
-            split_key(r"a\:b:c\\d", 2),
-            Some(vec!["a:b".to_owned(), r"c\d".to_owned()])
-        );
-        assert_eq!(split_key("a:b", 1), None);
-        assert_eq!(split_key(r"dangling\", 1), None);
-    }
 
     #[test]
     fn attributes_compare_as_searchd_shows_them() {
