@@ -586,8 +586,11 @@ pub const MAX_REPAIR_KEYS: usize = 1000;
 /// streams. A key with a row goes out as a `read` event, one without as a
 /// `delete` (unless the stream changed that key meanwhile), both at the
 /// high mark's position, so the sinks' version guards keep newer changes.
-/// Each key is the key columns' texts; at most [`MAX_REPAIR_KEYS`]. Returns
-/// the request's number.
+/// Each key is the key columns' texts as the source prints them (under
+/// the stream's session settings: the reader tells a key without a row
+/// by that text); at most [`MAX_REPAIR_KEYS`]. The request's state is
+/// `repair`, which a Weir from before repairs does not take (it would
+/// snapshot the whole table). Returns the request's number.
 pub async fn request_repair(
     cfg: &PostgresConfig,
     schema: &str,

@@ -109,8 +109,10 @@
 //! table over a table per kind of change, and cannot be verified.
 //!
 //! Listing keys is keyset pagination over the source's key columns
-//! (`WHERE (k…) > (cursor) ORDER BY k… LIMIT n`, an index range scan of
-//! the primary key: each page costs its own rows), the cursor being the
+//! (`WHERE (k…) > (cursor) ORDER BY k… LIMIT n`: an index range scan, so
+//! each page costs its own rows, when the target's primary key is the
+//! source's, as `create_tables` makes it; a full sort per page when the
+//! target has no index on those columns), the cursor being the
 //! last key's texts as JSON; each key comes back as Postgres prints it
 //! (its type's output, under the sink's settings: `t`, `ab   ` for a
 //! `char(5)`, `2024-02-29 11:14:15+00`), named `id=42`.
