@@ -11,7 +11,8 @@
 //! change, failure policies, circuit breakers) and swaps in new plugin
 //! versions from the [`reload::Deployer`] at transaction boundaries;
 //! `delivery.rs` writes to the sinks; [`cli`] holds the `weir plugin` tools
-//! for plugin authors.
+//! for plugin authors; [`verify`] compares the sinks that hold state with
+//! the source, once (`weir verify`) or continuously (`[verify]`).
 //!
 //! # Module order
 //!
@@ -25,7 +26,9 @@
 //!  processor  delivery              the data path: plugins, then sinks
 //!  shadow                           a new version tried beside the running one
 //!  stages  reload                   one plugin's calls; new plugin versions
-//!  halt  status  routing  plugins   errors; counters; route rules; loading
+//!  halt  status  plugins            errors; counters; loading
+//!  verify                           sinks compared with the source (and its results)
+//!  routing                          route rules
 //!  config  checkpoint  dead_letter  leaves: no module of this crate
 //!    answers                        (plugin answers as JSON; shadow reports)
 //! ```
@@ -65,10 +68,18 @@ mod tests {
             ("dead_letter", &[include_str!("dead_letter.rs")]),
             ("answers", &[include_str!("answers.rs")]),
         ],
+        &[("routing", &[include_str!("routing.rs")])],
+        &[(
+            "verify",
+            &[
+                include_str!("verify/mod.rs"),
+                include_str!("verify/continuous.rs"),
+                include_str!("verify/report.rs"),
+            ],
+        )],
         &[
             ("halt", &[include_str!("halt.rs")]),
             ("status", &[include_str!("status.rs")]),
-            ("routing", &[include_str!("routing.rs")]),
             ("plugins", &[include_str!("plugins.rs")]),
         ],
         &[
@@ -94,6 +105,7 @@ mod tests {
                     include_str!("cli/replay.rs"),
                     include_str!("cli/snapshot.rs"),
                     include_str!("cli/templates.rs"),
+                    include_str!("cli/verify.rs"),
                 ],
             ),
         ],
