@@ -366,15 +366,4 @@ impl VerifySource {
     ) -> Result<Vec<(String, String, Option<String>)>, PgError> {
         request_state(&self.client, &self.addr, &self.cfg.slot, id).await
     }
-
-    /// The process id of this connection's backend, so that a benchmark
-    /// can read the CPU time verifying cost the source.
-    pub async fn backend_pid(&self) -> Result<i32, PgError> {
-        Ok(self
-            .client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .map_err(|e| PgError::sql(&self.addr, "reading the backend's pid", e))?
-            .get(0))
-    }
 }

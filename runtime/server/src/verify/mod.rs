@@ -214,11 +214,6 @@ impl Verifier {
             .collect()
     }
 
-    /// The source configuration verified against.
-    pub fn source_config(&self) -> &PostgresConfig {
-        &self.pg
-    }
-
     /// Why no pass can be made now, if none can: the slot's initial
     /// snapshot is still being copied, so the sinks lack rows they will
     /// get, and the slot is acknowledged past it only once it is done.
