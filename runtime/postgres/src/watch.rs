@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+use weir_core::Lsn;
 
 use crate::config::PostgresConfig;
 use crate::pgoutput::HEARTBEAT_PREFIX;
@@ -33,6 +34,8 @@ pub struct SlotHealth {
 /// How the slot stood when last read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotReading {
+    /// The server's WAL position (its replay position on a standby).
+    pub server_lsn: Option<Lsn>,
     /// The server's WAL position less the slot's confirmed flush: what is
     /// written and not yet acknowledged by every sink.
     pub lag_bytes: i64,
@@ -74,7 +77,8 @@ const READ: &str = "\
            to_jsonb(s) ->> 'wal_status', \
            (to_jsonb(s) ->> 'safe_wal_size')::int8, \
            coalesce(extract(epoch FROM r.flush_lag), 0)::float8, \
-           pg_size_bytes(current_setting('max_slot_wal_keep_size', true)) \
+           pg_size_bytes(current_setting('max_slot_wal_keep_size', true)), \
+           w.lsn::text \
     FROM pg_replication_slots s \
     CROSS JOIN (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
                        ELSE pg_current_wal_lsn() END AS lsn) w \
@@ -152,6 +156,7 @@ pub(crate) async fn watch_slot(
             }
         };
         let mut reading = SlotReading {
+            server_lsn: row.get::<_, Option<String>>(6).and_then(|l| l.parse().ok()),
             lag_bytes: row.get::<_, Option<i64>>(0).unwrap_or(0),
             retained_bytes: row.get::<_, Option<i64>>(1).unwrap_or(0),
             wal_status: row.get(2),
@@ -218,6 +223,7 @@ mod tests {
 
     fn reading(retained_mib: i64, status: &str, safe_mib: Option<i64>) -> SlotReading {
         SlotReading {
+            server_lsn: None,
             lag_bytes: 0,
             lag_seconds: 0.0,
             retained_bytes: retained_mib << 20,
