@@ -5,7 +5,9 @@
 //! `DELETE /plugins/{name}/shadow` report and discard that shadow, `POST
 //! /plugins/{name}/promote` deploys it), and `POST /snapshots`
 //! (`{"tables": ["schema.table", …], "where": "…"}` queues a snapshot of
-//! those tables, read while the slot streams).
+//! those tables, read while the slot streams). `/` is the operator
+//! console ([`crate::console`]), which reads `/status`, `/history` (the
+//! last hour, a point a second) and `/dead-letters` (the newest ones).
 //!
 //! It stays up when the pipeline halts, so an operator (or an orchestrator's
 //! probe) can see why.
@@ -14,9 +16,10 @@
 //! row values (halt reasons, sink errors), so the endpoint defends itself:
 //! every request must name an allowed host (a web page that rebinds its own
 //! name to 127.0.0.1 gets refused), and with `admin.token` set, deploys,
-//! `/status`, `/plugins` and the reason part of `/health` need the bearer
-//! token, as do snapshot requests. `/metrics` and the bare state of `/health` stay open for probes;
-//! neither holds row values.
+//! `/status`, `/plugins`, `/history`, `/dead-letters` and the reason part
+//! of `/health` need the bearer token, as do snapshot requests. `/metrics`
+//! and the bare state of `/health` stay open for probes, and the console's
+//! page and script for the login form; none of them holds row values.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
+use crate::console;
 use crate::reload::{DeployError, Deployer};
 use crate::status::{State, Status};
 
@@ -88,6 +92,7 @@ pub async fn serve(
         max_body: admin.max_body_mib.saturating_mul(1 << 20),
         deploying: tokio::sync::Semaphore::new(1),
     });
+    tokio::spawn(console::sample(state.status.clone(), shutdown.clone()));
     let protected = Router::new()
         .route("/status", get(status_json))
         .route("/plugins", get(plugins))
@@ -98,8 +103,13 @@ pub async fn serve(
         )
         .route("/plugins/{name}/promote", post(promote))
         .route("/snapshots", post(request_snapshot))
+        .route("/history", get(history))
+        .route("/dead-letters", get(dead_letters))
+        .route_layer(middleware::from_fn(not_stored))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
+        .route("/", get(page))
+        .route("/console/{file}", get(console_asset))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(protected)
@@ -278,6 +288,70 @@ async fn health(Extract(admin): Extract<Arc<Admin>>, headers: HeaderMap) -> impl
         Some((state, _)) => (code, format!("{state}\n")),
         None => (code, text),
     }
+}
+
+/// Answers that hold row values stay out of caches: a shared browser's
+/// history must not show them after the tab is closed.
+async fn not_stored(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// A built-in file of the console, under its security policy.
+fn served(asset: console::Asset) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                console::CONTENT_SECURITY_POLICY,
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        asset.body,
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    served(console::PAGE)
+}
+
+async fn console_asset(Path(file): Path<String>) -> Response {
+    match console::asset(&file) {
+        Some(asset) => served(asset),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("the console has no file {file:?}"),
+        ),
+    }
+}
+
+async fn history(
+    Extract(admin): Extract<Arc<Admin>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "since must be milliseconds since the Unix epoch, as the points' t",
+            );
+        }
+    };
+    axum::Json(console::history_json(&admin.status, since)).into_response()
+}
+
+async fn dead_letters(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
+    axum::Json(admin.status.dead_letters.json())
 }
 
 async fn status_json(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {

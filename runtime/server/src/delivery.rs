@@ -132,7 +132,17 @@ pub(crate) async fn sink_task(
                     reason: first.reason.clone(),
                 });
             };
-            if !send_dead_letters(&name, &batch, &rejected, letters, &checkpointer, &abort).await? {
+            if !send_dead_letters(
+                &name,
+                &batch,
+                &rejected,
+                letters,
+                &checkpointer,
+                &status,
+                &abort,
+            )
+            .await?
+            {
                 return Ok(());
             }
             counters
@@ -214,6 +224,7 @@ async fn send_dead_letters(
     rejected: &[Rejected],
     letters: &DeadLetters,
     checkpointer: &Checkpointer,
+    status: &Status,
     abort: &CancellationToken,
 ) -> Result<bool, HaltError> {
     let records: Vec<SinkRecord> = rejected
@@ -227,9 +238,14 @@ async fn send_dead_letters(
                 dead_letter_sink = %letters.destination.sink,
                 "sent a record the sink refused to the dead-letter sink"
             );
+            let letter = sink_dead_letter(sink, &r.reason, record)?;
+            status.dead_letters.keep(
+                &letter,
+                &[("by", "sink"), ("sink", sink), ("error", &r.reason)],
+            );
             Ok(SinkRecord {
                 topic: letters.destination.topic.clone(),
-                payload: SinkPayload::Raw(Arc::new(sink_dead_letter(sink, &r.reason, record)?)),
+                payload: SinkPayload::Raw(Arc::new(letter)),
                 txn: record.txn,
             })
         })

@@ -22,6 +22,7 @@
 //!
 //! ```text
 //!  admin  cli                       endpoints: HTTP, the `weir plugin` tools
+//!  console                          the operator console's page and sampling
 //!  pipeline                         wires source, processor, sinks
 //!  processor  delivery              the data path: plugins, then sinks
 //!  shadow                           a new version tried beside the running one
@@ -30,7 +31,8 @@
 //!  verify                           sinks compared with the source (and its results)
 //!  routing                          route rules
 //!  config  checkpoint  dead_letter  leaves: no module of this crate
-//!    answers                        (plugin answers as JSON; shadow reports)
+//!    answers  history               (plugin answers as JSON; shadow reports;
+//!                                   the last hour of counters)
 //! ```
 //!
 //! The checkpointer publishes its watermark on a `watch` channel that the
@@ -42,9 +44,11 @@ pub mod answers;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod console;
 mod dead_letter;
 mod delivery;
 pub mod halt;
+pub mod history;
 pub mod pipeline;
 pub mod plugins;
 mod processor;
@@ -67,6 +71,7 @@ mod tests {
             ("checkpoint", &[include_str!("checkpoint.rs")]),
             ("dead_letter", &[include_str!("dead_letter.rs")]),
             ("answers", &[include_str!("answers.rs")]),
+            ("history", &[include_str!("history.rs")]),
         ],
         &[("routing", &[include_str!("routing.rs")])],
         &[(
@@ -92,6 +97,7 @@ mod tests {
             ("delivery", &[include_str!("delivery.rs")]),
         ],
         &[("pipeline", &[include_str!("pipeline.rs")])],
+        &[("console", &[include_str!("console.rs")])],
         &[
             ("admin", &[include_str!("admin.rs")]),
             (

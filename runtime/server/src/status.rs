@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -17,6 +17,8 @@ use weir_wasm::PluginEngine;
 
 use crate::answers::ShadowReport;
 use crate::config::FailurePolicy;
+use crate::dead_letter::DeadLetterRing;
+use crate::history::{History, Reading};
 
 /// Lifecycle of the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -45,8 +47,9 @@ pub struct SinkCounters {
     /// Records the sink refused for good (dead-lettered).
     pub rejected: AtomicU64,
     last_error: Mutex<Option<String>>,
-    /// When the sink's current run of failed writes began.
-    failing_since: Mutex<Option<Instant>>,
+    /// When the sink's current run of failed writes began (and the wall
+    /// clock then, for people).
+    failing_since: Mutex<Option<(Instant, SystemTime)>>,
 }
 
 impl SinkCounters {
@@ -68,7 +71,7 @@ impl SinkCounters {
         self.failing_since
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(Instant::now);
+            .get_or_insert_with(|| (Instant::now(), SystemTime::now()));
     }
 
     /// Records a successful write: the sink is healthy again.
@@ -81,7 +84,15 @@ impl SinkCounters {
         self.failing_since
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .map(|since| since.elapsed())
+            .map(|(since, _)| since.elapsed())
+    }
+
+    /// When the sink's current run of failures began, if it is failing.
+    pub fn failing_since(&self) -> Option<SystemTime> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, at)| at)
     }
 }
 
@@ -116,6 +127,10 @@ pub struct Status {
     lease: OnceLock<LeaseClock>,
     /// With `[verify]`: the latest verification of the sinks.
     pub verify: Arc<crate::verify::VerifyStatus>,
+    /// The last hour of counters, for the console and the rates here.
+    pub history: History,
+    /// The newest dead letters, for the console.
+    pub dead_letters: DeadLetterRing,
 }
 
 /// A process's part under `[ha]`.
@@ -131,6 +146,10 @@ pub enum Role {
 impl Status {
     /// A status for a pipeline with these sinks.
     pub fn new(sink_names: impl IntoIterator<Item = String>) -> Self {
+        let sinks: BTreeMap<String, SinkCounters> = sink_names
+            .into_iter()
+            .map(|n| (n, SinkCounters::default()))
+            .collect();
         Status {
             state: Mutex::new(State::Starting),
             changes_in: AtomicU64::new(0),
@@ -140,16 +159,81 @@ impl Status {
             watermark: OnceLock::new(),
             snapshot: Arc::default(),
             slot: Arc::default(),
-            sinks: sink_names
-                .into_iter()
-                .map(|n| (n, SinkCounters::default()))
-                .collect(),
+            history: History::new(sinks.keys().cloned().collect()),
+            sinks,
             plugins: PluginsStatus::default(),
             degraded_after_ms: AtomicU64::new(60_000),
             role: Mutex::new(None),
             lease: OnceLock::new(),
             verify: Arc::default(),
+            dead_letters: DeadLetterRing::default(),
         }
+    }
+
+    /// The counters now, for [`History::record`].
+    pub fn reading(&self) -> Reading {
+        let slot = self.slot.reading();
+        Reading {
+            at_ms: unix_ms(SystemTime::now()),
+            changes_in: self.changes_in.load(Ordering::Relaxed),
+            acked: self.acked_lsn(),
+            lag_bytes: slot.as_ref().map(|r| r.lag_bytes),
+            lag_seconds: slot.as_ref().map(|r| r.lag_seconds),
+            sink_records: self
+                .sinks
+                .values()
+                .map(|c| c.records.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// What the pipeline is doing, in one word, and why when it is not
+    /// plainly streaming: the console's headline.
+    pub fn phase(&self) -> (&'static str, Option<String>) {
+        let state = self.state();
+        match state {
+            State::Halted(reason) => return ("halted", Some(reason)),
+            State::Stopped => return ("stopped", None),
+            State::Starting | State::Running => {}
+        }
+        // A standby waits for the lock before its pipeline starts.
+        if self.role() == Some(Role::Standby) {
+            return (
+                "standby",
+                Some("another process holds the leadership lock; this one streams nothing".into()),
+            );
+        }
+        if state == State::Starting {
+            return ("starting", None);
+        }
+        if let Some((sink, failing)) = self.degraded() {
+            let error = self.sinks[sink].error().unwrap_or_default();
+            return (
+                "degraded",
+                Some(format!(
+                    "sink {sink} failing for {}s: {error}",
+                    failing.as_secs()
+                )),
+            );
+        }
+        if let Some(alarm) = self.slot.reading().and_then(|r| r.alarm) {
+            return ("degraded", Some(alarm));
+        }
+        if self.snapshot.is_copying() {
+            let copying = self
+                .snapshot
+                .tables()
+                .iter()
+                .filter(|t| !t.done.load(Ordering::Relaxed) && t.failure().is_none())
+                .count();
+            return (
+                "snapshotting",
+                Some(format!(
+                    "{copying} tables being read while the slot streams"
+                )),
+            );
+        }
+        ("streaming", None)
     }
 
     /// Reports the watermark `watermark` receives as the acknowledged
@@ -175,6 +259,7 @@ impl Status {
             return serde_json::Value::Null;
         };
         serde_json::json!({
+            "server_lsn": r.server_lsn.map(|l| l.to_string()),
             "lag_bytes": r.lag_bytes,
             "lag_seconds": r.lag_seconds,
             "retained_wal_bytes": r.retained_bytes,
@@ -318,14 +403,18 @@ impl Status {
 
     /// A JSON snapshot for `/status`.
     pub fn snapshot(&self) -> serde_json::Value {
+        let (changes_per_second, sink_rates) = self.history.rates(RATE_WINDOW_MS);
         let sinks: serde_json::Map<String, serde_json::Value> = self
             .sinks
             .iter()
-            .map(|(name, c)| {
+            .zip(sink_rates)
+            .map(|((name, c), rate)| {
                 (
                     name.clone(),
                     serde_json::json!({
                         "records": c.records.load(Ordering::Relaxed),
+                        "records_per_second": rate,
+                        "failing_since": c.failing_since().map(utc),
                         "batches": c.batches.load(Ordering::Relaxed),
                         "errors": c.errors.load(Ordering::Relaxed),
                         "rejected": c.rejected.load(Ordering::Relaxed),
@@ -335,10 +424,13 @@ impl Status {
                 )
             })
             .collect();
+        let (phase, why) = self.phase();
         serde_json::json!({
             "status": self.state(),
+            "pipeline": { "state": phase, "reason": why },
             "acked_lsn": self.acked_lsn().to_string(),
             "changes_in": self.changes_in.load(Ordering::Relaxed),
+            "changes_per_second": changes_per_second,
             "transactions_in": self.transactions_in.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "unrouted": self.unrouted.load(Ordering::Relaxed),
@@ -348,6 +440,10 @@ impl Status {
             "verify": self.verify.json(),
             "slot": self.slot_json(),
             "ha": self.role().map(|role| serde_json::json!({ "role": role })),
+            "dead_letters": {
+                "total": self.dead_letters.total(),
+                "kept": self.dead_letters.kept(),
+            },
         })
     }
 
@@ -507,6 +603,24 @@ impl Status {
         self.verify.metrics(&mut out);
         out
     }
+}
+
+/// The window `/status` averages its rates over.
+const RATE_WINDOW_MS: u64 = 10_000;
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `at` in RFC 3339, UTC, to the microsecond.
+fn utc(at: SystemTime) -> String {
+    let micros = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let mut out = Vec::with_capacity(32);
+    weir_codec::write_utc_timestamp(&mut out, micros);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A Prometheus label value: `\`, `"` and line ends escaped.
@@ -774,6 +888,38 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::Checkpointer;
+
+    #[test]
+    fn the_phase_says_the_worst_first() {
+        let status = Status::new(["out".to_owned()]);
+        assert_eq!(status.phase(), ("starting", None));
+        status.set_role(Role::Standby);
+        assert_eq!(status.phase().0, "standby");
+        status.set_role(Role::Leader);
+        status.set_state(State::Running);
+        assert_eq!(status.phase(), ("streaming", None));
+        status.set_degraded_after(Duration::ZERO);
+        let out = &status.sinks["out"];
+        out.failing();
+        out.set_error(Some("connection refused".into()));
+        let (phase, why) = status.phase();
+        assert_eq!(phase, "degraded");
+        assert!(
+            why.unwrap()
+                .contains("sink out failing for 0s: connection refused")
+        );
+        assert!(out.failing_since().is_some());
+        assert!(
+            status.snapshot()["sinks"]["out"]["failing_since"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        out.recovered();
+        status.set_state(State::Halted("a plugin failed".into()));
+        assert_eq!(status.phase(), ("halted", Some("a plugin failed".into())));
+        assert_eq!(status.snapshot()["pipeline"]["state"], "halted");
+    }
 
     #[test]
     fn the_acked_position_follows_the_checkpointer() {
