@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 pub use serde_json::Value as Json;
 
+pub mod browser;
 pub mod conformance;
 pub mod readback;
 pub mod records;
@@ -941,11 +942,26 @@ impl FilePipeline {
 /// One HTTP request to the admin endpoint on `port`; the whole response
 /// (status line, headers, body) as text.
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> String {
+    http_with(port, method, path, &[], body)
+}
+
+/// [`http`] with more headers (`("Authorization", "Bearer …")`).
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
