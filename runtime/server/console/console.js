@@ -13,6 +13,9 @@
   // A promote can wait for a transaction boundary; give actions longer.
   const ACTION_TIMEOUT_MS = 120000;
   const HOUR_MS = 3600 * 1000;
+  // Points further apart than this (the server reads once a second) are
+  // not joined.
+  const GAP_MS = 2500;
   const ROW_H = 56;
   const MAX_SINK_SERIES = 6;
   const PAGES = ['overview', 'snapshots', 'plugins', 'dead-letters'];
@@ -629,13 +632,21 @@
     series.forEach((s, i) => {
       const pts = s.points.filter(([t]) => t >= t0);
       if (i === 0) drawn = pts.length;
-      const line = svgNode('polyline', {
-        class: `series s${i}`,
-        fill: 'none',
-        points: pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' '),
+      // A missing reading, or a restart, leaves a gap: no line across it.
+      const segments = [];
+      pts.forEach((p, k) => {
+        if (!k || p[0] - pts[k - 1][0] > GAP_MS) segments.push([]);
+        segments[segments.length - 1].push(p);
       });
-      line.append(svgNode('title', null, s.name));
-      nodes.push(line);
+      for (const seg of segments) {
+        const line = svgNode('polyline', {
+          class: `series s${i}`,
+          fill: 'none',
+          points: seg.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' '),
+        });
+        line.append(svgNode('title', null, s.name));
+        nodes.push(line);
+      }
       if (i === 0 && pts.length) {
         const [lt, lv] = pts[pts.length - 1];
         nodes.push(svgNode('circle', { class: 'last', cx: x(lt).toFixed(1), cy: y(lv).toFixed(1), r: 2.5 }));

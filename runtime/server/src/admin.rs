@@ -15,7 +15,9 @@
 //! A deploy puts native-speed code into the data path, and `/status` quotes
 //! row values (halt reasons, sink errors), so the endpoint defends itself:
 //! every request must name an allowed host (a web page that rebinds its own
-//! name to 127.0.0.1 gets refused), and with `admin.token` set, deploys,
+//! name to 127.0.0.1 gets refused), a browser page of another site may
+//! change nothing (its browser says where it comes from), and with
+//! `admin.token` set, deploys,
 //! `/status`, `/plugins`, `/history`, `/dead-letters` and the reason part
 //! of `/health` need the bearer token, as do snapshot requests. `/metrics`
 //! and the bare state of `/health` stay open for probes, and the console's
@@ -218,7 +220,42 @@ async fn check_host(Extract(admin): Extract<Arc<Admin>>, request: Request, next:
     if !any {
         return error(StatusCode::BAD_REQUEST, "the request names no Host");
     }
+    if let Some(site) = cross_site(&request) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a page from {site} may not deploy, promote, discard or snapshot here; use the console this endpoint serves, or a client that is no browser page"
+            ),
+        );
+    }
     next.run(request).await
+}
+
+/// Where a request that changes something came from, when that is a page
+/// of another site. Without a token a page anywhere could otherwise make
+/// the browser send a body-less promote or a text "form" to 127.0.0.1: the
+/// browser says who sends (`Sec-Fetch-Site`, `Origin`), tools say nothing.
+fn cross_site(request: &Request) -> Option<String> {
+    use axum::http::Method;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return None;
+    }
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = text("origin");
+    if let Some(site) = text("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Some(origin.unwrap_or(site).to_owned());
+    }
+    let origin = origin?;
+    let from = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = text("host").unwrap_or_default();
+    (!from.eq_ignore_ascii_case(host)).then(|| origin.to_owned())
 }
 
 impl Admin {
@@ -351,7 +388,10 @@ async fn history(
 }
 
 async fn dead_letters(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
-    axum::Json(admin.status.dead_letters.json())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        admin.status.dead_letters.json(),
+    )
 }
 
 async fn status_json(Extract(admin): Extract<Arc<Admin>>) -> impl IntoResponse {
@@ -587,6 +627,42 @@ fn deploy_error(e: DeployError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> Request {
+        let mut r = Request::builder().method(method).uri("/plugins/p/promote");
+        for (name, value) in headers {
+            r = r.header(*name, *value);
+        }
+        r.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn pages_of_other_sites_change_nothing() {
+        let host = ("host", "127.0.0.1:9187");
+        let ok = |m, h: &[(&str, &str)]| cross_site(&request(m, h)).is_none();
+        assert!(ok("POST", &[host]), "a tool sends no origin");
+        assert!(ok("GET", &[host, ("sec-fetch-site", "cross-site")]));
+        assert!(ok(
+            "POST",
+            &[
+                host,
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "http://127.0.0.1:9187")
+            ]
+        ));
+        assert!(ok("DELETE", &[host, ("origin", "http://127.0.0.1:9187")]));
+        assert!(!ok(
+            "POST",
+            &[
+                host,
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example")
+            ]
+        ));
+        assert!(!ok("POST", &[host, ("sec-fetch-site", "same-site")]));
+        assert!(!ok("PUT", &[host, ("origin", "http://localhost:9187")]));
+        assert!(!ok("POST", &[host, ("origin", "null")]));
+    }
 
     #[test]
     fn host_names_lose_port_brackets_and_case() {

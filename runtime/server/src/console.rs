@@ -12,7 +12,6 @@
 //! another site's page cannot act with it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,7 @@ use crate::status::Status;
 pub struct Asset {
     /// The `Content-Type` to send.
     pub content_type: &'static str,
-    /// The file.
+    /// What is served: the file as it was when the binary was built.
     pub body: &'static str,
 }
 
@@ -58,7 +57,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// Records the status's counters in its history once a second until
 /// `shutdown`.
 pub async fn sample(status: Arc<Status>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut every = tokio::time::interval(crate::history::INTERVAL);
     // After a stall, go on from now: a burst of readings a moment apart
     // would only draw spikes.
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -73,7 +72,7 @@ pub async fn sample(status: Arc<Status>, shutdown: CancellationToken) {
 /// `GET /history?since=MS` as JSON: the points after `since`.
 pub fn history_json(status: &Status, since_ms: Option<u64>) -> serde_json::Value {
     serde_json::json!({
-        "interval_ms": 1000,
+        "interval_ms": crate::history::INTERVAL.as_millis() as u64,
         "capacity": crate::history::CAPACITY,
         "samples": status.history.points(since_ms),
     })

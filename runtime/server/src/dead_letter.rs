@@ -5,12 +5,12 @@
 //! ([`DeadLetterRing`]) for the console.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_codec::EncodeError;
-use weir_core::{ChangeEvent, RawMessage};
+use weir_core::{ChangeEvent, RawMessage, SinkPayload, SinkRecord};
 
 /// `{"<why>":…, "failed_at":…, "event":…}` for `event`, keyed like the
 /// change (so a compacted topic keeps the last failure per row), with
@@ -32,10 +32,7 @@ pub(crate) fn letter(
     } else {
         b",\"failed_at\":\""
     });
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    weir_codec::write_utc_timestamp(&mut value, now);
+    weir_codec::write_utc_timestamp(&mut value, micros(SystemTime::now()));
     value.extend_from_slice(b"\",\"event\":");
     weir_codec::encode_native_json(event, &mut value)?;
     value.push(b'}');
@@ -56,88 +53,144 @@ pub const KEPT: usize = 200;
 /// named, not kept (the dead-letter sink has it whole).
 const KEPT_BYTES: usize = 64 << 10;
 
-/// The newest dead letters, in memory, for the console: at most [`KEPT`],
-/// each at most 64 KiB of change, so a flood of failures costs at most
-/// about 13 MiB.
+/// Longest error, key or header text a kept letter holds.
+const KEPT_TEXT: usize = 4 << 10;
+
+/// The newest dead letters, for the console: those the dead-letter sink
+/// has made durable, so it shows only what was really sent. At most
+/// [`KEPT`], each held as JSON text of at most 64 KiB of change and a few
+/// capped fields, so a flood of failures costs at most about 15 MiB.
 #[derive(Debug, Default)]
 pub struct DeadLetterRing {
-    letters: Mutex<VecDeque<serde_json::Value>>,
+    /// The dead-letter sink, once the pipeline has one.
+    sink: OnceLock<String>,
+    letters: Mutex<VecDeque<String>>,
     total: AtomicU64,
 }
 
 impl DeadLetterRing {
-    /// Keeps `letter`, made by [`letter`], or the letter of a raw record a
-    /// sink refused: `why` are its leading fields, `record` its key and
-    /// value.
-    pub(crate) fn keep(&self, letter: &RawMessage, why: &[(&str, &str)]) {
-        let mut kept = serde_json::Map::new();
-        for (field, text) in why {
-            kept.insert((*field).to_owned(), (*text).into());
+    /// Keeps what `sink`, the dead-letter sink, makes durable from now on.
+    pub fn kept_from(&self, sink: &str) {
+        let _ = self.sink.set(sink.to_owned());
+    }
+
+    /// `batch` is durable at `sink`: keeps it if that is the dead-letter
+    /// sink (which gets dead letters only).
+    pub fn delivered(&self, sink: &str, batch: &[SinkRecord]) {
+        if self.sink.get().is_none_or(|s| s != sink) {
+            return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        let mut at = Vec::with_capacity(32);
-        weir_codec::write_utc_timestamp(&mut at, now);
-        kept.insert("at".into(), String::from_utf8_lossy(&at).into());
+        for record in batch {
+            if let SinkPayload::Raw(letter) = &record.payload {
+                self.keep(letter);
+            }
+        }
+    }
+
+    /// Keeps a letter made by [`letter`] (why it failed in its headers, the
+    /// change in its value) or the letter of a raw record a sink refused
+    /// (its own key and value).
+    fn keep(&self, letter: &RawMessage) {
+        let header = |name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| capped(v, KEPT_TEXT))
+        };
+        let plugin = header("weir.plugin");
+        let mut kept = serde_json::json!({
+            "at": utc(SystemTime::now()),
+            "by": if plugin.is_some() { "plugin" } else { "sink" },
+            "plugin": plugin,
+            "plugin_version": header("weir.plugin_version"),
+            "sink": header("weir.sink"),
+            "error": header("weir.error"),
+        });
         let value = letter.value.as_deref().unwrap_or_default();
-        let parsed = (value.len() <= KEPT_BYTES)
+        let made = (value.len() <= KEPT_BYTES)
             .then(|| serde_json::from_slice::<serde_json::Value>(value).ok())
-            .flatten();
-        match parsed {
-            // One made by `letter`: its change is the part to keep.
-            Some(serde_json::Value::Object(mut made)) if made.contains_key("failed_at") => {
-                kept.insert("event".into(), made.remove("event").unwrap_or_default());
+            .flatten()
+            .filter(|v| v.get("failed_at").is_some());
+        match made {
+            Some(mut made) => kept["event"] = made["event"].take(),
+            None if value.len() > KEPT_BYTES => {
+                kept["omitted"] = format!(
+                    "{} bytes, more than the console keeps; the dead-letter sink has it",
+                    value.len()
+                )
+                .into();
             }
-            _ if value.len() > KEPT_BYTES => {
-                kept.insert(
-                    "omitted".into(),
-                    format!(
-                        "{} bytes, more than the console keeps; the dead-letter sink has it",
-                        value.len()
-                    )
-                    .into(),
-                );
-            }
-            _ => {
-                let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
-                kept.insert(
-                    "record".into(),
-                    serde_json::json!({
-                        "key": text(letter.key.as_deref()),
-                        "value": text(letter.value.as_deref()),
-                    }),
-                );
+            None => {
+                kept["record"] = serde_json::json!({
+                    "key": letter.key.as_deref().map(|k| capped(k, KEPT_TEXT)),
+                    "value": letter.value.as_deref().map(|v| capped(v, KEPT_BYTES)),
+                });
             }
         }
+        // Held as text: a parsed value of nested JSON takes many times
+        // the bytes of its text.
+        let kept = kept.to_string();
         self.total.fetch_add(1, Ordering::Relaxed);
         let mut letters = self.letters.lock().unwrap_or_else(|e| e.into_inner());
         if letters.len() == KEPT {
             letters.pop_back();
         }
-        letters.push_front(serde_json::Value::Object(kept));
+        letters.push_front(kept);
     }
 
-    /// Dead letters since the start.
+    /// Dead letters made durable since the start.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
-    }
-
-    /// The kept letters and their count, as `GET /dead-letters` shows
-    /// them: the newest first.
-    pub fn json(&self) -> serde_json::Value {
-        let letters = self.letters.lock().unwrap_or_else(|e| e.into_inner());
-        serde_json::json!({
-            "capacity": KEPT,
-            "total": self.total(),
-            "letters": *letters,
-        })
     }
 
     /// How many are kept.
     pub fn kept(&self) -> usize {
         self.letters.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// The kept letters and their count as `GET /dead-letters` answers:
+    /// a JSON document, the newest first.
+    pub fn json(&self) -> String {
+        let letters = self.letters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = format!(
+            r#"{{"capacity":{KEPT},"total":{},"letters":["#,
+            self.total()
+        );
+        for (i, letter) in letters.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(letter);
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+/// At most `max` bytes of `bytes` as text, cut at a character boundary.
+fn capped(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], bytes.len())
+}
+
+/// `at` in RFC 3339, UTC, to the microsecond, as the envelope writes times.
+pub fn utc(at: SystemTime) -> String {
+    let mut out = Vec::with_capacity(32);
+    weir_codec::write_utc_timestamp(&mut out, micros(at));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn micros(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 #[cfg(test)]
@@ -162,19 +215,55 @@ mod tests {
         }
     }
 
+    fn durable(ring: &DeadLetterRing, sink: &str, letters: Vec<RawMessage>) {
+        let batch: Vec<SinkRecord> = letters
+            .into_iter()
+            .map(|m| SinkRecord {
+                topic: None,
+                payload: SinkPayload::Raw(std::sync::Arc::new(m)),
+                txn: TxnId(1),
+            })
+            .collect();
+        ring.delivered(sink, &batch);
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
     #[test]
-    fn the_ring_keeps_the_newest_letters_first_and_counts_all() {
+    fn only_what_the_dead_letter_sink_made_durable_is_kept_newest_first() {
         let ring = DeadLetterRing::default();
-        for i in 0..KEPT + 5 {
-            let why = [("plugin", "trapper"), ("error", "trapped")];
-            let made = letter(&why, vec![], &event(&format!("v{i}"), "")).unwrap();
-            ring.keep(&made, &why);
-        }
-        let json = ring.json();
+        let why = [("plugin", "trapper"), ("error", "trapped")];
+        let made = |i: usize| {
+            let h = headers(&[
+                ("weir.plugin", "trapper"),
+                ("weir.plugin_version", "abc"),
+                ("weir.error", "trapped"),
+            ]);
+            letter(&why, h, &event(&format!("v{i}"), "")).unwrap()
+        };
+        durable(&ring, "dlq", vec![made(0)]);
+        assert_eq!(
+            ring.total(),
+            0,
+            "kept before the pipeline named its dead-letter sink"
+        );
+        ring.kept_from("dlq");
+        durable(&ring, "out", vec![made(0)]);
+        assert_eq!(ring.total(), 0, "kept from another sink");
+        durable(&ring, "dlq", (0..KEPT + 5).map(made).collect());
+        let json: serde_json::Value = serde_json::from_str(&ring.json()).unwrap();
         assert_eq!(json["total"], KEPT as u64 + 5);
+        assert_eq!(json["capacity"], KEPT as u64);
         assert_eq!(ring.kept(), KEPT);
         let newest = &json["letters"][0];
+        assert_eq!(newest["by"], "plugin");
         assert_eq!(newest["plugin"], "trapper");
+        assert_eq!(newest["plugin_version"], "abc");
         assert_eq!(newest["error"], "trapped");
         assert_eq!(
             newest["event"]["message"]["prefix"],
@@ -184,31 +273,41 @@ mod tests {
     }
 
     #[test]
-    fn raw_records_and_huge_changes_are_kept_by_name() {
+    fn raw_records_huge_changes_and_long_errors_are_cut_to_size() {
         let ring = DeadLetterRing::default();
+        ring.kept_from("dlq");
         let raw = RawMessage {
             key: Some(b"k1".to_vec()),
             value: Some(b"not json".to_vec()),
-            headers: vec![],
+            headers: headers(&[
+                ("weir.sink", "kafka"),
+                ("weir.error", &"e".repeat(KEPT_TEXT + 10)),
+            ]),
             source: SourceInfo::default(),
         };
-        ring.keep(&raw, &[("sink", "kafka"), ("error", "too large")]);
         let huge = letter(
             &[("sink", "s")],
-            vec![],
+            headers(&[("weir.sink", "s")]),
             &event("p", &"x".repeat(KEPT_BYTES)),
         )
         .unwrap();
-        ring.keep(&huge, &[("sink", "s"), ("error", "e")]);
-        let json = ring.json();
+        durable(&ring, "dlq", vec![raw, huge]);
+        let json: serde_json::Value = serde_json::from_str(&ring.json()).unwrap();
         assert!(
             json["letters"][0]["omitted"]
                 .as_str()
                 .unwrap()
                 .contains("bytes")
         );
-        assert_eq!(json["letters"][1]["record"]["key"], "k1");
-        assert_eq!(json["letters"][1]["record"]["value"], "not json");
-        assert_eq!(json["letters"][1]["sink"], "kafka");
+        let raw = &json["letters"][1];
+        assert_eq!(raw["by"], "sink");
+        assert_eq!(raw["sink"], "kafka");
+        assert_eq!(raw["record"]["key"], "k1");
+        assert_eq!(raw["record"]["value"], "not json");
+        let error = raw["error"].as_str().unwrap();
+        assert!(
+            error.len() < KEPT_TEXT + 40 && error.ends_with("bytes in all)"),
+            "{error}"
+        );
     }
 }

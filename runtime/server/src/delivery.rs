@@ -132,17 +132,7 @@ pub(crate) async fn sink_task(
                     reason: first.reason.clone(),
                 });
             };
-            if !send_dead_letters(
-                &name,
-                &batch,
-                &rejected,
-                letters,
-                &checkpointer,
-                &status,
-                &abort,
-            )
-            .await?
-            {
+            if !send_dead_letters(&name, &batch, &rejected, letters, &checkpointer, &abort).await? {
                 return Ok(());
             }
             counters
@@ -157,6 +147,8 @@ pub(crate) async fn sink_task(
         counters.batches.fetch_add(1, Ordering::Relaxed);
         // A rejected record is settled by its dead letter, counted above.
         checkpointer.delivered(&batch)?;
+        // Durable now: the console may show them as sent.
+        status.dead_letters.delivered(&name, &batch);
     }
     sink.close()
         .await
@@ -224,7 +216,6 @@ async fn send_dead_letters(
     rejected: &[Rejected],
     letters: &DeadLetters,
     checkpointer: &Checkpointer,
-    status: &Status,
     abort: &CancellationToken,
 ) -> Result<bool, HaltError> {
     let records: Vec<SinkRecord> = rejected
@@ -238,14 +229,9 @@ async fn send_dead_letters(
                 dead_letter_sink = %letters.destination.sink,
                 "sent a record the sink refused to the dead-letter sink"
             );
-            let letter = sink_dead_letter(sink, &r.reason, record)?;
-            status.dead_letters.keep(
-                &letter,
-                &[("by", "sink"), ("sink", sink), ("error", &r.reason)],
-            );
             Ok(SinkRecord {
                 topic: letters.destination.topic.clone(),
-                payload: SinkPayload::Raw(Arc::new(letter)),
+                payload: SinkPayload::Raw(Arc::new(sink_dead_letter(sink, &r.reason, record)?)),
                 txn: record.txn,
             })
         })

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use weir_core::Lsn;
 
+/// How often a reading is taken.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Readings kept: an hour at one a second.
 pub const CAPACITY: usize = 3600;
 
@@ -68,9 +71,15 @@ impl History {
         self.readings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a reading; the oldest goes once the ring is full.
-    pub fn record(&self, reading: Reading) {
+    /// Adds a reading; the oldest goes once the ring is full. Its time
+    /// is moved past the last one's if the clock was set back, so that
+    /// readings stay in order and a poll `since` the last point it saw
+    /// still gets the new ones.
+    pub fn record(&self, mut reading: Reading) {
         let mut readings = self.lock();
+        if let Some(last) = readings.back() {
+            reading.at_ms = reading.at_ms.max(last.at_ms + 1);
+        }
         if readings.len() == CAPACITY {
             readings.pop_front();
         }
@@ -123,10 +132,10 @@ impl History {
             return (0.0, vec![0.0; self.sinks.len()]);
         };
         let from = last.at_ms.saturating_sub(window_ms);
-        let first = readings
-            .iter()
-            .find(|r| r.at_ms >= from && r.at_ms < last.at_ms)
-            .unwrap_or(&readings[readings.len() - 2]);
+        // At most the one before the last, so some time has passed.
+        let first = &readings[readings
+            .partition_point(|r| r.at_ms < from)
+            .min(readings.len() - 2)];
         let per = |now: u64, then: u64| rate(now.saturating_sub(then), first.at_ms, last.at_ms);
         (
             per(last.changes_in, first.changes_in),

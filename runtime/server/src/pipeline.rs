@@ -82,6 +82,9 @@ impl Pipeline {
             sink: d.sink.clone(),
             topic: d.topic.clone(),
         });
+        if let Some(d) = &dead_letter {
+            status.dead_letters.kept_from(&d.sink);
+        }
         let mut sink_txs = Vec::new();
         let mut sink_index = HashMap::new();
         let mut sink_rxs = Vec::new();

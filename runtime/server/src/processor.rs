@@ -640,17 +640,8 @@ impl Failures<'_> {
         match (stage.policy, self.dead_letter) {
             (FailurePolicy::DeadLetter, Some(dest)) => {
                 tracing::warn!(%plugin, event = %described, %error, sink = %dest.sink, "sent a change the plugin failed on to the dead-letter sink");
-                let version = stage.plugin().version();
-                let letter = dead_letter(P::KIND, &plugin, version, &error, &event)?;
-                self.status.dead_letters.keep(
-                    &letter,
-                    &[
-                        ("by", "plugin"),
-                        ("plugin", &plugin),
-                        ("plugin_version", version),
-                        ("error", &error),
-                    ],
-                );
+                let letter =
+                    dead_letter(P::KIND, &plugin, stage.plugin().version(), &error, &event)?;
                 Ok(Some(Work::Raw(letter, event.txn, Some(dest.clone()))))
             }
             _ => {

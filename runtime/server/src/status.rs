@@ -17,7 +17,7 @@ use weir_wasm::PluginEngine;
 
 use crate::answers::ShadowReport;
 use crate::config::FailurePolicy;
-use crate::dead_letter::DeadLetterRing;
+use crate::dead_letter::{DeadLetterRing, utc};
 use crate::history::{History, Reading};
 
 /// Lifecycle of the pipeline.
@@ -130,7 +130,7 @@ pub struct Status {
     /// The last hour of counters, for the console and the rates here.
     pub history: History,
     /// The newest dead letters, for the console.
-    pub dead_letters: DeadLetterRing,
+    pub(crate) dead_letters: DeadLetterRing,
 }
 
 /// A process's part under `[ha]`.
@@ -203,9 +203,6 @@ impl Status {
                 Some("another process holds the leadership lock; this one streams nothing".into()),
             );
         }
-        if state == State::Starting {
-            return ("starting", None);
-        }
         if let Some((sink, failing)) = self.degraded() {
             let error = self.sinks[sink].error().unwrap_or_default();
             return (
@@ -218,6 +215,9 @@ impl Status {
         }
         if let Some(alarm) = self.slot.reading().and_then(|r| r.alarm) {
             return ("degraded", Some(alarm));
+        }
+        if state == State::Starting {
+            return ("starting", None);
         }
         if self.snapshot.is_copying() {
             let copying = self
@@ -611,16 +611,6 @@ const RATE_WINDOW_MS: u64 = 10_000;
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// `at` in RFC 3339, UTC, to the microsecond.
-fn utc(at: SystemTime) -> String {
-    let micros = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let mut out = Vec::with_capacity(32);
-    weir_codec::write_utc_timestamp(&mut out, micros);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A Prometheus label value: `\`, `"` and line ends escaped.
