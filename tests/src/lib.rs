@@ -31,6 +31,24 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// [`wait_for`] for async checks: `f` every 100 ms until it gives
+/// something, for at most `timeout`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `weir` binary built alongside the tests (`cargo test --workspace`
 /// builds it), or `$WEIR_BIN`.
 pub fn weir_bin() -> PathBuf {

@@ -6,7 +6,6 @@
 //! version. A screenshot of each page goes to the test artifacts
 //! (`target/test-artifacts/console-*.png`, not committed).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,24 +15,6 @@ use weir_tests::*;
 
 const TOKEN: &str = "console-test-token-8f2c";
 
-/// `f` until it gives something, every 200 ms, for at most `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// What a script in the page returns.
 async fn js(client: &Client, script: &str) -> Json {
     client
@@ -42,28 +23,25 @@ async fn js(client: &Client, script: &str) -> Json {
         .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
 }
 
-/// The text of the first element `css` matches, if any.
-async fn text(client: &Client, css: &str) -> Option<String> {
+/// `expr` of the first element `css` matches (as `e`), if there is one
+/// and it gives text.
+async fn of_first(client: &Client, css: &str, expr: &str) -> Option<String> {
     let found = js(
         client,
-        &format!(
-            "const e = document.querySelector({css:?}); return e ? e.textContent.trim() : null;"
-        ),
+        &format!("const e = document.querySelector({css:?}); return e ? {expr} : null;"),
     )
     .await;
     found.as_str().map(str::to_owned)
 }
 
+/// The text of the first element `css` matches, if any.
+async fn text(client: &Client, css: &str) -> Option<String> {
+    of_first(client, css, "e.textContent.trim()").await
+}
+
 /// An attribute of the first element `css` matches, if any.
 async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
-    let found = js(
-        client,
-        &format!(
-            "const e = document.querySelector({css:?}); return e ? e.getAttribute({name:?}) : null;"
-        ),
-    )
-    .await;
-    found.as_str().map(str::to_owned)
+    of_first(client, css, &format!("e.getAttribute({name:?})")).await
 }
 
 /// Whether the element `css` matches is shown (it and no ancestor hidden).

@@ -5,7 +5,6 @@
 //! and back mid-run, a document it cannot take dead-lettered).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,23 +94,6 @@ async fn conformance_kit_against_searchd() {
     let config = kit_config(&searchd.addr);
     let target = Target { searchd, config };
     conformance::run_tagged(&target, &tag).await;
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 const DOCS: &str = "CREATE TABLE docs (id int8 PRIMARY KEY, title text, body text, qty int4)";
