@@ -17,9 +17,9 @@
 //! every request must name an allowed host (a web page that rebinds its own
 //! name to 127.0.0.1 gets refused), a browser page of another site may
 //! change nothing (its browser says where it comes from), and with
-//! `admin.token` set, deploys,
-//! `/status`, `/plugins`, `/history`, `/dead-letters` and the reason part
-//! of `/health` need the bearer token, as do snapshot requests. `/metrics`
+//! `admin.token` set, deploys, `/status`, `/plugins`, `/history`,
+//! `/dead-letters` and the reason part of `/health` need the bearer
+//! token, as do snapshot requests. `/metrics`
 //! and the bare state of `/health` stay open for probes, and the console's
 //! page and script for the login form; none of them holds row values.
 
