@@ -272,6 +272,9 @@ pub struct PostgresConfig {
     pub slot_wait: Duration,
     /// Most items handed downstream in one batch.
     pub max_batch: usize,
+    /// How long a batch that is not full may wait for more items before
+    /// it is handed downstream; zero hands on what has arrived at once.
+    pub max_batch_delay: Duration,
     /// Whether and how both connections use TLS (libpq's `sslmode`).
     pub ssl_mode: SslMode,
     /// PEM file of the CA certificate(s) the server's certificate must
@@ -370,6 +373,7 @@ impl Default for PostgresConfig {
             status_interval: Duration::from_secs(10),
             slot_wait: Duration::from_secs(10),
             max_batch: 4096,
+            max_batch_delay: Duration::ZERO,
             ssl_mode: SslMode::Prefer,
             ssl_root_cert: None,
             allow_cleartext_password: false,
@@ -409,6 +413,7 @@ impl fmt::Debug for PostgresConfig {
             .field("status_interval", &self.status_interval)
             .field("slot_wait", &self.slot_wait)
             .field("max_batch", &self.max_batch)
+            .field("max_batch_delay", &self.max_batch_delay)
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("allow_cleartext_password", &self.allow_cleartext_password)

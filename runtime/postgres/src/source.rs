@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use weir_core::{Lsn, SourceItem};
 
@@ -153,8 +153,9 @@ impl PostgresSource {
     ///
     /// * `out` receives batches of items in commit order: each transaction
     ///   as `Begin`, its changes, `Commit`. A batch holds whatever complete
-    ///   messages had already arrived, at most `max_batch` items; it may
-    ///   end mid-transaction. Transaction ids ([`weir_core::TxnId`]) come
+    ///   messages had already arrived, or arrived within `max_batch_delay`
+    ///   of its first, at most `max_batch` items; it may end
+    ///   mid-transaction. Transaction ids ([`weir_core::TxnId`]) come
     ///   from a process-wide counter: strictly increasing, never reused
     ///   across reconnects, not necessarily contiguous.
     /// * `acked` carries the end LSN of the newest transaction such that it
@@ -246,7 +247,9 @@ impl PostgresSource {
             received,
             slot: &cfg.slot,
             max_batch: cfg.max_batch,
+            max_batch_delay: cfg.max_batch_delay,
             batch: Vec::new(),
+            batch_due: None,
             read_timeout: (cfg.status_interval * 6).max(MIN_READ_TIMEOUT),
             cfg,
             server_version,
@@ -482,7 +485,11 @@ struct Stream<'a> {
     received: Arc<AtomicU64>,
     slot: &'a str,
     max_batch: usize,
+    max_batch_delay: Duration,
     batch: Vec<SourceItem>,
+    /// When the batch being filled must be handed on, not full or not
+    /// (`max_batch_delay` after its first item).
+    batch_due: Option<Instant>,
     read_timeout: Duration,
     cfg: &'a PostgresConfig,
     /// `server_version_num`, for types looked up while streaming.
@@ -522,8 +529,25 @@ impl Stream<'_> {
                     return Ok(());
                 }
             }
-            if !self.batch.is_empty() && !self.send(writer, shutdown).await? {
-                return Ok(());
+            if !self.batch.is_empty() {
+                let due = *self
+                    .batch_due
+                    .get_or_insert_with(|| Instant::now() + self.max_batch_delay);
+                if Instant::now() < due {
+                    // Room for more: wait for it, but no longer than due.
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Ok(()),
+                        r = &mut *writer => return Err(writer_stopped(&self.addr, r)),
+                        r = timeout_at(due, reader.fill()) => if let Ok(r) = r {
+                            r?;
+                        },
+                    }
+                    continue;
+                }
+                if !self.send(writer, shutdown).await? {
+                    return Ok(());
+                }
             }
             tokio::select! {
                 biased;
@@ -578,6 +602,7 @@ impl Stream<'_> {
         // trickle of small transactions does not allocate big vectors.
         let cap = self.batch.len();
         let items = std::mem::replace(&mut self.batch, Vec::with_capacity(cap));
+        self.batch_due = None;
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => Ok(false),
@@ -705,7 +730,9 @@ pub(crate) fn replay_stream(data: &[u8], db_key: Arc<str>) -> Result<Vec<SourceI
         received: Arc::new(AtomicU64::new(0)),
         slot: "replay",
         max_batch: usize::MAX,
+        max_batch_delay: Duration::ZERO,
         batch: Vec::new(),
+        batch_due: None,
         read_timeout: MIN_READ_TIMEOUT,
         cfg: &cfg,
         server_version: 0,

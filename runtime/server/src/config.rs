@@ -550,6 +550,20 @@ pub struct PipelineConfig {
     /// Most changes the source puts in one batch.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// How long the source may hold a batch that is not full, waiting for
+    /// more changes, before handing it on. Longer makes fewer, larger
+    /// batches when changes trickle in (a busy OLTP load that Weir keeps
+    /// up with): fewer wake-ups, plugin calls and fsyncs per change, for
+    /// up to that much more latency. Zero hands on whatever has arrived at
+    /// once. A backlog fills batches anyway and never waits. The default,
+    /// 1 ms, took the p99 from commit to the file sink from 51 ms to 8 ms
+    /// and Weir's CPU down by a quarter under 3 400 single-row
+    /// transactions a second (BENCHMARKS.md).
+    #[serde(
+        default = "default_max_batch_delay",
+        deserialize_with = "weir_core::duration::deserialize"
+    )]
+    pub max_batch_delay: Duration,
     /// Longest wait between retries of a sink that is down.
     #[serde(
         default = "default_max_backoff",
@@ -574,6 +588,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             channel_batches: default_channel_batches(),
             max_batch: default_max_batch(),
+            max_batch_delay: default_max_batch_delay(),
             max_retry_backoff: default_max_backoff(),
             degraded_after: default_degraded_after(),
         }
@@ -721,6 +736,9 @@ fn default_channel_batches() -> usize {
 }
 fn default_max_batch() -> usize {
     4096
+}
+fn default_max_batch_delay() -> Duration {
+    Duration::from_millis(1)
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
@@ -1024,6 +1042,14 @@ impl Config {
         if self.pipeline.max_batch == 0 {
             problems.push("pipeline.max_batch: must be at least 1".into());
         }
+        // Every change could wait this long; more than a second is a typo
+        // ("1s" for "1ms") rather than a trade anyone wants.
+        if self.pipeline.max_batch_delay > Duration::from_secs(1) {
+            problems.push(format!(
+                "pipeline.max_batch_delay: {:?} is more than 1s, which every change could wait; a few milliseconds trade latency for CPU",
+                self.pipeline.max_batch_delay
+            ));
+        }
         problems
     }
 
@@ -1291,7 +1317,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Translates the `[source]` section for the Postgres crate.
-pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
+pub fn postgres_config(s: &SourceConfig, pipeline: &PipelineConfig) -> PostgresConfig {
     // Checked when the configuration was read.
     let patterns: Vec<weir_core::TablePattern> = s
         .tables
@@ -1323,7 +1349,8 @@ pub fn postgres_config(s: &SourceConfig, max_batch: usize) -> PostgresConfig {
         binary: s.binary,
         status_interval: s.status_interval,
         slot_wait: s.slot_wait,
-        max_batch,
+        max_batch: pipeline.max_batch,
+        max_batch_delay: pipeline.max_batch_delay,
         ssl_mode: s.sslmode,
         ssl_root_cert: s.sslrootcert.clone(),
         allow_cleartext_password: s.allow_cleartext_password,
@@ -1374,6 +1401,23 @@ path = "-"
         assert!(c.source.create_slot);
         assert_eq!(c.source.status_interval, Duration::from_secs(10));
         assert!(c.sinks["out"].as_any().is::<weir_sinks::FileSinkConfig>());
+    }
+
+    #[test]
+    fn batch_delay_defaults_to_a_millisecond_and_refuses_more_than_a_second() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.pipeline.max_batch_delay, Duration::from_millis(1));
+        let with = |delay: &str| format!("{MINIMAL}\n[pipeline]\nmax_batch_delay = {delay:?}\n");
+        let c = parse(&with("0s")).unwrap();
+        assert_eq!(c.pipeline.max_batch_delay, Duration::ZERO);
+        let c = parse(&with("5ms")).unwrap();
+        let pg = postgres_config(&c.source, &c.pipeline);
+        assert_eq!(pg.max_batch_delay, Duration::from_millis(5));
+        let errs = parse(&with("2s")).unwrap_err();
+        assert!(
+            errs[0].starts_with("pipeline.max_batch_delay:") && errs[0].contains("2s"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -203,7 +203,7 @@ async fn run(path: PathBuf, exit_on_halt: bool) -> ExitCode {
             deployer: deployer.clone(),
             source: Some(weir::config::postgres_config(
                 &config.source,
-                config.pipeline.max_batch,
+                &config.pipeline,
             )),
         };
         match weir::admin::serve(admin, serves, admin_stop.clone()).await {
@@ -311,7 +311,7 @@ async fn lead(
         return Ok(None);
     };
     status.set_role(Role::Standby);
-    let pg = weir::config::postgres_config(&config.source, config.pipeline.max_batch);
+    let pg = weir::config::postgres_config(&config.source, &config.pipeline);
     let key = ha.lock_key.unwrap_or_else(|| lease::lock_key(&pg.slot));
     tracing::info!(key, takeover = ?ha.takeover, "high availability: waiting for the leadership lock");
     let Some(lease) = Lease::acquire(&pg, key, ha.takeover, shutdown).await? else {

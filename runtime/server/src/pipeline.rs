@@ -63,7 +63,7 @@ impl Pipeline {
     ) -> Result<Pipeline, StartError> {
         let sinks = open_sinks(&config).await?;
         let plugins = load_plugins(&config).await?;
-        let pg_config = postgres_config(&config.source, config.pipeline.max_batch);
+        let pg_config = postgres_config(&config.source, &config.pipeline);
         let mut source = PostgresSource::prepare(pg_config.clone()).await?;
         source.share_progress(status.snapshot_progress().clone());
         source.share_health(status.slot_health().clone());
@@ -183,6 +183,7 @@ impl Pipeline {
             swaps,
             pending: Vec::new(),
             open: None,
+            max_batch: config.pipeline.max_batch,
         };
         let processor_done = CancellationToken::new();
         let done = processor_done.clone();

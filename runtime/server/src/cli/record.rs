@@ -21,7 +21,7 @@ pub fn run(
     filter: Option<&str>,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
-    let pg = crate::config::postgres_config(&config.source, config.pipeline.max_batch);
+    let pg = crate::config::postgres_config(&config.source, &config.pipeline);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -163,7 +163,7 @@ impl Verifier {
                 )));
             }
         }
-        let pg = crate::config::postgres_config(&config.source, config.pipeline.max_batch);
+        let pg = crate::config::postgres_config(&config.source, &config.pipeline);
         let source = VerifySource::connect(&pg).await?;
         let dead_letter = config.dead_letter.as_ref().map(|d| d.sink.as_str());
         let mut readbacks = BTreeMap::new();
