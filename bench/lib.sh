@@ -27,11 +27,21 @@ secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 per_row() { python3 -c "print('-' if '$1' in ('-', '?') else f'{float(\"$1\") * 1e6 / $TOTAL:.1f}')"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# What every benchmark needs: Postgres, the servers of the demo's sinks, the
+# passthrough plugin and Weir's release build. A script that needs more
+# (tansu, the Python and JavaScript toolchains) sets it up itself.
 bench_setup() {
-  scripts/setup >/dev/null
+  scripts/setup-demo >/dev/null
+  scripts/build-plugins passthrough >/dev/null
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
-  cargo build --release -p weir --locked 2>&1 | tail -1
-  WEIR="$CARGO_TARGET_DIR/release/weir"
+  # WEIR_BIN: a `weir` binary to measure instead of this checkout's
+  # release build (a build of another commit, for an A/B comparison).
+  if [ -n "${WEIR_BIN:-}" ]; then
+    WEIR="$WEIR_BIN"
+  else
+    cargo build --release -p weir --locked 2>&1 | tail -1
+    WEIR="$CARGO_TARGET_DIR/release/weir"
+  fi
   PASSTHROUGH="$PWD/plugins/target/wasm32-wasip2/release/passthrough.wasm"
   WORK="$(mktemp -d /tmp/weir-bench.XXXXXX)"
 }
@@ -54,6 +64,10 @@ CREATE TABLE bench (
   flag bool NOT NULL, score float8, ref uuid, qty int8
 );
 CREATE PUBLICATION bench_pub FOR TABLE bench;
+-- A publication the backlog's table is not in: what a walsender spends on
+-- changes it filters out (bench/run).
+CREATE TABLE other (id bigint PRIMARY KEY);
+CREATE PUBLICATION other_pub FOR TABLE other;
 SQL
   for s in $SLOTS; do
     q -d $DB -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
@@ -83,11 +97,11 @@ SQL
   echo "backlog ends at $END_LSN"
 }
 
-recv() { # label slot binary
+recv() { # label slot binary [publication]
   local t0 t1 pid ws="" ws_cpu="?"
   t0=$(now)
   pg_recvlogical -d $DB --slot "$2" --start --endpos "$END_LSN" --no-loop -f /dev/null \
-    -o proto_version=1 -o publication_names=bench_pub -o binary="$3" &
+    -o proto_version=1 -o publication_names="${4:-bench_pub}" -o binary="$3" &
   pid=$!
   while kill -0 $pid 2>/dev/null; do
     [ -z "$ws" ] && ws="$(walsender "$2")"
@@ -99,26 +113,32 @@ recv() { # label slot binary
   RESULTS+=("$1|$(secs $t0 $t1)|$(rate $t0 $t1)|-|-|-|$ws_cpu")
 }
 
-weir() { # label slot sink-toml [more source settings]
-  local t0 t1 pid rss conf="$WORK/$2.toml"
-  cat >"$conf" <<TOML
+# The configuration of a `weir` run: slot $1, sinks $2, more source settings $3.
+weir_config() {
+  cat <<TOML
 [source]
 database = "$DB"
-slot = "$2"
+slot = "$1"
 publication = "bench_pub"
 tables = ["public.bench"]
 create_slot = false
 create_publication = false
 status_interval = "1s"
-${4:-}
+${3:-}
 
 [[transforms]]
 path = "$PASSTHROUGH"
 
-$3
+$2
 TOML
+}
+
+weir() { # label slot sink-toml [more source settings]
+  local t0 t1 pid rss conf="$WORK/$2.toml"
+  weir_config "$2" "$3" "${4:-}" >"$conf"
   t0=$(now)
-  "$WEIR" run --config "$conf" 2>"$WORK/$2.log" &
+  # WEIR_UNDER: a command Weir runs under (bench/callgrind: valgrind).
+  ${WEIR_UNDER:-} "$WEIR" run --config "$conf" 2>"$WORK/$2.log" &
   pid=$!
   local perf_pid=""
   if [ -n "${PROFILE:-}" ] && [ "$2" = "${PROFILE_SLOT:-}" ]; then
