@@ -30,7 +30,19 @@ pub fn write_uuid_text(out: &mut Vec<u8>, bytes: &[u8; 16]) {
 
 /// Appends a UUID in its canonical form, lower case, to a `String`.
 pub fn push_uuid_text(out: &mut String, bytes: &[u8; 16]) {
-    out.extend(ascii(bytes).iter().map(|&c| char::from(c)));
+    // One copy of 36 bytes, not 36 pushes of a char (each its own
+    // capacity check): this runs for every UUID handed to a plugin.
+    out.push_str(std::str::from_utf8(&ascii(bytes)).expect("hex digits and hyphens are ASCII"));
+}
+
+/// The value of a hex digit, either case.
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Parses a UUID in its canonical hyphenated form (or as 32 bare hex
@@ -44,14 +56,16 @@ pub fn parse_uuid(text: &[u8]) -> Option<[u8; 16]> {
     } else if text.len() != 32 {
         return None;
     }
-    let mut digits = text.iter().filter(|&&c| !(hyphenated && c == b'-'));
     let mut out = [0; 16];
-    for byte in &mut out {
-        let hi = (*digits.next()? as char).to_digit(16)?;
-        let lo = (*digits.next()? as char).to_digit(16)?;
-        *byte = (hi << 4 | lo) as u8;
+    let mut pos = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if hyphenated && matches!(i, 4 | 6 | 8 | 10) {
+            pos += 1;
+        }
+        *byte = hex_digit(text[pos])? << 4 | hex_digit(text[pos + 1])?;
+        pos += 2;
     }
-    digits.next().is_none().then_some(out)
+    Some(out)
 }
 
 /// Appends bytes as Postgres prints a `bytea`: `\x` and lower-case hex.
