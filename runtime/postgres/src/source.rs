@@ -537,7 +537,14 @@ impl Stream<'_> {
                     // Room for more: wait for it, but no longer than due.
                     tokio::select! {
                         biased;
-                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = shutdown.cancelled() => {
+                            // What arrived goes on, as it would have without
+                            // the wait, so a clean stop still delivers and
+                            // acknowledges it (if there is room: a stop
+                            // never waits for the pipeline to take more).
+                            let _ = self.out.try_send(std::mem::take(&mut self.batch));
+                            return Ok(());
+                        }
                         r = &mut *writer => return Err(writer_stopped(&self.addr, r)),
                         r = timeout_at(due, reader.fill()) => if let Ok(r) = r {
                             r?;
