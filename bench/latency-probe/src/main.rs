@@ -166,7 +166,7 @@ fn follow_file(path: &str, window: &mut Window) -> Result<()> {
     }
 }
 
-/// Consumes a Kafka topic from its end, one change per message.
+/// Consumes a Kafka topic, one change per message.
 fn follow_kafka(brokers: &str, topic: &str, window: &mut Window) -> Result<()> {
     use rdkafka::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -175,7 +175,9 @@ fn follow_kafka(brokers: &str, topic: &str, window: &mut Window) -> Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("weir-latency-{}", std::process::id()))
-        .set("auto.offset.reset", "latest")
+        // The topic is the run's own: from its start (what came before
+        // the subscription took hold falls in the skipped seconds).
+        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "1")
         .set("fetch.min.bytes", "1")
@@ -192,6 +194,10 @@ fn follow_kafka(brokers: &str, topic: &str, window: &mut Window) -> Result<()> {
                     return Ok(());
                 }
             }
+            // Until Weir's first record makes the topic.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => std::thread::sleep(Duration::from_millis(100)),
             Some(Err(e)) => bail!("consuming {topic}: {e}"),
             None if window.done() => return Ok(()),
             None => {}
