@@ -554,15 +554,13 @@ pub struct PipelineConfig {
     /// more changes, before handing it on. Longer makes fewer, larger
     /// batches when changes trickle in (a busy OLTP load that Weir keeps
     /// up with): fewer wake-ups, plugin calls and fsyncs per change, for
-    /// up to that much more latency. Zero hands on whatever has arrived at
-    /// once. A backlog fills batches anyway and never waits. The default,
-    /// 1 ms, took the p99 from commit to the file sink from 51 ms to 8 ms
-    /// and Weir's CPU down by a quarter under 3 400 single-row
-    /// transactions a second (BENCHMARKS.md).
-    #[serde(
-        default = "default_max_batch_delay",
-        deserialize_with = "weir_core::duration::deserialize"
-    )]
+    /// up to that much more latency. Zero, the default, hands on whatever
+    /// has arrived at once. Under 3 400 single-row transactions a second,
+    /// 1 ms took the p99 from commit to the file sink from 51 ms to 8 ms
+    /// and Weir's CPU down by a quarter; but it made draining a backlog
+    /// 15-25% slower in the same tests, not yet understood, so it is not
+    /// the default (BENCHMARKS.md).
+    #[serde(default, deserialize_with = "weir_core::duration::deserialize")]
     pub max_batch_delay: Duration,
     /// Longest wait between retries of a sink that is down.
     #[serde(
@@ -588,7 +586,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             channel_batches: default_channel_batches(),
             max_batch: default_max_batch(),
-            max_batch_delay: default_max_batch_delay(),
+            max_batch_delay: Duration::ZERO,
             max_retry_backoff: default_max_backoff(),
             degraded_after: default_degraded_after(),
         }
@@ -736,9 +734,6 @@ fn default_channel_batches() -> usize {
 }
 fn default_max_batch() -> usize {
     4096
-}
-fn default_max_batch_delay() -> Duration {
-    Duration::from_millis(1)
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
@@ -1404,12 +1399,10 @@ path = "-"
     }
 
     #[test]
-    fn batch_delay_defaults_to_a_millisecond_and_refuses_more_than_a_second() {
+    fn batch_delay_defaults_to_none_and_refuses_more_than_a_second() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.pipeline.max_batch_delay, Duration::from_millis(1));
-        let with = |delay: &str| format!("{MINIMAL}\n[pipeline]\nmax_batch_delay = {delay:?}\n");
-        let c = parse(&with("0s")).unwrap();
         assert_eq!(c.pipeline.max_batch_delay, Duration::ZERO);
+        let with = |delay: &str| format!("{MINIMAL}\n[pipeline]\nmax_batch_delay = {delay:?}\n");
         let c = parse(&with("5ms")).unwrap();
         let pg = postgres_config(&c.source, &c.pipeline);
         assert_eq!(pg.max_batch_delay, Duration::from_millis(5));
