@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use weir_core::{Lsn, SourceItem};
 
@@ -506,6 +506,10 @@ impl Stream<'_> {
         writer: &mut WriterHandle,
         shutdown: &CancellationToken,
     ) -> Result<(), PgError> {
+        // One timer for the batch being filled, set when its first item
+        // arrives: not one per read while it waits.
+        let batch_timer = sleep_until(Instant::now());
+        tokio::pin!(batch_timer);
         loop {
             // Decode everything already buffered; never wait for more data
             // just to fill a batch.
@@ -530,10 +534,15 @@ impl Stream<'_> {
                 }
             }
             if !self.batch.is_empty() {
-                let due = *self
-                    .batch_due
-                    .get_or_insert_with(|| Instant::now() + self.max_batch_delay);
-                if Instant::now() < due {
+                let waits = !self.max_batch_delay.is_zero();
+                if self.batch_due.is_none() {
+                    let due = Instant::now() + self.max_batch_delay;
+                    self.batch_due = Some(due);
+                    if waits {
+                        batch_timer.as_mut().reset(due);
+                    }
+                }
+                if waits && !batch_timer.is_elapsed() {
                     // Room for more: wait for it, but no longer than due.
                     tokio::select! {
                         biased;
@@ -546,9 +555,8 @@ impl Stream<'_> {
                             return Ok(());
                         }
                         r = &mut *writer => return Err(writer_stopped(&self.addr, r)),
-                        r = timeout_at(due, reader.fill()) => if let Ok(r) = r {
-                            r?;
-                        },
+                        _ = &mut batch_timer => {}
+                        r = reader.fill() => r?,
                     }
                     continue;
                 }

@@ -183,7 +183,6 @@ impl Pipeline {
             swaps,
             pending: Vec::new(),
             open: None,
-            max_batch: config.pipeline.max_batch,
         };
         let processor_done = CancellationToken::new();
         let done = processor_done.clone();

@@ -65,28 +65,14 @@ pub(crate) struct Processor {
     /// The transaction whose changes are being received, from its begin to
     /// its commit (which may arrive in a later batch).
     pub(crate) open: Option<Transaction>,
-    /// Most items of one batch through the plugins (`pipeline.max_batch`).
-    pub(crate) max_batch: usize,
 }
 
 impl Processor {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), HaltError> {
-        let mut carried = None;
-        while let Some(mut items) = carried.take().or_else(|| rx.blocking_recv()) {
-            // Batches that queued while this thread was busy go on as one,
-            // up to the source's own batch size: when the pipeline is
-            // behind, fewer plugin calls and hand-offs per change, and
-            // when it is not, no wait.
-            while items.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(more) if items.len() + more.len() <= self.max_batch => items.extend(more),
-                    Ok(more) => {
-                        carried = Some(more);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
+        // Batches are taken as the source made them: joining those that
+        // queued up made the backlog drain slower in A/B runs (larger
+        // batches falling out of the cache, it seems; BENCHMARKS.md).
+        while let Some(mut items) = rx.blocking_recv() {
             // A restart marker splits the batch: what came before it belongs
             // to the old stream, what follows to the new one.
             while let Some(i) = items.iter().position(|i| matches!(i, SourceItem::Restart)) {
