@@ -768,10 +768,19 @@ async fn a_snapshot_while_streaming_under_writes_rebuilds_the_table_and_the_slot
     // A state sink that only sees changes from now on, plus the snapshot.
     let mut rows = Rows::new();
     let (mut reads, mut moved_while_copying) = (0, false);
+    // The request's state is read every 100 ms, not after every
+    // transaction: a query per transaction made this reader slower than
+    // the writer, so it fell ever further behind and the snapshot, which
+    // waits for the stream to pass its watermarks, could not finish.
+    let mut next_look = tokio::time::Instant::now();
     loop {
         let txn = running.txn().await;
         reads += apply(&mut rows, &txn);
         running.ack.send_replace(txn.commit.end_lsn);
+        if tokio::time::Instant::now() < next_look {
+            continue;
+        }
+        next_look = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
         let (state, done) = request_state(&client, &slot, request).await;
         if state == "pending" && done >= 2 {
             moved_while_copying |= confirmed_flush(&client, &slot).await > start;
