@@ -51,7 +51,9 @@ pub use template::{
 };
 pub use text::{to_text, write_text};
 pub use types::PgType;
-pub use uuid::{UUID_TEXT_LEN, parse_uuid, push_bytea_hex, push_uuid_text, write_uuid_text};
+pub use uuid::{
+    UUID_TEXT_LEN, hex_digit, parse_uuid, push_bytea_hex, push_uuid_text, write_uuid_text,
+};
 
 /// Appends an instant (microseconds since 1970-01-01 UTC) as the envelope
 /// writes `timestamptz` values: ISO 8601 with a `Z`.

@@ -36,7 +36,7 @@ pub fn push_uuid_text(out: &mut String, bytes: &[u8; 16]) {
 }
 
 /// The value of a hex digit, either case.
-fn hex_digit(c: u8) -> Option<u8> {
+pub fn hex_digit(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

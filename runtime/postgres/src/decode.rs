@@ -11,8 +11,8 @@
 //! for every date, with astronomical year numbering behind its `BC` suffix
 //! (`0001-01-01 BC` is year 0), and its binary forms count from 2000-01-01.
 
-use weir_codec::PgType;
 use weir_codec::calendar::{civil_from_days, days_from_civil, days_in_month};
+use weir_codec::{PgType, hex_digit};
 use weir_core::Value;
 
 use crate::conn::PG_EPOCH_OFFSET_MICROS;
@@ -138,22 +138,13 @@ pub(crate) fn decode_binary(kind: PgType, b: &[u8]) -> DecodeResult {
     })
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn parse_bytea_text(b: &[u8]) -> Result<Vec<u8>, &'static str> {
     if let Some(hex) = b.strip_prefix(b"\\x") {
         if hex.len() % 2 != 0 {
             return Err("odd number of hex digits in bytea");
         }
         hex.chunks_exact(2)
-            .map(|p| Some(hex_val(p[0])? << 4 | hex_val(p[1])?))
+            .map(|p| Some(hex_digit(p[0])? << 4 | hex_digit(p[1])?))
             .collect::<Option<Vec<u8>>>()
             .ok_or("invalid hex digit in bytea")
     } else {
